@@ -1,0 +1,63 @@
+"""Machine-learned stellar masses and ages, with calibrated uncertainties, for astropy tables.
+
+The package reproduces and extends Li, Wang et al. (ApJS): random forests
+trained on asteroseismic masses and ages (APOKASC-2) predict them from
+spectroscopic labels, only for stars inside the convex hull of the training set.
+
+Importing the package loads no model; models are read on first use.
+"""
+
+try:
+    from ._version import version as __version__
+except ImportError:  # pragma: no cover - only in a source tree never built
+    __version__ = "0.0.0"
+
+from .annotate import OUTPUT_COLUMNS, add_mass_age
+from .config import conf
+from .demo import demo_table
+from .exceptions import (
+    AmbiguousColumnError,
+    AssumedUnitWarning,
+    ColumnUnitError,
+    ColumnValueError,
+    ExistingColumnError,
+    MissingColumnError,
+    ModelChecksumError,
+    ModelError,
+    ModelFormatError,
+    ModelNotFoundError,
+    ModelVersionError,
+    StellarMLAgesError,
+    StellarMLAgesWarning,
+    TrainingDataError,
+)
+from .flags import MassAgeFlag
+from .model import MassAgeModel, load_model
+from .registry import get_model, list_models
+
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "AmbiguousColumnError",
+    "AssumedUnitWarning",
+    "ColumnUnitError",
+    "ColumnValueError",
+    "ExistingColumnError",
+    "MassAgeFlag",
+    "MassAgeModel",
+    "MissingColumnError",
+    "ModelChecksumError",
+    "ModelError",
+    "ModelFormatError",
+    "ModelNotFoundError",
+    "ModelVersionError",
+    "StellarMLAgesError",
+    "StellarMLAgesWarning",
+    "TrainingDataError",
+    "__version__",
+    "add_mass_age",
+    "conf",
+    "demo_table",
+    "get_model",
+    "list_models",
+    "load_model",
+]

@@ -1,0 +1,231 @@
+"""The ``stellar-ml-ages`` command.
+
+Subcommands
+-----------
+``annotate IN OUT``
+    Read any table astropy reads (FITS, VOTable, ECSV, CSV, Parquet, ...), add
+    mass and age, write OUT. OUT is written to a temporary file beside it and
+    renamed into place, so an interrupted run never leaves a half-written file.
+``demo OUT``
+    Annotate the bundled synthetic demo table.
+``list-models``
+    Print the packaged models with their features, targets and metrics.
+``train SPEC --data DIR --out DIR``
+    Train a model from the catalogs in DIR and write its artifact.
+
+Exit codes: 0 success; 1 the package refused the input (missing column, bad
+unit, ...); 2 bad command line; 3 a file could not be read or written; 130
+interrupted.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from astropy.table import Table
+
+from . import __version__
+from .exceptions import StellarMLAgesError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".vot": "votable",
+            ".xml": "votable", ".votable": "votable", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv",
+            ".parquet": "parquet", ".pq": "parquet", ".hdf5": "hdf5", ".h5": "hdf5"}
+
+
+class _IOProblem(Exception):
+    pass
+
+
+def _format_of(path, explicit):
+    if explicit:
+        return explicit
+    suffixes = [s.lower() for s in Path(path).suffixes if s.lower() != ".gz"]
+    if suffixes and suffixes[-1] in _FORMATS:
+        return _FORMATS[suffixes[-1]]
+    raise _IOProblem(
+        f"cannot tell the format of {str(path)!r} from its extension; known: "
+        f"{', '.join(sorted(_FORMATS))}. Use --format/--output-format."
+    )
+
+
+def read_table(path, format=None):
+    """Read a table, turning every I/O failure into one clear message."""
+    path = Path(path)
+    if not path.is_file():
+        raise _IOProblem(f"input file {str(path)!r} does not exist")
+    fmt = _format_of(path, format)
+    try:
+        return Table.read(path, format=fmt)
+    except Exception as error:  # astropy raises many types for unreadable files
+        raise _IOProblem(f"could not read {str(path)!r} as {fmt}: {error}") from error
+
+
+def write_table(table, path, format=None, overwrite=False):
+    """Write atomically: a temporary file in the target directory, then a rename."""
+    path = Path(path)
+    fmt = _format_of(path, format)
+    if path.exists() and not overwrite:
+        raise _IOProblem(f"output file {str(path)!r} exists; pass --overwrite to replace it")
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise _IOProblem(f"output directory {str(directory)!r} does not exist")
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    os.close(handle)
+    try:
+        kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
+        table.write(temporary, format=fmt, overwrite=True, **kwargs)
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError | ValueError | TypeError):
+            raise _IOProblem(f"could not write {str(path)!r} as {fmt}: {error}") from error
+        raise
+
+
+def _mapping(items):
+    mapping = {}
+    for item in items or ():
+        feature, sep, column = item.partition("=")
+        if not sep or not feature or not column:
+            raise argparse.ArgumentTypeError(f"--map takes FEATURE=COLUMN, got {item!r}")
+        mapping[feature] = column
+    return mapping
+
+
+def _annotate(args, table):
+    from .annotate import add_mass_age
+    from .config import conf
+
+    progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
+    annotated = add_mass_age(
+        table, model=args.model, mapping=_mapping(args.map), overwrite=args.overwrite_columns,
+        allow_extrapolation=args.allow_extrapolation, propagate_errors=args.propagate_errors,
+        progress=progress,
+    )
+    write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
+    flags = annotated["mass_age_flag"]
+    print(f"{args.output}: {len(annotated)} rows, {int((flags == 0).sum())} inside the domain "
+          f"of {annotated.meta['MLMODEL']}")
+
+
+def _cmd_annotate(args):
+    _annotate(args, read_table(args.input, args.format))
+
+
+def _cmd_demo(args):
+    from .demo import demo_table
+
+    _annotate(args, demo_table())
+
+
+def _cmd_list_models(args):
+    from .registry import list_models
+
+    models = list_models()
+    for row in models:
+        print(f"{row['name']} (aliases: {row['aliases']})")
+        for key in ("targets", "features", "training_set", "n_train", "median_rel_error",
+                    "coverage_68"):
+            print(f"  {key:17s} {row[key]}")
+
+
+def _cmd_train(args):
+    from .training import get_spec, load_apogee_training_table, train_model
+
+    try:
+        spec = get_spec(args.spec)
+    except KeyError as error:
+        raise _IOProblem(str(error.args[0])) from None
+    table = load_apogee_training_table(args.data)
+    result = train_model(spec, table, progress=print)
+    card_path = result.model.save(args.out)
+    for target in result.model.card["targets"]:
+        metrics, coverage = target["metrics"], target["coverage"]
+        print(f"{spec.name} {target['name']}: median relative error "
+              f"{100 * metrics['median_rel_error']:.1f}%, dispersion {metrics['dispersion']:.3f} "
+              f"{target['unit']}, [p16, p84] coverage {100 * coverage['p16_p84']:.1f}%, "
+              f"[p2.5, p97.5] coverage {100 * coverage['p2.5_p97.5']:.1f}% "
+              f"(n={metrics['n']} test stars in hull)")
+    print(f"wrote {card_path} and {result.model.card['arrays']['file']} "
+          f"({result.model.card['arrays']['bytes'] / 1e6:.2f} MB)")
+
+
+def _annotate_options(parser):
+    parser.add_argument("--model", default=None,
+                        help="model name or alias (giants, red-clump) or card path; "
+                             "default: the first packaged model whose columns exist")
+    parser.add_argument("--map", action="append", metavar="FEATURE=COLUMN",
+                        help="read FEATURE from COLUMN (repeatable), e.g. --map c_fe=A3_C_Fe")
+    parser.add_argument("--output-format", default=None, help="astropy format of OUT")
+    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    parser.add_argument("--overwrite-columns", action="store_true",
+                        help="replace existing mass/age columns in the input")
+    parser.add_argument("--allow-extrapolation", action="store_true",
+                        help="also predict outside the training hull (flagged EXTRAPOLATED)")
+    parser.add_argument("--propagate-errors", action="store_true",
+                        help="add the spread from the inputs' *_ERR columns (Monte Carlo)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="stellar-ml-ages",
+        description="Machine-learned stellar masses and ages for astropy tables.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    annotate = commands.add_parser("annotate", help="add mass and age to a table file")
+    annotate.add_argument("input", help="input table (FITS, VOTable, ECSV, CSV, Parquet, ...)")
+    annotate.add_argument("output", help="output table; format from the extension")
+    annotate.add_argument("--format", default=None, help="astropy format of the input")
+    _annotate_options(annotate)
+    annotate.set_defaults(run=_cmd_annotate)
+
+    demo = commands.add_parser("demo", help="annotate the bundled synthetic demo table")
+    demo.add_argument("output", help="output table; format from the extension")
+    _annotate_options(demo)
+    demo.set_defaults(run=_cmd_demo)
+
+    listing = commands.add_parser("list-models", help="show the packaged models")
+    listing.set_defaults(run=_cmd_list_models)
+
+    train = commands.add_parser("train", help="train a model from the catalogs")
+    train.add_argument("spec", help="model spec name or alias, e.g. giants")
+    train.add_argument("--data", default=None, help="directory of the training catalogs")
+    train.add_argument("--out", required=True, help="directory for the model artifact")
+    train.set_defaults(run=_cmd_train)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of ``stellar-ml-ages``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            args.run(args)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
+    except _IOProblem as error:
+        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        return EXIT_IO
+    except StellarMLAgesError as error:
+        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        print("stellar-ml-ages: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""Find the table columns that hold each model feature.
+
+This is the first step of the annotation pipeline: it looks only at column
+*names*; units and values are checked afterwards by `stellar_ml_ages.units`.
+Names are compared case-insensitively against the aliases in
+`stellar_ml_ages.features`; a feature with no column of its own may be derived
+(``[Mg/Fe] = [Mg/H] - [Fe/H]``); an explicit ``mapping`` overrides everything.
+"""
+
+from dataclasses import dataclass
+
+from .exceptions import AmbiguousColumnError, MissingColumnError
+from .features import FEATURES, get_feature
+
+__all__ = ["ColumnSource", "DifferenceSource", "resolve_columns", "resolve_error_columns"]
+
+
+@dataclass(frozen=True)
+class ColumnSource:
+    """A feature read directly from one column."""
+
+    column: str
+
+    @property
+    def columns(self):
+        return (self.column,)
+
+    def __str__(self):
+        return self.column
+
+
+@dataclass(frozen=True)
+class DifferenceSource:
+    """A feature computed as the difference of two sources, e.g. ``MG_H - FE_H``."""
+
+    minuend: ColumnSource
+    subtrahend: ColumnSource
+
+    @property
+    def columns(self):
+        return self.minuend.columns + self.subtrahend.columns
+
+    def __str__(self):
+        return f"{self.minuend} - {self.subtrahend}"
+
+
+def _names_by_lower(table):
+    by_lower = {}
+    for name in table.colnames:
+        by_lower.setdefault(name.lower(), []).append(name)
+    return by_lower
+
+
+def _feature_for_key(key):
+    """Map a mapping key (feature name, label or alias) to a feature name."""
+    if key in FEATURES:
+        return key
+    lowered = key.lower()
+    for feature in FEATURES.values():
+        if lowered == feature.label.lower() or lowered in (a.lower() for a in feature.aliases):
+            return feature.name
+    raise MissingColumnError(
+        f"mapping key {key!r} is not a known feature; use one of {', '.join(sorted(FEATURES))}"
+    )
+
+
+def _mapped_column(table, by_lower, feature, column):
+    if column in table.colnames:
+        return column
+    matches = by_lower.get(str(column).lower(), [])
+    if len(matches) == 1:
+        return matches[0]
+    raise MissingColumnError(
+        f"mapping sends {feature.label} ({feature.name}) to column {column!r}, "
+        f"which is not in the table (columns: {', '.join(table.colnames)})"
+    )
+
+
+def _match_aliases(by_lower, feature):
+    found = []
+    for alias in feature.aliases:
+        for name in by_lower.get(alias.lower(), []):
+            if name not in found:
+                found.append(name)
+    if len(found) > 1:
+        raise AmbiguousColumnError(
+            f"{feature.label} ({feature.name}) matches several columns: {', '.join(found)}; "
+            f"choose one with mapping={{'{feature.name}': '<column>'}}"
+        )
+    return ColumnSource(found[0]) if found else None
+
+
+def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
+    if feature.name in mapping:
+        return ColumnSource(_mapped_column(table, by_lower, feature, mapping[feature.name]))
+    source = _match_aliases(by_lower, feature)
+    if source is not None or depth > 0:
+        return source
+    for minuend_name, subtrahend_name in feature.derived_from:
+        parts = [
+            _resolve_one(table, by_lower, get_feature(name), mapping, missing, depth + 1)
+            for name in (minuend_name, subtrahend_name)
+        ]
+        if all(parts):
+            return DifferenceSource(*parts)
+    return None
+
+
+def _describe_aliases(feature):
+    text = ", ".join(feature.aliases)
+    for minuend, subtrahend in feature.derived_from:
+        text += (
+            f"; or derived as {get_feature(minuend).label} - {get_feature(subtrahend).label}"
+            f" from {', '.join(get_feature(minuend).aliases)}"
+        )
+    return text
+
+
+def resolve_columns(table, features, mapping=None):
+    """Find the column (or derivation) holding each feature.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Any astropy table; only its column names are read.
+    features : sequence of str
+        Canonical feature names, e.g. ``["teff", "logg", "c_fe"]``.
+    mapping : dict, optional
+        ``{feature: column}`` overrides. Keys may be canonical names, labels
+        (``"[C/Fe]"``) or aliases; values are column names of ``table``.
+
+    Returns
+    -------
+    dict
+        Feature name to `ColumnSource` or `DifferenceSource`, in the order of
+        ``features``.
+
+    Raises
+    ------
+    MissingColumnError
+        Listing every feature that was not found and the aliases tried.
+    AmbiguousColumnError
+        When two columns (e.g. ``TEFF`` and ``Teff``) match one feature.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.columns import resolve_columns
+    >>> t = Table(names=["Teff", "MG_H", "FE_H"])
+    >>> resolved = resolve_columns(t, ["teff", "mg_fe"])
+    >>> str(resolved["teff"]), str(resolved["mg_fe"])
+    ('Teff', 'MG_H - FE_H')
+    """
+    mapping = {_feature_for_key(k): v for k, v in (mapping or {}).items()}
+    by_lower = _names_by_lower(table)
+    resolved, missing = {}, []
+    for name in features:
+        feature = get_feature(name)
+        source = _resolve_one(table, by_lower, feature, mapping, missing)
+        if source is None:
+            missing.append(feature)
+        else:
+            resolved[name] = source
+    if missing:
+        lines = "\n".join(f"  {f.label} ({f.name}): tried {_describe_aliases(f)}" for f in missing)
+        raise MissingColumnError(
+            f"the table lacks {len(missing)} required input column(s):\n{lines}\n"
+            "Rename the columns or pass mapping={'<feature>': '<column>'}."
+        )
+    return resolved
+
+
+def _error_column(by_lower, candidates):
+    for candidate in candidates:
+        names = by_lower.get(candidate.lower(), [])
+        if names:
+            return ColumnSource(names[0])
+    return None
+
+
+def resolve_error_columns(table, resolved, mapping=None):
+    """Find the 1-sigma uncertainty column of each resolved feature, if any.
+
+    The error of ``COL`` is looked for as ``COL_ERR``, ``e_COL``, ``S_COL`` and
+    ``COL_error`` (case-insensitively), then under the feature's other aliases.
+    A derived feature's error is the quadrature sum of its parts' errors.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    resolved : dict
+        The output of `resolve_columns`.
+    mapping : dict, optional
+        ``{"<feature>_err": column}`` overrides.
+
+    Returns
+    -------
+    dict
+        Feature name to a source, or to `None` where no error column exists.
+    """
+    mapping = mapping or {}
+    by_lower = _names_by_lower(table)
+
+    def lookup(source, feature):
+        if isinstance(source, DifferenceSource):
+            parts = [
+                lookup(part, get_feature(name))
+                for part, name in zip(
+                    (source.minuend, source.subtrahend), feature.derived_from[0], strict=True
+                )
+            ]
+            return tuple(parts) if all(parts) else None
+        candidates = [
+            f"{source.column}_ERR", f"e_{source.column}", f"S_{source.column}",
+            f"{source.column}_error", *feature.error_aliases,
+        ]
+        return _error_column(by_lower, candidates)
+
+    errors = {}
+    for name, source in resolved.items():
+        key = f"{name}_err"
+        if key in mapping:
+            errors[name] = ColumnSource(
+                _mapped_column(table, by_lower, get_feature(name), mapping[key])
+            )
+        else:
+            errors[name] = lookup(source, get_feature(name))
+    return errors

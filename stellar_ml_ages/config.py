@@ -1,0 +1,35 @@
+"""Configuration items of `stellar_ml_ages` (``astropy.config`` namespace).
+
+They can be set for a session (``conf.chunk_size = 50_000``), temporarily
+(``with conf.set_temp(...)``), or persistently in the astropy configuration file
+under ``[stellar_ml_ages]``.
+"""
+
+from astropy import config as _config
+
+__all__ = ["Conf", "conf"]
+
+
+class Conf(_config.ConfigNamespace):
+    """Configuration parameters for `stellar_ml_ages`."""
+
+    training_data_dir = _config.ConfigItem(
+        "",
+        "Directory holding the training catalogs (APOKASC-2, APOGEE labels, "
+        "APOKASC-3 subset). Empty means: use the STELLAR_ML_AGES_DATA environment "
+        "variable, then ../shared/data next to the working directory.",
+        cfgtype="string",
+    )
+    chunk_size = _config.ConfigItem(
+        100_000,
+        "Rows evaluated at a time by the forest and hull kernels; bounds memory.",
+        cfgtype="integer",
+    )
+    show_progress = _config.ConfigItem(
+        True,
+        "Show a progress bar on long command-line runs.",
+        cfgtype="boolean",
+    )
+
+
+conf = Conf()

@@ -1,0 +1,52 @@
+"""The ``mass_age_flag`` bitmask written next to every prediction."""
+
+import enum
+
+__all__ = ["MassAgeFlag", "flag_description"]
+
+
+class MassAgeFlag(enum.IntFlag):
+    """Why a row's prediction is masked or should be treated with care.
+
+    A row with flag 0 is inside the model's domain and has a prediction. Rows with
+    any of ``MISSING_INPUT``, ``INVALID_INPUT``, ``OUTSIDE_RANGE`` or
+    ``OUTSIDE_HULL`` have masked predictions, unless ``allow_extrapolation=True``
+    was asked for, in which case the prediction is given and ``EXTRAPOLATED`` is
+    set too.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import MassAgeFlag
+    >>> flag = MassAgeFlag(10)
+    >>> MassAgeFlag.OUTSIDE_HULL in flag, MassAgeFlag.MISSING_INPUT in flag
+    (True, False)
+    """
+
+    #: At least one input feature is masked, NaN or infinite.
+    MISSING_INPUT = 1
+    #: At least one input is physically impossible (e.g. Δν <= 0, Teff < 1000 K).
+    INVALID_INPUT = 2
+    #: At least one input lies outside the training set's [min, max] of that feature.
+    OUTSIDE_RANGE = 4
+    #: The star lies outside the convex hull of the standardised training features.
+    OUTSIDE_HULL = 8
+    #: The prediction was made outside the domain because extrapolation was asked for.
+    EXTRAPOLATED = 16
+
+
+#: Flags that mask a prediction unless extrapolation is asked for.
+OUT_OF_DOMAIN = MassAgeFlag.OUTSIDE_RANGE | MassAgeFlag.OUTSIDE_HULL
+#: Flags that always mask a prediction.
+NO_PREDICTION = MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
+
+
+def flag_description():
+    """One-line description of every bit, for column metadata.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.flags import flag_description
+    >>> flag_description().split("; ")[0]
+    '1=MISSING_INPUT'
+    """
+    return "; ".join(f"{int(flag)}={flag.name}" for flag in MassAgeFlag)

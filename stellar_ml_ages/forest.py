@@ -1,0 +1,183 @@
+"""A random forest stored as plain arrays, and its vectorised evaluator.
+
+scikit-learn's forests are Python objects that can only be saved by pickling.
+`CompactForest` keeps what prediction needs in a handful of NumPy arrays, in a
+layout chosen so that one descent step for every (row, tree) pair is three
+gathers and a comparison:
+
+* nodes of all trees are concatenated; each internal node's two children are
+  adjacent, so ``child = left[node] + (x[feature[node]] > threshold[node])``;
+* a leaf points to itself with an infinite threshold, so walking ``max_depth``
+  steps leaves every path at its leaf without a branch;
+* thresholds are float32, rounded *down* from scikit-learn's float64 midpoints,
+  which makes ``x32 > threshold32`` exactly scikit-learn's ``x32 > threshold64``.
+
+Each leaf stores the mean and the variance of the (transformed) training targets
+that reached it, so a prediction is a mixture over trees whose moments give both
+the point estimate and its spread.
+"""
+
+import numpy as np
+
+__all__ = ["CompactForest"]
+
+_ARRAY_NAMES = ("feature", "threshold", "left", "value", "variance", "roots")
+
+
+def _breadth_first_order(children_left, children_right):
+    """Node order in which the two children of every internal node are adjacent."""
+    order = [0]
+    position = 0
+    while position < len(order):
+        node = order[position]
+        if children_left[node] >= 0:
+            order += [children_left[node], children_right[node]]
+        position += 1
+    return np.asarray(order)
+
+
+def _float32_at_most(values):
+    """Largest float32 not above each float64 value."""
+    rounded = values.astype(np.float32)
+    too_big = rounded.astype(np.float64) > values
+    rounded[too_big] = np.nextafter(rounded[too_big], np.float32(-np.inf))
+    return rounded
+
+
+class CompactForest:
+    """Regression forest in flat arrays, evaluated with NumPy.
+
+    Parameters
+    ----------
+    feature : ndarray of int16
+        Split feature of each node (0 for leaves).
+    threshold : ndarray of float32
+        Split threshold of each node (+inf for leaves).
+    left : ndarray of int32
+        Index of each node's left child; the right child is ``left + 1``.
+        A leaf's ``left`` is its own index.
+    value : ndarray of float32
+        Mean training target of the node (used at leaves).
+    variance : ndarray of float32
+        Variance of the training targets in the node (used at leaves).
+    roots : ndarray of int32
+        Index of each tree's root.
+    max_depth : int
+        Depth of the deepest tree.
+    """
+
+    def __init__(self, feature, threshold, left, value, variance, roots, max_depth):
+        self.feature = np.asarray(feature, dtype=np.int16)
+        self.threshold = np.asarray(threshold, dtype=np.float32)
+        self.left = np.asarray(left, dtype=np.int32)
+        self.value = np.asarray(value, dtype=np.float32)
+        self.variance = np.asarray(variance, dtype=np.float32)
+        self.roots = np.asarray(roots, dtype=np.int32)
+        self.max_depth = int(max_depth)
+        sizes = {len(self.feature), len(self.threshold), len(self.left),
+                 len(self.value), len(self.variance)}
+        if len(sizes) != 1:
+            raise ValueError(f"forest arrays have different lengths: {sorted(sizes)}")
+
+    @property
+    def n_trees(self):
+        return len(self.roots)
+
+    @property
+    def n_nodes(self):
+        return len(self.feature)
+
+    @classmethod
+    def from_sklearn(cls, forest):
+        """Convert a fitted single-output `~sklearn.ensemble.RandomForestRegressor`."""
+        parts = {name: [] for name in _ARRAY_NAMES}
+        offset, max_depth = 0, 0
+        for estimator in forest.estimators_:
+            tree = estimator.tree_
+            order = _breadth_first_order(tree.children_left, tree.children_right)
+            new_index = np.empty(len(order), dtype=np.int64)
+            new_index[order] = np.arange(len(order))
+            is_leaf = tree.children_left[order] < 0
+            left = np.where(is_leaf, np.arange(len(order)), new_index[tree.children_left[order]])
+            right = new_index[tree.children_right[order]]
+            if np.any(right[~is_leaf] != left[~is_leaf] + 1):
+                raise AssertionError("breadth-first order did not keep siblings adjacent")
+            parts["feature"].append(np.where(is_leaf, 0, tree.feature[order]))
+            parts["threshold"].append(
+                np.where(is_leaf, np.float32(np.inf), _float32_at_most(tree.threshold[order]))
+            )
+            parts["left"].append(left + offset)
+            parts["value"].append(tree.value[order, 0, 0])
+            parts["variance"].append(np.maximum(tree.impurity[order], 0.0))
+            parts["roots"].append([offset])
+            offset += len(order)
+            max_depth = max(max_depth, tree.max_depth)
+        arrays = {name: np.concatenate(chunks) for name, chunks in parts.items()}
+        return cls(**arrays, max_depth=max_depth)
+
+    def to_arrays(self, prefix=""):
+        """Arrays for `numpy.savez`, keys prefixed with ``prefix``."""
+        arrays = {prefix + name: getattr(self, name) for name in _ARRAY_NAMES}
+        arrays[prefix + "max_depth"] = np.asarray(self.max_depth, dtype=np.int32)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix=""):
+        """Inverse of `to_arrays`."""
+        kwargs = {name: arrays[prefix + name] for name in _ARRAY_NAMES}
+        return cls(**kwargs, max_depth=int(arrays[prefix + "max_depth"]))
+
+    def validate(self, n_features):
+        """Check indices so a corrupted file fails here, not deep in a gather."""
+        n = self.n_nodes
+        if n == 0 or self.n_trees == 0:
+            raise ValueError("forest has no nodes")
+        internal = np.isfinite(self.threshold)
+        if self.left.min() < 0 or np.any(self.left[internal] + 1 >= n):
+            raise ValueError("forest child index out of range")
+        if np.any(self.left[~internal] != np.flatnonzero(~internal)):
+            raise ValueError("forest leaf does not point to itself")
+        if self.feature.min() < 0 or self.feature.max() >= n_features:
+            raise ValueError("forest split feature out of range")
+        if self.roots.min() < 0 or self.roots.max() >= n:
+            raise ValueError("forest root index out of range")
+        if not (np.all(np.isfinite(self.value)) and np.all(self.variance >= 0)):
+            raise ValueError("forest leaf values are not finite")
+
+    def leaves(self, features):
+        """Leaf index reached in every tree, shape (n_rows, n_trees)."""
+        x = np.asarray(features, dtype=np.float32)
+        node = np.broadcast_to(self.roots, (len(x), self.n_trees)).copy()
+        rows = np.arange(len(x))[:, None]
+        for _ in range(self.max_depth):
+            node = self.left[node] + (x[rows, self.feature[node]] > self.threshold[node])
+        return node
+
+    def predict_moments(self, features, chunk_size=20_000):
+        """Mean and variance of the forest's predictive mixture.
+
+        Parameters
+        ----------
+        features : array-like, shape (n_rows, n_features)
+            Finite inputs in the space the forest was trained in.
+        chunk_size : int
+            Rows per block; memory is about ``chunk_size * n_trees * 12`` bytes.
+
+        Returns
+        -------
+        mean, variance : ndarray of float64, shape (n_rows,)
+            ``mean`` is the forest prediction (average over trees); ``variance``
+            is that of the mixture of the trees' leaf distributions: the spread
+            between trees plus the average spread inside leaves.
+        """
+        features = np.asarray(features, dtype=np.float64)
+        mean = np.empty(len(features))
+        variance = np.empty(len(features))
+        for start in range(0, len(features), chunk_size):
+            block = slice(start, start + chunk_size)
+            node = self.leaves(features[block])
+            tree_mean = self.value[node].astype(np.float64)
+            mean[block] = tree_mean.mean(axis=1)
+            second = (self.variance[node] + tree_mean**2).mean(axis=1)
+            variance[block] = np.maximum(second - mean[block] ** 2, 0.0)
+        return mean, variance

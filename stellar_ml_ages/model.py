@@ -1,0 +1,309 @@
+"""A trained mass/age model: JSON model card plus plain arrays.
+
+An artifact is two files side by side:
+
+``NAME.json``
+    The model card: features (with units, training means, standard deviations and
+    ranges), targets (with units, the output transform, the uncertainty
+    calibration and the held-out metrics), training set, hyperparameters,
+    software versions, citation, and the sha256 of the array file.
+``NAME.npz``
+    The forests and the hull vertices as NumPy arrays. It is read with
+    ``allow_pickle=False`` only after its checksum matched the card.
+"""
+
+import hashlib
+import json
+import zipfile
+from functools import cached_property
+from pathlib import Path
+
+import astropy.units as u
+import numpy as np
+
+from .exceptions import ModelChecksumError, ModelFormatError, ModelNotFoundError, ModelVersionError
+from .forest import CompactForest
+from .hull import ConvexHullDomain
+
+__all__ = ["FORMAT_VERSION", "MassAgeModel", "load_model", "sha256_of"]
+
+#: Newest card format this version of the package reads and writes.
+FORMAT_VERSION = 1
+
+_REQUIRED_CARD_KEYS = ("format_version", "name", "features", "targets", "arrays")
+
+
+def sha256_of(path):
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MassAgeModel:
+    """A trained model: standardisation, applicability domain and one forest per target.
+
+    Use `load_model` or `stellar_ml_ages.get_model` to obtain one; the training
+    pipeline builds them with `MassAgeModel.from_parts`.
+
+    Parameters
+    ----------
+    card : dict
+        The model card (see the module docstring).
+    forests : dict
+        Target name to `~stellar_ml_ages.forest.CompactForest`.
+    domain : `~stellar_ml_ages.hull.ConvexHullDomain`
+        Hull of the standardised training features.
+    """
+
+    def __init__(self, card, forests, domain):
+        self.card = card
+        self.forests = forests
+        self.domain = domain
+        n_features = len(self.feature_names)
+        if domain.n_dim != n_features:
+            raise ModelFormatError(
+                f"model {self.name!r}: hull has {domain.n_dim} dimensions for {n_features} features"
+            )
+        for target in self.target_names:
+            if target not in forests:
+                raise ModelFormatError(f"model {self.name!r}: no forest for target {target!r}")
+            try:
+                forests[target].validate(n_features)
+            except ValueError as error:
+                raise ModelFormatError(f"model {self.name!r}, target {target!r}: {error}") from None
+
+    def __repr__(self):
+        return (
+            f"<MassAgeModel {self.name!r}: {', '.join(self.target_names)} from "
+            f"{', '.join(self.feature_labels)}>"
+        )
+
+    # ------------------------------------------------------------------ card
+    @property
+    def name(self):
+        return self.card["name"]
+
+    @property
+    def aliases(self):
+        return tuple(self.card.get("aliases", ()))
+
+    @property
+    def feature_names(self):
+        return tuple(f["name"] for f in self.card["features"])
+
+    @property
+    def feature_labels(self):
+        return tuple(f["label"] for f in self.card["features"])
+
+    @property
+    def target_names(self):
+        return tuple(t["name"] for t in self.card["targets"])
+
+    def target(self, name):
+        """The card entry of one target."""
+        for entry in self.card["targets"]:
+            if entry["name"] == name:
+                return entry
+        raise KeyError(f"model {self.name!r} has no target {name!r}")
+
+    def target_unit(self, name):
+        return u.Unit(self.target(name)["unit"])
+
+    @cached_property
+    def _scaling(self):
+        mean = np.array([f["mean"] for f in self.card["features"]], dtype=np.float64)
+        scale = np.array([f["std"] for f in self.card["features"]], dtype=np.float64)
+        return mean, scale
+
+    @cached_property
+    def feature_bounds(self):
+        low = np.array([f["min"] for f in self.card["features"]], dtype=np.float64)
+        high = np.array([f["max"] for f in self.card["features"]], dtype=np.float64)
+        return low, high
+
+    # ------------------------------------------------------------ numerics
+    def standardize(self, features):
+        """z-scores of features given in canonical units, shape (n_rows, n_features)."""
+        mean, scale = self._scaling
+        return (np.asarray(features, dtype=np.float64) - mean) / scale
+
+    def in_range(self, features):
+        """Whether every feature lies inside the training [min, max]."""
+        low, high = self.feature_bounds
+        features = np.asarray(features, dtype=np.float64)
+        return np.all((features >= low) & (features <= high), axis=1)
+
+    def in_hull(self, features):
+        """Whether each row lies inside the convex hull of the standardised training set."""
+        return self.domain.contains(self.standardize(features))
+
+    def _quantile_offsets(self, target, probabilities):
+        calibration = self.target(target)["calibration"]
+        return np.interp(probabilities, calibration["probability"], calibration["z"])
+
+    def _inverse_transform(self, target, values):
+        transform = self.target(target).get("transform", "identity")
+        if transform == "ln":
+            return np.exp(values)
+        if transform == "identity":
+            return values
+        raise ModelFormatError(f"model {self.name!r}: unknown target transform {transform!r}")
+
+    def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
+                seed=0, chunk_size=20_000):
+        """Predict every target for finite, in-domain rows.
+
+        Parameters
+        ----------
+        features : array-like, shape (n_rows, n_features)
+            Canonical-unit inputs, in the order of `feature_names`.
+        quantiles : sequence of float
+            Probabilities of the predictive quantiles to return.
+        feature_errors : array-like, optional
+            1-sigma input errors in canonical units (NaN or 0 where unknown). When
+            given, ``n_draws`` Monte Carlo draws of the inputs are pushed through the
+            forest and their spread is added to the predictive variance.
+        n_draws, seed : int
+            Monte Carlo draws and their random seed.
+        chunk_size : int
+            Rows per forest block.
+
+        Returns
+        -------
+        dict
+            Target name to a dict with ``"value"`` (the forest's point estimate)
+            and one array per requested quantile, keyed by probability, in the
+            target's unit (`target_unit`).
+        """
+        standardized = self.standardize(features)
+        if feature_errors is not None:
+            errors = np.nan_to_num(np.asarray(feature_errors, dtype=np.float64), nan=0.0)
+            rng = np.random.default_rng(seed)
+            draws = [
+                self.standardize(np.asarray(features) + rng.standard_normal(errors.shape) * errors)
+                for _ in range(n_draws)
+            ]
+        results = {}
+        for target in self.target_names:
+            forest = self.forests[target]
+            mean, variance = forest.predict_moments(standardized, chunk_size)
+            if feature_errors is not None:
+                # Mixture over draws: total variance = mean variance + variance of means.
+                moments = [forest.predict_moments(z, chunk_size) for z in draws]
+                draw_means = np.array([m for m, _ in moments])
+                draw_vars = np.array([v for _, v in moments])
+                variance = draw_vars.mean(axis=0) + draw_means.var(axis=0)
+            sigma = np.sqrt(variance)
+            offsets = self._quantile_offsets(target, np.asarray(quantiles, dtype=np.float64))
+            result = {"value": self._inverse_transform(target, mean)}
+            for probability, offset in zip(quantiles, offsets, strict=True):
+                result[float(probability)] = self._inverse_transform(target, mean + offset * sigma)
+            results[target] = result
+        return results
+
+    # ------------------------------------------------------------------ I/O
+    @classmethod
+    def from_parts(cls, card, forests, domain):
+        """Assemble a model in memory (used by training)."""
+        card = dict(card)
+        card.setdefault("format_version", FORMAT_VERSION)
+        card.setdefault("arrays", {})
+        return cls(card, forests, domain)
+
+    def save(self, directory):
+        """Write ``NAME.npz`` and ``NAME.json`` into ``directory``; return the card path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {"hull_vertices": self.domain.vertices}
+        for target, forest in self.forests.items():
+            arrays.update(forest.to_arrays(prefix=f"{target}."))
+        array_path = directory / f"{self.name}.npz"
+        np.savez_compressed(array_path, **arrays)
+        self.card["arrays"] = {"file": array_path.name, "sha256": sha256_of(array_path),
+                               "bytes": array_path.stat().st_size}
+        card_path = directory / f"{self.name}.json"
+        card_path.write_text(json.dumps(self.card, indent=1, sort_keys=False) + "\n")
+        return card_path
+
+
+def _read_card(card_path):
+    try:
+        card = json.loads(Path(card_path).read_text())
+    except FileNotFoundError:
+        raise ModelNotFoundError(f"model card {str(card_path)!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelFormatError(
+            f"model card {str(card_path)!r} is not valid JSON: {error}") from None
+    if not isinstance(card, dict) or any(key not in card for key in _REQUIRED_CARD_KEYS):
+        raise ModelFormatError(
+            f"model card {str(card_path)!r} lacks required keys {list(_REQUIRED_CARD_KEYS)}"
+        )
+    version = card["format_version"]
+    if not isinstance(version, int) or version < 1:
+        raise ModelFormatError(f"model card {str(card_path)!r}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelVersionError(
+            f"model card {str(card_path)!r} has format version {version}, newer than the "
+            f"{FORMAT_VERSION} this stellar_ml_ages reads; upgrade the package"
+        )
+    return card
+
+
+def load_model(card_path):
+    """Load a model from its JSON card, verifying the array file's sha256 first.
+
+    Parameters
+    ----------
+    card_path : str or path-like
+        Path of ``NAME.json``; the array file named in the card must be beside it.
+
+    Returns
+    -------
+    MassAgeModel
+
+    Raises
+    ------
+    ModelNotFoundError, ModelFormatError, ModelChecksumError, ModelVersionError
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import get_model
+    >>> from stellar_ml_ages.model import load_model
+    >>> model = load_model(get_model("giants").card_path)
+    >>> model.target_names
+    ('mass',)
+    """
+    card_path = Path(card_path)
+    card = _read_card(card_path)
+    array_info = card["arrays"]
+    try:
+        array_path = card_path.parent / array_info["file"]
+        expected = array_info["sha256"]
+    except (KeyError, TypeError):
+        raise ModelFormatError(
+            f"model card {str(card_path)!r} does not name its array file") from None
+    if not array_path.is_file():
+        raise ModelNotFoundError(
+            f"array file {str(array_path)!r} of model {card['name']!r} is missing")
+    actual = sha256_of(array_path)
+    if actual != expected:
+        raise ModelChecksumError(
+            f"array file {str(array_path)!r} has sha256 {actual}, but its card records {expected}: "
+            "the file is corrupted or does not belong to this card"
+        )
+    try:
+        with np.load(array_path, allow_pickle=False) as stored:
+            arrays = {key: stored[key] for key in stored.files}
+        forests = {
+            target["name"]: CompactForest.from_arrays(arrays, prefix=f"{target['name']}.")
+            for target in card["targets"]
+        }
+        domain = ConvexHullDomain(arrays["hull_vertices"])
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
+        raise ModelFormatError(f"array file {str(array_path)!r} is unreadable: {error}") from None
+    model = MassAgeModel(card, forests, domain)
+    model.card_path = card_path
+    return model

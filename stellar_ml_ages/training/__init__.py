@@ -1,0 +1,18 @@
+"""Training the models from catalog tables: the paper's recipe, seeded and reproducible.
+
+Needs scikit-learn; annotation with the packaged models does not.
+"""
+
+from .catalogs import find_data_dir, load_apogee_training_table
+from .pipeline import TrainingResult, train_model
+from .specs import PACKAGED_SPECS, ModelSpec, get_spec
+
+__all__ = [
+    "PACKAGED_SPECS",
+    "ModelSpec",
+    "TrainingResult",
+    "find_data_dir",
+    "get_spec",
+    "load_apogee_training_table",
+    "train_model",
+]

@@ -1,0 +1,297 @@
+"""Check the units of input columns and convert them to the models' units.
+
+Second step of the annotation pipeline: given the columns found by
+`stellar_ml_ages.columns`, produce plain float64 arrays in each feature's
+canonical unit, together with which entries are missing (masked, NaN, inf) or
+physically invalid. Numeric kernels downstream only ever see these arrays.
+
+Accepted units, by feature kind:
+
+=============  ===========================================================
+temperature    anything convertible to K (``deg_C`` included)
+log_gravity    ``dex(cm/s2)`` or any log of an acceleration, plain ``dex``,
+               dimensionless, a linear acceleration (its log10 in cgs is
+               taken), or the strings ``log(cm.s**-2)``, ``[cm/s2]``
+abundance      ``dex``, ``dex(---)``/``[-]``, ``dex(Sun)``, dimensionless
+frequency      anything convertible to uHz
+period         anything convertible to s
+=============  ===========================================================
+
+A column without a unit is read in the canonical unit, with an
+`~stellar_ml_ages.exceptions.AssumedUnitWarning`.
+"""
+
+import warnings
+from dataclasses import dataclass
+
+import astropy.units as u
+import numpy as np
+
+from .columns import DifferenceSource
+from .exceptions import AssumedUnitWarning, ColumnUnitError, ColumnValueError
+from .features import get_feature
+
+__all__ = ["FeatureMatrix", "column_to_canonical", "feature_matrix"]
+
+# Unit strings seen in survey files that astropy does not parse.
+_LOG_GRAVITY_STRINGS = {"log(cm.s**-2)", "log(cm/s2)", "log(cm/s**2)", "log(cm.s-2)",
+                        "[cm/s2]", "[cm.s-2]", "dex", "cgs", "log(cgs)", "dex(cgs)"}
+_ABUNDANCE_STRINGS = {"dex", "[-]", "[sun]", "[solar]", "dex(sun)", "[dex]"}
+
+
+def _unit_string(unit):
+    return unit.to_string().replace(" ", "").lower()
+
+
+def _convert_log_gravity(values, unit):
+    target = u.dex(u.cm / u.s**2)
+    if isinstance(unit, u.UnrecognizedUnit):
+        return values if _unit_string(unit) in _LOG_GRAVITY_STRINGS else None
+    if unit == u.dimensionless_unscaled or unit == u.dex:
+        return values
+    if isinstance(unit, u.DexUnit):
+        if unit.physical_unit == u.dimensionless_unscaled:
+            return values
+        if unit.physical_unit.physical_type == "acceleration":
+            return unit.to(target, values)
+        return None
+    if isinstance(unit, u.UnitBase) and unit.physical_type == "acceleration":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log10(unit.to(u.cm / u.s**2, values))
+    return None
+
+
+def _convert_abundance(values, unit):
+    if isinstance(unit, u.UnrecognizedUnit):
+        return values if _unit_string(unit) in _ABUNDANCE_STRINGS else None
+    if unit == u.dimensionless_unscaled or unit == u.dex:
+        return values
+    if isinstance(unit, u.DexUnit):
+        physical = unit.physical_unit
+        if physical == u.dimensionless_unscaled or physical.to_string() == "Sun":
+            return values
+    return None
+
+
+def _convert_linear(target, equivalencies=()):
+    def convert(values, unit):
+        if isinstance(unit, u.UnrecognizedUnit | u.FunctionUnitBase):
+            return None
+        try:
+            return unit.to(target, values, equivalencies=equivalencies)
+        except u.UnitsError:
+            return None
+
+    return convert
+
+
+_CONVERTERS = {
+    "temperature": _convert_linear(u.K, u.temperature()),
+    "log_gravity": _convert_log_gravity,
+    "abundance": _convert_abundance,
+    "frequency": _convert_linear(u.uHz),
+    "period": _convert_linear(u.s),
+}
+
+
+def _raw_values(column, name):
+    """Return (numeric float64 values, mask, unit) of any table column type."""
+    if getattr(column, "ndim", 1) != 1:
+        raise ColumnValueError(
+            f"column {name!r} has shape {column.shape}; a feature column must be one value per row"
+        )
+    mask = np.zeros(len(column), dtype=bool)
+    column_mask = getattr(column, "mask", None)
+    if column_mask is not None and column_mask is not np.ma.nomask:
+        mask |= np.asarray(column_mask, dtype=bool)
+    if isinstance(column, u.Quantity):
+        data = column.unmasked if hasattr(column, "unmasked") else column
+        unit, raw = column.unit, np.asarray(data.value)
+    else:
+        unit, raw = column.unit, np.asarray(np.ma.getdata(column))
+    return _as_float(raw, mask, name), mask, unit
+
+
+def _as_float(raw, mask, name):
+    kind = raw.dtype.kind
+    if kind in "iuf":
+        return raw.astype(np.float64)
+    if kind in "SUO":
+        values = np.full(len(raw), np.nan)
+        for i, item in enumerate(raw):
+            text = item.decode() if isinstance(item, bytes) else str(item)
+            if mask[i] or not text.strip():
+                continue
+            try:
+                values[i] = float(text)
+            except ValueError:
+                raise ColumnValueError(
+                    f"column {name!r} holds text that is not a number: row {i} is {text!r}"
+                ) from None
+        return values
+    raise ColumnValueError(f"column {name!r} has dtype {raw.dtype}, which is not numeric")
+
+
+def column_to_canonical(column, feature, name="<column>"):
+    """Convert one column to its feature's canonical unit.
+
+    Parameters
+    ----------
+    column : `~astropy.table.Column`, `~astropy.table.MaskedColumn` or `~astropy.units.Quantity`
+    feature : `~stellar_ml_ages.features.Feature` or str
+    name : str
+        Column name, used in error messages.
+
+    Returns
+    -------
+    values : `~numpy.ndarray`
+        float64 values in ``feature.unit``; missing entries are NaN.
+    assumed_unit : bool
+        True if the column had no unit and the canonical one was assumed.
+
+    Raises
+    ------
+    ColumnUnitError
+        If the unit cannot describe the feature (e.g. Teff in dex).
+    ColumnValueError
+        If the column is not numeric or not one-dimensional.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import Column
+    >>> from stellar_ml_ages.units import column_to_canonical
+    >>> values, assumed = column_to_canonical(Column([4500.0], unit=u.deg_C), "teff")
+    >>> print(values, assumed)
+    [4773.15] False
+    """
+    feature = get_feature(feature) if isinstance(feature, str) else feature
+    values, mask, unit = _raw_values(column, name)
+    values = np.where(mask, np.nan, values)
+    if unit is None:
+        return values, True
+    converted = _CONVERTERS[feature.kind](values, unit)
+    if converted is None:
+        raise ColumnUnitError(
+            f"column {name!r} has unit {unit.to_string()!r}, which cannot express "
+            f"{feature.label} ({feature.kind}); expected {feature.unit.to_string()!r} "
+            "or a convertible unit"
+        )
+    return np.asarray(converted, dtype=np.float64), False
+
+
+@dataclass
+class FeatureMatrix:
+    """Input features of every row, in canonical units.
+
+    Attributes
+    ----------
+    names : tuple of str
+        Feature names, one per column of ``values``.
+    values : ndarray, shape (n_rows, n_features)
+        float64, NaN where missing.
+    errors : ndarray or None
+        1-sigma uncertainties in the same units, NaN where unknown.
+    missing : ndarray of bool, shape (n_rows,)
+        Any feature masked, NaN or infinite.
+    invalid : ndarray of bool, shape (n_rows,)
+        Any feature outside its physically possible range (e.g. Δν <= 0).
+    sources : dict
+        Feature name to the column(s) it was read from.
+    """
+
+    names: tuple
+    values: np.ndarray
+    errors: np.ndarray | None
+    missing: np.ndarray
+    invalid: np.ndarray
+    sources: dict
+
+
+def _read_source(table, source, feature, assumed):
+    if isinstance(source, DifferenceSource):
+        parts = []
+        for part, part_name in zip(
+            (source.minuend, source.subtrahend), feature.derived_from[0], strict=True
+        ):
+            parts.append(_read_source(table, part, get_feature(part_name), assumed))
+        return parts[0] - parts[1]
+    values, was_assumed = column_to_canonical(table[source.column], feature, source.column)
+    if was_assumed:
+        assumed.append(f"{source.column} as {feature.unit.to_string() or 'dimensionless'}")
+    return values
+
+
+def _read_error(table, source, feature, assumed):
+    if source is None:
+        return np.full(len(table), np.nan)
+    if isinstance(source, tuple):
+        # Errors of a difference add in quadrature (the parts' covariance is unknown).
+        parts = [
+            _read_error(table, part, get_feature(name), assumed)
+            for part, name in zip(source, feature.derived_from[0], strict=True)
+        ]
+        return np.hypot(*parts)
+    values = _read_source(table, source, feature, assumed)
+    unit = getattr(table[source.column], "unit", None)
+    if feature.kind == "temperature" and unit is not None:
+        # An uncertainty is a difference: for an affine scale f(x) = a*x + b the
+        # error converts as f(err) - f(0), which drops the zero point (deg_C -> K).
+        zero, _ = column_to_canonical(u.Quantity([0.0], unit), feature)
+        values = values - zero[0]
+    return values
+
+
+def feature_matrix(table, resolved, error_sources=None):
+    """Read every resolved feature into one float64 matrix.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    resolved : dict
+        Feature name to source, from `~stellar_ml_ages.columns.resolve_columns`.
+    error_sources : dict, optional
+        From `~stellar_ml_ages.columns.resolve_error_columns`; when given, the
+        ``errors`` attribute is filled.
+
+    Returns
+    -------
+    FeatureMatrix
+
+    Warns
+    -----
+    AssumedUnitWarning
+        Once, naming every column read without a unit.
+    """
+    names = tuple(resolved)
+    assumed = []
+    columns, invalid = [], np.zeros(len(table), dtype=bool)
+    for name in names:
+        feature = get_feature(name)
+        values = _read_source(table, resolved[name], feature, assumed)
+        low, high = feature.valid_range
+        with np.errstate(invalid="ignore"):
+            invalid |= np.isfinite(values) & ~((values > low) & (values < high))
+        columns.append(values)
+    errors = None
+    if error_sources is not None:
+        errors = np.column_stack(
+            [_read_error(table, error_sources[name], get_feature(name), assumed) for name in names]
+        ) if names else np.empty((len(table), 0))
+    values = np.column_stack(columns) if columns else np.empty((len(table), 0))
+    if assumed:
+        warnings.warn(
+            "no unit on column(s): " + "; ".join(dict.fromkeys(assumed))
+            + ". Give the columns units to silence this warning.",
+            AssumedUnitWarning,
+            stacklevel=3,
+        )
+    missing = ~np.all(np.isfinite(values), axis=1)
+    return FeatureMatrix(
+        names=names,
+        values=values,
+        errors=errors,
+        missing=missing,
+        invalid=invalid,
+        sources={name: str(resolved[name]) for name in names},
+    )
