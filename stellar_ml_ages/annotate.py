@@ -114,7 +114,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         Add the spread caused by the inputs' uncertainties (``*_ERR``, ``e_*``
         columns) by Monte Carlo, ``n_draws`` draws with random ``seed``.
     progress : bool
-        Show a progress bar over blocks of `~stellar_ml_ages.conf.chunk_size` rows.
+        Show a progress bar over blocks of ``stellar_ml_ages.conf.chunk_size`` rows.
 
     Returns
     -------
@@ -195,23 +195,22 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
 
 
 def _column_info(name, model):
-    target = name.split("_p")[0]
+    """Unit, UCD and description of an output column.
+
+    Descriptions stay under 60 characters: longer ones are folded by astropy's FITS
+    header serialisation and come back altered.
+    """
     if name == "in_hull":
-        return None, "meta.code", (
-            "True if the star lies inside the convex hull of the model's standardised "
-            f"training features ({model.name}); False also where inputs are missing")
+        return None, "meta.code", "Inside the convex hull of the model training set"
     if name == "mass_age_flag":
-        return None, "meta.code.qual", (
-            f"Bitmask of stellar_ml_ages.MassAgeFlag: {flag_description()}")
+        return None, "meta.code.qual", "Bitmask of stellar_ml_ages.MassAgeFlag (see MLFLAGS)"
+    target, _, percentile = name.partition("_p")
     meta = _TARGET_META.get(target, {"ucd": "", "what": target})
     unit = model.target_unit(target)
-    if name == target:
-        return unit, meta["ucd"], f"{meta['what']} predicted by {model.name} (forest estimate)"
-    percentile = name.rsplit("_p", 1)[1]
+    if not percentile:
+        return unit, meta["ucd"], f"{meta['what']}, random-forest estimate"
     # No UCD word exists for a percentile; the quantity's own UCD keeps TOPCAT's plots sensible.
-    return unit, meta["ucd"], (
-        f"{percentile}th percentile of the calibrated predictive distribution of {target} "
-        f"({model.name})")
+    return unit, meta["ucd"], f"{meta['what']}, {percentile}th percentile of prediction"
 
 
 def _add_column(out, name, values, mask, model):

@@ -13,6 +13,7 @@ An artifact is two files side by side:
 """
 
 import hashlib
+import io
 import json
 import zipfile
 from functools import cached_property
@@ -288,14 +289,16 @@ def load_model(card_path):
     if not array_path.is_file():
         raise ModelNotFoundError(
             f"array file {str(array_path)!r} of model {card['name']!r} is missing")
-    actual = sha256_of(array_path)
+    # Hash and parse the same bytes, so the file cannot change between check and use.
+    payload = array_path.read_bytes()
+    actual = hashlib.sha256(payload).hexdigest()
     if actual != expected:
         raise ModelChecksumError(
             f"array file {str(array_path)!r} has sha256 {actual}, but its card records {expected}: "
             "the file is corrupted or does not belong to this card"
         )
     try:
-        with np.load(array_path, allow_pickle=False) as stored:
+        with np.load(io.BytesIO(payload), allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
         forests = {
             target["name"]: CompactForest.from_arrays(arrays, prefix=f"{target['name']}.")

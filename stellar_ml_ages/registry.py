@@ -124,7 +124,7 @@ def list_models():
     --------
     >>> from stellar_ml_ages import list_models
     >>> models = list_models()
-    >>> list(models["name"])
+    >>> models["name"].tolist()
     ['giants-apogee-dr17', 'red-clump-apogee-dr17']
     """
     rows = []

@@ -90,12 +90,15 @@ class TrainingResult:
     model : `~stellar_ml_ages.model.MassAgeModel`
     test_table : `~astropy.table.Table`
         The held-out stars (every selected star not in the training split).
+    train_kic : ndarray
+        KIC numbers of the stars the final forests were trained on.
     n_removed : int
         Training stars dropped by the cleaning pass.
     """
 
     model: MassAgeModel
     test_table: object
+    train_kic: np.ndarray
     n_removed: int
 
 
@@ -307,4 +310,6 @@ def train_model(spec, table, *, progress=None):
         }
     card["training_set"]["test_fraction_in_hull"] = float(in_hull.mean())
     say(f"{spec.name}: {100 * in_hull.mean():.0f}% of test stars inside the hull")
-    return TrainingResult(model=model, test_table=selected[is_test], n_removed=n_removed)
+    return TrainingResult(model=model, test_table=selected[is_test],
+                          train_kic=np.asarray(selected["KIC"][train][cleaned]),
+                          n_removed=n_removed)

@@ -1,0 +1,237 @@
+"""add_mass_age: what an astronomer relies on when annotating a catalog."""
+
+import io
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, QTable, Table
+from scipy.stats import spearmanr
+
+from stellar_ml_ages import (
+    OUTPUT_COLUMNS,
+    ColumnUnitError,
+    ExistingColumnError,
+    MassAgeFlag,
+    MissingColumnError,
+    add_mass_age,
+)
+from stellar_ml_ages.tests.conftest import typical_star
+
+
+def _snapshot(table):
+    return [(name, np.ma.getdata(table[name]).copy(), np.ma.getmaskarray(table[name]).copy(),
+             table[name].unit) for name in table.colnames]
+
+
+def _equal(snapshot, table):
+    assert [s[0] for s in snapshot] == table.colnames
+    for name, data, mask, unit in snapshot:
+        np.testing.assert_array_equal(np.ma.getdata(table[name]), data)
+        np.testing.assert_array_equal(np.ma.getmaskarray(table[name]), mask)
+        assert table[name].unit == unit
+
+
+def test_input_table_is_not_mutated(stars):
+    before = _snapshot(stars)
+    annotated = add_mass_age(stars, model="giants")
+    _equal(before, stars)
+    assert "mass" in annotated.colnames and "mass" not in stars.colnames
+
+
+def test_copy_false_annotates_in_place(stars):
+    returned = add_mass_age(stars, model="giants", copy=False)
+    assert returned is stars and "mass_age_flag" in stars.colnames
+
+
+def test_output_columns_units_and_ordering(stars):
+    annotated = add_mass_age(stars, model="red-clump")
+    for name, unit in [("mass", u.solMass), ("mass_p16", u.solMass), ("age", u.Gyr),
+                       ("age_p84", u.Gyr)]:
+        assert annotated[name].unit == unit
+        assert annotated[name].description and annotated[name].meta["ucd"]
+    ok = ~annotated["mass"].mask
+    assert ok.sum() > 20
+    for target in ("mass", "age"):
+        low, mid, high = (np.asarray(annotated[f"{target}{s}"][ok]) for s in ("_p16", "", "_p84"))
+        assert np.all(low <= mid) and np.all(mid <= high) and np.all(high > low)
+    # Physical bounds of red-clump stars.
+    assert np.all((annotated["mass"][ok] > 0.5) & (annotated["mass"][ok] < 3.5))
+    assert np.all((annotated["age"][ok] > 0.1) & (annotated["age"][ok] < 14.0))
+
+
+def test_row_order_is_preserved(stars):
+    order = np.random.default_rng(0).permutation(len(stars))
+    direct = add_mass_age(stars, model="giants")
+    shuffled = add_mass_age(stars[order], model="giants")
+    np.testing.assert_array_equal(shuffled["ID"], stars["ID"][order])
+    np.testing.assert_array_equal(shuffled["mass"].filled(-1), direct["mass"].filled(-1)[order])
+    np.testing.assert_array_equal(shuffled["mass_age_flag"], direct["mass_age_flag"][order])
+
+
+def test_masked_inputs_stay_masked_and_flagged(giants):
+    table = typical_star(giants, n=3)
+    table["N_FE"] = MaskedColumn(table["N_FE"], mask=[False, True, False])
+    table["TEFF"][2] = np.nan
+    annotated = add_mass_age(table, model=giants)
+    assert annotated["mass"].mask.tolist() == [False, True, True]
+    assert annotated["mass_age_flag"].tolist() == [0, 1, 1]
+    assert annotated["in_hull"].tolist() == [True, False, False]
+
+
+def test_star_far_outside_hull_is_flagged_not_dropped(giants):
+    table = typical_star(giants, n=2)
+    table["TEFF"][1] = 6500.0  # a hot star, far from any K giant
+    annotated = add_mass_age(table, model="giants")
+    assert len(annotated) == 2
+    flag = MassAgeFlag(int(annotated["mass_age_flag"][1]))
+    assert MassAgeFlag.OUTSIDE_HULL in flag and MassAgeFlag.OUTSIDE_RANGE in flag
+    assert annotated["mass"].mask.tolist() == [False, True]
+    extrapolated = add_mass_age(table, model="giants", allow_extrapolation=True)
+    assert not extrapolated["mass"].mask.any()
+    assert MassAgeFlag.EXTRAPOLATED in MassAgeFlag(int(extrapolated["mass_age_flag"][1]))
+    assert extrapolated["mass_age_flag"][0] == 0
+
+
+def test_inside_range_but_outside_hull(giants):
+    """A star inside every feature's range can still be outside the hull: the exact test."""
+    table = typical_star(giants, n=1)
+    bounds = {f["name"]: (f["min"], f["max"]) for f in giants.card["features"]}
+    low_c, high_c = bounds["c_fe"]
+    low_n, high_n = bounds["n_fe"]
+    # Carbon-rich *and* nitrogen-rich: each within range, the combination is not a giant.
+    table["C_FE"][0] = low_c + 0.95 * (high_c - low_c)
+    table["N_FE"][0] = low_n + 0.95 * (high_n - low_n)
+    annotated = add_mass_age(table, model=giants)
+    assert annotated["mass_age_flag"][0] == MassAgeFlag.OUTSIDE_HULL
+
+
+def test_invalid_seismic_input_is_flagged(red_clump):
+    table = typical_star(red_clump, n=2)
+    table["DNU"][1] = -table["DNU"][1]
+    annotated = add_mass_age(table, model="red-clump")
+    assert MassAgeFlag.INVALID_INPUT in MassAgeFlag(int(annotated["mass_age_flag"][1]))
+    assert annotated["age"].mask.tolist() == [False, True]
+
+
+def test_unit_conversion_gives_identical_predictions(red_clump):
+    canonical = typical_star(red_clump, n=4)
+    canonical["DNU"] = canonical["DNU"] * np.array([0.95, 1.0, 1.02, 1.05])
+    converted = canonical.copy()
+    converted["TEFF"] = (canonical["TEFF"].quantity).to(u.deg_C, equivalencies=u.temperature())
+    converted["DNU"] = canonical["DNU"].quantity.to(u.mHz)
+    converted["LOGG"] = canonical["LOGG"].quantity.to(u.dex(u.m / u.s**2))
+    first = add_mass_age(canonical, model=red_clump)
+    second = add_mass_age(converted, model=red_clump)
+    for name in ("mass", "mass_p16", "age", "age_p84"):
+        np.testing.assert_allclose(second[name], first[name], rtol=1e-9)
+
+
+def test_qtable_and_table_subclass(stars):
+    class MyTable(Table):
+        pass
+
+    qtable = QTable(stars)
+    annotated = add_mass_age(qtable, model="giants")
+    assert isinstance(annotated, QTable)
+    assert annotated["mass"].unit == u.solMass
+    reference = add_mass_age(stars, model="giants")
+    np.testing.assert_array_equal(np.ma.getmaskarray(annotated["mass"]),
+                                  np.ma.getmaskarray(reference["mass"]))
+    assert isinstance(add_mass_age(MyTable(stars), model="giants"), MyTable)
+
+
+def test_existing_columns_need_overwrite(stars):
+    annotated = add_mass_age(stars, model="giants")
+    with pytest.raises(ExistingColumnError, match="mass, mass_p16"):
+        add_mass_age(annotated, model="giants")
+    again = add_mass_age(annotated, model="giants", overwrite=True)
+    np.testing.assert_array_equal(again["mass"].filled(0), annotated["mass"].filled(0))
+
+
+def test_model_selection_and_clear_errors(stars, giants):
+    assert add_mass_age(stars).meta["MLMODEL"] == giants.name
+    with pytest.raises(MissingColumnError, match="no packaged model applies"):
+        add_mass_age(stars["TEFF", "LOGG"])
+    with pytest.raises(TypeError, match="astropy Table"):
+        add_mass_age({"TEFF": [4500]})
+    broken = stars.copy()
+    broken["TEFF"].unit = u.dex
+    with pytest.raises(ColumnUnitError, match="'TEFF' has unit 'dex'"):
+        add_mass_age(broken, model="giants")
+
+
+def test_empty_and_single_row_tables(stars):
+    empty = add_mass_age(stars[:0], model="giants")
+    assert len(empty) == 0 and empty["mass"].unit == u.solMass
+    single = add_mass_age(stars[:1], model="giants")
+    assert len(single) == 1
+
+
+def test_provenance_in_meta(stars, giants):
+    annotated = add_mass_age(stars, model="giants")
+    assert annotated.meta["MLMODEL"] == "giants-apogee-dr17"
+    assert annotated.meta["MLSHA256"] == giants.card["arrays"]["sha256"]
+    assert "Pinsonneault" in annotated.meta["MLCITE"]
+    assert "c_fe=C_FE" in annotated.meta["MLINPUTS"]
+
+
+def test_chunked_evaluation_matches_single_block(stars):
+    from stellar_ml_ages import conf
+
+    whole = add_mass_age(stars, model="red-clump")
+    with conf.set_temp("chunk_size", 7):
+        chunked = add_mass_age(stars, model="red-clump")
+    for name in ("mass", "age_p16", "mass_age_flag", "in_hull"):
+        np.testing.assert_array_equal(np.ma.filled(chunked[name], -1),
+                                      np.ma.filled(whole[name], -1))
+
+
+@pytest.mark.parametrize("fmt", ["votable", "fits", "ascii.ecsv"])
+def test_file_round_trip_keeps_units_descriptions_and_masks(stars, tmp_path, fmt):
+    annotated = add_mass_age(stars, model="red-clump")
+    # Only the columns the package writes: dex input units are not storable in FITS/VOTable.
+    annotated = annotated[["ID", *(n for n in OUTPUT_COLUMNS if n in annotated.colnames)]]
+    path = tmp_path / "out.dat"
+    annotated.write(path, format=fmt)
+    back = Table.read(path, format=fmt)
+    for name in ("mass", "age_p84"):
+        assert u.Unit(back[name].unit) == annotated[name].unit
+        assert back[name].description == annotated[name].description
+        np.testing.assert_array_equal(np.ma.getmaskarray(back[name]),
+                                      np.ma.getmaskarray(annotated[name]))
+    np.testing.assert_array_equal(back["in_hull"], annotated["in_hull"])
+    if fmt == "votable":
+        text = io.BytesIO()
+        annotated.write(text, format="votable")
+        assert b'ucd="phys.mass"' in text.getvalue() and b'ucd="time.age"' in text.getvalue()
+
+
+def test_error_propagation_widens_intervals(giants):
+    table = typical_star(giants, n=1)
+    for column, error in (("TEFF", 100.0), ("LOGG", 0.1), ("FE_H", 0.05), ("MG_FE", 0.05),
+                          ("C_FE", 0.05), ("N_FE", 0.05)):
+        table[f"{column}_ERR"] = [error] * table[column].unit
+    plain = add_mass_age(table, model=giants)
+    noisy = add_mass_age(table, model=giants, propagate_errors=True, n_draws=64)
+    assert (noisy["mass_p84"][0] - noisy["mass_p16"][0]) > (plain["mass_p84"][0]
+                                                           - plain["mass_p16"][0])
+    assert noisy["mass"][0] == pytest.approx(plain["mass"][0], rel=0.1)
+    assert noisy.meta["MLERRPRP"] is True
+
+
+def test_carbon_to_nitrogen_traces_mass(giants):
+    """Dredge-up lowers [C/N] more in more massive giants: mass must fall as [C/N] rises."""
+    table = typical_star(giants, n=7)
+    mean_n = table["N_FE"][0]
+    table["N_FE"] = (mean_n + np.linspace(0.12, -0.12, 7)) * u.dex  # [C/N] rises along rows
+    mass = np.asarray(add_mass_age(table, model=giants)["mass"])
+    assert spearmanr(np.arange(7), mass).statistic < -0.8
+    assert mass[0] > 1.1 * mass[-1]
+
+
+def test_red_clump_mass_age_anticorrelation(stars):
+    """Core-helium-burning stars live longer the less massive they are."""
+    annotated = add_mass_age(stars, model="red-clump")
+    ok = ~annotated["age"].mask
+    assert spearmanr(annotated["mass"][ok], annotated["age"][ok]).statistic < -0.8

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+from sklearn.ensemble import RandomForestRegressor
+
+from stellar_ml_ages.forest import CompactForest
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((400, 4))
+    target = features[:, 0] ** 2 + np.sin(3 * features[:, 1]) + 0.1 * rng.standard_normal(400)
+    forest = RandomForestRegressor(n_estimators=25, min_samples_leaf=3, random_state=1)
+    return forest.fit(features, target), features
+
+
+def test_matches_scikit_learn_prediction(fitted):
+    forest, features = fitted
+    compact = CompactForest.from_sklearn(forest)
+    rng = np.random.default_rng(4)
+    query = np.vstack([rng.standard_normal((300, 4)) * 1.5, features])
+    mean, _ = compact.predict_moments(query, chunk_size=97)
+    np.testing.assert_allclose(mean, forest.predict(query), rtol=0, atol=1e-6)
+
+
+def test_exact_at_split_thresholds(fitted):
+    """Inputs equal to a threshold must take scikit-learn's branch (x <= t goes left)."""
+    forest, _ = fitted
+    compact = CompactForest.from_sklearn(forest)
+    tree = forest.estimators_[0].tree_
+    internal = tree.children_left >= 0
+    query = np.zeros((internal.sum(), 4))
+    query[np.arange(internal.sum()), tree.feature[internal]] = tree.threshold[internal]
+    leaves_ours = compact.leaves(query)[:, 0]
+    leaves_sklearn = forest.estimators_[0].apply(query.astype(np.float32))
+    np.testing.assert_allclose(compact.value[leaves_ours], tree.value[leaves_sklearn, 0, 0],
+                               rtol=1e-6)
+
+
+def test_variance_is_spread_between_trees_plus_within_leaves(fitted):
+    forest, features = fitted
+    compact = CompactForest.from_sklearn(forest)
+    query = features[:20]
+    _, variance = compact.predict_moments(query)
+    per_tree = np.array([tree.predict(query) for tree in forest.estimators_])
+    leaf_variance = np.array([
+        tree.tree_.impurity[tree.apply(query.astype(np.float32))] for tree in forest.estimators_
+    ])
+    expected = per_tree.var(axis=0) + leaf_variance.mean(axis=0)
+    np.testing.assert_allclose(variance, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_array_round_trip_and_validation(fitted):
+    forest, features = fitted
+    compact = CompactForest.from_sklearn(forest)
+    restored = CompactForest.from_arrays(compact.to_arrays(prefix="mass."), prefix="mass.")
+    np.testing.assert_array_equal(restored.predict_moments(features)[0],
+                                  compact.predict_moments(features)[0])
+    restored.validate(n_features=4)
+    with pytest.raises(ValueError, match="split feature out of range"):
+        restored.validate(n_features=2)
+    broken = CompactForest.from_arrays(compact.to_arrays())
+    broken.left[np.flatnonzero(np.isfinite(broken.threshold))[0]] = broken.n_nodes
+    with pytest.raises(ValueError, match="child index"):
+        broken.validate(n_features=4)

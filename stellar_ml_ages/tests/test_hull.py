@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+from scipy.optimize import linprog
+from scipy.spatial import Delaunay
+
+from stellar_ml_ages.hull import ConvexHullDomain
+
+
+def in_hull_by_linear_programming(points, query):
+    """Reference: x is inside iff it is a convex combination of the points."""
+    n = len(points)
+    equality = np.vstack([points.T, np.ones(n)])
+    result = []
+    for x in query:
+        solution = linprog(np.zeros(n), A_eq=equality, b_eq=np.append(x, 1.0),
+                           bounds=(0, None), method="highs")
+        result.append(solution.status == 0)
+    return np.array(result)
+
+
+def test_unit_cube_membership():
+    corners = np.array(np.meshgrid(*[[0.0, 1.0]] * 3)).reshape(3, -1).T
+    cube = ConvexHullDomain.from_points(np.vstack([corners, [[0.5, 0.5, 0.5]]]))
+    assert len(cube.vertices) == 8
+    query = [[0.5, 0.5, 0.5], [1.0, 1.0, 1.0], [0.5, 0.5, 1.0 + 1e-6], [0.999, 0.001, 0.5],
+             [-1e-6, 0.5, 0.5]]
+    assert cube.contains(query).tolist() == [True, True, False, True, False]
+
+
+@pytest.mark.parametrize("dimensions", [3, 6])
+def test_agrees_with_linear_programming_and_delaunay(dimensions):
+    rng = np.random.default_rng(dimensions)
+    points = rng.standard_normal((150, dimensions))
+    domain = ConvexHullDomain.from_points(points)
+    # Query points straddling the boundary: the hardest case for any approximation.
+    query = rng.standard_normal((200, dimensions)) * 1.1
+    expected = in_hull_by_linear_programming(points, query)
+    assert 0.1 < expected.mean() < 0.9
+    np.testing.assert_array_equal(domain.contains(query), expected)
+    np.testing.assert_array_equal(domain.contains(query),
+                                  Delaunay(points).find_simplex(query) >= 0)
+
+
+def test_training_points_are_inside_and_small_blocks_agree():
+    rng = np.random.default_rng(7)
+    points = rng.standard_normal((300, 5))
+    domain = ConvexHullDomain.from_points(points)
+    assert domain.contains(points).all()
+    query = rng.standard_normal((500, 5)) * 1.3
+    np.testing.assert_array_equal(domain.contains(query, facet_block=7), domain.contains(query))
+
+
+def test_rejects_wrong_dimension_and_degenerate_hulls():
+    domain = ConvexHullDomain.from_points(np.random.default_rng(0).standard_normal((20, 2)))
+    with pytest.raises(ValueError, match="3 dimensions, the hull 2"):
+        domain.contains(np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="needs more than 3 vertices"):
+        ConvexHullDomain(np.zeros((3, 3)))

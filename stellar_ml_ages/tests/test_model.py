@@ -1,0 +1,124 @@
+"""Model artifacts: checksums, formats, versions, and no pickle."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from stellar_ml_ages import (
+    ModelChecksumError,
+    ModelFormatError,
+    ModelNotFoundError,
+    ModelVersionError,
+    get_model,
+    list_models,
+)
+from stellar_ml_ages.model import load_model, sha256_of
+
+
+@pytest.fixture
+def artifact(tmp_path, giants):
+    for suffix in (".json", ".npz"):
+        source = giants.card_path.with_suffix(suffix)
+        shutil.copy(source, tmp_path / source.name)
+    return tmp_path / giants.card_path.name
+
+
+def test_packaged_artifacts_are_small_plain_arrays(giants, red_clump):
+    total = 0
+    for model in (giants, red_clump):
+        array_path = model.card_path.with_name(model.card["arrays"]["file"])
+        total += array_path.stat().st_size
+        with np.load(array_path, allow_pickle=False) as arrays:
+            assert all(arrays[key].dtype != object for key in arrays.files)
+        assert sha256_of(array_path) == model.card["arrays"]["sha256"]
+    assert total < 25e6
+
+
+def test_card_describes_features_targets_and_metrics(giants, red_clump):
+    assert giants.feature_names == ("c_fe", "teff", "mg_fe", "n_fe", "logg", "fe_h")
+    assert red_clump.target_names == ("mass", "age")
+    assert str(red_clump.target_unit("age")) == "Gyr"
+    for model in (giants, red_clump):
+        card = model.card
+        assert card["training_set"]["n_train"] > 500
+        assert set(card["software"]) >= {"numpy", "scikit-learn", "astropy"}
+        for target in card["targets"]:
+            assert 0 < target["metrics"]["median_rel_error"] < 0.2
+            z = target["calibration"]["z"]
+            assert z == sorted(z) and z[0] < 0 < z[-1]
+
+
+def test_list_models_table(giants):
+    models = list_models()
+    assert list(models["name"]) == ["giants-apogee-dr17", "red-clump-apogee-dr17"]
+    assert "[C/Fe] [dex]" in models["features"][0] and "age [Gyr]" in models["targets"][1]
+    assert models["n_train"][0] == giants.card["training_set"]["n_train"]
+
+
+def test_aliases_and_unknown_names(giants):
+    assert get_model("giants-apogee-dr17") is giants
+    assert get_model("rc").name == "red-clump-apogee-dr17"
+    with pytest.raises(ModelNotFoundError, match="giants-apogee-dr17 \\(aliases: giants\\)"):
+        get_model("dwarfs")
+
+
+def test_loads_from_a_card_path(artifact, giants):
+    model = get_model(str(artifact))
+    assert model.name == giants.name and model is not giants
+
+
+def test_tampered_arrays_fail_checksum(artifact):
+    array_path = artifact.with_suffix(".npz")
+    data = bytearray(array_path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    array_path.write_bytes(bytes(data))
+    with pytest.raises(ModelChecksumError, match="sha256"):
+        load_model(artifact)
+
+
+def test_truncated_arrays_fail_before_prediction(artifact):
+    array_path = artifact.with_suffix(".npz")
+    array_path.write_bytes(array_path.read_bytes()[:1000])
+    with pytest.raises(ModelChecksumError):
+        load_model(artifact)
+    card = json.loads(artifact.read_text())
+    card["arrays"]["sha256"] = sha256_of(array_path)  # a card that vouches for a broken file
+    artifact.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="unreadable"):
+        load_model(artifact)
+
+
+def test_newer_format_and_broken_cards(artifact):
+    card = json.loads(artifact.read_text())
+    artifact.write_text(json.dumps({**card, "format_version": 99}))
+    with pytest.raises(ModelVersionError, match="format version 99"):
+        load_model(artifact)
+    artifact.write_text("{not json")
+    with pytest.raises(ModelFormatError, match="not valid JSON"):
+        load_model(artifact)
+    artifact.write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ModelFormatError, match="lacks required keys"):
+        load_model(artifact)
+
+
+def test_missing_files(artifact):
+    artifact.with_suffix(".npz").unlink()
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        load_model(artifact)
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_model(artifact.with_name("nothing.json"))
+
+
+def test_pickled_object_arrays_are_refused(artifact, giants):
+    array_path = artifact.with_suffix(".npz")
+    with np.load(array_path) as stored:
+        arrays = {key: stored[key] for key in stored.files}
+    arrays["hull_vertices"] = np.array([object()], dtype=object)
+    np.savez(array_path, **arrays)
+    card = json.loads(artifact.read_text())
+    card["arrays"]["sha256"] = sha256_of(array_path)
+    artifact.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="unreadable"):
+        load_model(artifact)
