@@ -16,7 +16,7 @@ from stellar_ml_ages import (
     MissingColumnError,
     add_mass_age,
 )
-from stellar_ml_ages.tests.conftest import typical_star
+from tests.helpers import typical_star
 
 
 def _snapshot(table):
