@@ -12,6 +12,9 @@ Subcommands
     Print the packaged models with their features, targets and metrics.
 ``train SPEC --data DIR --out DIR``
     Train a model from the catalogs in DIR and write its artifact.
+``reproduce --data DIR --out DIR [--quick]``
+    Rerun the paper's analysis (both protocols, cross-validated calibration, six
+    methods, external checks) and write a report with figures.
 
 Exit codes: 0 success; 1 the package refused the input (missing column, bad
 unit, ...); 2 bad command line; 3 a file could not be read or written; 130
@@ -157,6 +160,12 @@ def _cmd_train(args):
           f"({result.model.card['arrays']['bytes'] / 1e6:.2f} MB)")
 
 
+def _cmd_reproduce(args):
+    from .training.report import reproduce
+
+    reproduce(args.data, args.out, quick=args.quick, progress=print)
+
+
 def _annotate_options(parser):
     parser.add_argument("--model", default=None,
                         help="model name or alias (giants, red-clump) or card path; "
@@ -202,6 +211,13 @@ def build_parser():
     train.add_argument("--data", default=None, help="directory of the training catalogs")
     train.add_argument("--out", required=True, help="directory for the model artifact")
     train.set_defaults(run=_cmd_train)
+
+    again = commands.add_parser("reproduce", help="rerun the paper's analysis and write a report")
+    again.add_argument("--data", default=None, help="directory of the training catalogs")
+    again.add_argument("--out", default="report", help="report directory (default: report)")
+    again.add_argument("--quick", action="store_true",
+                       help="small forests and two folds: a smoke run of every step")
+    again.set_defaults(run=_cmd_reproduce)
     return parser
 
 

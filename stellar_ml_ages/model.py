@@ -145,6 +145,31 @@ class MassAgeModel:
         calibration = self.target(target)["calibration"]
         return np.interp(probabilities, calibration["probability"], calibration["z"])
 
+    def predictive_cdf(self, target, features, values, chunk_size=20_000):
+        """Probability that ``target`` is at most ``values``, under the calibrated prediction.
+
+        Used for probability-integral-transform (PIT) histograms: for calibrated
+        predictions, the CDF evaluated at the true values is uniform on [0, 1].
+        Beyond the outermost calibrated quantiles the CDF is clipped to them.
+
+        Parameters
+        ----------
+        target : str
+        features : array-like, shape (n_rows, n_features)
+            Canonical-unit inputs.
+        values : array-like, shape (n_rows,)
+            Target values in the target's unit.
+        """
+        mean, variance = self.forests[target].predict_moments(self.standardize(features),
+                                                              chunk_size)
+        transform = self.target(target).get("transform", "identity")
+        values = np.asarray(values, dtype=np.float64)
+        transformed = np.log(values) if transform == "ln" else values
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (transformed - mean) / np.sqrt(variance)
+        calibration = self.target(target)["calibration"]
+        return np.interp(z, calibration["z"], calibration["probability"])
+
     def _inverse_transform(self, target, values):
         transform = self.target(target).get("transform", "identity")
         if transform == "ln":

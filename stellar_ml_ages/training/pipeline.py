@@ -31,7 +31,8 @@ from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
 from ..model import MassAgeModel
-from ..units import column_to_canonical
+from ..columns import resolve_columns
+from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",
            "train_model"]
@@ -140,9 +141,8 @@ def _calibration(log_target, mean, variance, count):
 
 
 def _canonical_matrix(table, names):
-    return np.column_stack([
-        column_to_canonical(table[get_feature(n).aliases[0]], get_feature(n), n)[0] for n in names
-    ])
+    """Features in canonical units, found by the same resolver users' tables go through."""
+    return feature_matrix(table, resolve_columns(table, names)).values
 
 
 def _target_values(table, spec):
@@ -181,9 +181,14 @@ def _select(table, spec):
     return keep, features, targets
 
 
-def _clean(spec, features, log_targets):
-    """Cleaning pass on training stars: out-of-bag residual limits per target."""
+def _clean(spec, features, log_targets, other_features=None, other_log_targets=None):
+    """Cleaning pass: out-of-bag residual limits per target on the training stars.
+
+    With ``other_features`` (the paper's protocol) the same forest also predicts
+    those stars, and a second mask says which of them pass the same limits.
+    """
     keep = np.ones(len(features), dtype=bool)
+    keep_other = None if other_features is None else np.ones(len(other_features), dtype=bool)
     for target, (max_abs, max_rel) in spec.cleaning.items():
         forest = _forest(spec.cleaning_estimators, spec).fit(features, log_targets[target])
         compact = CompactForest.from_sklearn(forest)
@@ -192,10 +197,14 @@ def _clean(spec, features, log_targets):
         predicted = np.where(count > 0, np.exp(mean), true)
         error = np.abs(predicted - true)
         keep &= (error < max_abs) & (error / true < max_rel)
-    return keep
+        if other_features is not None:
+            true_other = np.exp(other_log_targets[target])
+            error = np.abs(np.exp(compact.predict_moments(other_features)[0]) - true_other)
+            keep_other &= (error < max_abs) & (error / true_other < max_rel)
+    return keep if other_features is None else (keep, keep_other)
 
 
-def train_model(spec, table, *, progress=None):
+def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None):
     """Train the model described by ``spec`` on ``table``.
 
     Parameters
@@ -206,6 +215,14 @@ def train_model(spec, table, *, progress=None):
         their first alias (``TEFF``, ``LOGG``, ``C_FE``, ...) and the target columns
         named in the spec, e.g. from
         `~stellar_ml_ages.training.load_apogee_training_table`.
+    test_mask : array of bool, optional
+        Which rows of ``table`` form the test split; default: a salted hash of
+        KIC with ``spec.test_fraction`` (cross-validation passes its folds here).
+    protocol : {"honest", "paper"}
+        ``"honest"``: the cleaning pass sees only the training split, and the
+        metrics use every test star. ``"paper"``: as Li, Wang et al., the cleaning
+        forest also removes badly predicted *test* stars before the metrics, which
+        flatters them; reported for comparison with the paper only.
     progress : callable, optional
         Called with a short message at each step.
 
@@ -213,17 +230,28 @@ def train_model(spec, table, *, progress=None):
     -------
     TrainingResult
     """
+    if protocol not in ("honest", "paper"):
+        raise ValueError(f"protocol must be 'honest' or 'paper', not {protocol!r}")
     say = progress or (lambda message: None)
     keep, all_features, all_targets = _select(table, spec)
     selected = table[keep]
     features = all_features[keep]
     targets = {name: values[keep] for name, values in all_targets.items()}
-    is_test = kic_test_mask(selected["KIC"], spec.test_fraction)
+    if test_mask is None:
+        is_test = kic_test_mask(selected["KIC"], spec.test_fraction)
+    else:
+        is_test = np.asarray(test_mask, dtype=bool)[keep]
     train = ~is_test
     log_train = {name: np.log(values[train]) for name, values in targets.items()}
     say(f"{spec.name}: {int(train.sum())} training, {int(is_test.sum())} test stars")
 
-    cleaned = _clean(spec, features[train], log_train)
+    if protocol == "paper":
+        log_test = {name: np.log(values[is_test]) for name, values in targets.items()}
+        cleaned, test_kept = _clean(spec, features[train], log_train, features[is_test], log_test)
+        is_test[np.flatnonzero(is_test)[~test_kept]] = False
+        say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} test stars")
+    else:
+        cleaned = _clean(spec, features[train], log_train)
     n_removed = int((~cleaned).sum())
     say(f"{spec.name}: cleaning pass removed {n_removed} training stars")
     train_features = features[train][cleaned]
@@ -279,7 +307,9 @@ def train_model(spec, table, *, progress=None):
             "n_train": int(cleaned.sum()),
             "n_removed_by_cleaning": n_removed,
             "n_test": int(is_test.sum()),
-            "split": f"sha256 of KIC, test fraction {spec.test_fraction}",
+            "split": (f"sha256 of KIC, test fraction {spec.test_fraction}" if test_mask is None
+                      else "given test mask"),
+            "protocol": protocol,
             "feature_distribution": {
                 "mean": [float(v) for v in mean],
                 "covariance": np.cov(train_features, rowvar=False).tolist(),
