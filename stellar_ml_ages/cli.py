@@ -146,7 +146,7 @@ def _cmd_train(args):
         spec = get_spec(args.spec)
     except KeyError as error:
         raise _IOProblem(str(error.args[0])) from None
-    table = load_apogee_training_table(args.data)
+    table = read_table(args.table) if args.table else load_apogee_training_table(args.data)
     result = train_model(spec, table, progress=print)
     card_path = result.model.save(args.out)
     for target in result.model.card["targets"]:
@@ -209,6 +209,9 @@ def build_parser():
     train = commands.add_parser("train", help="train a model from the catalogs")
     train.add_argument("spec", help="model spec name or alias, e.g. giants")
     train.add_argument("--data", default=None, help="directory of the training catalogs")
+    train.add_argument("--table", default=None,
+                       help="train on this catalog table instead (KIC, EVSTATE, MASS, AGE and "
+                            "the spec's features), e.g. a LAMOST x APOKASC-2 match")
     train.add_argument("--out", required=True, help="directory for the model artifact")
     train.set_defaults(run=_cmd_train)
 

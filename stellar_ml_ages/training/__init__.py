@@ -5,14 +5,17 @@ Needs scikit-learn; annotation with the packaged models does not.
 
 from .catalogs import find_data_dir, load_apogee_training_table
 from .pipeline import TrainingResult, train_model
-from .specs import PACKAGED_SPECS, ModelSpec, get_spec
+from .specs import LAMOST_SPECS, PACKAGED_SPECS, ModelSpec, get_spec
+from .synthetic import make_synthetic_catalog
 
 __all__ = [
+    "LAMOST_SPECS",
     "PACKAGED_SPECS",
     "ModelSpec",
     "TrainingResult",
     "find_data_dir",
     "get_spec",
     "load_apogee_training_table",
+    "make_synthetic_catalog",
     "train_model",
 ]

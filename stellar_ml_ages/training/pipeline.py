@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import __version__
+from ..columns import resolve_columns
 from ..exceptions import TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
 from ..model import MassAgeModel
-from ..columns import resolve_columns
 from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",

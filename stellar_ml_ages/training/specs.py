@@ -6,7 +6,7 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
-__all__ = ["PACKAGED_SPECS", "ModelSpec", "get_spec"]
+__all__ = ["LAMOST_SPECS", "PACKAGED_SPECS", "ModelSpec", "get_spec"]
 
 _CITATIONS = (
     "Li, Wang et al., ApJS: stellar mass and age of LAMOST giants and red clump stars "
@@ -115,9 +115,65 @@ PACKAGED_SPECS = {
 }
 
 
+_LAMOST_CITATIONS = (
+    _CITATIONS[0], _CITATIONS[1],
+    "Xiang et al. 2019, ApJS 245, 34 (LAMOST DR5 DD-Payne abundances)",
+    "Ting, Hawkins & Rix 2018, ApJL 858, L7 (LAMOST red clump, Δν and ΔP)",
+)
+
+#: The paper's own LAMOST models. Their training table (LAMOST DD-Payne labels x
+#: APOKASC-2, and the Ting+2018 red clump for Δν/ΔP) is built with the VO helpers;
+#: `train_model` takes any table with KIC, EVSTATE, MASS, AGE and the features.
+LAMOST_SPECS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="giants-lamost-dr5",
+            aliases=("giants-lamost",),
+            description="Mass of LAMOST DR5 giants (RGB and red clump) from DD-Payne "
+                        "[C/Fe], Teff, [Mg/Fe], [N/Fe], log g, [Ba/Fe] (the paper's LS-mass).",
+            features=("c_fe", "teff", "mg_fe", "n_fe", "logg", "ba_fe"),
+            targets={"mass": ("MASS", "solMass")},
+            evolutionary_states=("RGB", "RC", "RGB(S)", "RC(S)"),
+            cleaning={"mass": (1.0, 0.3)},
+            test_fraction=0.5,
+            citation=_LAMOST_CITATIONS,
+            label_source="LAMOST DR5 DD-Payne",
+        ),
+        ModelSpec(
+            name="red-clump-mass-lamost-dr5",
+            aliases=("red-clump-mass-lamost",),
+            description="Mass of LAMOST red-clump stars from Δν, [C/Fe], Teff, [N/Fe], ΔP, "
+                        "[Na/Fe], [Ba/Fe], [Co/Fe], [O/Fe] (the paper's RC mass model).",
+            features=("dnu", "c_fe", "teff", "n_fe", "dpi", "na_fe", "ba_fe", "co_fe", "o_fe"),
+            targets={"mass": ("MASS", "solMass")},
+            evolutionary_states=("RC", "RC(S)"),
+            cleaning={"mass": (1.0, 0.4)},
+            test_fraction=0.5,
+            citation=_LAMOST_CITATIONS,
+            label_source="LAMOST DR5 DD-Payne + Ting+2018",
+        ),
+        ModelSpec(
+            name="red-clump-age-lamost-dr5",
+            aliases=("red-clump-age-lamost",),
+            description="Age of LAMOST red-clump stars from Δν, [Ti/Fe], [C/Fe], [N/Fe], "
+                        "[Mn/Fe], Teff (the paper's RC age model).",
+            features=("dnu", "ti_fe", "c_fe", "n_fe", "mn_fe", "teff"),
+            targets={"age": ("AGE", "Gyr")},
+            evolutionary_states=("RC", "RC(S)"),
+            cleaning={"age": (3.0, 0.4)},
+            test_fraction=0.5,
+            citation=_LAMOST_CITATIONS,
+            label_source="LAMOST DR5 DD-Payne + Ting+2018",
+        ),
+    )
+}
+
+
 def get_spec(name):
-    """The packaged spec called ``name`` or carrying it as an alias."""
-    for spec in PACKAGED_SPECS.values():
+    """The spec called ``name`` or carrying it as an alias (packaged or LAMOST)."""
+    for spec in (*PACKAGED_SPECS.values(), *LAMOST_SPECS.values()):
         if name == spec.name or name in spec.aliases:
             return spec
-    raise KeyError(f"no model spec {name!r}; known: {', '.join(PACKAGED_SPECS)}")
+    known = ", ".join([*PACKAGED_SPECS, *LAMOST_SPECS])
+    raise KeyError(f"no model spec {name!r}; known: {known}")

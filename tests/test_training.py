@@ -1,0 +1,123 @@
+"""Training: the paper's recipe on synthetic LAMOST-shaped catalogs and on the real ones."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from stellar_ml_ages import add_mass_age, get_model
+from stellar_ml_ages.cli import EXIT_OK, main
+from stellar_ml_ages.training import LAMOST_SPECS, get_spec, make_synthetic_catalog, train_model
+from stellar_ml_ages.training.methods import METHODS, make_method
+from stellar_ml_ages.training.pipeline import paper_metrics
+
+_VIZIER_NAMES = {"C_FE": "[C/Fe]", "N_FE": "[N/Fe]", "MG_FE": "[Mg/Fe]", "BA_FE": "[Ba/Fe]",
+                 "TEFF": "Teff", "LOGG": "logg", "DNU": "Dnu", "DPI": "DPi1"}
+
+
+@pytest.mark.parametrize("name", sorted(LAMOST_SPECS))
+def test_lamost_specs_train_from_vizier_shaped_tables(name):
+    spec = dataclasses.replace(LAMOST_SPECS[name], n_estimators=60, cleaning_estimators=40)
+    table = make_synthetic_catalog(spec, 1200, seed=2)
+    for old, new in _VIZIER_NAMES.items():
+        if old in table.colnames:
+            table.rename_column(old, new)
+    result = train_model(spec, table)
+    for target in result.model.card["targets"]:
+        limit = {"mass": 0.06, "age": 0.12}[target["name"]]
+        assert target["metrics"]["median_rel_error"] < limit
+        assert 0.55 < target["coverage"]["p16_p84"] < 0.8
+    # The trained model annotates a table with the same survey column names.
+    annotated = add_mass_age(result.test_table, model=result.model)
+    inside = ~np.ma.getmaskarray(annotated[result.model.target_names[0]])
+    # The hull gets stricter with dimension: 9 features and ~600 stars cover ~1/4 of a test set.
+    assert inside.mean() > 0.2
+
+
+def test_trained_model_learns_the_dredge_up_relation():
+    spec = dataclasses.replace(LAMOST_SPECS["giants-lamost-dr5"], n_estimators=60,
+                               cleaning_estimators=40)
+    result = train_model(spec, make_synthetic_catalog(spec, 1500, seed=3))
+    test = result.test_table
+    annotated = add_mass_age(test, model=result.model)
+    ok = ~annotated["mass"].mask
+    carbon_to_nitrogen = np.asarray(test["C_FE"] - test["N_FE"])[ok]
+    assert np.corrcoef(carbon_to_nitrogen, annotated["mass"][ok])[0, 1] < -0.8
+
+
+def test_paper_protocol_also_cleans_the_test_split():
+    spec = dataclasses.replace(LAMOST_SPECS["red-clump-age-lamost-dr5"], n_estimators=40,
+                               cleaning_estimators=40)
+    table = make_synthetic_catalog(spec, 1000, seed=4)
+    table["AGE"][:40] *= 3.0  # outliers the cleaning pass must catch
+    honest = train_model(spec, table)
+    paper = train_model(spec, table, protocol="paper")
+    assert paper.model.card["training_set"]["protocol"] == "paper"
+    assert paper.model.card["training_set"]["n_test"] < honest.model.card["training_set"]["n_test"]
+    assert (paper.model.card["targets"][0]["metrics"]["median_rel_error"]
+            <= honest.model.card["targets"][0]["metrics"]["median_rel_error"])
+    with pytest.raises(ValueError, match="protocol"):
+        train_model(spec, table, protocol="optimistic")
+
+
+def test_six_methods_with_paper_hyperparameters():
+    assert list(METHODS) == ["BYS", "GBDT", "MLP", "MLR", "RF", "SVR"]
+    gbdt = make_method("GBDT")()
+    assert (gbdt.n_estimators, gbdt.learning_rate, gbdt.loss) == (2000, 0.1, "squared_error")
+    assert make_method("MLP")().hidden_layer_sizes == (147,)
+    assert (make_method("SVR")().kernel, make_method("SVR")().C) == ("rbf", 15)
+    assert (make_method("BYS")().max_iter, make_method("BYS")().tol) == (30, 1e-3)
+    with pytest.raises(KeyError, match="unknown method"):
+        make_method("XGB")
+
+
+def test_paper_metrics_definitions():
+    metrics = paper_metrics([1.0, 2.2, 2.7], [1.0, 2.0, 3.0])
+    assert metrics["median_abs_error"] == pytest.approx(0.2)
+    assert metrics["mean_rel_error"] == pytest.approx((0 + 0.1 + 0.1) / 3)
+    assert metrics["dispersion"] == pytest.approx(np.std([0.0, 0.2, -0.3]))
+
+
+def test_cli_trains_from_a_catalog_table(tmp_path, capsys):
+    spec = LAMOST_SPECS["giants-lamost-dr5"]
+    path = tmp_path / "lamost_x_apokasc2.ecsv"
+    make_synthetic_catalog(spec, 600, seed=5).write(path)
+    assert main(["train", "giants-lamost", "--table", str(path), "--out", str(tmp_path)]) \
+        == EXIT_OK
+    assert "median relative error" in capsys.readouterr().out
+    model = get_model(str(tmp_path / "giants-lamost-dr5.json"))
+    assert model.feature_names == spec.features
+
+
+@pytest.mark.shared_data
+def test_reproduce_quick_writes_the_whole_report(training_table, tmp_path):
+    from stellar_ml_ages.training.report import reproduce
+
+    messages = []
+    results = reproduce(out_dir=tmp_path, quick=True, progress=messages.append)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["models"]) == {"giants", "red-clump"}
+    text = (tmp_path / "report.md").read_text()
+    for heading in ("Test metrics next to the paper's", "Six methods", "Calibration",
+                    "External checks"):
+        assert heading in text
+    for model in results["models"].values():
+        for name in model["figures"].values():
+            assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+        assert set(model["methods"][model["targets"][0]]) == set(METHODS)
+    rc_age = results["models"]["red-clump"]
+    assert rc_age["honest"]["age"]["median_rel_error"] < 0.2
+    assert 0.6 < rc_age["cv_coverage"]["age"]["p16_p84"] < 0.78
+    assert rc_age["ranking"]["age"][0][0] == "dnu"  # Δν dominates clump ages, as in the paper
+    yu = next(c for c in results["external"] if c["catalog"].startswith("Yu+2018"))
+    assert yu["n"] > 100 and abs(yu["median_rel_difference"]) < 0.1
+
+
+@pytest.mark.shared_data
+def test_packaged_specs_match_packaged_models(training_table):
+    for name in ("giants", "red-clump"):
+        spec, model = get_spec(name), get_model(name)
+        assert model.feature_names == spec.features
+        assert model.card["hyperparameters"]["n_estimators"] == spec.n_estimators
+        assert model.card["hyperparameters"]["min_samples_leaf"] == spec.min_samples_leaf
