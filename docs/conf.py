@@ -16,7 +16,7 @@ html_theme_options.update({  # noqa: F405
     "use_edit_page_button": False,
 })
 html_title = f"{project} {version}"
-html_static_path = []
+html_static_path = ["_static"]
 extensions += ["sphinx.ext.doctest"]  # noqa: F405
 intersphinx_mapping.update({  # noqa: F405
     "sklearn": ("https://scikit-learn.org/stable/", None),
