@@ -140,14 +140,15 @@ def _cmd_list_models(args):
 
 
 def _cmd_train(args):
-    from .training import get_spec, load_apogee_training_table, train_model
+    from .training import get_spec, load_apogee_training_table
+    from .training.evaluation import train_and_validate
 
     try:
         spec = get_spec(args.spec)
     except KeyError as error:
         raise _IOProblem(str(error.args[0])) from None
     table = read_table(args.table) if args.table else load_apogee_training_table(args.data)
-    result = train_model(spec, table, progress=print)
+    result = train_and_validate(spec, table, n_folds=args.folds, progress=print)
     card_path = result.model.save(args.out)
     for target in result.model.card["targets"]:
         metrics, coverage = target["metrics"], target["coverage"]
@@ -156,6 +157,10 @@ def _cmd_train(args):
               f"{target['unit']}, [p16, p84] coverage {100 * coverage['p16_p84']:.1f}%, "
               f"[p2.5, p97.5] coverage {100 * coverage['p2.5_p97.5']:.1f}% "
               f"(n={metrics['n']} test stars in hull)")
+        pooled = target["coverage_cv"]
+        print(f"{spec.name} {target['name']}: {pooled['n_folds']}-fold out of fold: [p16, p84] "
+              f"{100 * pooled['p16_p84']:.1f}%, [p2.5, p97.5] {100 * pooled['p2.5_p97.5']:.1f}% "
+              f"(n={pooled['n']})")
     print(f"wrote {card_path} and {result.model.card['arrays']['file']} "
           f"({result.model.card['arrays']['bytes'] / 1e6:.2f} MB)")
 
@@ -213,6 +218,8 @@ def build_parser():
                        help="train on this catalog table instead (KIC, EVSTATE, MASS, AGE and "
                             "the spec's features), e.g. a LAMOST x APOKASC-2 match")
     train.add_argument("--out", required=True, help="directory for the model artifact")
+    train.add_argument("--folds", type=int, default=4,
+                       help="cross-validation folds for the card's coverage (default 4)")
     train.set_defaults(run=_cmd_train)
 
     again = commands.add_parser("reproduce", help="rerun the paper's analysis and write a report")

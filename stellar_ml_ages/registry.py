@@ -141,8 +141,10 @@ def list_models():
             "median_rel_error": ", ".join(
                 f"{t['name']}: {100 * t['metrics']['median_rel_error']:.1f}%" for t in targets
             ),
+            # Pooled out-of-fold coverage when the card has it: a single split is noisy.
             "coverage_68": ", ".join(
-                f"{t['name']}: {100 * t['coverage']['p16_p84']:.0f}%" for t in targets
+                f"{t['name']}: {100 * t.get('coverage_cv', t['coverage'])['p16_p84']:.0f}%"
+                for t in targets
             ),
         })
     names = ["name", "aliases", "features", "targets", "training_set", "n_train",

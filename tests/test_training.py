@@ -121,3 +121,44 @@ def test_packaged_specs_match_packaged_models(training_table):
         assert model.feature_names == spec.features
         assert model.card["hyperparameters"]["n_estimators"] == spec.n_estimators
         assert model.card["hyperparameters"]["min_samples_leaf"] == spec.min_samples_leaf
+
+
+def test_crossmatch_is_one_to_one_within_radius():
+    import astropy.units as u
+    from astropy.table import Table
+
+    from stellar_ml_ages.training import crossmatch
+
+    seismic = Table({"RA": [10.0, 20.0, 30.0], "DEC": [0.0, 0.0, 0.0], "KIC": [1, 2, 3]})
+    labels = Table({"ra": [10.0, 10.0 + 0.5 / 3600, 20.0 + 5 / 3600, 30.0 + 1 / 3600],
+                    "dec": [0.0, 0.0, 0.0, 0.0], "TEFF": [4500.0, 4600.0, 4700.0, 4800.0]})
+    matched = crossmatch(labels, seismic, radius=2 * u.arcsec)
+    # Two label stars claim KIC 1: the exact one keeps it; 5" is too far for KIC 2.
+    assert matched["TEFF"].tolist() == [4500.0, 4800.0]
+    assert matched["KIC"].tolist() == [1, 3]
+    assert matched["separation"].unit == u.arcsec
+    with pytest.raises(u.UnitsError):
+        crossmatch(labels, seismic, radius=2 * u.K)
+    by_id = crossmatch(Table({"KIC": [3, 1], "x": [0, 1]}), seismic, keys="KIC")
+    assert sorted(by_id["KIC"].tolist()) == [1, 3]
+
+
+@pytest.mark.shared_data
+def test_positional_match_recovers_kic_identities_on_real_catalogs(training_table):
+    import warnings
+
+    import astropy.units as u
+    from astropy.table import Table
+
+    from stellar_ml_ages.training import crossmatch, find_data_dir
+
+    data = find_data_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        apokasc = Table.read(data / "apokasc2" / "apokasc2_table5_radec.fits")
+    clump = Table.read(data / "yu2018_rc_hall2019" / "rcxyuxapokasc2.csv")
+    # Hall+2019 positions are Gaia DR2, APOKASC-2's come from 2MASS designations.
+    matched = crossmatch(clump, apokasc["KIC", "RA", "DEC"], radius=2 * u.arcsec)
+    assert len(matched) / len(clump) > 0.99
+    assert np.mean(matched["KICID"] == matched["KIC"]) > 0.999
+    assert np.median(matched["separation"]) < 0.5

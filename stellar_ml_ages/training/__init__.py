@@ -4,6 +4,7 @@ Needs scikit-learn; annotation with the packaged models does not.
 """
 
 from .catalogs import find_data_dir, load_apogee_training_table
+from .crossmatch import crossmatch
 from .pipeline import TrainingResult, train_model
 from .specs import LAMOST_SPECS, PACKAGED_SPECS, ModelSpec, get_spec
 from .synthetic import make_synthetic_catalog
@@ -13,6 +14,7 @@ __all__ = [
     "PACKAGED_SPECS",
     "ModelSpec",
     "TrainingResult",
+    "crossmatch",
     "find_data_dir",
     "get_spec",
     "load_apogee_training_table",

@@ -105,6 +105,29 @@ def _method_comparison(spec, arrays, order, settings, say):
     return table
 
 
+def _configurations(spec, table, packaged, quick, say):
+    """The packaged forest configuration against the paper's, on the same honest split."""
+    import tempfile
+
+    paper_trees = 100 if quick else 2000
+    paper = train_model(dataclasses.replace(spec, n_estimators=paper_trees, min_samples_leaf=1),
+                        table)
+    rows = {}
+    for label, result in (("packaged", packaged), ("paper", paper)):
+        with tempfile.TemporaryDirectory() as directory:
+            result.model.save(directory)
+            size = result.model.card["arrays"]["bytes"]
+        hyper = result.model.card["hyperparameters"]
+        rows[label] = {
+            "n_estimators": hyper["n_estimators"], "min_samples_leaf": hyper["min_samples_leaf"],
+            "artifact_bytes": size,
+            "metrics": {t["name"]: t["metrics"] for t in result.model.card["targets"]},
+        }
+        say(f"{spec.name} {label} configuration: {hyper['n_estimators']} trees, leaf "
+            f"{hyper['min_samples_leaf']}, {size / 1e6:.1f} MB")
+    return rows
+
+
 def _external_checks(data_dir, cv_by_model):
     """Median relative differences against catalogs not used for training."""
     from astropy.table import Table
@@ -324,6 +347,16 @@ def _markdown(results):
         else:
             lines.append(f"| {check['catalog']} | {check['model']} | {check['target']} | 0 "
                          "| - | - | - |")
+    lines += ["", "## Packaged forests against the paper's configuration (honest split)", "",
+              "| model | configuration | trees | min leaf | artifact | median rel. error "
+              "| dispersion |", "|---|---|---|---|---|---|---|"]
+    for key, model in results["models"].items():
+        for label, row in model["configurations"].items():
+            errors = ", ".join(f"{t} {_percent(m['median_rel_error'])}"
+                               for t, m in row["metrics"].items())
+            spread = ", ".join(f"{t} {m['dispersion']:.3f}" for t, m in row["metrics"].items())
+            lines.append(f"| {key} | {label} | {row['n_estimators']} | {row['min_samples_leaf']} "
+                         f"| {row['artifact_bytes'] / 1e6:.1f} MB | {errors} | {spread} |")
     lines += ["", "## Feature ranking", ""]
     for key, model in results["models"].items():
         for target, ranking in model["ranking"].items():
@@ -382,6 +415,7 @@ def reproduce(data_dir=None, out_dir="report", quick=False, progress=print):
                 arrays["train_x"], arrays["train_y"][target], arrays["test_x"],
                 arrays["test_y"][target], order[target], log_target=True)
         methods = _method_comparison(spec, arrays, order, settings, say)
+        configurations = _configurations(spec, table, honest, quick, say)
         figure_paths = _figures(figures, key, spec, honest, arrays, ranking, rf_curves,
                                 methods, cv)
         honest_cards = {t["name"]: t for t in honest.model.card["targets"]}
@@ -398,6 +432,7 @@ def reproduce(data_dir=None, out_dir="report", quick=False, progress=print):
             "methods": methods,
             "figures": figure_paths,
             "n_removed_by_cleaning": honest.n_removed,
+            "configurations": configurations,
         }
     results["external"] = _external_checks(data_dir, cv_by_model)
     results["seconds"] = time.perf_counter() - started
