@@ -147,7 +147,14 @@ def _cmd_train(args):
         spec = get_spec(args.spec)
     except KeyError as error:
         raise _IOProblem(str(error.args[0])) from None
-    table = read_table(args.table) if args.table else load_apogee_training_table(args.data)
+    if args.from_vo:
+        from .vo import build_lamost_training_table
+
+        table = build_lamost_training_table(red_clump="red-clump" in spec.name)
+    elif args.table:
+        table = read_table(args.table)
+    else:
+        table = load_apogee_training_table(args.data)
     result = train_and_validate(spec, table, n_folds=args.folds, progress=print)
     card_path = result.model.save(args.out)
     for target in result.model.card["targets"]:
@@ -217,6 +224,8 @@ def build_parser():
     train.add_argument("--table", default=None,
                        help="train on this catalog table instead (KIC, EVSTATE, MASS, AGE and "
                             "the spec's features), e.g. a LAMOST x APOKASC-2 match")
+    train.add_argument("--from-vo", action="store_true",
+                       help="build the LAMOST x APOKASC-2 table over TAP (VizieR) first")
     train.add_argument("--out", required=True, help="directory for the model artifact")
     train.add_argument("--folds", type=int, default=4,
                        help="cross-validation folds for the card's coverage (default 4)")

@@ -19,9 +19,16 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelVersionError",
+    "RegionError",
     "StellarMLAgesError",
     "StellarMLAgesWarning",
+    "TAPOverflowError",
+    "TAPQueryError",
+    "TAPServiceError",
+    "TAPTimeoutError",
     "TrainingDataError",
+    "TruncatedResultWarning",
+    "VOError",
 ]
 
 
@@ -87,3 +94,47 @@ class ModelVersionError(ModelError):
 
 class TrainingDataError(StellarMLAgesError):
     """The training catalogs are missing or do not have the expected content."""
+
+
+class RegionError(StellarMLAgesError, ValueError):
+    """A sky region cannot be turned into an ADQL constraint."""
+
+
+class VOError(StellarMLAgesError):
+    """Base class for failures talking to a Virtual Observatory service.
+
+    Attributes
+    ----------
+    service : str
+        URL of the service.
+    query : str or None
+        The ADQL query, when there was one.
+    """
+
+    def __init__(self, message, service=None, query=None):
+        details = f"{message} [service: {service}]" if service else message
+        if query:
+            details += f"\nquery: {query}"
+        super().__init__(details)
+        self.service = service
+        self.query = query
+
+
+class TAPServiceError(VOError):
+    """The TAP service could not be reached or answered with an HTTP error."""
+
+
+class TAPTimeoutError(TAPServiceError):
+    """The TAP service did not answer within the configured timeout."""
+
+
+class TAPQueryError(VOError):
+    """The service rejected the query (ADQL error, unknown table or column)."""
+
+
+class TAPOverflowError(VOError):
+    """The result was truncated at MAXREC and ``on_overflow="raise"`` was in force."""
+
+
+class TruncatedResultWarning(StellarMLAgesWarning):
+    """The result was truncated at MAXREC; the returned table is incomplete."""

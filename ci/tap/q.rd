@@ -1,0 +1,132 @@
+<resource schema="smatest">
+  <meta name="title">stellar_ml_ages test mirror of VizieR and GAVO tables</meta>
+  <meta name="description">Tables whose schemas mirror VizieR's J/ApJS/245/34/catalog
+    (LAMOST DR5 DD-Payne), J/ApJS/239/32/table5 (APOKASC-2) and J/ApJ/858/L7 (LAMOST
+    red clump), for the integration tests of stellar_ml_ages. APOKASC-2 rows are real
+    when the training catalogs are available; every LAMOST row is synthetic.</meta>
+  <meta name="creationDate">2026-11-24T00:00:00Z</meta>
+  <meta name="subject">Stellar abundances</meta>
+  <meta name="creator.name">stellar_ml_ages developers</meta>
+  <meta name="content.type">Catalog</meta>
+
+  <table id="ddpayne" onDisk="True" adql="True" mixin="//scs#q3cindex" primary="source_id">
+    <meta name="description">Synthetic LAMOST DD-Payne labels (schema of J/ApJS/245/34)</meta>
+    <column name="source_id" type="bigint" required="True" ucd="meta.id;meta.main" description="Source identifier"/>
+    <column name="RAJ2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension (J2000)"/>
+    <column name="DEJ2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination (J2000)"/>
+    <column name="Teff" type="real" unit="K" ucd="phys.temperature.effective" description="Effective temperature"/>
+    <column name="e_Teff" type="real" unit="K" ucd="stat.error;phys.temperature.effective" description="Teff error"/>
+    <column name="logg" type="real" unit="[cm/s2]" ucd="phys.gravity" description="Surface gravity"/>
+    <column name="e_logg" type="real" unit="[cm/s2]" ucd="stat.error;phys.gravity" description="log g error"/>
+    <column name="quoted/[Fe/H]" type="real" unit="[-]" ucd="phys.abund.Fe" description="[Fe/H] abundance"/>
+    <column name="quoted/e_[Fe/H]" type="real" unit="[-]" ucd="stat.error;phys.abund.Fe" description="[Fe/H] error"/>
+    <column name="quoted/[C/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[C/Fe] abundance"/>
+    <column name="quoted/e_[C/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[C/Fe] error"/>
+    <column name="quoted/[N/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[N/Fe] abundance"/>
+    <column name="quoted/e_[N/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[N/Fe] error"/>
+    <column name="quoted/[O/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[O/Fe] abundance"/>
+    <column name="quoted/e_[O/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[O/Fe] error"/>
+    <column name="quoted/[Na/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Na/Fe] abundance"/>
+    <column name="quoted/e_[Na/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Na/Fe] error"/>
+    <column name="quoted/[Mg/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Mg/Fe] abundance"/>
+    <column name="quoted/e_[Mg/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Mg/Fe] error"/>
+    <column name="quoted/[Ti/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Ti/Fe] abundance"/>
+    <column name="quoted/e_[Ti/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Ti/Fe] error"/>
+    <column name="quoted/[Mn/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Mn/Fe] abundance"/>
+    <column name="quoted/e_[Mn/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Mn/Fe] error"/>
+    <column name="quoted/[Co/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Co/Fe] abundance"/>
+    <column name="quoted/e_[Co/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Co/Fe] error"/>
+    <column name="quoted/[Ba/Fe]" type="real" unit="[-]" ucd="phys.abund.X" description="[Ba/Fe] abundance"/>
+    <column name="quoted/e_[Ba/Fe]" type="real" unit="[-]" ucd="stat.error;phys.abund.X" description="[Ba/Fe] error"/>
+  </table>
+
+  <table id="apokasc2" onDisk="True" adql="True" primary="KIC">
+    <meta name="description">APOKASC-2 Table 5 (schema of J/ApJS/239/32/table5)</meta>
+    <column name="KIC" type="integer" required="True" ucd="meta.id;meta.main" description="Kepler Input Catalog number"/>
+    <column name="quoted/2MASS" type="text" ucd="meta.id.cross" description="2MASS designation"/>
+    <column name="Teff" type="real" unit="K" ucd="phys.temperature.effective" description="APOGEE DR14 Teff"/>
+    <column name="FeH" type="real" unit="[-]" ucd="phys.abund.Fe" description="APOGEE DR14 [Fe/H]"/>
+    <column name="Numax" type="real" unit="uHz" ucd="phys.freq" description="Frequency of maximum power"/>
+    <column name="Dnu" type="real" unit="uHz" ucd="phys.freq" description="Large frequency separation"/>
+    <column name="ES" type="text" ucd="src.class" description="Evolutionary state"/>
+    <column name="Mcor" type="real" unit="solMass" ucd="phys.mass" description="Corrected seismic mass (VizieR spells it M(cor); psycopg2 cannot bind parentheses)"/>
+    <column name="LogAge" type="real" unit="[Myr]" ucd="time.age" description="log10 of age in Myr"/>
+  </table>
+
+  <table id="ting2018" onDisk="True" adql="True" mixin="//scs#q3cindex" primary="source_id">
+    <meta name="description">Synthetic LAMOST red clump with Dnu and DPi1 (schema of J/ApJ/858/L7)</meta>
+    <column name="source_id" type="bigint" required="True" ucd="meta.id;meta.main" description="Source identifier"/>
+    <column name="RAJ2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension"/>
+    <column name="DEJ2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination"/>
+    <column name="Dnu" type="real" unit="uHz" ucd="phys.freq" description="Spectroscopic large frequency separation"/>
+    <column name="DPi1" type="real" unit="s" ucd="time.period" description="Spectroscopic period spacing"/>
+  </table>
+
+  <data id="import_ddpayne">
+    <sources>data/ddpayne.csv</sources>
+    <csvGrammar/>
+    <make table="ddpayne">
+      <rowmaker>
+        <map key="source_id">int(@source_id)</map>
+        <map key="RAJ2000">float(@ra)</map>
+        <map key="DEJ2000">float(@dec)</map>
+        <map key="Teff">parseWithNull(@teff, float, "")</map>
+        <map key="e_Teff">parseWithNull(@e_teff, float, "")</map>
+        <map key="logg">parseWithNull(@logg, float, "")</map>
+        <map key="e_logg">parseWithNull(@e_logg, float, "")</map>
+        <map key="quoted/[Fe/H]">parseWithNull(@fe_h, float, "")</map>
+        <map key="quoted/e_[Fe/H]">parseWithNull(@e_fe_h, float, "")</map>
+        <map key="quoted/[C/Fe]">parseWithNull(@c_fe, float, "")</map>
+        <map key="quoted/e_[C/Fe]">parseWithNull(@e_c_fe, float, "")</map>
+        <map key="quoted/[N/Fe]">parseWithNull(@n_fe, float, "")</map>
+        <map key="quoted/e_[N/Fe]">parseWithNull(@e_n_fe, float, "")</map>
+        <map key="quoted/[O/Fe]">parseWithNull(@o_fe, float, "")</map>
+        <map key="quoted/e_[O/Fe]">parseWithNull(@e_o_fe, float, "")</map>
+        <map key="quoted/[Na/Fe]">parseWithNull(@na_fe, float, "")</map>
+        <map key="quoted/e_[Na/Fe]">parseWithNull(@e_na_fe, float, "")</map>
+        <map key="quoted/[Mg/Fe]">parseWithNull(@mg_fe, float, "")</map>
+        <map key="quoted/e_[Mg/Fe]">parseWithNull(@e_mg_fe, float, "")</map>
+        <map key="quoted/[Ti/Fe]">parseWithNull(@ti_fe, float, "")</map>
+        <map key="quoted/e_[Ti/Fe]">parseWithNull(@e_ti_fe, float, "")</map>
+        <map key="quoted/[Mn/Fe]">parseWithNull(@mn_fe, float, "")</map>
+        <map key="quoted/e_[Mn/Fe]">parseWithNull(@e_mn_fe, float, "")</map>
+        <map key="quoted/[Co/Fe]">parseWithNull(@co_fe, float, "")</map>
+        <map key="quoted/e_[Co/Fe]">parseWithNull(@e_co_fe, float, "")</map>
+        <map key="quoted/[Ba/Fe]">parseWithNull(@ba_fe, float, "")</map>
+        <map key="quoted/e_[Ba/Fe]">parseWithNull(@e_ba_fe, float, "")</map>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="import_apokasc2">
+    <sources>data/apokasc2.csv</sources>
+    <csvGrammar/>
+    <make table="apokasc2">
+      <rowmaker>
+        <map key="KIC">int(@kic)</map>
+        <map key="quoted/2MASS">@tmass</map>
+        <map key="Teff">parseWithNull(@teff, float, "")</map>
+        <map key="FeH">parseWithNull(@feh, float, "")</map>
+        <map key="Numax">parseWithNull(@numax, float, "")</map>
+        <map key="Dnu">parseWithNull(@dnu, float, "")</map>
+        <map key="ES">@es</map>
+        <map key="Mcor">parseWithNull(@mass, float, "")</map>
+        <map key="LogAge">parseWithNull(@logage, float, "")</map>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="import_ting2018">
+    <sources>data/ting2018.csv</sources>
+    <csvGrammar/>
+    <make table="ting2018">
+      <rowmaker>
+        <map key="source_id">int(@source_id)</map>
+        <map key="RAJ2000">float(@ra)</map>
+        <map key="DEJ2000">float(@dec)</map>
+        <map key="Dnu">parseWithNull(@dnu, float, "")</map>
+        <map key="DPi1">parseWithNull(@dpi, float, "")</map>
+      </rowmaker>
+    </make>
+  </data>
+</resource>

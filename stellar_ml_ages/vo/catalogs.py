@@ -1,0 +1,183 @@
+"""The survey tables the package reads over TAP, and how their columns map.
+
+Each `Catalog` names its service and table through ``stellar_ml_ages.vo.conf``, the
+columns fetched by default, and the renames that give the package's column
+resolver names it understands (VizieR's ``Teff``, ``[C/Fe]`` and ``e_[C/Fe]``
+already are). Table names and column lists follow the VizieR ReadMe conventions
+of each catalog; change them through ``conf`` or pass ``columns=`` when a service
+differs.
+"""
+
+import re
+from dataclasses import dataclass, field
+
+import astropy.units as u
+import numpy as np
+
+from .config import conf
+
+__all__ = ["CATALOGS", "Catalog", "positions_from_2mass"]
+
+_ELEMENTS = ("C", "N", "O", "Na", "Mg", "Ti", "Mn", "Co", "Ba")
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A table served over TAP.
+
+    Parameters
+    ----------
+    key : str
+        Short name (``"lamost"``, ``"apokasc2"``, ``"red_clump"``, ``"lasp"``).
+    title : str
+    service_item, table_item : str
+        Names of the ```stellar_ml_ages.vo.conf``` items holding the service URL and
+        the ADQL table name.
+    ra, dec : str or None
+        Position columns; None when the table has none (APOKASC-2 Table 5).
+    columns : tuple of str
+        Columns fetched by default.
+    rename : dict
+        Service column to package column; the service's name is kept in the
+        column's ``meta["service_name"]``.
+    units : dict
+        Package column to the unit to assume when the service gives none.
+    citation : str
+    """
+
+    key: str
+    title: str
+    service_item: str
+    table_item: str
+    ra: str | None
+    dec: str | None
+    columns: tuple
+    rename: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)
+    citation: str = ""
+
+    @property
+    def url(self):
+        return getattr(conf, self.service_item)
+
+    @property
+    def table(self):
+        return getattr(conf, self.table_item)
+
+
+def _portable_names():
+    """VizieR label -> allStar-style name: FITS- and VOTable-safe, and read by the resolver."""
+    names = {"RAJ2000": "RA", "DEJ2000": "DEC", "Teff": "TEFF", "e_Teff": "TEFF_ERR",
+             "logg": "LOGG", "e_logg": "LOGG_ERR", "[Fe/H]": "FE_H", "e_[Fe/H]": "FE_H_ERR"}
+    for element in _ELEMENTS:
+        names[f"[{element}/Fe]"] = f"{element.upper()}_FE"
+        names[f"e_[{element}/Fe]"] = f"{element.upper()}_FE_ERR"
+    return names
+
+
+def _abundance_columns():
+    names = ["[Fe/H]", "e_[Fe/H]"]
+    for element in _ELEMENTS:
+        names += [f"[{element}/Fe]", f"e_[{element}/Fe]"]
+    return tuple(names)
+
+
+_DEX_UNITS = {_portable_names()[name]: u.dex for name in _abundance_columns()}
+
+CATALOGS = {
+    catalog.key: catalog
+    for catalog in (
+        Catalog(
+            key="lamost",
+            title="LAMOST DR5 DD-Payne abundances (Xiang et al. 2019)",
+            service_item="vizier_tap_url",
+            table_item="lamost_table",
+            ra="RAJ2000",
+            dec="DEJ2000",
+            columns=("RAJ2000", "DEJ2000", "Teff", "e_Teff", "logg", "e_logg",
+                     *_abundance_columns()),
+            rename=_portable_names(),
+            units={"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_ERR": u.K,
+                   "LOGG": u.dex(u.cm / u.s**2), "LOGG_ERR": u.dex, **_DEX_UNITS},
+            citation="Xiang et al. 2019, ApJS 245, 34",
+        ),
+        Catalog(
+            key="apokasc2",
+            title="APOKASC-2 asteroseismic masses and ages (Pinsonneault et al. 2018)",
+            service_item="vizier_tap_url",
+            table_item="apokasc2_table",
+            ra=None,
+            dec=None,
+            # Table 5 is small (6,676 rows): fetch every column, and rename whichever
+            # spelling of a column the service uses.
+            columns="*",
+            rename={"2MASS": "TMASS_ID", "FeH": "FE_H_APOKASC", "Teff": "TEFF_APOKASC",
+                    "Numax": "NUMAX", "Dnu": "DNU", "ES": "EVSTATE", "M(cor)": "MASS",
+                    "M_cor_": "MASS", "Mcor": "MASS", "LogAge": "LOGAGE_MYR",
+                    "logAge": "LOGAGE_MYR"},
+            units={"TEFF_APOKASC": u.K, "FE_H_APOKASC": u.dex, "NUMAX": u.uHz,
+                   "DNU": u.uHz, "MASS": u.solMass},
+            citation="Pinsonneault et al. 2018, ApJS 239, 32",
+        ),
+        Catalog(
+            key="red_clump",
+            title="LAMOST red clump with Δν and ΔP (Ting, Hawkins & Rix 2018)",
+            service_item="vizier_tap_url",
+            table_item="red_clump_table",
+            ra="RAJ2000",
+            dec="DEJ2000",
+            columns=("RAJ2000", "DEJ2000", "Dnu", "DPi1"),
+            rename={"RAJ2000": "RA", "DEJ2000": "DEC", "Dnu": "DNU", "DPi1": "DPI"},
+            units={"RA": u.deg, "DEC": u.deg, "DNU": u.uHz, "DPI": u.s},
+            citation="Ting, Hawkins & Rix 2018, ApJL 858, L7",
+        ),
+        Catalog(
+            key="lasp",
+            title="LAMOST DR5 LASP stellar parameters (GAVO data centre)",
+            service_item="gavo_tap_url",
+            table_item="lasp_table",
+            ra="raj2000",
+            dec="dej2000",
+            columns=("obsid", "raj2000", "dej2000", "teff", "logg", "feh"),
+            rename={"raj2000": "RA", "dej2000": "DEC", "feh": "FE_H"},
+            units={"RA": u.deg, "DEC": u.deg, "teff": u.K, "logg": u.dex(u.cm / u.s**2),
+                   "FE_H": u.dex},
+            citation="Luo et al. 2019 (LAMOST DR5)",
+        ),
+    )
+}
+
+_TWO_MASS = re.compile(
+    r"^(?:2MASS\s*J|2M|J)?(\d{2})(\d{2})(\d{2})(\d{2})([+-])(\d{2})(\d{2})(\d{2})(\d)")
+
+
+def positions_from_2mass(designations):
+    """RA and Dec (degrees) from 2MASS designations such as ``2M19250937+3644599``.
+
+    The designation truncates the position, so this is good to about 0.1 arcsec:
+    enough for a cross-match within a few arcsec.
+
+    Returns
+    -------
+    ra, dec : `~astropy.units.Quantity`
+        NaN where a designation cannot be parsed.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo.catalogs import positions_from_2mass
+    >>> ra, dec = positions_from_2mass(["2M19250937+3644599"])
+    >>> round(float(ra[0].value), 5), round(float(dec[0].value), 5)
+    (291.28904, 36.74997)
+    """
+    ra = np.full(len(designations), np.nan)
+    dec = np.full(len(designations), np.nan)
+    for i, name in enumerate(designations):
+        text = name.decode() if isinstance(name, bytes) else str(name)
+        match = _TWO_MASS.match(text.strip())
+        if not match:
+            continue
+        hh, mm, ss, cs, sign, dd, am, asec, ds = match.groups()
+        ra[i] = 15.0 * (int(hh) + int(mm) / 60 + (int(ss) + int(cs) / 100) / 3600)
+        value = int(dd) + int(am) / 60 + (int(asec) + int(ds) / 10) / 3600
+        dec[i] = -value if sign == "-" else value
+    return ra * u.deg, dec * u.deg

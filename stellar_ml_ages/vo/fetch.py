@@ -1,0 +1,257 @@
+"""Fetch survey tables over TAP by sky region, and cross-match on the server.
+
+The functions return astropy Tables with units and column names that
+`stellar_ml_ages.add_mass_age` understands, so "TAP query then annotate" is::
+
+    stars = fetch_lamost(CircleSkyRegion(center, 0.5 * u.deg))
+    annotated = add_mass_age(stars, model="giants")
+"""
+
+
+import astropy.units as u
+import numpy as np
+from astropy.coordinates import SkyCoord
+from astropy.table import MaskedColumn, Table, vstack
+
+from ..exceptions import RegionError
+from .adql import format_degrees, quote_identifier, region_to_adql
+from .catalogs import CATALOGS, positions_from_2mass
+from .tap import run_query
+
+__all__ = ["build_lamost_training_table", "fetch", "fetch_apokasc", "fetch_lamost",
+           "fetch_lasp", "fetch_red_clump", "tap_crossmatch"]
+
+
+def _catalog(catalog):
+    if isinstance(catalog, str):
+        try:
+            return CATALOGS[catalog]
+        except KeyError:
+            raise KeyError(f"unknown catalog {catalog!r}; known: {', '.join(CATALOGS)}") from None
+    return catalog
+
+
+def _select_list(names, alias=None):
+    prefix = f"{alias}." if alias else ""
+    return ", ".join(prefix + quote_identifier(name) for name in names)
+
+
+def _finish(table, catalog):
+    """Renames, units, and derived columns, so the resolver can read the table."""
+    for old, new in catalog.rename.items():
+        if old in table.colnames and new not in table.colnames:
+            table.rename_column(old, new)
+            table[new].meta["service_name"] = old
+    for name, unit in catalog.units.items():
+        if name in table.colnames:
+            current = table[name].unit
+            if current is None or isinstance(current, u.UnrecognizedUnit):
+                table[name].unit = unit
+    if catalog.key == "apokasc2":
+        if "TMASS_ID" in table.colnames and "RA" not in table.colnames:
+            ra, dec = positions_from_2mass(table["TMASS_ID"])
+            table["RA"], table["DEC"] = ra, dec
+        if "LOGAGE_MYR" in table.colnames:
+            log_age = np.ma.masked_invalid(np.ma.asarray(table["LOGAGE_MYR"], dtype=float))
+            # APOKASC-2 ages are log10(age / Myr).
+            table["AGE"] = MaskedColumn(10**log_age / 1000.0, unit=u.Gyr)
+    table.meta["CATALOG"] = catalog.title
+    table.meta["CITATION"] = catalog.citation
+    return table
+
+
+def _cone_filter(table, region, coordinates, radius):
+    """Client-side cone for tables without server-side positions."""
+    from regions import CircleSkyRegion
+
+    if isinstance(region, CircleSkyRegion):
+        coordinates, radius = region.center, region.radius
+    elif region is not None:
+        raise RegionError("this catalog has no position columns: only cones can be applied, "
+                          "after download")
+    positions = SkyCoord(table["RA"], table["DEC"])
+    inside = positions.separation(coordinates) <= radius
+    return table[np.asarray(inside.filled(False) if hasattr(inside, "filled") else inside)]
+
+
+def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, where=None,
+          maxrec=None, mode="sync", on_overflow="raise", cache=None):
+    """Fetch rows of a catalog, optionally inside a sky region.
+
+    Parameters
+    ----------
+    catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
+        ``"lamost"``, ``"apokasc2"``, ``"red_clump"`` or ``"lasp"``.
+    region : `regions.SkyRegion`, optional
+        Circle, annulus, polygon, rectangle, or a compound of them.
+    coordinates, radius : `~astropy.coordinates.SkyCoord`, `~astropy.units.Quantity`
+        A cone, instead of ``region``.
+    columns : sequence of str or "*", optional
+        Service column names; default: the catalog's usual columns.
+    where : str, optional
+        Extra ADQL condition, ANDed with the region.
+    maxrec : int, optional
+        Row limit. Hitting it raises (or warns, with ``on_overflow="warn"``).
+    mode : {"sync", "async"}
+    on_overflow : {"raise", "warn"}
+    cache : bool, optional
+        Reuse results from the astropy cache.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+    """
+    catalog = _catalog(catalog)
+    names = catalog.columns if columns is None else columns
+    select = "*" if names == "*" else _select_list(names)
+    conditions = []
+    cone = region is not None or coordinates is not None
+    if cone and catalog.ra is not None:
+        conditions.append(region_to_adql(coordinates if region is None else region,
+                                         catalog.ra, catalog.dec, radius=radius))
+    if where:
+        conditions.append(f"({where})")
+    query = f"SELECT {select} FROM {catalog.table}"
+    if conditions:
+        query += " WHERE " + " AND ".join(conditions)
+    table = _finish(run_query(catalog.url, query, maxrec=maxrec, mode=mode,
+                              on_overflow=on_overflow, cache=cache), catalog)
+    if cone and catalog.ra is None:
+        table = _cone_filter(table, region, coordinates, radius)
+    return table
+
+
+def fetch_lamost(region=None, **kwargs):
+    """LAMOST DR5 DD-Payne labels (Xiang+2019) from VizieR; see `fetch` for arguments."""
+    return fetch("lamost", region, **kwargs)
+
+
+def fetch_apokasc(region=None, **kwargs):
+    """APOKASC-2 masses, ages and states (Pinsonneault+2018) from VizieR; see `fetch`.
+
+    Table 5 has no position columns: RA/Dec are computed from the 2MASS designations
+    (good to 0.1 arcsec), and only cones can be applied, after download.
+    """
+    return fetch("apokasc2", region, **kwargs)
+
+
+def fetch_red_clump(region=None, **kwargs):
+    """LAMOST red-clump stars with Δν and ΔP (Ting+2018) from VizieR; see `fetch`."""
+    return fetch("red_clump", region, **kwargs)
+
+
+def fetch_lasp(region=None, **kwargs):
+    """LAMOST DR5 LASP parameters from the GAVO data centre; see `fetch`."""
+    return fetch("lasp", region, **kwargs)
+
+
+def _position_columns(table, ra, dec):
+    from ..training.crossmatch import sky_coordinates
+
+    if ra is not None:
+        return SkyCoord(u.Quantity(table[ra], u.deg), u.Quantity(table[dec], u.deg))
+    return sky_coordinates(table)
+
+
+@u.quantity_input(radius=u.arcsec)
+def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None, dec=None,
+                   mode="sync", maxrec=None, on_overflow="raise", cache=None, chunk_rows=2000):
+    """Add the nearest catalog match of every row, joining on the server (TAP_UPLOAD).
+
+    Only a row index and the positions are uploaded; the service returns the
+    catalog rows within ``radius`` of each position, and the nearest is kept. The
+    caller's table is not modified; the result has every input row, in order, with
+    the catalog's columns masked where nothing matched and a ``separation`` column.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Your stars; positions from ``ra``/``dec`` or the usual RA/Dec column names.
+    catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
+        A catalog with position columns (``"lamost"``, ``"red_clump"``, ``"lasp"``).
+    radius : `~astropy.units.Quantity`
+    columns : sequence of str, optional
+        Catalog columns to add (default: the catalog's usual columns).
+    chunk_rows : int
+        Rows uploaded per query, to stay under the services' upload limits.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+    """
+    catalog = _catalog(catalog)
+    if catalog.ra is None:
+        raise RegionError(f"{catalog.title} has no position columns to match on")
+    positions = _position_columns(table, ra, dec)
+    upload = Table({"row_id": np.arange(len(table), dtype=np.int64),
+                    "ra": positions.ra.deg, "dec": positions.dec.deg})
+    valid = np.isfinite(upload["ra"]) & np.isfinite(upload["dec"])
+    upload = upload[valid]
+    names = list(catalog.columns if columns is None else columns)
+    point = f"POINT('ICRS', t.{quote_identifier(catalog.ra)}, t.{quote_identifier(catalog.dec)})"
+    query = (
+        f"SELECT u.row_id, {_select_list(names, 't')}, "
+        f"DISTANCE(POINT('ICRS', u.ra, u.dec), {point}) AS match_distance "
+        f"FROM TAP_UPLOAD.stars AS u JOIN {catalog.table} AS t "
+        f"ON 1 = CONTAINS({point}, CIRCLE('ICRS', u.ra, u.dec, {format_degrees(radius)}))"
+    )
+    # Services cap upload sizes (DaCHS: 500 kB for sync requests by default), so
+    # large tables go up in chunks; each chunk is a complete, independent join.
+    parts = [
+        run_query(catalog.url, query, uploads={"stars": upload[start:start + chunk_rows]},
+                  mode=mode, maxrec=maxrec, on_overflow=on_overflow, cache=cache)
+        for start in range(0, max(len(upload), 1), chunk_rows)
+    ]
+    found = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+    found = _finish(found, catalog)
+    # Nearest match per input row.
+    order = np.lexsort((np.asarray(found["match_distance"]), np.asarray(found["row_id"])))
+    found = found[order]
+    first = np.ones(len(found), dtype=bool)
+    first[1:] = np.asarray(found["row_id"])[1:] != np.asarray(found["row_id"])[:-1]
+    found = found[first]
+
+    out = table.copy(copy_data=True)
+    rows = np.asarray(found["row_id"], dtype=int)
+    for name in found.colnames:
+        if name in ("row_id", "match_distance"):
+            continue
+        target = name if name not in out.colnames else f"{name}_{catalog.key}"
+        column = found[name]
+        data = np.ma.masked_all(len(out), dtype=column.dtype)
+        data[rows] = np.ma.asarray(column)
+        out[target] = MaskedColumn(data, unit=column.unit, description=column.description)
+    separation = np.ma.masked_all(len(out), dtype=float)
+    separation[rows] = (np.asarray(found["match_distance"], dtype=float) * u.deg).to_value(
+        u.arcsec)
+    out["separation"] = MaskedColumn(separation, unit=u.arcsec,
+                                     description=f"Distance to the {catalog.key} match")
+    out.meta["MATCHED"] = f"{catalog.title} within {radius}"
+    return out
+
+
+def build_lamost_training_table(radius=3 * u.arcsec, red_clump=False, mode="async",
+                                cache=None):
+    """LAMOST DD-Payne labels x APOKASC-2 (and Ting+2018 Δν/ΔP): a training table.
+
+    Downloads APOKASC-2 Table 5 (6,676 rows), uploads its positions to match the
+    LAMOST DD-Payne table on the server, and, with ``red_clump=True``, adds the
+    spectroscopic Δν and ΔP of Ting+2018 (replacing the seismic Δν, as in the paper,
+    so that the model applies to LAMOST stars without asteroseismology).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        Matched stars only, with ``KIC``, ``EVSTATE``, ``MASS``, ``AGE`` and the
+        labels: ready for `~stellar_ml_ages.training.train_model`.
+    """
+    apokasc = fetch_apokasc(cache=cache)
+    matched = tap_crossmatch(apokasc, "lamost", radius, mode=mode, cache=cache)
+    matched = matched[~np.ma.getmaskarray(matched["separation"])]
+    if red_clump:
+        matched.rename_column("DNU", "DNU_SEISMIC")
+        matched = tap_crossmatch(matched, "red_clump", radius, mode=mode, cache=cache,
+                                 ra="RA", dec="DEC")
+    matched.meta["TRAINING"] = "LAMOST DD-Payne x APOKASC-2" + (
+        " x Ting+2018" if red_clump else "")
+    return matched

@@ -1,0 +1,221 @@
+"""Running ADQL on TAP services: retries, timeouts, overflow and clear errors.
+
+Every query of the package goes through `run_query`, so the rules hold
+everywhere: a transient HTTP failure is retried with exponential backoff; a
+truncated result (the service's OVERFLOW status) is never returned as if it were
+complete; every error names the service and the query.
+"""
+
+import hashlib
+import io
+import time
+import warnings
+from functools import cache
+
+import requests
+from astropy.table import Table
+
+from .. import __version__
+from ..exceptions import (
+    TAPOverflowError,
+    TAPQueryError,
+    TAPServiceError,
+    TAPTimeoutError,
+    TruncatedResultWarning,
+)
+from .config import conf
+
+__all__ = ["get_service", "run_query"]
+
+_TRANSIENT_HTTP = {500, 502, 503, 504}
+
+
+class _TimeoutSession(requests.Session):
+    """A requests session whose calls time out, and whose streamed responses get closed.
+
+    pyvo polls UWS jobs with ``stream=True`` and leaves those responses open, which
+    leaks a connection per async query; `close_streams` releases them.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.headers["User-Agent"] = f"stellar_ml_ages/{__version__} (pyvo)"
+        self._streams = []
+
+    def request(self, *args, **kwargs):
+        kwargs.setdefault("timeout", conf.timeout)
+        response = super().request(*args, **kwargs)
+        if kwargs.get("stream"):
+            self._streams.append(response)
+        return response
+
+    def close_streams(self):
+        while self._streams:
+            self._streams.pop().close()
+
+
+@cache
+def _session(url):
+    return _TimeoutSession()
+
+
+@cache
+def get_service(url):
+    """A `pyvo.dal.TAPService` for ``url``, created on first use and reused.
+
+    Creating it contacts nobody: pyvo asks the service for its capabilities only
+    when a query needs them.
+    """
+    import pyvo
+
+    return pyvo.dal.TAPService(url, session=_session(url))
+
+
+def _cause_chain(error):
+    """The exception and its causes; pyvo keeps some causes as plain strings."""
+    seen = []
+    while isinstance(error, BaseException) and error not in seen:
+        seen.append(error)
+        cause = getattr(error, "cause", None)
+        error = cause if isinstance(cause, BaseException) else (
+            error.__cause__ or error.__context__)
+    return seen
+
+
+def _classify(error, url, query):
+    """Our exception for a pyvo/requests failure, and whether it is worth retrying."""
+    import pyvo
+
+    chain = _cause_chain(error)
+    if any(isinstance(e, requests.Timeout) for e in chain) or "timeout" in str(error).lower():
+        return TAPTimeoutError(f"no answer within {conf.timeout} s: {error}", url, query), True
+    if isinstance(error, pyvo.dal.DALQueryError):
+        return TAPQueryError(f"the service rejected the query: {error}", url, query), False
+    code = getattr(error, "code", None)
+    if any(isinstance(e, requests.ConnectionError) for e in chain):
+        return TAPServiceError(f"cannot connect: {error}", url, query), True
+    if code in _TRANSIENT_HTTP:
+        return TAPServiceError(f"HTTP {code}: {error}", url, query), True
+    if code is not None:
+        return TAPServiceError(f"HTTP {code}: {error}", url, query), False
+    if isinstance(error, pyvo.dal.DALFormatError | ValueError):
+        return TAPServiceError(f"unreadable answer (truncated or not a VOTable): {error}",
+                               url, query), True
+    return TAPServiceError(f"service failure: {error}", url, query), False
+
+
+def _execute(service, query, maxrec, mode, uploads):
+    import pyvo
+
+    with warnings.catch_warnings():
+        # We report truncation ourselves, from the status, with the query in the message.
+        warnings.simplefilter("ignore", pyvo.dal.DALOverflowWarning)
+        if mode == "async":
+            results = service.run_async(query, maxrec=maxrec, uploads=uploads,
+                                        timeout=conf.timeout)
+        else:
+            results = service.run_sync(query, maxrec=maxrec, uploads=uploads)
+        table = results.to_table()
+    status = (results.query_status or "OK").upper()
+    return table, status
+
+
+def _cache_key(url, query, maxrec, mode, uploads):
+    digest = hashlib.sha256(repr((url, query, maxrec, mode)).encode())
+    for name, table in sorted((uploads or {}).items()):
+        buffer = io.BytesIO()
+        table.write(buffer, format="votable")
+        digest.update(name.encode() + buffer.getvalue())
+    return f"https://stellar-ml-ages.invalid/tap-cache/{digest.hexdigest()}"
+
+
+def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow="raise",
+              cache=None):
+    """Run ADQL on a TAP service and return the result as an astropy Table.
+
+    Parameters
+    ----------
+    url : str
+        TAP service base URL.
+    query : str
+        ADQL.
+    maxrec : int, optional
+        Most rows to return; the service's own limit applies otherwise.
+    mode : {"sync", "async"}
+        Synchronous request or UWS job (for long queries).
+    uploads : dict, optional
+        ``{name: Table}`` for ``TAP_UPLOAD.name`` in the query.
+    on_overflow : {"raise", "warn"}
+        What a truncated result does: raise
+        `~stellar_ml_ages.TAPOverflowError`, or return the partial table with a
+        `~stellar_ml_ages.TruncatedResultWarning` and ``meta["TRUNCATED"]``.
+    cache : bool, optional
+        Reuse results from the astropy cache (default: ``conf.cache``).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        With ``meta["TRUNCATED"]`` (bool), ``meta["SERVICE"]`` and ``meta["QUERY"]``.
+
+    Raises
+    ------
+    TAPServiceError, TAPTimeoutError, TAPQueryError, TAPOverflowError
+    """
+    if mode not in ("sync", "async"):
+        raise ValueError(f"mode must be 'sync' or 'async', not {mode!r}")
+    if on_overflow not in ("raise", "warn"):
+        raise ValueError(f"on_overflow must be 'raise' or 'warn', not {on_overflow!r}")
+    use_cache = conf.cache if cache is None else cache
+    key = _cache_key(url, query, maxrec, mode, uploads) if use_cache else None
+    if key is not None:
+        from astropy.utils.data import download_file, is_url_in_cache
+
+        if is_url_in_cache(key, pkgname="stellar_ml_ages"):
+            table = Table.read(download_file(key, cache=True, pkgname="stellar_ml_ages"),
+                               format="votable")
+            return _finish(table, "OK", url, query, on_overflow)
+
+    service = get_service(url)
+    delay = conf.retry_backoff
+    for attempt in range(conf.max_retries + 1):
+        try:
+            table, status = _execute(service, query, maxrec, mode, uploads)
+            break
+        except Exception as error:  # pyvo raises many types; all are classified
+            problem, transient = _classify(error, url, query)
+            if not transient or attempt == conf.max_retries:
+                if attempt:
+                    problem.args = (f"{problem.args[0]} (after {attempt + 1} attempts)",)
+                raise problem from error
+            time.sleep(delay)
+            delay *= 2
+        finally:
+            _session(url).close_streams()
+    table = _finish(table, status, url, query, on_overflow)
+    if key is not None and not table.meta["TRUNCATED"]:
+        _store(key, table)
+    return table
+
+
+def _finish(table, status, url, query, on_overflow):
+    truncated = status == "OVERFLOW"
+    table.meta.update({"TRUNCATED": truncated, "SERVICE": url, "QUERY": query})
+    if truncated:
+        message = (f"result truncated at {len(table)} rows (MAXREC); narrow the query or "
+                   "raise maxrec")
+        if on_overflow == "raise":
+            raise TAPOverflowError(message, url, query)
+        warnings.warn(f"{message} [service: {url}]", TruncatedResultWarning, stacklevel=3)
+    return table
+
+
+def _store(key, table):
+    import tempfile
+    from pathlib import Path
+
+    from astropy.utils.data import import_file_to_cache
+
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "result.vot"
+        table.write(path, format="votable")
+        import_file_to_cache(key, str(path), pkgname="stellar_ml_ages")

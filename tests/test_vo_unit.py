@@ -1,0 +1,204 @@
+"""VO helpers without a server: exact ADQL, positions, and recorded failures."""
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+from astropy.table import Table
+from regions import (
+    CircleAnnulusSkyRegion,
+    CircleSkyRegion,
+    EllipseSkyRegion,
+    PolygonSkyRegion,
+    RectangleSkyRegion,
+)
+
+from stellar_ml_ages.exceptions import (
+    RegionError,
+    TAPOverflowError,
+    TAPQueryError,
+    TAPServiceError,
+    TruncatedResultWarning,
+)
+from stellar_ml_ages.vo import conf, positions_from_2mass, region_to_adql, tap
+from stellar_ml_ages.vo.adql import format_degrees, quote_identifier
+
+CENTER = SkyCoord(290 * u.deg, 44 * u.deg)
+
+
+def test_cone_adql_exact():
+    assert region_to_adql(CircleSkyRegion(CENTER, 30 * u.arcmin), "RAJ2000", "DEJ2000") == (
+        "1 = CONTAINS(POINT('ICRS', RAJ2000, DEJ2000), CIRCLE('ICRS', 290, 44, 0.5))")
+    assert region_to_adql(CENTER, radius=36 * u.arcsec) == (
+        "1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 290, 44, 0.01))")
+
+
+def test_annulus_polygon_and_compound_adql_exact():
+    annulus = CircleAnnulusSkyRegion(CENTER, 1 * u.deg, 2 * u.deg)
+    assert region_to_adql(annulus) == (
+        "(1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 290, 44, 2)) AND "
+        "0 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', 290, 44, 1)))")
+    triangle = PolygonSkyRegion(SkyCoord([10, 11, 10] * u.deg, [0, 0, 1] * u.deg))
+    assert region_to_adql(triangle) == (
+        "1 = CONTAINS(POINT('ICRS', ra, dec), POLYGON('ICRS', 10, 0, 11, 0, 10, 1))")
+    either = CircleSkyRegion(CENTER, 1 * u.deg) | triangle
+    assert region_to_adql(either).startswith("((1 = CONTAINS(") and ") OR (" in region_to_adql(
+        either)
+    both = CircleSkyRegion(CENTER, 1 * u.deg) & CircleSkyRegion(CENTER, 2 * u.deg)
+    assert ") AND (" in region_to_adql(both)
+    assert "AND NOT" in region_to_adql(CircleSkyRegion(CENTER, 1 * u.deg) ^ triangle)
+
+
+def test_frames_are_converted_to_icrs_and_ra_wraps():
+    galactic_center = SkyCoord(0 * u.deg, 0 * u.deg, frame="galactic")
+    assert "CIRCLE('ICRS', 266.404988286545, -28.936177761791, 1)" in region_to_adql(
+        galactic_center, radius=1 * u.deg)
+    assert "CIRCLE('ICRS', 350, 10, 1)" in region_to_adql(
+        SkyCoord(-10 * u.deg, 10 * u.deg), radius=1 * u.deg)
+
+
+def test_rectangle_corners_straddle_ra_zero():
+    rectangle = RectangleSkyRegion(SkyCoord(0 * u.deg, 0 * u.deg), 2 * u.deg, 1 * u.deg)
+    text = region_to_adql(rectangle)
+    numbers = [float(v) for v in text.split("POLYGON('ICRS', ")[1].removesuffix("))").split(", ")]
+    ras, decs = np.array(numbers[0::2]), np.array(numbers[1::2])
+    np.testing.assert_allclose(np.sort(ras), [1, 1, 359, 359], atol=1e-9)
+    np.testing.assert_allclose(np.sort(decs), [-0.5, -0.5, 0.5, 0.5], atol=1e-4)
+    assert "e" not in text.lower().split("polygon")[1]  # plain decimals, never exponents
+
+
+@pytest.mark.parametrize(("region", "radius", "message"), [
+    (EllipseSkyRegion(CENTER, 1 * u.deg, 2 * u.deg), None, "not supported"),
+    (CENTER, 0 * u.deg, "between 0 and 180"),
+    (CENTER, -1 * u.deg, "between 0 and 180"),
+    (CircleSkyRegion(CENTER, 200 * u.deg), None, "between 0 and 180"),
+    (CENTER, None, "needs a radius"),
+    (SkyCoord([1, 2] * u.deg, [0, 0] * u.deg), 1 * u.deg, "single center"),
+    (CircleSkyRegion(CENTER, 1 * u.deg), 1 * u.deg, "radius goes with a SkyCoord"),
+    ("290 44", None, "not supported"),
+])
+def test_bad_regions(region, radius, message):
+    with pytest.raises(RegionError, match=message):
+        region_to_adql(region, radius=radius)
+
+
+def test_format_and_quote():
+    assert format_degrees(1e-6 * u.deg) == "0.000001"
+    with pytest.raises(RegionError):
+        format_degrees(np.nan * u.deg)
+    assert quote_identifier("e_[C/Fe]") == '"e_[C/Fe]"'
+    assert quote_identifier('a"b') == '"a""b"'
+
+
+def test_positions_from_2mass():
+    ra, dec = positions_from_2mass(["2M19250937+3644599", "J00000000-0000001", "bad"])
+    assert ra.unit == u.deg
+    assert ra[0].value == pytest.approx(15 * (19 + 25 / 60 + 9.37 / 3600))
+    assert dec[1].value == pytest.approx(-0.1 / 3600)
+    assert np.isnan(ra[2])
+
+
+@pytest.mark.shared_data
+def test_positions_from_2mass_match_the_catalog(training_table):
+    import warnings
+
+    from stellar_ml_ages.training import find_data_dir
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        table = Table.read(find_data_dir() / "apokasc2" / "apokasc2_table5_radec.fits")
+    ra, dec = positions_from_2mass(table["TMASS_ID"])
+    separation = SkyCoord(ra, dec).separation(SkyCoord(table["RA"], table["DEC"]))
+    assert separation.max() < 0.01 * u.arcsec
+
+
+class _RecordedService:
+    """Replays recorded outcomes: exceptions to raise, then (table, status)."""
+
+    def __init__(self, outcomes):
+        self.outcomes = list(outcomes)
+        self.calls = 0
+
+    def __call__(self, service, query, maxrec, mode, uploads):
+        self.calls += 1
+        outcome = self.outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+
+@pytest.fixture
+def recorded(monkeypatch):
+    def install(outcomes):
+        replay = _RecordedService(outcomes)
+        monkeypatch.setattr(tap, "_execute", replay)
+        return replay
+
+    with conf.set_temp("retry_backoff", 0.001):
+        yield install
+
+
+def _ok(n=3):
+    return Table({"x": np.arange(n)}), "OK"
+
+
+def test_transient_http_errors_are_retried(recorded):
+    from pyvo.dal import DALServiceError
+
+    replay = recorded([DALServiceError("busy", code=503), DALServiceError("oops", code=500),
+                       _ok()])
+    table = tap.run_query("http://127.0.0.1:9/tap", "SELECT 1")
+    assert len(table) == 3 and replay.calls == 3 and table.meta["TRUNCATED"] is False
+
+
+def test_retries_give_up_with_the_service_and_query(recorded):
+    from pyvo.dal import DALServiceError
+
+    recorded([DALServiceError("busy", code=503)] * 4)
+    with pytest.raises(TAPServiceError, match=r"(?s)HTTP 503.*after 4 attempts") as info:
+        tap.run_query("http://127.0.0.1:9/tap", "SELECT 1")
+    assert info.value.service == "http://127.0.0.1:9/tap" and info.value.query == "SELECT 1"
+
+
+def test_permanent_errors_are_not_retried(recorded):
+    from pyvo.dal import DALQueryError, DALServiceError
+
+    replay = recorded([DALQueryError("syntax error near FROM")])
+    with pytest.raises(TAPQueryError, match="syntax error"):
+        tap.run_query("http://127.0.0.1:9/tap", "SELEC 1")
+    assert replay.calls == 1
+    replay = recorded([DALServiceError("not found", code=404)])
+    with pytest.raises(TAPServiceError, match="HTTP 404"):
+        tap.run_query("http://127.0.0.1:9/tap", "SELECT 1")
+    assert replay.calls == 1
+
+
+def test_truncated_answer_is_retried_then_reported(recorded):
+    from pyvo.dal import DALFormatError
+
+    replay = recorded([DALFormatError("unexpected end of VOTable"), _ok()])
+    assert len(tap.run_query("http://127.0.0.1:9/tap", "SELECT 1")) == 3
+    assert replay.calls == 2
+
+
+def test_overflow_never_passes_as_complete(recorded):
+    recorded([(Table({"x": np.arange(5)}), "OVERFLOW")])
+    with pytest.raises(TAPOverflowError, match="truncated at 5 rows"):
+        tap.run_query("http://127.0.0.1:9/tap", "SELECT x FROM t", maxrec=5)
+    recorded([(Table({"x": np.arange(5)}), "OVERFLOW")])
+    with pytest.warns(TruncatedResultWarning, match="truncated at 5 rows"):
+        table = tap.run_query("http://127.0.0.1:9/tap", "SELECT x FROM t", maxrec=5,
+                              on_overflow="warn")
+    assert table.meta["TRUNCATED"] is True
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        tap.run_query("http://127.0.0.1:9/tap", "SELECT 1", mode="batch")
+    with pytest.raises(ValueError, match="on_overflow"):
+        tap.run_query("http://127.0.0.1:9/tap", "SELECT 1", on_overflow="ignore")
+
+
+def test_services_are_lazy_and_reused():
+    first = tap.get_service("http://127.0.0.1:9/tap")
+    assert tap.get_service("http://127.0.0.1:9/tap") is first
