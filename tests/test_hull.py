@@ -56,3 +56,24 @@ def test_rejects_wrong_dimension_and_degenerate_hulls():
         domain.contains(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="needs more than 3 vertices"):
         ConvexHullDomain(np.zeros((3, 3)))
+
+
+def test_delaunay_shortcut_agrees_with_the_facet_definition():
+    rng = np.random.default_rng(11)
+    points = rng.standard_normal((400, 6))
+    domain = ConvexHullDomain.from_points(points)
+    query = rng.standard_normal((25_000, 6)) * 1.2  # enough to take the Delaunay path
+    np.testing.assert_array_equal(domain.contains(query), domain.facet_test(query))
+    assert "triangulation" in domain.__dict__
+    # Points exactly at vertices and on facets count as inside either way.
+    on_facet = domain.vertices[domain.triangulation.convex_hull[:20]].mean(axis=1)
+    assert domain.contains(on_facet).all() and domain.facet_test(on_facet).all()
+
+
+def test_high_dimensions_skip_the_triangulation():
+    """Nine features (the paper's red-clump mass model) must not build a Delaunay."""
+    rng = np.random.default_rng(12)
+    domain = ConvexHullDomain.from_points(rng.standard_normal((120, 9)))
+    query = rng.standard_normal((200, 9))
+    np.testing.assert_array_equal(domain.contains(query), domain.facet_test(query))
+    assert "triangulation" not in domain.__dict__

@@ -19,7 +19,8 @@ _VIZIER_NAMES = {"C_FE": "[C/Fe]", "N_FE": "[N/Fe]", "MG_FE": "[Mg/Fe]", "BA_FE"
 @pytest.mark.parametrize("name", sorted(LAMOST_SPECS))
 def test_lamost_specs_train_from_vizier_shaped_tables(name):
     spec = dataclasses.replace(LAMOST_SPECS[name], n_estimators=60, cleaning_estimators=40)
-    table = make_synthetic_catalog(spec, 1200, seed=2)
+    # Nine features: 600 training stars already give ~2 million hull facets.
+    table = make_synthetic_catalog(spec, 1200 if len(spec.features) < 9 else 500, seed=2)
     for old, new in _VIZIER_NAMES.items():
         if old in table.colnames:
             table.rename_column(old, new)
@@ -31,8 +32,9 @@ def test_lamost_specs_train_from_vizier_shaped_tables(name):
     # The trained model annotates a table with the same survey column names.
     annotated = add_mass_age(result.test_table, model=result.model)
     inside = ~np.ma.getmaskarray(annotated[result.model.target_names[0]])
-    # The hull gets stricter with dimension: 9 features and ~600 stars cover ~1/4 of a test set.
-    assert inside.mean() > 0.2
+    # The hull gets stricter with dimension and sparser training sets: 9 features and
+    # 250 training stars hold about a fifth of a comparable test set.
+    assert inside.mean() > (0.1 if len(spec.features) >= 9 else 0.5)
 
 
 def test_trained_model_learns_the_dredge_up_relation():

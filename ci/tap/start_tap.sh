@@ -46,7 +46,11 @@ install -d -o dachsroot -g gavo "$inputs/data"
 install -o dachsroot -g gavo -m 644 "$here/q.rd" "$inputs/q.rd"
 "$python" "$here/make_tap_data.py" "$inputs/data" $data_dir
 say "importing the test tables"
-(cd "$inputs" && dachs imp q >/dev/null)
+if ! (cd "$inputs" && dachs imp q > "$rundir/dachs-import.log" 2>&1); then
+    cat "$rundir/dachs-import.log" >&2
+    echo "dachs imp failed" >&2
+    exit 1
+fi
 
 if [ -s /var/gavo/state/web.pid ] && kill -0 "$(cat /var/gavo/state/web.pid)" 2>/dev/null; then
     dachs serve restart >/dev/null
