@@ -202,3 +202,23 @@ def test_bad_arguments():
 def test_services_are_lazy_and_reused():
     first = tap.get_service("http://127.0.0.1:9/tap")
     assert tap.get_service("http://127.0.0.1:9/tap") is first
+
+
+def test_complete_results_are_cached_and_reused(recorded, tmp_path):
+    from astropy.config import set_temp_cache
+
+    with set_temp_cache(tmp_path):
+        replay = recorded([_ok(4)])
+        first = tap.run_query("http://127.0.0.1:9/tap", "SELECT x FROM t", cache=True)
+        again = tap.run_query("http://127.0.0.1:9/tap", "SELECT x FROM t", cache=True)
+        assert replay.calls == 1  # the second answer came from the cache
+        np.testing.assert_array_equal(again["x"], first["x"])
+        # A different query, and a truncated result, are never served from the cache.
+        replay = recorded([_ok(2), (Table({"x": np.arange(5)}), "OVERFLOW"),
+                           (Table({"x": np.arange(5)}), "OVERFLOW")])
+        assert len(tap.run_query("http://127.0.0.1:9/tap", "SELECT y FROM t", cache=True)) == 2
+        for _ in range(2):
+            with pytest.warns(TruncatedResultWarning):
+                tap.run_query("http://127.0.0.1:9/tap", "SELECT z FROM t", cache=True,
+                              on_overflow="warn")
+        assert replay.calls == 3

@@ -168,11 +168,13 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
     use_cache = conf.cache if cache is None else cache
     key = _cache_key(url, query, maxrec, mode, uploads) if use_cache else None
     if key is not None:
-        from astropy.utils.data import download_file, is_url_in_cache
+        from astropy.utils.data import CacheMissingWarning, download_file, is_url_in_cache
 
-        if is_url_in_cache(key, pkgname="stellar_ml_ages"):
-            table = Table.read(download_file(key, cache=True, pkgname="stellar_ml_ages"),
-                               format="votable")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", CacheMissingWarning)  # no cache yet: a miss
+            cached = is_url_in_cache(key)
+        if cached:
+            table = Table.read(download_file(key, cache=True), format="votable")
             return _finish(table, "OK", url, query, on_overflow)
 
     service = get_service(url)
@@ -218,4 +220,4 @@ def _store(key, table):
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "result.vot"
         table.write(path, format="votable")
-        import_file_to_cache(key, str(path), pkgname="stellar_ml_ages")
+        import_file_to_cache(key, str(path))
