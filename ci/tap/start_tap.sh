@@ -57,9 +57,18 @@ if [ -s /var/gavo/state/web.pid ] && kill -0 "$(cat /var/gavo/state/web.pid)" 2>
 else
     dachs serve start >/dev/null
 fi
+available() {  # the venv's Python, so that curl need not be installed
+    "$python" - "$1" <<'PY'
+import sys, urllib.request
+try:
+    body = urllib.request.urlopen(sys.argv[1], timeout=2).read().decode()
+except OSError:
+    sys.exit(1)
+sys.exit(0 if "<avl:available>true" in body else 1)
+PY
+}
 for _ in $(seq 1 150); do
-    if curl -sf "http://127.0.0.1:$port/tap/availability" 2>/dev/null \
-            | grep -q '<avl:available>true'; then
+    if available "http://127.0.0.1:$port/tap/availability"; then
         cp /var/gavo/state/web.pid "$rundir/dachs.pid"
         say "TAP up at http://127.0.0.1:$port/tap (pid $(cat "$rundir/dachs.pid"))"
         exit 0
