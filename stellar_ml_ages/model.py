@@ -162,21 +162,24 @@ class MassAgeModel:
         """
         mean, variance = self.forests[target].predict_moments(self.standardize(features),
                                                               chunk_size)
-        transform = self.target(target).get("transform", "identity")
-        values = np.asarray(values, dtype=np.float64)
-        transformed = np.log(values) if transform == "ln" else values
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = (transformed - mean) / np.sqrt(variance)
+            z = (self._forward_transform(target, values) - mean) / np.sqrt(variance)
         calibration = self.target(target)["calibration"]
         return np.interp(z, calibration["z"], calibration["probability"])
 
-    def _inverse_transform(self, target, values):
+    def _transform_pair(self, target):
         transform = self.target(target).get("transform", "identity")
         if transform == "ln":
-            return np.exp(values)
+            return np.log, np.exp
         if transform == "identity":
-            return values
+            return (lambda values: values), (lambda values: values)
         raise ModelFormatError(f"model {self.name!r}: unknown target transform {transform!r}")
+
+    def _forward_transform(self, target, values):
+        return self._transform_pair(target)[0](np.asarray(values, dtype=np.float64))
+
+    def _inverse_transform(self, target, values):
+        return self._transform_pair(target)[1](values)
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000):

@@ -27,9 +27,13 @@ def _find(table, names, what):
     raise MissingColumnError(f"no {what} column; tried {', '.join(names)}")
 
 
-def sky_coordinates(table):
-    """ICRS coordinates from a table's RA/Dec columns (degrees if no unit)."""
-    ra, dec = _find(table, _RA_NAMES, "right ascension"), _find(table, _DEC_NAMES, "declination")
+def sky_coordinates(table, ra=None, dec=None):
+    """ICRS coordinates from a table's RA/Dec columns (degrees if no unit; masked -> NaN).
+
+    ``ra`` and ``dec`` name the columns; by default the usual names are looked for.
+    """
+    ra = ra or _find(table, _RA_NAMES, "right ascension")
+    dec = dec or _find(table, _DEC_NAMES, "declination")
 
     def degrees(name):
         column = table[name]

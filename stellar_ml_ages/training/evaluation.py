@@ -6,12 +6,10 @@ cross-validation by KIC hash predicts *every* star once, out of fold, which give
 coverage, PIT histograms and external comparisons on the whole sample.
 """
 
-import hashlib
-
 import numpy as np
 from astropy.table import Table
 
-from .pipeline import _canonical_matrix, _select, paper_metrics, train_model
+from .pipeline import _select, kic_uniform, paper_metrics, train_model
 
 __all__ = ["coverage", "cross_validated_predictions", "kic_folds", "train_and_validate"]
 
@@ -20,11 +18,7 @@ _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
 def kic_folds(kic, n_folds, salt="stellar_ml_ages-cv"):
     """Fold number of each star, from a salted sha256 of its KIC (row-order independent)."""
-    draws = np.array([
-        int.from_bytes(hashlib.sha256(f"{salt}:{int(k)}".encode()).digest()[:8], "big") / 2.0**64
-        for k in np.asarray(kic)
-    ])
-    return np.minimum((draws * n_folds).astype(int), n_folds - 1)
+    return np.minimum((kic_uniform(kic, salt) * n_folds).astype(int), n_folds - 1)
 
 
 def cross_validated_predictions(spec, table, n_folds=4, progress=None):
@@ -64,7 +58,7 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None):
     for k in range(n_folds):
         result = train_model(spec, selected, test_mask=fold == k, progress=progress)
         rows = np.flatnonzero(fold == k)
-        test_features = _canonical_matrix(selected[rows], spec.features)
+        test_features = features[rows]
         out["in_hull"][rows] = result.model.in_hull(test_features)
         predictions = result.model.predict(test_features, quantiles=_QUANTILES)
         for target in spec.targets:

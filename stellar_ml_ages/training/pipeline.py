@@ -42,14 +42,17 @@ CALIBRATION_PROBABILITIES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5,
                              0.75, 0.84, 0.9, 0.95, 0.975, 0.99, 0.995)
 
 
+def kic_uniform(kic, salt):
+    """A number in [0, 1) per star from a salted sha256 of its KIC: row-order independent."""
+    return np.array([
+        int.from_bytes(hashlib.sha256(f"{salt}:{int(k)}".encode()).digest()[:8], "big") / 2.0**64
+        for k in np.asarray(kic)
+    ])
+
+
 def kic_test_mask(kic, fraction, salt="stellar_ml_ages-test-split"):
     """True for stars in the test split, chosen by a salted sha256 of the KIC number."""
-    kic = np.asarray(kic)
-    draws = np.array([
-        int.from_bytes(hashlib.sha256(f"{salt}:{int(k)}".encode()).digest()[:8], "big") / 2.0**64
-        for k in kic
-    ])
-    return draws < fraction
+    return kic_uniform(kic, salt) < fraction
 
 
 def paper_metrics(predicted, true):
@@ -181,6 +184,11 @@ def _select(table, spec):
     return keep, features, targets
 
 
+def _within_limits(predicted, true, max_abs, max_rel):
+    error = np.abs(predicted - true)
+    return (error < max_abs) & (error / true < max_rel)
+
+
 def _clean(spec, features, log_targets, other_features=None, other_log_targets=None):
     """Cleaning pass: out-of-bag residual limits per target on the training stars.
 
@@ -195,12 +203,11 @@ def _clean(spec, features, log_targets, other_features=None, other_log_targets=N
         mean, _, count = _oob_moments(forest, compact, features)
         true = np.exp(log_targets[target])
         predicted = np.where(count > 0, np.exp(mean), true)
-        error = np.abs(predicted - true)
-        keep &= (error < max_abs) & (error / true < max_rel)
+        keep &= _within_limits(predicted, true, max_abs, max_rel)
         if other_features is not None:
-            true_other = np.exp(other_log_targets[target])
-            error = np.abs(np.exp(compact.predict_moments(other_features)[0]) - true_other)
-            keep_other &= (error < max_abs) & (error / true_other < max_rel)
+            predicted_other = np.exp(compact.predict_moments(other_features)[0])
+            keep_other &= _within_limits(predicted_other, np.exp(other_log_targets[target]),
+                                         max_abs, max_rel)
     return keep if other_features is None else (keep, keep_other)
 
 

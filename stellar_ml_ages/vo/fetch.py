@@ -10,10 +10,10 @@ The functions return astropy Tables with units and column names that
 
 import astropy.units as u
 import numpy as np
-from astropy.coordinates import SkyCoord
 from astropy.table import MaskedColumn, Table, vstack
 
 from ..exceptions import RegionError
+from ..training.crossmatch import sky_coordinates
 from .adql import format_degrees, quote_identifier, region_to_adql
 from .catalogs import CATALOGS, positions_from_2mass
 from .tap import run_query
@@ -69,9 +69,8 @@ def _cone_filter(table, region, coordinates, radius):
     elif region is not None:
         raise RegionError("this catalog has no position columns: only cones can be applied, "
                           "after download")
-    positions = SkyCoord(table["RA"], table["DEC"])
-    inside = positions.separation(coordinates) <= radius
-    return table[np.asarray(inside.filled(False) if hasattr(inside, "filled") else inside)]
+    # Rows without a position (NaN) compare False: they are outside every cone.
+    return table[sky_coordinates(table).separation(coordinates) <= radius]
 
 
 def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, where=None,
@@ -145,14 +144,6 @@ def fetch_lasp(region=None, **kwargs):
     return fetch("lasp", region, **kwargs)
 
 
-def _position_columns(table, ra, dec):
-    from ..training.crossmatch import sky_coordinates
-
-    if ra is not None:
-        return SkyCoord(u.Quantity(table[ra], u.deg), u.Quantity(table[dec], u.deg))
-    return sky_coordinates(table)
-
-
 @u.quantity_input(radius=u.arcsec)
 def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None, dec=None,
                    mode="sync", maxrec=None, on_overflow="raise", cache=None, chunk_rows=2000):
@@ -182,7 +173,7 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     catalog = _catalog(catalog)
     if catalog.ra is None:
         raise RegionError(f"{catalog.title} has no position columns to match on")
-    positions = _position_columns(table, ra, dec)
+    positions = sky_coordinates(table, ra, dec)
     upload = Table({"row_id": np.arange(len(table), dtype=np.int64),
                     "ra": positions.ra.deg, "dec": positions.dec.deg})
     valid = np.isfinite(upload["ra"]) & np.isfinite(upload["dec"])
