@@ -8,6 +8,12 @@ Subcommands
     renamed into place, so an interrupted run never leaves a half-written file.
 ``demo OUT``
     Annotate the bundled synthetic demo table.
+
+``annotate`` and ``demo`` take ``--samp [CLIENT]`` to send the result to TOPCAT,
+Aladin or any SAMP client afterwards.
+``listen``
+    Register with the SAMP hub; annotate every table sent to ``stellar_ml_ages``
+    (e.g. from TOPCAT) and send the result back to the sender.
 ``list-models``
     Print the packaged models with their features, targets and metrics.
 ``train SPEC --data DIR --out DIR``
@@ -17,8 +23,8 @@ Subcommands
     methods, external checks) and write a report with figures.
 
 Exit codes: 0 success; 1 the package refused the input (missing column, bad
-unit, ...); 2 bad command line; 3 a file could not be read or written; 130
-interrupted.
+unit, ...); 2 bad command line; 3 a file could not be read or written; 4 a VO
+service (TAP server, SAMP hub or client) failed; 130 interrupted.
 """
 
 import argparse
@@ -31,11 +37,11 @@ from pathlib import Path
 from astropy.table import Table
 
 from . import __version__
-from .exceptions import StellarMLAgesError
+from .exceptions import StellarMLAgesError, VOError
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_IO, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_IO, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 _FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".vot": "votable",
             ".xml": "votable", ".votable": "votable", ".ecsv": "ascii.ecsv", ".csv": "ascii.csv",
@@ -65,6 +71,10 @@ def read_table(path, format=None):
         raise _IOProblem(f"input file {str(path)!r} does not exist")
     fmt = _format_of(path, format)
     try:
+        if fmt == "votable":
+            from .votable import read_votable
+
+            return read_votable(path)
         return Table.read(path, format=fmt)
     except Exception as error:  # astropy raises many types for unreadable files
         raise _IOProblem(f"could not read {str(path)!r} as {fmt}: {error}") from error
@@ -82,8 +92,13 @@ def write_table(table, path, format=None, overwrite=False):
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
     os.close(handle)
     try:
-        kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
-        table.write(temporary, format=fmt, overwrite=True, **kwargs)
+        if fmt == "votable":
+            from .votable import write_votable
+
+            write_votable(table, temporary)  # keeps provenance as INFO, portable log units
+        else:
+            kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
+            table.write(temporary, format=fmt, overwrite=True, **kwargs)
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
@@ -116,6 +131,14 @@ def _annotate(args, table):
     flags = annotated["mass_age_flag"]
     print(f"{args.output}: {len(annotated)} rows, {int((flags == 0).sum())} inside the domain "
           f"of {annotated.meta['MLMODEL']}")
+    if args.samp:
+        from .samp import send
+
+        delivery = send(annotated, to=None if args.samp == "all" else args.samp, hub=args.hub,
+                        name=Path(args.output).name)
+        for client_id, reply in delivery.replies.items():
+            print(f"sent to {delivery.clients[client_id]} ({client_id}) over SAMP: "
+                  f"{reply['samp.status']} in {delivery.seconds:.2f} s")
 
 
 def _cmd_annotate(args):
@@ -126,6 +149,17 @@ def _cmd_demo(args):
     from .demo import demo_table
 
     _annotate(args, demo_table())
+
+
+def _cmd_listen(args):
+    from .samp import AnnotationListener
+
+    options = {"allow_extrapolation": args.allow_extrapolation}
+    with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
+        print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in TOPCAT "
+              "use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.", flush=True)
+        listener.wait()
+    print(f"annotated {sum(r['status'] == 'samp.ok' for r in listener.handled)} table(s)")
 
 
 def _cmd_list_models(args):
@@ -193,6 +227,15 @@ def _annotate_options(parser):
     parser.add_argument("--propagate-errors", action="store_true",
                         help="add the spread from the inputs' *_ERR columns (Monte Carlo)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",
+                        help="also send the result over SAMP to CLIENT (e.g. topcat), or to "
+                             "every client that accepts tables if CLIENT is omitted")
+    _hub_option(parser)
+
+
+def _hub_option(parser):
+    parser.add_argument("--hub", default=None, metavar="LOCKFILE",
+                        help="SAMP hub lockfile (default: $SAMP_HUB, then ~/.samp)")
 
 
 def build_parser():
@@ -214,6 +257,14 @@ def build_parser():
     demo.add_argument("output", help="output table; format from the extension")
     _annotate_options(demo)
     demo.set_defaults(run=_cmd_demo)
+
+    listen = commands.add_parser(
+        "listen", help="annotate tables sent over SAMP (e.g. from TOPCAT) and send them back")
+    listen.add_argument("--model", default=None, help="model name, alias or card path")
+    listen.add_argument("--allow-extrapolation", action="store_true",
+                        help="also predict outside the training hull (flagged EXTRAPOLATED)")
+    _hub_option(listen)
+    listen.set_defaults(run=_cmd_listen)
 
     listing = commands.add_parser("list-models", help="show the packaged models")
     listing.set_defaults(run=_cmd_list_models)
@@ -253,6 +304,9 @@ def main(argv=None):
     except _IOProblem as error:
         print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
         return EXIT_IO
+    except VOError as error:
+        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        return EXIT_SERVICE
     except StellarMLAgesError as error:
         print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
         return EXIT_REFUSED

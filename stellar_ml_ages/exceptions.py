@@ -20,6 +20,9 @@ __all__ = [
     "ModelNotFoundError",
     "ModelVersionError",
     "RegionError",
+    "SAMPClientError",
+    "SAMPError",
+    "SAMPHubError",
     "StellarMLAgesError",
     "StellarMLAgesWarning",
     "TAPOverflowError",
@@ -134,6 +137,34 @@ class TAPQueryError(VOError):
 
 class TAPOverflowError(VOError):
     """The result was truncated at MAXREC and ``on_overflow="raise"`` was in force."""
+
+
+class SAMPError(VOError):
+    """Base class for failures exchanging messages over SAMP.
+
+    ``service`` is the hub's XML-RPC URL when known.
+    """
+
+
+class SAMPHubError(SAMPError):
+    """No SAMP hub is running, it is not on a loopback address, or it stopped answering."""
+
+
+class SAMPClientError(SAMPError):
+    """A SAMP client is not registered, did not answer in time, or replied ``samp.error``.
+
+    Attributes
+    ----------
+    client : str or None
+        Public id of the client, when one was found.
+    reply : dict or None
+        The client's SAMP response, when it sent one.
+    """
+
+    def __init__(self, message, service=None, client=None, reply=None):
+        super().__init__(message, service=service)
+        self.client = client
+        self.reply = reply
 
 
 class TruncatedResultWarning(StellarMLAgesWarning):

@@ -1,4 +1,6 @@
-"""Shared fixtures: demo stars, the packaged models, and the real catalogs when present."""
+"""Shared fixtures: demo stars, the packaged models, the real catalogs and local services."""
+
+import os
 
 import pytest
 
@@ -33,6 +35,16 @@ def training_table():
     return load_apogee_training_table()
 
 
+def _local_service(variable, require_variable, how_to_start):
+    """Value of ``variable``; skip if unset, fail if ``require_variable`` is set (CI)."""
+    value = os.environ.get(variable)
+    if not value:
+        if os.environ.get(require_variable):
+            pytest.fail(f"{require_variable} is set but {variable} is not")
+        pytest.skip(f"{variable} is not set ({how_to_start})")
+    return value
+
+
 @pytest.fixture(scope="session")
 def tap_url():
     """URL of the local DaCHS TAP server that ci/tap/start_tap.sh starts.
@@ -40,14 +52,19 @@ def tap_url():
     Skips when STELLAR_ML_AGES_TAP_URL is unset, unless STELLAR_ML_AGES_REQUIRE_TAP is
     set (as in CI), where a missing server is a failure, not a skip.
     """
-    import os
+    return _local_service("STELLAR_ML_AGES_TAP_URL", "STELLAR_ML_AGES_REQUIRE_TAP",
+                          "run ci/tap/start_tap.sh")
 
-    url = os.environ.get("STELLAR_ML_AGES_TAP_URL")
-    if not url:
-        if os.environ.get("STELLAR_ML_AGES_REQUIRE_TAP"):
-            pytest.fail("STELLAR_ML_AGES_REQUIRE_TAP is set but no STELLAR_ML_AGES_TAP_URL")
-        pytest.skip("no local TAP server (run ci/tap/start_tap.sh, set STELLAR_ML_AGES_TAP_URL)")
-    return url
+
+@pytest.fixture(scope="session")
+def topcat_hub():
+    """Lockfile of the hub that ci/samp/start_samp_peers.sh runs, with TOPCAT registered.
+
+    Skips when STELLAR_ML_AGES_SAMP_LOCK is unset, unless STELLAR_ML_AGES_REQUIRE_SAMP
+    is set (as in CI).
+    """
+    return _local_service("STELLAR_ML_AGES_SAMP_LOCK", "STELLAR_ML_AGES_REQUIRE_SAMP",
+                          "run ci/samp/start_samp_peers.sh")
 
 
 @pytest.fixture

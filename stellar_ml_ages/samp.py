@@ -1,0 +1,501 @@
+"""Send annotated tables to TOPCAT, Aladin or any SAMP client, and annotate tables sent to us.
+
+Everything here talks to a SAMP hub on this machine only: the hub is found through
+its lockfile (``hub=`` argument, else ``$SAMP_HUB``, else ``~/.samp``), a hub that
+advertises a non-loopback address is refused, our own client listens on
+127.0.0.1, and pyvo's ``use_internet`` probe (which would contact an outside web
+site to guess the host name) is switched off.
+
+Tables travel as VOTable files written by `stellar_ml_ages.votable` (units, UCDs,
+descriptions and provenance kept). A table sent to a named client uses
+call-and-wait, so the file is only removed after the client has read it; a table
+sent to no one in particular goes to every subscribed client in turn, the same
+way.
+"""
+
+import contextlib
+import io
+import os
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+import xmlrpc.client
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .exceptions import SAMPClientError, SAMPHubError, StellarMLAgesError
+
+__all__ = ["AnnotationListener", "Delivery", "point_at", "select_rows", "send"]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOAD_VOTABLE = "table.load.votable"
+_CLIENT_NAME = "stellar_ml_ages"
+
+
+@dataclass
+class Delivery:
+    """What `send` did.
+
+    Attributes
+    ----------
+    table_id : str
+        The ``table-id`` the receivers know the table by (use it with `select_rows`).
+    url : str
+        The URL the table was sent as (the file itself is gone); some clients,
+        TOPCAT among them, identify the table by it.
+    replies : dict
+        Receiving client's public id to its SAMP response.
+    clients : dict
+        Receiving client's public id to its ``samp.name``.
+    seconds : float
+        Wall time from sending the message to the last reply.
+    """
+
+    table_id: str
+    url: str = ""
+    replies: dict = field(default_factory=dict)
+    clients: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --------------------------------------------------------------------- the hub
+def _lockfile_path(hub):
+    location = str(hub) if hub is not None else os.environ.get("SAMP_HUB", "")
+    if not location:
+        location = str(Path.home() / ".samp")
+    if location.startswith("std-lockurl:"):
+        location = location[len("std-lockurl:"):]
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme and len(parsed.scheme) > 1:
+        raise SAMPHubError(
+            f"SAMP hub location {location!r} is a {parsed.scheme} URL; stellar_ml_ages reads "
+            "only local lockfiles, so that it never contacts another machine")
+    return Path(location)
+
+
+def _hub_params(hub):
+    path = _lockfile_path(hub)
+    if not path.is_file():
+        raise SAMPHubError(
+            f"no SAMP hub is running: lockfile {str(path)!r} does not exist. Start TOPCAT or "
+            "Aladin (each runs a hub), or pass hub=LOCKFILE / set SAMP_HUB=std-lockurl:file://LOCKFILE")
+    params = {}
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        params[key.strip()] = value.strip()
+    url = params.get("samp.hub.xmlrpc.url", "").replace("\\", "")
+    if not url or "samp.secret" not in params:
+        raise SAMPHubError(f"{str(path)!r} is not a SAMP standard-profile lockfile")
+    host = urllib.parse.urlparse(url).hostname
+    if host not in LOOPBACK_HOSTS:
+        raise SAMPHubError(
+            f"the SAMP hub in {str(path)!r} is at {url}, not on a loopback address; "
+            "stellar_ml_ages only talks to hubs on 127.0.0.1", service=url)
+    params["samp.hub.xmlrpc.url"] = url
+    return params
+
+
+def _hub_failure(error, url):
+    return SAMPHubError(f"the SAMP hub stopped answering: {error}", service=url)
+
+
+@contextlib.contextmanager
+def _connected_client(hub, callable=False, name=_CLIENT_NAME, description=None):
+    """A registered pyvo SAMP client on 127.0.0.1; unregistered on exit."""
+    from pyvo.samp import SAMPIntegratedClient, conf
+
+    params = _hub_params(hub)
+    url = params["samp.hub.xmlrpc.url"]
+    with conf.set_temp("use_internet", False):
+        client = SAMPIntegratedClient(
+            name=name, description=description or "Machine-learned stellar masses and ages",
+            addr="127.0.0.1", callable=callable)
+        try:
+            client.connect(hub_params=params)
+        except Exception as error:  # pyvo raises OSError, xmlrpc and its own errors here
+            raise SAMPHubError(
+                f"the SAMP hub named by its lockfile is not answering ({error}); the lockfile "
+                "may be left over from a hub that has stopped", service=url) from None
+    try:
+        yield client, url
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+
+
+def _clients(client, url):
+    """Public id -> samp.name of every other registered client."""
+    try:
+        names = {}
+        for client_id in client.get_registered_clients():
+            names[client_id] = client.get_metadata(client_id).get("samp.name", client_id)
+        return names
+    except (OSError, xmlrpc.client.Error) as error:
+        raise _hub_failure(error, url) from None
+
+
+def _recipients(client, url, to, mtype):
+    """Client ids that should receive ``mtype``: the one named ``to``, or all subscribers."""
+    names = _clients(client, url)
+    try:
+        subscribed = set(client.get_subscribed_clients(mtype))
+    except (OSError, xmlrpc.client.Error) as error:
+        raise _hub_failure(error, url) from None
+    subscribed.discard(client.get_public_id())
+    if to is None:
+        if not subscribed:
+            raise SAMPClientError(
+                f"no SAMP client accepts {mtype}; registered: {_listing(names)}", service=url)
+        return {client_id: names.get(client_id, client_id) for client_id in sorted(subscribed)}
+    wanted = str(to).lower()
+    matches = [cid for cid, name in names.items() if wanted in (cid.lower(), str(name).lower())]
+    if not matches:
+        matches = [cid for cid, name in names.items() if str(name).lower().startswith(wanted)]
+    if not matches:
+        raise SAMPClientError(
+            f"no SAMP client named {to!r} is registered with the hub; registered: "
+            f"{_listing(names)}", service=url)
+    accepting = [cid for cid in matches if cid in subscribed]
+    if not accepting:
+        raise SAMPClientError(
+            f"SAMP client {to!r} ({', '.join(matches)}) does not accept {mtype}",
+            service=url, client=matches[0])
+    return {accepting[0]: names[accepting[0]]}
+
+
+def _listing(names):
+    return ", ".join(f"{name} ({cid})" for cid, name in names.items()) or "none"
+
+
+def _call(client, url, client_id, client_name, message, timeout):
+    """call_and_wait, with every failure turned into a package error."""
+    from pyvo.samp import SAMPProxyError
+
+    try:
+        reply = client.call_and_wait(client_id, message, str(max(int(np.ceil(timeout)), 1)))
+    except SAMPProxyError as error:
+        text = getattr(error, "faultString", str(error))
+        if "timeout" in text.lower():
+            raise SAMPClientError(
+                f"SAMP client {client_name} ({client_id}) did not answer "
+                f"{message['samp.mtype']} within {timeout} s", service=url,
+                client=client_id) from None
+        raise SAMPClientError(
+            f"the hub refused {message['samp.mtype']} to {client_name} ({client_id}): {text}",
+            service=url, client=client_id) from None
+    except (OSError, xmlrpc.client.Error) as error:
+        raise _hub_failure(error, url) from None
+    status = reply.get("samp.status") if isinstance(reply, dict) else None
+    if status is None:
+        # pyvo's hub returns an empty response when it stops while waiting.
+        raise SAMPHubError(
+            f"no reply from {client_name} ({client_id}) to {message['samp.mtype']}: the hub "
+            "stopped while waiting", service=url)
+    if status == "samp.error":
+        error = reply.get("samp.error", {}) or {}
+        raise SAMPClientError(
+            f"SAMP client {client_name} ({client_id}) replied samp.error to "
+            f"{message['samp.mtype']}: {error.get('samp.errortxt', 'no reason given')}",
+            service=url, client=client_id, reply=reply)
+    return reply
+
+
+def _deliver(client, url, to, message, timeout):
+    recipients = _recipients(client, url, to, message["samp.mtype"])
+    replies, failures = {}, []
+    for client_id, client_name in recipients.items():
+        try:
+            replies[client_id] = _call(client, url, client_id, client_name, message, timeout)
+        except SAMPClientError as error:
+            if to is not None:
+                raise
+            failures.append(error)
+    if failures:
+        raise SAMPClientError(
+            "; ".join(str(error) for error in failures), service=url,
+            client=failures[0].client, reply=failures[0].reply)
+    return replies, recipients
+
+
+# ---------------------------------------------------------------- sending
+def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
+    """Send a table to SAMP clients (TOPCAT, Aladin, ...) as a VOTable.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Usually the output of `~stellar_ml_ages.add_mass_age`; units, UCDs,
+        descriptions and the provenance in ``meta`` are sent along.
+    to : str, optional
+        A client's ``samp.name`` (case-insensitive, e.g. ``"topcat"``,
+        ``"aladin"``) or public id. `None` sends to every client subscribed to
+        ``table.load.votable``, one after the other.
+    name : str, optional
+        Name the receiving application shows; defaults to ``table.meta["name"]``
+        or ``"stellar_ml_ages"``.
+    table_id : str, optional
+        SAMP ``table-id``; a random one by default.
+    hub : str or path-like, optional
+        Lockfile of the hub (or ``std-lockurl:file://...``); default
+        ``$SAMP_HUB``, then ``~/.samp``.
+    timeout : float
+        Seconds to wait for each client's reply.
+
+    Returns
+    -------
+    Delivery
+        The table id, each client's reply and the time to the last reply.
+
+    Raises
+    ------
+    SAMPHubError
+        No hub is running, it is not on a loopback address, or it stops answering.
+    SAMPClientError
+        ``to`` is not registered or does not accept tables, no client accepts
+        tables, or a client replied ``samp.error`` or not at all.
+
+    Notes
+    -----
+    The VOTable is written to a temporary file whose ``file://`` URL is sent;
+    the file is deleted once every client has answered, or on failure.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import add_mass_age, demo_table
+    >>> from stellar_ml_ages.samp import send
+    >>> delivery = send(add_mass_age(demo_table()), to="topcat")  # doctest: +SKIP
+    >>> [reply["samp.status"] for reply in delivery.replies.values()]  # doctest: +SKIP
+    ['samp.ok']
+    """
+    name = name or table.meta.get("name") or _CLIENT_NAME
+    table_id = table_id or f"stellar_ml_ages-{uuid.uuid4().hex[:12]}"
+    with _temporary_votable(table, name) as file_url, _connected_client(hub) as (client, url):
+        message = {"samp.mtype": LOAD_VOTABLE,
+                   "samp.params": {"url": file_url, "table-id": table_id, "name": str(name)}}
+        start = time.perf_counter()
+        replies, recipients = _deliver(client, url, to, message, timeout)
+        seconds = time.perf_counter() - start
+    return Delivery(table_id=table_id, url=file_url, replies=replies, clients=recipients,
+                    seconds=seconds)
+
+
+def point_at(coord, to="aladin", *, hub=None, timeout=30):
+    """Ask a sky viewer to centre on a position (``coord.pointAt.sky``).
+
+    Parameters
+    ----------
+    coord : `~astropy.coordinates.SkyCoord`
+        A single position; sent in ICRS degrees.
+    to : str or None
+        Client name or id; `None` asks every client that accepts the message.
+    hub, timeout
+        As in `send`.
+
+    Returns
+    -------
+    dict
+        Client id to reply.
+
+    Examples
+    --------
+    >>> from astropy.coordinates import SkyCoord
+    >>> from stellar_ml_ages.samp import point_at
+    >>> point_at(SkyCoord(291.0, 42.5, unit="deg"), to="aladin")  # doctest: +SKIP
+    """
+    icrs = coord.icrs
+    if not icrs.isscalar:
+        raise ValueError("point_at takes a single position, not an array of them")
+    message = {"samp.mtype": "coord.pointAt.sky",
+               "samp.params": {"ra": repr(float(icrs.ra.deg)), "dec": repr(float(icrs.dec.deg))}}
+    with _connected_client(hub) as (client, url):
+        replies, _ = _deliver(client, url, to, message, timeout)
+    return replies
+
+
+def select_rows(delivery, rows, to="topcat", *, hub=None, timeout=30):
+    """Highlight rows of a table sent with `send` (``table.select.rowList``).
+
+    Parameters
+    ----------
+    delivery : Delivery or str
+        What `send` returned, or the table id.
+    rows : array-like of int or bool
+        Row indices (0-based), or a boolean mask over the table's rows.
+    to : str or None
+        Client name or id; `None` for every client that accepts the message.
+
+    Returns
+    -------
+    dict
+        Client id to reply.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.samp import send, select_rows
+    >>> delivery = send(annotated, to="topcat")  # doctest: +SKIP
+    >>> select_rows(delivery, annotated["mass"] > 1.5)  # doctest: +SKIP
+    """
+    if isinstance(delivery, Delivery):
+        table_id, table_url = delivery.table_id, delivery.url
+    else:
+        table_id, table_url = str(delivery), None
+    rows = np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    if rows.ndim != 1 or (rows.size and (rows.dtype.kind not in "iu" or rows.min() < 0)):
+        raise ValueError("rows must be a boolean mask or non-negative integer row indices")
+    message = {"samp.mtype": "table.select.rowList",
+               "samp.params": {"table-id": table_id, "row-list": [str(int(i)) for i in rows]}}
+    if table_url:
+        message["samp.params"]["url"] = table_url
+    with _connected_client(hub) as (client, url):
+        replies, _ = _deliver(client, url, to, message, timeout)
+    return replies
+
+
+# -------------------------------------------------------------- receiving
+def _read_table_url(url, timeout):
+    """Read a VOTable from a file:// URL or an http URL on a loopback host."""
+    from .votable import read_votable
+
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return read_votable(urllib.parse.unquote(parsed.path))
+    if parsed.scheme in ("http", "https") and parsed.hostname in LOOPBACK_HOSTS:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return read_votable(io.BytesIO(response.read()))
+    raise SAMPClientError(f"refusing to read {url!r}: only file:// and loopback http URLs")
+
+
+class AnnotationListener:
+    """A SAMP client that annotates every table sent to it and sends it back.
+
+    In TOPCAT: *Interop* → *Send table to...* → ``stellar_ml_ages``; the
+    annotated table appears as a new table in TOPCAT a moment later. The reply
+    to TOPCAT's message is ``samp.ok``, or ``samp.error`` with the reason (for
+    example a missing column) so TOPCAT shows it.
+
+    Parameters
+    ----------
+    model : str, optional
+        Model for `~stellar_ml_ages.add_mass_age`; `None` chooses per table.
+    hub : str or path-like, optional
+        Hub lockfile, as in `send`.
+    timeout : float
+        Seconds to wait for the sender to accept the annotated table.
+    **annotate_options
+        Passed to `~stellar_ml_ages.add_mass_age` (``allow_extrapolation``, ...).
+
+    Attributes
+    ----------
+    handled : list of dict
+        One entry per received table: sender, rows, status and error text.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.samp import AnnotationListener
+    >>> with AnnotationListener(model="giants") as listener:  # doctest: +SKIP
+    ...     listener.wait()  # until Ctrl-C
+    """
+
+    def __init__(self, model=None, *, hub=None, timeout=60, **annotate_options):
+        self.model = model
+        self.hub = hub
+        self.timeout = timeout
+        self.annotate_options = annotate_options
+        self.handled = []
+        self._context = None
+        self._client = None
+        self._url = None
+        self._workers = []
+        self._stopping = threading.Event()
+
+    @property
+    def client_id(self):
+        """Our public id on the hub (None before `start`)."""
+        return self._client.get_public_id() if self._client is not None else None
+
+    def start(self):
+        """Register with the hub and subscribe to ``table.load.votable``."""
+        self._context = _connected_client(self.hub, callable=True,
+                                          description="Annotates tables with ML mass and age")
+        self._client, self._url = self._context.__enter__()
+        self._client.bind_receive_call(LOAD_VOTABLE, self._receive)
+        return self
+
+    def stop(self):
+        """Finish tables in progress, unregister and stop listening."""
+        self._stopping.set()
+        for worker in self._workers:
+            worker.join(timeout=self.timeout)
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+        self._context = self._client = None
+
+    def wait(self, poll=0.5):
+        """Block until interrupted (Ctrl-C) or `stop` is called from another thread."""
+        with contextlib.suppress(KeyboardInterrupt):
+            while not self._stopping.wait(poll):
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def _receive(self, private_key, sender_id, msg_id, mtype, params, extra):
+        # Annotating can take a while: answer the hub's XML-RPC call at once and
+        # do the work (and the reply) in a thread of our own.
+        worker = threading.Thread(target=self._handle, args=(sender_id, msg_id, params),
+                                  daemon=True)
+        self._workers = [w for w in self._workers if w.is_alive()] + [worker]
+        worker.start()
+
+    def _handle(self, sender_id, msg_id, params):
+        from . import add_mass_age
+
+        record = {"sender": sender_id, "url": params.get("url"), "rows": None,
+                  "status": "samp.ok", "error": None}
+        try:
+            table = _read_table_url(params.get("url", ""), self.timeout)
+            annotated = add_mass_age(table, self.model, overwrite=True, **self.annotate_options)
+            record["rows"] = len(annotated)
+            # No slash: TOPCAT labels a table by the last path-like part of its name.
+            name = f"{params.get('name') or 'table'}, with mass and age"
+            sender_name = _clients(self._client, self._url).get(sender_id, sender_id)
+            with _temporary_votable(annotated, name) as file_url:
+                message = {"samp.mtype": LOAD_VOTABLE,
+                           "samp.params": {"url": file_url, "name": name,
+                                           "table-id": f"stellar_ml_ages-{uuid.uuid4().hex[:12]}"}}
+                _call(self._client, self._url, sender_id, sender_name, message, self.timeout)
+            self._client.ereply(msg_id, "samp.ok", result={"rows": str(len(annotated))})
+        except (StellarMLAgesError, OSError, ValueError) as error:
+            record.update(status="samp.error", error=str(error))
+            with contextlib.suppress(Exception):
+                self._client.ereply(msg_id, "samp.error", error={"samp.errortxt": str(error)})
+        finally:
+            self.handled.append(record)
+
+
+@contextlib.contextmanager
+def _temporary_votable(table, name):
+    from .votable import write_votable
+
+    handle, path = tempfile.mkstemp(prefix="stellar_ml_ages-", suffix=".vot")
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            write_votable(table, stream, name=name)
+        yield Path(path).as_uri()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

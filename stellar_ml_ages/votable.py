@@ -1,0 +1,159 @@
+"""Write annotated tables as VOTables that keep units, UCDs, descriptions and provenance.
+
+astropy's VOTable writer keeps column units, UCDs and descriptions, but it drops
+``table.meta`` (the model name, version, checksum and citation that
+`~stellar_ml_ages.add_mass_age` records), and it writes logarithmic units such
+as ``dex(cm / s2)`` in a form no VOTable reader parses (VOUnit has no ``dex``).
+`to_votable` fixes both: provenance goes into ``INFO`` elements, and
+logarithmic units are written in the CDS notation that VizieR and TOPCAT use
+(``[cm.s-2]`` for log g, ``[-]`` for abundance ratios), which
+`stellar_ml_ages.units` reads back.
+
+`read_votable` is the matching reader: it accepts those CDS strings without
+turning the VOTable parser's unit warnings into errors.
+"""
+
+import io
+import os
+import warnings
+
+import astropy.units as u
+from astropy.io.votable import exceptions as votable_exceptions
+from astropy.io.votable import from_table, parse
+from astropy.io.votable.tree import Info
+from astropy.table import Table
+
+__all__ = ["read_votable", "to_votable", "vo_unit_string", "votable_bytes", "write_votable"]
+
+# Provenance keys written by add_mass_age; other meta entries are kept when simple.
+_INFO_VALUE_TYPES = (str, bool, int, float)
+
+
+def vo_unit_string(unit):
+    """Unit string a VOTable reader understands.
+
+    Linear units use the VOUnit syntax; logarithmic (``dex``) units use the CDS
+    bracket notation, ``[unit]`` meaning log10 of that unit.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> vo_unit_string(u.dex(u.cm / u.s**2))
+    '[cm.s-2]'
+    >>> vo_unit_string(u.dex)
+    '[-]'
+    >>> vo_unit_string(u.solMass)
+    'solMass'
+    """
+    if unit is None:
+        return None
+    if isinstance(unit, u.UnrecognizedUnit):
+        return unit.to_string()
+    if unit == u.dex or (isinstance(unit, u.DexUnit)
+                         and unit.physical_unit == u.dimensionless_unscaled):
+        return "[-]"
+    if isinstance(unit, u.DexUnit):
+        return f"[{unit.physical_unit.to_string('cds')}]"
+    if isinstance(unit, u.FunctionUnitBase):
+        # mag and other function units have no portable spelling; keep astropy's.
+        return unit.to_string()
+    try:
+        return unit.to_string("vounit")
+    except (ValueError, u.UnitsError):
+        return unit.to_string("cds")
+
+
+def to_votable(table, name=None):
+    """Convert a table to a `~astropy.io.votable.tree.VOTableFile`.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Typically the output of `~stellar_ml_ages.add_mass_age`.
+    name : str, optional
+        ``name`` attribute of the VOTable ``TABLE`` (shown by TOPCAT).
+
+    Returns
+    -------
+    `~astropy.io.votable.tree.VOTableFile`
+        Columns keep units, UCDs (from ``column.meta["ucd"]``) and descriptions;
+        scalar ``table.meta`` entries become ``INFO`` elements of the resource.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import add_mass_age, demo_table
+    >>> votable = to_votable(add_mass_age(demo_table(), model="giants"))
+    >>> field = votable.get_first_table().get_field_by_id("mass")
+    >>> field.unit, field.ucd
+    (Unit("solMass"), 'phys.mass')
+    >>> [info.value for info in votable.resources[0].infos if info.name == "MLMODEL"]
+    ['giants-apogee-dr17']
+    """
+    plain = Table(table, copy=False)
+    plain.meta = {}
+    with warnings.catch_warnings():
+        # astropy warns about every dex unit here; we rewrite those strings below.
+        warnings.simplefilter("ignore", votable_exceptions.VOWarning)
+        votable = from_table(plain)
+        vo_table = votable.get_first_table()
+        for field in vo_table.fields:
+            column = table[field.name]
+            ucd = column.info.meta.get("ucd") if column.info.meta else None
+            if ucd:
+                field.ucd = ucd
+            field.unit = vo_unit_string(column.unit)
+    if name:
+        vo_table.name = str(name)
+    resource = votable.resources[0]
+    for key, value in table.meta.items():
+        if isinstance(value, _INFO_VALUE_TYPES):
+            resource.infos.append(Info(name=str(key), value=str(value)))
+    return votable
+
+
+def _write(votable, destination):
+    if isinstance(destination, os.PathLike):
+        destination = os.fspath(destination)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", votable_exceptions.VOWarning)
+        votable.to_xml(destination)
+
+
+def write_votable(table, destination, name=None):
+    """Write `to_votable` ``(table, name)`` to a path or binary file object."""
+    _write(to_votable(table, name=name), destination)
+
+
+def votable_bytes(table, name=None):
+    """The VOTable document `write_votable` would write, as bytes."""
+    buffer = io.BytesIO()
+    write_votable(table, buffer, name=name)
+    return buffer.getvalue()
+
+
+def read_votable(source):
+    """Read the first table of a VOTable, keeping unit strings astropy cannot parse.
+
+    CDS logarithmic units such as ``[cm.s-2]`` come back as
+    `~astropy.units.UnrecognizedUnit`, which `stellar_ml_ages.units` understands;
+    the parser's warnings about them are silenced rather than raised. ``INFO``
+    elements of the resource are returned in ``meta``.
+
+    Parameters
+    ----------
+    source : str, path-like or file-like
+
+    Returns
+    -------
+    `~astropy.table.Table`
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", votable_exceptions.VOWarning)
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        votable = parse(source, verify="ignore")
+        vo_table = votable.get_first_table()
+        table = vo_table.to_table(use_names_over_ids=True)
+    for resource in votable.resources:
+        for info in resource.infos:
+            table.meta.setdefault(info.name, info.value)
+    return table

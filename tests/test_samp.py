@@ -1,0 +1,241 @@
+"""SAMP: sending to, and receiving from, real SAMP peers on a private loopback hub.
+
+The hub (pyvo.samp) and the receiving clients are real SAMP peers speaking
+XML-RPC over 127.0.0.1; only the application behind the receiver is a test
+stand-in. TOPCAT itself is tested in test_samp_topcat.py.
+"""
+
+import os
+import shutil
+import subprocess
+import threading
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.coordinates import SkyCoord
+
+from stellar_ml_ages import add_mass_age
+from stellar_ml_ages.exceptions import SAMPClientError, SAMPHubError
+from stellar_ml_ages.samp import AnnotationListener, point_at, select_rows, send
+from stellar_ml_ages.votable import write_votable
+
+from .samp_peers import RecordingReceiver, start_private_hub
+
+
+@pytest.fixture
+def hub(tmp_path):
+    lockfile = tmp_path / "samp-lock"
+    server = start_private_hub(lockfile)
+    yield server, lockfile
+    server.stop()
+
+
+@pytest.fixture
+def receiver(hub):
+    peer = RecordingReceiver(hub[0])
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def annotated(stars):
+    return add_mass_age(stars, model="red-clump")
+
+
+def test_send_to_named_client_keeps_units_ucds_and_provenance(hub, receiver, annotated):
+    delivery = send(annotated, to="py-receiver", hub=hub[1], name="demo stars")
+    assert delivery.replies[receiver.id]["samp.status"] == "samp.ok"
+    assert delivery.clients == {receiver.id: "py-receiver"}
+    assert delivery.seconds > 0
+    (received,) = receiver.tables
+    assert len(received) == len(annotated)
+    assert received["mass"].unit == u.solMass and received["age_p84"].unit == u.Gyr
+    assert received["mass"].meta.get("ucd", received["mass"].info.meta.get("ucd")) == "phys.mass"
+    assert "16th percentile" in received["mass_p16"].description
+    assert received.meta["MLMODEL"] == annotated.meta["MLMODEL"]
+    assert received.meta["MLSHA256"] == annotated.meta["MLSHA256"]
+    # Masked predictions stay masked, predicted values survive the trip.
+    np.testing.assert_array_equal(received["mass"].mask, annotated["mass"].mask)
+    np.testing.assert_allclose(received["mass"].compressed(), annotated["mass"].compressed())
+    # The file was kept until the reply, then removed.
+    assert not receiver.files_seen[0].exists()
+
+
+def test_sent_table_is_accepted_by_add_mass_age_again(hub, receiver, annotated):
+    """CDS log units ([cm.s-2], [-]) written for VOTable are read back as features."""
+    send(annotated, to="py-receiver", hub=hub[1])
+    again = add_mass_age(receiver.tables[0], model="red-clump", overwrite=True)
+    np.testing.assert_allclose(again["mass"].compressed(), annotated["mass"].compressed())
+
+
+def test_broadcast_reaches_every_subscribed_client(hub, receiver, annotated):
+    other = RecordingReceiver(hub[0], name="second-receiver")
+    try:
+        delivery = send(annotated, hub=hub[1])
+        assert set(delivery.replies) == {receiver.id, other.id}
+    finally:
+        other.close()
+    assert len(receiver.tables) == len(other.tables) == 1
+
+
+def test_client_error_reply_is_raised_and_file_removed(hub, annotated):
+    refusing = RecordingReceiver(hub[0], name="refuser", behaviour="error")
+    try:
+        with pytest.raises(SAMPClientError, match="refuser.*samp.error.*cannot load this") as info:
+            send(annotated, to="refuser", hub=hub[1])
+    finally:
+        refusing.close()
+    assert info.value.reply["samp.status"] == "samp.error"
+    assert not refusing.files_seen[0].exists()
+
+
+def test_unknown_client_lists_the_registered_ones(hub, receiver, annotated):
+    with pytest.raises(SAMPClientError, match=r"no SAMP client named 'topcat'.*py-receiver"):
+        send(annotated, to="topcat", hub=hub[1])
+
+
+def test_client_that_does_not_accept_tables(hub, annotated):
+    viewer = RecordingReceiver(hub[0], name="sky-viewer", mtypes=("coord.pointAt.sky",))
+    try:
+        with pytest.raises(SAMPClientError, match="does not accept table.load.votable"):
+            send(annotated, to="sky-viewer", hub=hub[1])
+    finally:
+        viewer.close()
+
+
+def test_broadcast_with_no_subscriber(hub, annotated):
+    with pytest.raises(SAMPClientError, match="no SAMP client accepts table.load.votable"):
+        send(annotated, hub=hub[1])
+
+
+def test_silent_client_times_out_and_file_removed(hub, annotated):
+    silent = RecordingReceiver(hub[0], name="silent", behaviour="silent")
+    try:
+        with pytest.raises(SAMPClientError, match="did not answer table.load.votable within 1"):
+            send(annotated, to="silent", hub=hub[1], timeout=1)
+    finally:
+        silent.close()
+    assert not silent.files_seen[0].exists()
+
+
+def test_no_hub(tmp_path, annotated):
+    with pytest.raises(SAMPHubError, match="no SAMP hub is running.*does not exist"):
+        send(annotated, hub=tmp_path / "no-such-lock")
+
+
+def test_stale_lockfile(tmp_path, annotated):
+    lockfile = tmp_path / "lock"
+    server = start_private_hub(lockfile)
+    stale = lockfile.read_text()
+    server.stop()
+    lockfile.write_text(stale)
+    with pytest.raises(SAMPHubError, match="not answering"):
+        send(annotated, hub=lockfile)
+
+
+def test_hub_on_another_host_is_refused_without_contacting_it(tmp_path, annotated):
+    lockfile = tmp_path / "lock"
+    lockfile.write_text("samp.secret=x\nsamp.hub.xmlrpc.url=http://192.0.2.7:21012/\n"
+                        "samp.profile.version=1.3\n")
+    with pytest.raises(SAMPHubError, match="not on a loopback address"):
+        send(annotated, hub=lockfile)
+    with pytest.raises(SAMPHubError, match="only local lockfiles"):
+        send(annotated, hub="std-lockurl:http://192.0.2.7/lock")
+
+
+def test_hub_stopping_mid_send(hub, annotated):
+    stopping = RecordingReceiver(hub[0], name="stopper", behaviour="silent")
+    stopping.on_message = lambda mtype, params: threading.Thread(target=hub[0].stop).start()
+    try:
+        with pytest.raises(SAMPHubError, match="hub"):
+            send(annotated, to="stopper", hub=hub[1], timeout=20)
+    finally:
+        stopping.client.client.stop()
+    assert not stopping.files_seen[0].exists()
+
+
+def test_select_rows_and_point_at(hub, receiver, annotated):
+    delivery = send(annotated, to="py-receiver", hub=hub[1])
+    heavy = annotated["mass"].filled(0) > 1.3
+    select_rows(delivery, heavy, to="py-receiver", hub=hub[1])
+    mtype, params = receiver.messages[-1]
+    assert mtype == "table.select.rowList"
+    assert params["table-id"] == delivery.table_id
+    assert [int(i) for i in params["row-list"]] == list(np.flatnonzero(heavy))
+    point_at(SkyCoord(291.0 * u.deg, 42.5 * u.deg), to="py-receiver", hub=hub[1])
+    mtype, params = receiver.messages[-1]
+    assert mtype == "coord.pointAt.sky"
+    assert float(params["ra"]) == pytest.approx(291.0) and float(params["dec"]) == 42.5
+    with pytest.raises(ValueError, match="boolean mask or non-negative"):
+        select_rows(delivery, [-1, 2], to="py-receiver", hub=hub[1])
+
+
+def test_listener_annotates_and_sends_back(hub, receiver, stars, tmp_path):
+    path = tmp_path / "in.vot"
+    write_votable(stars, path)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = receiver.client.call_and_wait(
+            listener.client_id, {"samp.mtype": "table.load.votable",
+                                 "samp.params": {"url": path.as_uri(), "name": "mine"}}, "60")
+    assert reply["samp.status"] == "samp.ok"
+    assert reply["samp.result"]["rows"] == str(len(stars))
+    (back,) = receiver.tables
+    assert len(back) == len(stars) and list(back["ID"]) == list(stars["ID"])
+    expected = add_mass_age(stars, model="giants")
+    np.testing.assert_allclose(back["mass"].compressed(), expected["mass"].compressed())
+    assert "with mass and age" in receiver.messages[0][1]["name"]
+    assert listener.handled[0]["status"] == "samp.ok"
+    assert not receiver.files_seen[0].exists()
+
+
+def test_listener_reports_missing_columns_as_samp_error(hub, receiver, stars, tmp_path):
+    path = tmp_path / "in.vot"
+    write_votable(stars[["ID", "TEFF"]], path)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = receiver.client.call_and_wait(
+            listener.client_id, {"samp.mtype": "table.load.votable",
+                                 "samp.params": {"url": path.as_uri()}}, "60")
+    assert reply["samp.status"] == "samp.error"
+    assert "logg" in reply["samp.error"]["samp.errortxt"].lower()
+    assert receiver.tables == []
+
+
+def test_listener_refuses_remote_urls(hub, receiver):
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = receiver.client.call_and_wait(
+            listener.client_id, {"samp.mtype": "table.load.votable",
+                                 "samp.params": {"url": "http://192.0.2.7/t.vot"}}, "30")
+    assert reply["samp.status"] == "samp.error"
+    assert "only file:// and loopback" in reply["samp.error"]["samp.errortxt"]
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get(
+    "STELLAR_ML_AGES_REQUIRE_SAMP"), reason="stilts (Debian package) not installed")
+def test_sent_votable_passes_votlint(annotated, tmp_path):
+    path = tmp_path / "annotated.vot"
+    write_votable(annotated, path, name="demo")
+    result = subprocess.run(["stilts", "votlint", f"votable={path}"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    # votlint exits 0 even when it finds errors: read what it says.
+    lines = (result.stdout + result.stderr).splitlines()
+    assert [line for line in lines if line.startswith("ERROR")] == []
+
+
+def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
+    from stellar_ml_ages.cli import EXIT_OK, EXIT_SERVICE, main
+
+    source = tmp_path / "stars.vot"
+    write_votable(stars, source)
+    output = tmp_path / "annotated.vot"
+    assert main(["annotate", str(source), str(output), "--model", "giants", "--no-progress",
+                 "--samp", "py-receiver", "--hub", str(hub[1])]) == EXIT_OK
+    assert "sent to py-receiver" in capsys.readouterr().out
+    (received,) = receiver.tables
+    assert received.meta["MLMODEL"] == "giants-apogee-dr17"
+    assert output.is_file()
+    # No hub: the file is still written, the command says what failed and exits 4.
+    assert main(["annotate", str(source), str(tmp_path / "b.vot"), "--model", "giants",
+                 "--no-progress", "--samp", "--hub", str(tmp_path / "none")]) == EXIT_SERVICE
+    assert "no SAMP hub is running" in capsys.readouterr().err
+    assert (tmp_path / "b.vot").is_file()
