@@ -25,6 +25,17 @@ class Conf(_config.ConfigNamespace):
         "Rows evaluated at a time by the forest and hull kernels; bounds memory.",
         cfgtype="integer",
     )
+    use_compiled_kernels = _config.ConfigItem(
+        True,
+        "Evaluate forests with the compiled (numba) kernel; False uses the NumPy "
+        "reference implementation (same results, several times slower).",
+        cfgtype="boolean",
+    )
+    threads = _config.ConfigItem(
+        0,
+        "Threads for the compiled kernels and the hull test; 0 means all cores.",
+        cfgtype="integer",
+    )
     show_progress = _config.ConfigItem(
         True,
         "Show a progress bar on long command-line runs.",

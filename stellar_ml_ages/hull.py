@@ -6,16 +6,27 @@ feature dominates the geometry through its unit) by Qhull. Only the hull's
 vertices are stored in a model artifact (a few hundred points); the rest is
 rebuilt from them on first use.
 
-Membership is decided in two exact steps, fastest first:
+Membership means ``A @ z + b <= 1e-9`` for every facet ``(A, b)`` (unit
+normals, so the tolerance is 1e-9 standard deviations). It is decided in two
+steps, fastest first, each of which only gives answers it can certify:
 
 1. up to 7 features and for large inputs, a Delaunay triangulation of the hull
-   vertices: a point found in one of its simplices is inside (about 30 times
-   faster than step 2 once built);
-2. every other point gets the facet test ``A @ z + b <= tol`` against every
-   facet, which is the definition of the hull, so no point is ever declared
-   outside without having failed it.
+   vertices: point location plus a short walk certifies "inside" (the point is
+   in a simplex) or "outside" (beyond a boundary face, which lies on a facet,
+   by more than the tolerance) for almost every point;
+2. the rest (none in the packaged models' tests) gets the facet test against
+   every facet, the definition itself.
+
+Measured on 948,216 synthetic stars drawn from the training-feature
+distribution (``benchmarks/bench_annotate.py``): the facet test alone takes
+19 s for the 6-feature giants hull (17,818 facets) and 54 s for the
+7-feature red-clump hull (48,148 facets); the triangulation takes 1 s / 3 s to
+build, once per process, and then about 1 s per million points.
 """
 
+import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 
 import numpy as np
@@ -34,6 +45,8 @@ _DELAUNAY_MIN_POINTS = 20_000
 # Facets are unit-normal planes, so this is a distance in standard deviations:
 # far below any measurement error, far above Qhull's round-off.
 _TOLERANCE = 1e-9
+# Barycentric round-off allowed when certifying "inside" (scipy's own default).
+_ROUND_OFF = 100 * np.finfo(np.float64).eps
 
 
 class ConvexHullDomain:
@@ -106,6 +119,26 @@ class ConvexHullDomain:
     def bounds(self):
         return self.vertices.min(axis=0), self.vertices.max(axis=0)
 
+    @cached_property
+    def _face_heights(self):
+        """Height of every simplex over each of its faces, shape (n_simplices, n_dim + 1).
+
+        Barycentric coordinate ``k`` of a point is its signed distance from the
+        face opposite vertex ``k`` divided by this height; the gradient of that
+        coordinate is row ``k`` of the barycentric transform (the last one is
+        minus the sum of the others).
+        """
+        gradients = self.triangulation.transform[:, :-1, :]
+        gradients = np.concatenate([gradients, -gradients.sum(axis=1, keepdims=True)], axis=1)
+        return 1.0 / np.linalg.norm(gradients, axis=2)
+
+    @cached_property
+    def _walk_tolerance(self):
+        # A barycentric tolerance that is at least _TOLERANCE in distance for
+        # every simplex face: a point that find_simplex rejects with it lies
+        # more than _TOLERANCE beyond a boundary face, hence beyond a facet plane.
+        return _TOLERANCE / self._face_heights.min()
+
     def contains(self, points, facet_block=4096):
         """Whether each point lies inside the hull or on its boundary.
 
@@ -119,6 +152,8 @@ class ConvexHullDomain:
         Returns
         -------
         ndarray of bool, shape (n_points,)
+            True inside the hull; points within 1e-9 (standard deviations) of
+            the boundary count as inside.
         """
         points = np.atleast_2d(np.asarray(points, dtype=np.float64))
         if points.shape[1] != self.n_dim:
@@ -128,12 +163,70 @@ class ConvexHullDomain:
         candidates = np.flatnonzero(inside)
         worth_it = len(candidates) >= _DELAUNAY_MIN_POINTS or "triangulation" in self.__dict__
         if self.n_dim <= _DELAUNAY_MAX_DIM and worth_it:
-            certain = self.triangulation.find_simplex(points[candidates]) >= 0
-            undecided = candidates[~certain]
+            verdict = self._triangulation_verdict(points[candidates])
+            inside[candidates] = verdict == 1
+            undecided = candidates[verdict == 0]
         else:
             undecided = candidates
         inside[undecided] = self.facet_test(points[undecided], facet_block)
         return inside
+
+    def _triangulation_verdict(self, points, max_steps=64):
+        """+1 certainly inside, -1 certainly outside, 0 for the facet test.
+
+        Qhull's point location runs with a tolerance of ``_TOLERANCE`` in
+        distance, so "not found" means beyond a boundary face, hence beyond a
+        hull facet, by more than that. A found simplex is only near the point,
+        so a short walk follows, one vectorised step for all points at a time:
+        non-negative barycentric coordinates (to round-off) certify "inside";
+        otherwise the walk crosses the face with the most negative coordinate,
+        and if that face is on the boundary and the point lies beyond it by
+        more than ``_TOLERANCE``, "outside" is certified. Points still walking
+        after ``max_steps``, or stopped within ``_TOLERANCE`` of the boundary,
+        are left to the facet test.
+        """
+        triangulation = self.triangulation
+        # Walks are short when consecutive queries are neighbours in space.
+        cells = np.floor(points * 2).astype(np.int64)
+        order = np.lexsort(cells.T[::-1])
+        simplex = np.empty(len(points), dtype=np.intp)
+        simplex[order] = self._find_simplices(points[order])
+        verdict = np.where(simplex < 0, -1, 0).astype(np.int8)
+        walking = np.flatnonzero(simplex >= 0)
+        for _ in range(max_steps):
+            if not len(walking):
+                break
+            here = simplex[walking]
+            transform = triangulation.transform[here]
+            partial = np.einsum("nij,nj->ni", transform[:, :-1], points[walking] - transform[:, -1])
+            coordinates = np.concatenate([partial, 1 - partial.sum(axis=1, keepdims=True)], axis=1)
+            inside = np.all(coordinates >= -_ROUND_OFF, axis=1)
+            face = np.argmin(coordinates, axis=1)
+            rows = np.arange(len(walking))
+            beyond = -coordinates[rows, face] * self._face_heights[here, face]
+            neighbour = triangulation.neighbors[here, face]
+            outside = ~inside & (neighbour < 0) & (beyond > _TOLERANCE)
+            verdict[walking[inside]] = 1
+            verdict[walking[outside]] = -1
+            step = ~inside & (neighbour >= 0)
+            simplex[walking[step]] = neighbour[step]
+            walking = walking[step]
+        return verdict
+
+    def _find_simplices(self, points):
+        """`scipy.spatial.Delaunay.find_simplex` on contiguous chunks, one per thread.
+
+        Qhull's point location releases the GIL, so threads scale.
+        """
+        from .config import conf
+
+        find = functools.partial(self.triangulation.find_simplex, tol=self._walk_tolerance)
+        threads = int(conf.threads) or os.cpu_count() or 1
+        if threads == 1 or len(points) < 50_000:
+            return find(points)
+        chunks = np.array_split(points, threads)
+        with ThreadPoolExecutor(threads) as pool:
+            return np.concatenate(list(pool.map(find, chunks)))
 
     def facet_test(self, points, facet_block=4096):
         """The definition: inside if on the inner side of every facet (within 1e-9).

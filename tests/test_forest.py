@@ -63,3 +63,38 @@ def test_array_round_trip_and_validation(fitted):
     broken.left[np.flatnonzero(np.isfinite(broken.threshold))[0]] = broken.n_nodes
     with pytest.raises(ValueError, match="child index"):
         broken.validate(n_features=4)
+
+
+def test_compiled_kernel_matches_numpy_reference_whatever_the_threads(fitted):
+    """The numba kernel and the NumPy twin: same means, variances to round-off.
+
+    Row counts that are not multiples of the kernel's lane width exercise the
+    partial last block; the result must not depend on the thread count.
+    """
+    from stellar_ml_ages import conf
+    from stellar_ml_ages._kernels import LANES
+
+    forest, _ = fitted
+    compact = CompactForest.from_sklearn(forest)
+    rng = np.random.default_rng(5)
+    for n_rows in (0, 1, LANES - 1, LANES + 1, 1000):
+        query = rng.standard_normal((n_rows, 4)) * 1.5
+        expected_mean, expected_variance = compact.predict_moments_numpy(query)
+        results = []
+        for threads in (1, 2):
+            with conf.set_temp("threads", threads):
+                results.append(compact.predict_moments(query))
+        for mean, variance in results:
+            np.testing.assert_allclose(mean, expected_mean, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(variance, expected_variance, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(results[0][0], results[1][0])
+    with conf.set_temp("use_compiled_kernels", False):
+        np.testing.assert_array_equal(compact.predict_moments(query)[0], expected_mean)
+
+
+def test_tree_depths_are_scikit_learns(fitted):
+    forest, _ = fitted
+    compact = CompactForest.from_sklearn(forest)
+    expected = [tree.tree_.max_depth for tree in forest.estimators_]
+    np.testing.assert_array_equal(compact.tree_depths, expected)
+    assert compact.tree_depths.max() == compact.max_depth

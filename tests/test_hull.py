@@ -77,3 +77,41 @@ def test_high_dimensions_skip_the_triangulation():
     query = rng.standard_normal((200, 9))
     np.testing.assert_array_equal(domain.contains(query), domain.facet_test(query))
     assert "triangulation" not in domain.__dict__
+
+
+def test_walk_certifies_points_just_inside_and_outside_facets():
+    """Points pushed off facet centroids along the outward normal by +-d.
+
+    Beyond 1e-9 (the tolerance) is outside, within it inside. The triangulation
+    certifies points clearly inside or outside itself and leaves the band just
+    beyond a facet, inside only by the tolerance, to the facet definition.
+    """
+    rng = np.random.default_rng(13)
+    domain = ConvexHullDomain.from_points(rng.standard_normal((300, 5)))
+    facets = domain.triangulation.convex_hull[:300]
+    centroids = domain.vertices[facets].mean(axis=1)
+    equations = domain.equations
+    # Outward normal of the facet each centroid lies on (distance ~0 to it).
+    on_plane = np.abs(centroids @ equations[:, :-1].T + equations[:, -1]).argmin(axis=1)
+    normals = equations[on_plane, :-1]
+    for offset, expected, certified in [(1e-6, False, -1), (1e-8, False, -1),
+                                        (1e-10, True, 0), (-1e-6, True, 1)]:
+        query = centroids + offset * normals
+        assert np.all(domain._triangulation_verdict(query) == certified), offset
+        assert np.all(domain.contains(query) == expected)
+        assert np.all(domain.facet_test(query) == expected)
+
+
+def test_threaded_point_location_agrees_with_single_thread():
+    from stellar_ml_ages import conf
+
+    rng = np.random.default_rng(14)
+    domain = ConvexHullDomain.from_points(rng.standard_normal((200, 4)))
+    query = rng.standard_normal((60_000, 4)) * 1.3  # above the threading threshold
+    with conf.set_temp("threads", 1):
+        single = domain.contains(query)
+    with conf.set_temp("threads", 2):
+        threaded = domain.contains(query)
+    np.testing.assert_array_equal(single, threaded)
+    assert 0.2 < single.mean() < 0.9
+    np.testing.assert_array_equal(single[:3000], domain.facet_test(query[:3000]))
