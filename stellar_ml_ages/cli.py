@@ -6,6 +6,8 @@ Subcommands
     Read any table astropy reads (FITS, VOTable, ECSV, CSV, Parquet, ...), add
     mass and age, write OUT. OUT is written to a temporary file beside it and
     renamed into place, so an interrupted run never leaves a half-written file.
+    FITS, Parquet and CSV go block by block (`stellar_ml_ages.streaming`), so
+    files larger than memory work; ``--in-memory`` reads them whole instead.
 ``demo OUT``
     Annotate the bundled synthetic demo table.
 
@@ -141,8 +143,48 @@ def _annotate(args, table):
                   f"{reply['samp.status']} in {delivery.seconds:.2f} s")
 
 
+def _streams(args):
+    """Whether ``annotate`` can go block by block (bounded memory, same output)."""
+    from .streaming import STREAMABLE_FORMATS
+
+    if args.in_memory or args.samp:
+        return False
+    formats = (_format_of(args.input, args.format), _format_of(args.output, args.output_format))
+    return all(fmt in STREAMABLE_FORMATS for fmt in formats)
+
+
 def _cmd_annotate(args):
-    _annotate(args, read_table(args.input, args.format))
+    if not _streams(args):
+        _annotate(args, read_table(args.input, args.format))
+        return
+    from .config import conf
+    from .streaming import annotate_file
+
+    if not Path(args.input).is_file():
+        raise _IOProblem(f"input file {str(args.input)!r} does not exist")
+    output = Path(args.output)
+    if output.exists() and not args.overwrite:
+        raise _IOProblem(f"output file {str(output)!r} exists; pass --overwrite to replace it")
+    if not (output.parent if str(output.parent) else Path(".")).is_dir():
+        raise _IOProblem(f"output directory {str(output.parent)!r} does not exist")
+    progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
+    try:
+        summary = annotate_file(
+            args.input, output, input_format=_format_of(args.input, args.format),
+            output_format=_format_of(output, args.output_format), model=args.model,
+            block_rows=args.block_rows, overwrite=args.overwrite,
+            overwrite_columns=args.overwrite_columns, progress=progress,
+            mapping=_mapping(args.map), allow_extrapolation=args.allow_extrapolation,
+            propagate_errors=args.propagate_errors,
+        )
+    except StellarMLAgesError:
+        raise
+    except (OSError, ValueError, TypeError, KeyError, EOFError) as error:
+        # astropy and pyarrow raise all of these for unreadable files.
+        raise _IOProblem(f"could not read {str(args.input)!r} or write {str(output)!r} "
+                         f"block by block: {error}") from error
+    print(f"{args.output}: {summary.n_rows} rows, {summary.n_in_domain} inside the domain "
+          f"of {summary.model} ({summary.n_blocks} blocks)")
 
 
 def _cmd_demo(args):
@@ -250,6 +292,11 @@ def build_parser():
     annotate.add_argument("input", help="input table (FITS, VOTable, ECSV, CSV, Parquet, ...)")
     annotate.add_argument("output", help="output table; format from the extension")
     annotate.add_argument("--format", default=None, help="astropy format of the input")
+    annotate.add_argument("--block-rows", type=int, default=None, metavar="N",
+                          help="rows per block when streaming FITS/Parquet/CSV "
+                               "(default: conf.chunk_size)")
+    annotate.add_argument("--in-memory", action="store_true",
+                          help="read the whole table at once even for FITS/Parquet/CSV")
     _annotate_options(annotate)
     annotate.set_defaults(run=_cmd_annotate)
 

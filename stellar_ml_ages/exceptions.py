@@ -25,6 +25,7 @@ __all__ = [
     "SAMPHubError",
     "StellarMLAgesError",
     "StellarMLAgesWarning",
+    "StreamingError",
     "TAPOverflowError",
     "TAPQueryError",
     "TAPServiceError",
@@ -97,6 +98,10 @@ class ModelVersionError(ModelError):
 
 class TrainingDataError(StellarMLAgesError):
     """The training catalogs are missing or do not have the expected content."""
+
+
+class StreamingError(StellarMLAgesError):
+    """A table file cannot be annotated block by block (format, or a block unlike the first)."""
 
 
 class RegionError(StellarMLAgesError, ValueError):

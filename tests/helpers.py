@@ -15,3 +15,24 @@ def typical_star(model, n=1):
         table[names[entry["name"]]] = np.full(n, entry["mean"])
         table[names[entry["name"]]].unit = get_feature(entry["name"]).unit
     return table
+
+
+def survey_like_table(model, n_rows, seed=0):
+    """A catalog as a survey query returns it: the model's features drawn from its
+    training distribution, with units, an ID string column, a masked integer
+    column, and missing values (NaN) in two features."""
+    distribution = model.card["training_set"]["feature_distribution"]
+    rng = np.random.default_rng(seed)
+    values = rng.multivariate_normal(distribution["mean"], distribution["covariance"], n_rows)
+    table = Table()
+    table["ID"] = np.array([f"2M{index:08d}" for index in range(n_rows)])
+    for index, name in enumerate(model.feature_names):
+        feature = get_feature(name)
+        column = values[:, index].copy()
+        if index < 2:
+            column[rng.random(n_rows) < 0.03] = np.nan
+        table[feature.aliases[0]] = column
+        table[feature.aliases[0]].unit = feature.unit
+    quality = np.ma.MaskedArray(rng.integers(0, 5, n_rows), mask=rng.random(n_rows) < 0.1)
+    table["QUALITY"] = quality
+    return table

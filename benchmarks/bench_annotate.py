@@ -1,0 +1,260 @@
+"""Benchmark: annotate synthetic catalogs, against the paper's scikit-learn configuration.
+
+Run from the repository (or anywhere the package is installed)::
+
+    python benchmarks/bench_annotate.py                  # 948,216 rows, the paper's giants
+    python benchmarks/bench_annotate.py --quick          # a small run (CI)
+    python benchmarks/bench_annotate.py --scaling        # package only, 1e4 ... 1e7 rows
+
+Catalogs are drawn from the packaged model's own training distribution (the
+mean and covariance of its standardised training features, stored in the
+model card), so the fractions of stars inside the hull and the depth of the
+tree walks are those of a real survey sample of the same kind.
+
+The baseline is the paper's configuration: a scikit-learn
+``RandomForestRegressor`` with 2000 trees and ``min_samples_leaf=1``, fitted to
+the same training stars, predicting and giving the per-tree standard deviation
+as its uncertainty, using both cores. It runs on the same rows in the same
+process; the table gives times, rows per second, the ratio of the baseline's
+time to the package's, and the peak resident memory of each stage. With the
+shared catalogs available (``--data-dir`` or ``STELLAR_ML_AGES_DATA``), the
+accuracy of both on the held-out test split of the training catalog is
+reported; otherwise both are fitted to a synthetic training set and no accuracy
+is quoted.
+
+Nothing here asserts on times: the numbers are for the docs and for comparing
+changes on one machine, as ratios within one run.
+"""
+
+import argparse
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import psutil
+from astropy.table import QTable
+
+import stellar_ml_ages
+from stellar_ml_ages import add_mass_age, get_model
+from stellar_ml_ages.features import get_feature
+
+PAPER_ROWS = 948_216
+
+
+class PeakMemory:
+    """Peak resident set size of this process while the ``with`` block runs (sampled)."""
+
+    def __init__(self, interval=0.005):
+        self.interval = interval
+        self.peak = 0
+
+    def _sample(self):
+        process = psutil.Process()
+        while not self._done.is_set():
+            self.peak = max(self.peak, process.memory_info().rss)
+            self._done.wait(self.interval)
+
+    def __enter__(self):
+        self._done = threading.Event()
+        self.peak = psutil.Process().memory_info().rss
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, psutil.Process().memory_info().rss)
+
+
+def synthetic_catalog(model, n_rows, seed=0):
+    """A QTable of ``n_rows`` stars drawn from the model's training-feature distribution."""
+    distribution = model.card["training_set"]["feature_distribution"]
+    rng = np.random.default_rng(seed)
+    values = rng.multivariate_normal(distribution["mean"], distribution["covariance"],
+                                     n_rows, method="cholesky")
+    table = QTable()
+    for index, name in enumerate(model.feature_names):
+        feature = get_feature(name)
+        table[feature.aliases[0]] = values[:, index] * feature.unit
+    return table
+
+
+def canonical_features(model, table):
+    """Feature matrix in canonical units, as the baseline sees it."""
+    return np.column_stack([
+        table[get_feature(name).aliases[0]].to_value(get_feature(name).unit)
+        for name in model.feature_names
+    ])
+
+
+def training_data(model, data_dir):
+    """(train_x, train_y, test_x, test_y) for the model's first target, or None offline."""
+    from stellar_ml_ages.training import find_data_dir, get_spec, load_apogee_training_table
+    from stellar_ml_ages.training.pipeline import _select, kic_test_mask
+
+    try:
+        table = load_apogee_training_table(find_data_dir(data_dir))
+    except stellar_ml_ages.StellarMLAgesError as error:
+        print(f"# no training catalogs ({error}); baseline fitted to synthetic stars")
+        return None
+    spec = get_spec(model.name)
+    keep, features, targets = _select(table, spec)
+    target = targets[model.target_names[0]][keep]
+    features = features[keep]
+    is_test = kic_test_mask(table["KIC"][keep], spec.test_fraction)
+    return features[~is_test], target[~is_test], features[is_test], target[is_test]
+
+
+def synthetic_training(model, n_rows=2500, seed=1):
+    """Stand-in training set: model predictions with 5% scatter on in-hull synthetic stars."""
+    table = synthetic_catalog(model, 3 * n_rows, seed)
+    annotated = add_mass_age(table, model)
+    inside = ~annotated["mass"].mask[: 3 * n_rows]
+    x = canonical_features(model, table)[inside][:n_rows]
+    target = annotated[model.target_names[0]].unmasked.value[inside][:n_rows]
+    rng = np.random.default_rng(seed)
+    return x, target * np.exp(rng.normal(0, 0.05, len(target))), None, None
+
+
+def fit_baseline(train_x, train_y, n_trees, seed=0):
+    from sklearn.ensemble import RandomForestRegressor
+
+    forest = RandomForestRegressor(n_estimators=n_trees, min_samples_leaf=1, max_features=1.0,
+                                   n_jobs=2, random_state=seed)
+    return forest.fit(train_x, train_y)
+
+
+def baseline_predict(forest, x, chunk_rows=20_000):
+    """The paper's prediction with per-tree spread: mean and std over all trees.
+
+    Rows go in chunks so the (trees x rows) stack stays bounded; trees are
+    split between two threads (scikit-learn's tree traversal releases the GIL).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    mean = np.empty(len(x))
+    std = np.empty(len(x))
+    halves = np.array_split(np.asarray(forest.estimators_, dtype=object), 2)
+
+    def stack(trees, block):
+        return np.array([tree.predict(block, check_input=False) for tree in trees])
+
+    with ThreadPoolExecutor(2) as pool:
+        for start in range(0, len(x), chunk_rows):
+            block = x[start:start + chunk_rows]
+            per_tree = np.concatenate(list(pool.map(stack, halves, [block, block])))
+            mean[start:start + chunk_rows] = per_tree.mean(axis=0)
+            std[start:start + chunk_rows] = per_tree.std(axis=0)
+    return mean, std
+
+
+def median_relative_error(predicted, true):
+    return float(np.median(np.abs(predicted - true) / true))
+
+
+def timed(function, *args, **kwargs):
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        result = function(*args, **kwargs)
+        seconds = time.perf_counter() - start
+    return result, seconds, memory.peak
+
+
+def print_table(rows):
+    header = ("stage", "rows", "seconds", "rows/s", "ratio", "peak RSS MB", "note")
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def compare(args):
+    model = get_model(args.model)
+    n_rows = 20_000 if args.quick else args.rows
+    n_trees = 200 if args.quick else args.baseline_trees
+    print(f"# stellar_ml_ages {stellar_ml_ages.__version__}, model {model.name} "
+          f"({model.forests[model.target_names[0]].n_trees} trees), {n_rows:,} rows, "
+          f"{os.cpu_count()} cores, threads={stellar_ml_ages.conf.threads or 'all'}")
+    data = None if args.synthetic_training else training_data(model, args.data_dir)
+    if data is None:
+        data = synthetic_training(model)
+    train_x, train_y, test_x, test_y = data
+
+    catalog = synthetic_catalog(model, n_rows, seed=args.seed)
+    x = canonical_features(model, catalog)
+    # Load (and warm: compile, build the triangulation) before timing, as any
+    # session that annotates more than one table would.
+    _, load_seconds, _ = timed(lambda: add_mass_age(catalog[:100], model))
+
+    annotated, package_seconds, package_peak = timed(add_mass_age, catalog, model)
+    baseline, fit_seconds, _ = timed(fit_baseline, train_x, train_y, n_trees)
+    (base_mean, base_std), baseline_seconds, baseline_peak = timed(baseline_predict, baseline, x)
+
+    target = model.target_names[0]
+    predicted = ~annotated[target].mask
+    rows = [
+        ["baseline: sklearn predict + per-tree std", f"{n_rows:,}", f"{baseline_seconds:.2f}",
+         f"{n_rows / baseline_seconds:,.0f}", "1.0", f"{baseline_peak / 2**20:,.0f}",
+         f"{n_trees} trees, min_samples_leaf=1 (fit {fit_seconds:.1f} s)"],
+        ["stellar_ml_ages add_mass_age (all steps)", f"{n_rows:,}", f"{package_seconds:.2f}",
+         f"{n_rows / package_seconds:,.0f}", f"{baseline_seconds / package_seconds:.1f}",
+         f"{package_peak / 2**20:,.0f}",
+         f"{predicted.mean():.1%} in hull; first call {load_seconds:.2f} s"],
+    ]
+    print_table(rows)
+    # Agreement of the two on the same synthetic rows, where the package predicts.
+    relative = np.abs(annotated[target].unmasked.value[predicted] / base_mean[predicted] - 1)
+    print(f"\n# median |package/baseline - 1| for {target} on in-hull rows: "
+          f"{np.median(relative):.3f}")
+    if test_x is not None:
+        test_table = QTable()
+        for index, name in enumerate(model.feature_names):
+            feature = get_feature(name)
+            test_table[feature.aliases[0]] = test_x[:, index] * feature.unit
+        test_annotated = add_mass_age(test_table, model)
+        inside = ~test_annotated[target].mask
+        ours = median_relative_error(test_annotated[target].unmasked.value[inside],
+                                     test_y[inside])
+        theirs = median_relative_error(baseline_predict(baseline, test_x[inside])[0],
+                                       test_y[inside])
+        print(f"# held-out test split ({inside.sum()} in-hull stars of {len(test_y)}): "
+              f"median relative error of {target}: package {ours:.2%}, baseline {theirs:.2%}")
+    return 0
+
+
+def scaling(args):
+    model = get_model(args.model)
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000, 10_000_000]
+    add_mass_age(synthetic_catalog(model, 100), model)
+    rows = []
+    for n_rows in sizes:
+        catalog = synthetic_catalog(model, n_rows, seed=args.seed)
+        catalog_bytes = sum(column.nbytes for column in catalog.itercols())
+        _, seconds, peak = timed(add_mass_age, catalog, model)
+        rows.append([f"add_mass_age {model.name}", f"{n_rows:,}", f"{seconds:.2f}",
+                     f"{n_rows / seconds:,.0f}", "", f"{peak / 2**20:,.0f}",
+                     f"input {catalog_bytes / 2**20:,.0f} MB"])
+        del catalog
+    print_table(rows)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="giants")
+    parser.add_argument("--rows", type=int, default=PAPER_ROWS)
+    parser.add_argument("--baseline-trees", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="20,000 rows, 200 baseline trees")
+    parser.add_argument("--scaling", action="store_true", help="package only, 1e4 to 1e7 rows")
+    parser.add_argument("--data-dir", help="shared catalogs (default: STELLAR_ML_AGES_DATA / config)")
+    parser.add_argument("--synthetic-training", action="store_true",
+                        help="fit the baseline to synthetic stars even if catalogs are available")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    return scaling(args) if args.scaling else compare(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

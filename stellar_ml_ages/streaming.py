@@ -1,0 +1,397 @@
+"""Annotate table files larger than memory, a block of rows at a time.
+
+`annotate_file` reads FITS binary tables, Parquet and CSV files in blocks of
+rows, annotates each block with `~stellar_ml_ages.add_mass_age` and appends it
+to the output, so memory is bounded by the block size whatever the file size.
+Every block goes through astropy's own reader and writer for its format, so
+units, masks, column metadata and the provenance keywords come out exactly as
+the in-memory path (read, `~stellar_ml_ages.add_mass_age`, write) gives them;
+the tests compare the two row for row.
+
+Formats
+-------
+FITS
+    The first table HDU, memory-mapped; blocks are row slices of it. Output is
+    the same primary HDU plus binary table as ``Table.write``, with the table
+    header written once and the row count set when the last block is in.
+Parquet
+    Row groups are read in batches of the block size (pyarrow); the output is
+    written row group by row group.
+CSV
+    Read with astropy's fast reader in chunks. Column types are inferred from
+    the first block; a later block whose column cannot take that type (say,
+    text in a numeric column) stops the run with `StreamingError`, since the
+    in-memory reader would have read the whole column differently.
+"""
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .annotate import add_mass_age
+from .config import conf
+from .exceptions import StreamingError
+from .registry import get_model, select_model
+
+__all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file"]
+
+# astropy's fast CSV reader splits files by bytes; blocks are at least this big.
+_CSV_MIN_CHUNK_BYTES = 4 << 20
+
+#: astropy format names `annotate_file` reads and writes in blocks.
+STREAMABLE_FORMATS = ("fits", "parquet", "ascii.csv")
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """What `annotate_file` did.
+
+    Attributes
+    ----------
+    n_rows : int
+        Rows read and written.
+    n_in_domain : int
+        Rows with ``mass_age_flag == 0``.
+    n_blocks : int
+        Blocks processed.
+    model : str
+        Name of the model used.
+    """
+
+    n_rows: int
+    n_in_domain: int
+    n_blocks: int
+    model: str
+
+
+# ----------------------------------------------------------------- readers
+def _fits_blocks(path, rows):
+    with fits.open(path) as hdul:
+        index = next((i for i, hdu in enumerate(hdul)
+                      if isinstance(hdu, fits.BinTableHDU | fits.TableHDU)), None)
+        if index is None:
+            raise StreamingError(f"{str(path)!r} has no table HDU")
+        header = hdul[index].header.copy()
+        data_start = hdul.fileinfo(index)["datLoc"]
+    if header.get("PCOUNT", 0):
+        raise StreamingError(f"{str(path)!r} has variable-length array columns; "
+                             "annotate it in memory (--in-memory)")
+    n_rows, row_bytes = header["NAXIS2"], header["NAXIS1"]
+    yield n_rows
+    primary = fits.PrimaryHDU().header.tostring().encode("ascii")
+    with open(path, "rb") as handle:
+        for start in range(0, n_rows, rows) if n_rows else [0]:
+            # A small FITS file in memory: this block's rows, byte for byte, under
+            # the table's header. astropy's reader then applies units, TNULL and
+            # NaN masks and string types exactly as it does for the whole file.
+            count = min(rows, n_rows - start)
+            handle.seek(data_start + start * row_bytes)
+            raw = handle.read(count * row_bytes)
+            header["NAXIS2"] = count
+            block = primary + header.tostring().encode("ascii") + raw + b"\0" * (-len(raw) % 2880)
+            yield Table.read(io.BytesIO(block), format="fits", hdu=1)
+
+
+def _parquet_blocks(path, rows):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = pq.ParquetFile(path)
+    yield source.metadata.num_rows
+    schema = source.schema_arrow
+    batches = source.iter_batches(batch_size=rows)
+    first = True
+    for batch in batches:
+        first = False
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_batches([batch], schema=schema), buffer)
+        buffer.seek(0)
+        yield Table.read(buffer, format="parquet")
+    if first:
+        yield Table.read(path, format="parquet")
+
+
+def _csv_blocks(path, rows):
+    size = os.path.getsize(path)
+    with open(path, "rb") as handle:
+        sample = handle.read(1 << 16)
+    bytes_per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
+    # The fast reader splits by bytes, at least a few megabytes at a time.
+    chunk_bytes = int(max(rows * bytes_per_row, _CSV_MIN_CHUNK_BYTES))
+    yield None
+    if size <= chunk_bytes:
+        yield Table.read(path, format="ascii.csv", guess=False)
+        return
+    from astropy.io import ascii
+
+    # Through astropy.io.ascii directly: Table.read would not return a generator.
+    reader = ascii.read(str(path), format="csv", guess=False,
+                        fast_reader={"chunk_size": chunk_bytes, "chunk_generator": True})
+    first_dtypes = None
+    for block in reader:
+        # The chunked reader's bookkeeping, not the file's metadata.
+        block.meta.pop("__ascii_fast_reader_header_chars__", None)
+        if first_dtypes is None:
+            first_dtypes = {name: block[name].dtype for name in block.colnames}
+        else:
+            _match_csv_types(block, first_dtypes, path)
+        yield block
+
+
+def _match_csv_types(block, dtypes, path):
+    """Cast a CSV block's columns to the first block's types, or refuse."""
+    for name, dtype in dtypes.items():
+        column = block[name]
+        if column.dtype == dtype:
+            continue
+        numeric = dtype.kind in "if" and column.dtype.kind in "iub"
+        text = dtype.kind == "U" and column.dtype.kind == "U"
+        if (numeric and np.can_cast(column.dtype, dtype)) or text:
+            block[name] = column.astype(dtype) if not text else column.astype(
+                f"U{max(dtype.itemsize, column.dtype.itemsize) // 4}")
+            continue
+        raise StreamingError(
+            f"column {name!r} of {str(path)!r} reads as {dtype} in the first block but "
+            f"{column.dtype} later; a whole-file read would type it differently. Annotate "
+            "it in memory (--in-memory) or convert it to FITS or Parquet first."
+        )
+
+
+_READERS = {"fits": _fits_blocks, "parquet": _parquet_blocks, "ascii.csv": _csv_blocks}
+
+
+# ----------------------------------------------------------------- writers
+class _FitsWriter:
+    """Primary HDU, one binary-table header, then each block's row bytes."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.header = None
+        self.n_rows = 0
+        self.naxis2_position = None
+
+    def write(self, table):
+        # astropy's own FITS writer, so units, TNULLs and serialised column metadata
+        # are exactly those of Table.write.
+        buffer = io.BytesIO()
+        table.write(buffer, format="fits")
+        written_bytes = buffer.getvalue()
+        with fits.open(io.BytesIO(written_bytes)) as written:
+            header = written[1].header
+            info = written.fileinfo(1)
+        if header.get("PCOUNT", 0):
+            raise StreamingError("variable-length array columns cannot be streamed to FITS")
+        data = written_bytes[info["datLoc"]:info["datLoc"] + header["NAXIS1"] * len(table)]
+        if self.header is None:
+            self.header = header
+            head = written_bytes[:info["datLoc"]]
+            # Each card is 80 bytes from a multiple of 80; NAXIS2 is rewritten at the end.
+            cards = head[info["hdrLoc"]:]
+            self.naxis2_position = info["hdrLoc"] + next(
+                i for i in range(0, len(cards), 80) if cards[i:i + 8] == b"NAXIS2  ")
+            self.handle.write(head)
+        elif not _same_header(header, self.header):
+            raise StreamingError("a block's FITS header differs from the first block's "
+                                 "(column formats or null values changed)")
+        self.handle.write(data)
+        self.n_rows += len(table)
+
+    def close(self):
+        data_bytes = self.header["NAXIS1"] * self.n_rows
+        self.handle.write(b"\0" * (-data_bytes % 2880))
+        self.handle.seek(self.naxis2_position)
+        card = fits.Card("NAXIS2", self.n_rows, self.header.comments["NAXIS2"])
+        self.handle.write(card.image.encode("ascii"))
+
+
+def _same_header(header, reference):
+    skip = {"NAXIS2"}
+    ours = [(c.keyword, c.value) for c in header.cards if c.keyword not in skip]
+    theirs = [(c.keyword, c.value) for c in reference.cards if c.keyword not in skip]
+    return ours == theirs
+
+
+class _ParquetWriter:
+    """Each block through astropy's Parquet writer (units and meta in the schema), appended.
+
+    astropy writes a ``<name>.mask`` column only when a column has masked
+    values, which varies from block to block. The file's schema is therefore
+    fixed from the first block with every masked column's mask present, and
+    each block gets all-False masks where it has none.
+    """
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.writer = None
+        self.schema = None
+        self.scratch = tempfile.TemporaryDirectory(prefix="stellar_ml_ages-")
+
+    def _arrow(self, table):
+        import pyarrow.parquet as pq
+
+        # astropy writes Parquet only to paths.
+        block_path = Path(self.scratch.name) / "block.parquet"
+        table.write(block_path, format="parquet", overwrite=True)
+        return pq.read_table(block_path)
+
+    def write(self, table):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.schema is None:
+            template = table[:1].copy()
+            for column in template.itercols():
+                if getattr(column, "mask", None) is not None and column.dtype.names is None:
+                    column.mask[:] = True
+            self.schema = self._arrow(template).schema
+            self.writer = pq.ParquetWriter(self.handle, self.schema)
+        arrow = self._arrow(table)
+        columns = []
+        for field in self.schema:
+            if field.name in arrow.column_names:
+                columns.append(arrow[field.name].cast(field.type))
+            elif field.name.endswith(".mask"):
+                columns.append(pa.array(np.zeros(len(table), dtype=bool)))
+            else:
+                raise StreamingError(f"column {field.name!r} is missing from a later block")
+        extra = set(arrow.column_names) - set(self.schema.names)
+        if extra:
+            raise StreamingError(
+                f"column(s) {', '.join(sorted(extra))} appear in a later block but not in the "
+                "first (a column with no masked values in the first block has some later); "
+                "annotate this file in memory (--in-memory)")
+        self.writer.write_table(pa.Table.from_arrays(columns, schema=self.schema))
+
+    def close(self):
+        self.writer.close()
+        self.scratch.cleanup()
+
+
+class _CsvWriter:
+    def __init__(self, handle):
+        self.handle = handle
+        self.header_lines = None
+
+    def write(self, table):
+        text = io.StringIO()
+        table.write(text, format="ascii.csv")
+        lines = text.getvalue().splitlines(keepends=True)
+        if self.header_lines is None:
+            header = io.StringIO()
+            table[:0].write(header, format="ascii.csv")
+            self.header_lines = len(header.getvalue().splitlines())
+            self.handle.write("".join(lines).encode("utf-8"))
+        else:
+            self.handle.write("".join(lines[self.header_lines:]).encode("utf-8"))
+
+    def close(self):
+        pass
+
+
+_WRITERS = {"fits": _FitsWriter, "parquet": _ParquetWriter, "ascii.csv": _CsvWriter}
+
+
+# ----------------------------------------------------------------- driver
+def annotate_file(input_path, output_path, *, input_format, output_format, model=None,
+                  block_rows=None, overwrite=False, overwrite_columns=False, progress=False,
+                  **options):
+    """Annotate a FITS, Parquet or CSV file block by block, with bounded memory.
+
+    Parameters
+    ----------
+    input_path, output_path : path-like
+        Files to read and to write. The output is written to a temporary file
+        beside it and renamed into place at the end.
+    input_format, output_format : str
+        One of `STREAMABLE_FORMATS` each (``"fits"``, ``"parquet"``,
+        ``"ascii.csv"``).
+    model : str, path-like, `~stellar_ml_ages.model.MassAgeModel` or None
+        As for `~stellar_ml_ages.add_mass_age`; `None` selects the model from
+        the first block's columns.
+    block_rows : int, optional
+        Rows per block (default ``conf.chunk_size``). Memory use grows with it,
+        not with the file.
+    overwrite : bool
+        Replace ``output_path`` if it exists.
+    overwrite_columns : bool
+        Replace existing output columns in the input (``overwrite`` of
+        `~stellar_ml_ages.add_mass_age`).
+    progress : bool
+        Show a progress bar over rows.
+    **options
+        Passed to `~stellar_ml_ages.add_mass_age` (``mapping``,
+        ``allow_extrapolation``, ``propagate_errors``, ...).
+
+    Returns
+    -------
+    StreamSummary
+
+    Raises
+    ------
+    StreamingError
+        A format that cannot be streamed, or a block that does not fit the
+        first one.
+    FileExistsError
+        ``output_path`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import demo_table
+    >>> from stellar_ml_ages.streaming import annotate_file
+    >>> demo_table().write("stars.fits")                     # doctest: +SKIP
+    >>> annotate_file("stars.fits", "stars_mass.fits", input_format="fits",
+    ...               output_format="fits", block_rows=50)    # doctest: +SKIP
+    StreamSummary(n_rows=200, n_in_domain=..., n_blocks=4, model='giants-apogee-dr17')
+    """
+    for fmt in (input_format, output_format):
+        if fmt not in STREAMABLE_FORMATS:
+            raise StreamingError(
+                f"format {fmt!r} cannot be streamed; streamable: {', '.join(STREAMABLE_FORMATS)}")
+    output_path = Path(output_path)
+    if output_path.exists() and not overwrite:
+        raise FileExistsError(f"output file {str(output_path)!r} exists")
+    rows = int(block_rows or conf.chunk_size)
+    if rows < 1:
+        raise ValueError(f"block_rows must be positive, got {rows}")
+    blocks = _READERS[input_format](input_path, rows)
+    total = next(blocks)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="row", desc=Path(input_path).name)
+    directory = output_path.parent if str(output_path.parent) else Path(".")
+    handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part",
+                                         dir=directory)
+    n_rows = n_in_domain = n_blocks = 0
+    try:
+        with os.fdopen(handle, "w+b") as stream:
+            writer = _WRITERS[output_format](stream)
+            for block in blocks:
+                if n_blocks == 0:
+                    model = (select_model(block, options.get("mapping")) if model is None
+                             else get_model(model))
+                annotated = add_mass_age(block, model, copy=False, overwrite=overwrite_columns,
+                                         **options)
+                writer.write(annotated)
+                n_rows += len(block)
+                n_in_domain += int((annotated["mass_age_flag"] == 0).sum())
+                n_blocks += 1
+                if bar is not None:
+                    bar.update(len(block))
+            writer.close()
+        os.replace(temporary, output_path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        blocks.close()
+    return StreamSummary(n_rows, n_in_domain, n_blocks, model.name)

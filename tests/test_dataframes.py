@@ -1,0 +1,68 @@
+"""pandas and Dask paths agree with add_mass_age row for row."""
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from stellar_ml_ages import add_mass_age, get_model
+from stellar_ml_ages.dataframes import annotate_dask, annotate_pandas
+
+from .helpers import survey_like_table
+
+pd = pytest.importorskip("pandas")
+
+OUTPUTS = ["mass", "mass_p16", "mass_p84", "in_hull", "mass_age_flag"]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    table = survey_like_table(get_model("giants"), 4000, seed=31)
+    table.remove_column("QUALITY")  # pandas has no masked integers by default
+    return table
+
+
+def units_of(table):
+    return {name: table[name].unit.to_string() for name in table.colnames
+            if table[name].unit is not None}
+
+
+def assert_matches(frame, reference):
+    for name in OUTPUTS:
+        expected = reference[name]
+        if expected.dtype.kind == "f":
+            expected = np.ma.filled(np.ma.asarray(expected, dtype=np.float64), np.nan)
+        np.testing.assert_array_equal(frame[name].to_numpy(), np.asarray(expected), err_msg=name)
+
+
+def test_pandas_matches_table_path(catalog):
+    frame = catalog.to_pandas()
+    frame.index = frame.index[::-1] + 1000  # a non-trivial index must be kept
+    annotated = annotate_pandas(frame, "giants", units=units_of(catalog))
+    assert list(annotated.index) == list(frame.index)
+    assert "mass" not in frame.columns  # the caller's frame is untouched
+    assert_matches(annotated, add_mass_age(catalog, "giants"))
+    assert annotated["mass"].isna().mean() == pytest.approx(
+        1 - annotated["in_hull"].mean(), abs=0.05)
+
+
+def test_pandas_unknown_unit_column(catalog):
+    with pytest.raises(KeyError, match="'TEF'"):
+        annotate_pandas(catalog.to_pandas(), "giants", units={"TEF": "K"})
+
+
+def test_dask_on_a_local_process_cluster(catalog, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    distributed = pytest.importorskip("distributed")
+    frame = catalog.to_pandas()
+    frame.to_parquet(tmp_path / "part.0.parquet", index=False)  # a Parquet dataset
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        stars = dd.read_parquet(tmp_path).repartition(npartitions=5)
+        lazy = annotate_dask(stars, get_model("giants"), units=units_of(catalog))
+        assert list(lazy.columns[-5:]) == OUTPUTS
+        result = lazy.compute()
+        # Two separate worker processes, each with its own copy of the model.
+        assert len(set(client.run(__import__("os").getpid).values())) == 2
+    assert len(result) == len(catalog)
+    assert_matches(result.reset_index(drop=True), add_mass_age(catalog, "giants"))
