@@ -29,6 +29,7 @@ changes on one machine, as ratios within one run.
 import argparse
 import os
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -224,16 +225,45 @@ def compare(args):
     return 0
 
 
+def write_synthetic_parquet(model, path, n_rows, block=1_000_000, seed=0):
+    """A Parquet file of ``n_rows`` synthetic stars, written a block at a time."""
+    import pyarrow.parquet as pq
+
+    writer = None
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, start in enumerate(range(0, n_rows, block)):
+            part = synthetic_catalog(model, min(block, n_rows - start), seed=seed + index)
+            part_path = os.path.join(scratch, "part.parquet")
+            part.write(part_path, format="parquet", overwrite=True)
+            arrow = pq.read_table(part_path)
+            writer = writer or pq.ParquetWriter(path, arrow.schema)
+            writer.write_table(arrow)
+    writer.close()
+
+
 def scaling(args):
+    from stellar_ml_ages.streaming import annotate_file
+
     model = get_model(args.model)
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000, 10_000_000]
     add_mass_age(synthetic_catalog(model, 100), model)
     rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n_rows in sizes:
+            source = os.path.join(scratch, "stars.parquet")
+            write_synthetic_parquet(model, source, n_rows, seed=args.seed)
+            summary, seconds, peak = timed(
+                annotate_file, source, os.path.join(scratch, "out.parquet"),
+                input_format="parquet", output_format="parquet", model=model, overwrite=True)
+            rows.append([f"annotate_file (streaming Parquet -> Parquet, read+write)",
+                         f"{n_rows:,}", f"{seconds:.2f}", f"{n_rows / seconds:,.0f}", "",
+                         f"{peak / 2**20:,.0f}",
+                         f"{summary.n_blocks} blocks of {stellar_ml_ages.conf.chunk_size:,}"])
     for n_rows in sizes:
         catalog = synthetic_catalog(model, n_rows, seed=args.seed)
         catalog_bytes = sum(column.nbytes for column in catalog.itercols())
         _, seconds, peak = timed(add_mass_age, catalog, model)
-        rows.append([f"add_mass_age {model.name}", f"{n_rows:,}", f"{seconds:.2f}",
+        rows.append(["add_mass_age (in memory)", f"{n_rows:,}", f"{seconds:.2f}",
                      f"{n_rows / seconds:,.0f}", "", f"{peak / 2**20:,.0f}",
                      f"input {catalog_bytes / 2**20:,.0f} MB"])
         del catalog
@@ -247,7 +277,8 @@ def main(argv=None):
     parser.add_argument("--rows", type=int, default=PAPER_ROWS)
     parser.add_argument("--baseline-trees", type=int, default=2000)
     parser.add_argument("--quick", action="store_true", help="20,000 rows, 200 baseline trees")
-    parser.add_argument("--scaling", action="store_true", help="package only, 1e4 to 1e7 rows")
+    parser.add_argument("--scaling", action="store_true",
+                        help="package only, 1e4 to 1e7 rows, streaming and in memory")
     parser.add_argument("--data-dir", help="shared catalogs (default: STELLAR_ML_AGES_DATA / config)")
     parser.add_argument("--synthetic-training", action="store_true",
                         help="fit the baseline to synthetic stars even if catalogs are available")

@@ -35,7 +35,7 @@ numpydoc_show_class_members = False
 # Offline builds (CI reaches only package registries) cannot fetch intersphinx
 # inventories; references into these projects are checked only when online.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(astropy|numpy|scipy|sklearn|pyvo|regions|enum)(\..*)?"),
+    (r"py:.*", r"(astropy|numpy|scipy|sklearn|pyvo|regions|enum|pandas|dask|distributed)(\..*)?"),
 ]
 if os.environ.get("STELLAR_ML_AGES_DOCS_OFFLINE"):
     intersphinx_mapping.clear()  # noqa: F405

@@ -20,7 +20,7 @@ Parquet
 CSV
     Read with astropy's fast reader in chunks. Column types are inferred from
     the first block; a later block whose column cannot take that type (say,
-    text in a numeric column) stops the run with `StreamingError`, since the
+    text in a numeric column) stops the run with `~stellar_ml_ages.StreamingError`, since the
     in-memory reader would have read the whole column differently.
 """
 
@@ -309,7 +309,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         Files to read and to write. The output is written to a temporary file
         beside it and renamed into place at the end.
     input_format, output_format : str
-        One of `STREAMABLE_FORMATS` each (``"fits"``, ``"parquet"``,
+        One of ``STREAMABLE_FORMATS`` each (``"fits"``, ``"parquet"``,
         ``"ascii.csv"``).
     model : str, path-like, `~stellar_ml_ages.model.MassAgeModel` or None
         As for `~stellar_ml_ages.add_mass_age`; `None` selects the model from

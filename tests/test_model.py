@@ -122,3 +122,22 @@ def test_pickled_object_arrays_are_refused(artifact, giants):
     artifact.write_text(json.dumps(card))
     with pytest.raises(ModelFormatError, match="unreadable"):
         load_model(artifact)
+
+
+def test_import_loads_no_model_and_models_are_cached():
+    """``import stellar_ml_ages`` reads no artifact and compiles nothing; the first
+    get_model reads and verifies once, later calls return the same object."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, stellar_ml_ages\n"
+        "from stellar_ml_ages.registry import _load_cached\n"
+        "print(_load_cached.cache_info().currsize, 'numba' in sys.modules, "
+        "'sklearn' in sys.modules)\n"
+        "model = stellar_ml_ages.get_model('giants')\n"
+        "print(_load_cached.cache_info().currsize, stellar_ml_ages.get_model('giants') is model)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split("\n")[:2] == ["0 False False", "1 True"]
