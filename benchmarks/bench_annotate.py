@@ -191,7 +191,7 @@ def compare(args):
 
     annotated, package_seconds, package_peak = timed(add_mass_age, catalog, model)
     baseline, fit_seconds, _ = timed(fit_baseline, train_x, train_y, n_trees)
-    (base_mean, base_std), baseline_seconds, baseline_peak = timed(baseline_predict, baseline, x)
+    (base_mean, _base_std), baseline_seconds, baseline_peak = timed(baseline_predict, baseline, x)
 
     target = model.target_names[0]
     predicted = ~annotated[target].mask
@@ -241,32 +241,50 @@ def write_synthetic_parquet(model, path, n_rows, block=1_000_000, seed=0):
     writer.close()
 
 
-def scaling(args):
+def one_scaling_run(args):
+    """One (mode, size) point, in a fresh process so peak memory is its own."""
+    import json
+
     from stellar_ml_ages.streaming import annotate_file
 
     model = get_model(args.model)
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000, 10_000_000]
-    add_mass_age(synthetic_catalog(model, 100), model)
-    rows = []
+    mode, n_rows = args.one[0], int(args.one[1])
+    add_mass_age(synthetic_catalog(model, 100), model)  # load and compile first
     with tempfile.TemporaryDirectory() as scratch:
-        for n_rows in sizes:
+        if mode == "stream":
             source = os.path.join(scratch, "stars.parquet")
             write_synthetic_parquet(model, source, n_rows, seed=args.seed)
+            baseline_rss = psutil.Process().memory_info().rss
             summary, seconds, peak = timed(
                 annotate_file, source, os.path.join(scratch, "out.parquet"),
-                input_format="parquet", output_format="parquet", model=model, overwrite=True)
-            rows.append([f"annotate_file (streaming Parquet -> Parquet, read+write)",
-                         f"{n_rows:,}", f"{seconds:.2f}", f"{n_rows / seconds:,.0f}", "",
-                         f"{peak / 2**20:,.0f}",
-                         f"{summary.n_blocks} blocks of {stellar_ml_ages.conf.chunk_size:,}"])
-    for n_rows in sizes:
-        catalog = synthetic_catalog(model, n_rows, seed=args.seed)
-        catalog_bytes = sum(column.nbytes for column in catalog.itercols())
-        _, seconds, peak = timed(add_mass_age, catalog, model)
-        rows.append(["add_mass_age (in memory)", f"{n_rows:,}", f"{seconds:.2f}",
-                     f"{n_rows / seconds:,.0f}", "", f"{peak / 2**20:,.0f}",
-                     f"input {catalog_bytes / 2**20:,.0f} MB"])
-        del catalog
+                input_format="parquet", output_format="parquet", model=model)
+            note = f"{summary.n_blocks} blocks of {stellar_ml_ages.conf.chunk_size:,} rows"
+        else:
+            catalog = synthetic_catalog(model, n_rows, seed=args.seed)
+            baseline_rss = psutil.Process().memory_info().rss
+            _, seconds, peak = timed(add_mass_age, catalog, model)
+            note = f"input table {sum(c.nbytes for c in catalog.itercols()) / 2**20:,.0f} MB"
+    print(json.dumps({"seconds": seconds, "peak": peak, "before": baseline_rss, "note": note}))
+    return 0
+
+
+def scaling(args):
+    import json
+    import subprocess
+
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000, 10_000_000]
+    rows = []
+    for mode, label in (("memory", "add_mass_age (table in memory)"),
+                        ("stream", "annotate_file (Parquet -> Parquet, streamed)")):
+        for n_rows in sizes:
+            command = [sys.executable, __file__, "--model", args.model, "--seed", str(args.seed),
+                       "--one", mode, str(n_rows)]
+            result = json.loads(subprocess.run(command, capture_output=True, text=True,
+                                               check=True).stdout.strip().splitlines()[-1])
+            rows.append([label, f"{n_rows:,}", f"{result['seconds']:.2f}",
+                         f"{n_rows / result['seconds']:,.0f}", "",
+                         f"{result['peak'] / 2**20:,.0f} ({result['before'] / 2**20:,.0f} before)",
+                         result["note"]])
     print_table(rows)
     return 0
 
@@ -279,11 +297,15 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="20,000 rows, 200 baseline trees")
     parser.add_argument("--scaling", action="store_true",
                         help="package only, 1e4 to 1e7 rows, streaming and in memory")
-    parser.add_argument("--data-dir", help="shared catalogs (default: STELLAR_ML_AGES_DATA / config)")
+    parser.add_argument("--data-dir",
+                        help="shared catalogs (default: STELLAR_ML_AGES_DATA / config)")
     parser.add_argument("--synthetic-training", action="store_true",
                         help="fit the baseline to synthetic stars even if catalogs are available")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--one", nargs=2, metavar=("MODE", "ROWS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one:
+        return one_scaling_run(args)
     return scaling(args) if args.scaling else compare(args)
 
 

@@ -41,6 +41,7 @@ from .exceptions import (
     TrainingDataError,
     TruncatedResultWarning,
     VOError,
+    VOTableReadError,
 )
 from .flags import MassAgeFlag
 from .model import MassAgeModel, load_model
@@ -75,6 +76,7 @@ __all__ = [
     "TrainingDataError",
     "TruncatedResultWarning",
     "VOError",
+    "VOTableReadError",
     "__version__",
     "add_mass_age",
     "conf",

@@ -79,7 +79,8 @@ def forest_moments_kernel():
                 for _ in range(tree_depth[tree]):
                     for j in range(lanes):
                         nd = node[j]
-                        node[j] = left[nd] + np.int32(xb[j * n_features + feature[nd]] > threshold[nd])
+                        goes_right = xb[j * n_features + feature[nd]] > threshold[nd]
+                        node[j] = left[nd] + np.int32(goes_right)
                 for j in range(width):
                     leaf_mean = np.float64(value[node[j]])
                     total[j] += leaf_mean

@@ -91,7 +91,11 @@ def write_table(table, path, format=None, overwrite=False):
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise _IOProblem(f"output directory {str(directory)!r} does not exist")
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=directory)
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+                                             dir=directory)
+    except OSError as error:
+        raise _IOProblem(f"cannot write in {str(directory)!r}: {error.strerror}") from error
     os.close(handle)
     try:
         if fmt == "votable":

@@ -33,6 +33,7 @@ __all__ = [
     "TrainingDataError",
     "TruncatedResultWarning",
     "VOError",
+    "VOTableReadError",
 ]
 
 
@@ -98,6 +99,10 @@ class ModelVersionError(ModelError):
 
 class TrainingDataError(StellarMLAgesError):
     """The training catalogs are missing or do not have the expected content."""
+
+
+class VOTableReadError(StellarMLAgesError, ValueError):
+    """A VOTable could not be parsed (malformed XML, bad values, truncated file...)."""
 
 
 class StreamingError(StellarMLAgesError):

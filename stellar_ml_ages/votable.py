@@ -23,6 +23,8 @@ from astropy.io.votable import from_table, parse
 from astropy.io.votable.tree import Info
 from astropy.table import Table
 
+from .exceptions import VOTableReadError
+
 __all__ = ["read_votable", "to_votable", "vo_unit_string", "votable_bytes", "write_votable"]
 
 # Provenance keys written by add_mass_age; other meta entries are kept when simple.
@@ -146,13 +148,25 @@ def read_votable(source):
     Returns
     -------
     `~astropy.table.Table`
+
+    Raises
+    ------
+    VOTableReadError
+        The VOTable cannot be parsed, whatever the parser's own exception.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", votable_exceptions.VOWarning)
         warnings.simplefilter("ignore", u.UnitsWarning)
-        votable = parse(source, verify="ignore")
-        vo_table = votable.get_first_table()
-        table = vo_table.to_table(use_names_over_ids=True)
+        try:
+            votable = parse(source, verify="ignore")
+            vo_table = votable.get_first_table()
+            table = vo_table.to_table(use_names_over_ids=True)
+        except Exception as error:  # the parser raises a dozen types (found by fuzzing)
+            name = getattr(source, "name", source if isinstance(source, str | os.PathLike)
+                           else "the VOTable")
+            raise VOTableReadError(
+                f"could not read {str(name)!r} as a VOTable: {type(error).__name__}: {error}"
+            ) from error
     for resource in votable.resources:
         for info in resource.infos:
             table.meta.setdefault(info.name, info.value)

@@ -235,3 +235,15 @@ def test_red_clump_mass_age_anticorrelation(stars):
     annotated = add_mass_age(stars, model="red-clump")
     ok = ~annotated["age"].mask
     assert spearmanr(annotated["mass"][ok], annotated["age"][ok]).statistic < -0.8
+
+
+def test_all_rows_masked_or_not_finite(giants):
+    """Nothing predictable: every row kept, masked and flagged, no error, no warning."""
+    table = typical_star(giants, n=4)
+    table["TEFF"] = MaskedColumn(table["TEFF"], mask=[True] * 4)
+    table["LOGG"] = [np.nan, np.inf, -np.inf, np.nan] * table["LOGG"].unit
+    annotated = add_mass_age(table, model=giants)
+    assert len(annotated) == 4
+    assert annotated["mass"].mask.all()
+    assert np.all(annotated["mass_age_flag"] & MassAgeFlag.MISSING_INPUT)
+    assert not annotated["in_hull"].any()

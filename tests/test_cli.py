@@ -1,9 +1,12 @@
 """The stellar-ml-ages command: formats, exit codes, atomic output."""
 
+import warnings
+
 import astropy.units as u
 import numpy as np
 import pytest
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from stellar_ml_ages import add_mass_age, demo_table
 from stellar_ml_ages.cli import EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, EXIT_REFUSED, main
@@ -93,3 +96,43 @@ def test_bad_mapping_syntax_is_a_usage_error(demo_file, tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["annotate", str(demo_file), str(tmp_path / "o.ecsv"), "--map", "c_fe"])
     assert info.value.code == 2
+
+
+def write_quietly(table, path):
+    """FITS cannot spell dex(cm/s2); astropy warns, which is not what these tests test."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AstropyUserWarning)
+        table.write(path)
+
+
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits"])  # in-memory and streamed writers
+def test_unwritable_output_directory_exits_3(tmp_path, capsys, suffix):
+    """/proc accepts no new files, even for root (found by this test: a traceback before)."""
+    source = tmp_path / f"stars{suffix}"
+    write_quietly(demo_table(), source)
+    assert main(["annotate", str(source), f"/proc/out{suffix}", "--model", "giants"]) == EXIT_IO
+    assert "/proc" in capsys.readouterr().err
+
+
+def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
+    """Ctrl-C after some blocks: the previous OUT is untouched and no partial file is left."""
+    from stellar_ml_ages import streaming
+
+    source = tmp_path / "stars.fits"
+    write_quietly(demo_table(), source)
+    output = tmp_path / "out.fits"
+    output.write_bytes(b"previous result")
+    blocks_done = []
+    real = streaming.add_mass_age
+
+    def interrupt_on_third_block(*args, **kwargs):
+        if len(blocks_done) == 2:
+            raise KeyboardInterrupt
+        blocks_done.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(streaming, "add_mass_age", interrupt_on_third_block)
+    assert main(["annotate", str(source), str(output), "--model", "giants", "--overwrite",
+                 "--block-rows", "50"]) == EXIT_INTERRUPTED
+    assert output.read_bytes() == b"previous result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fits", "stars.fits"]

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from astropy.table import Table
 
 from stellar_ml_ages import add_mass_age, get_model
 from stellar_ml_ages.dataframes import annotate_dask, annotate_pandas

@@ -82,7 +82,7 @@ def test_broadcast_reaches_every_subscribed_client(hub, receiver, annotated):
 def test_client_error_reply_is_raised_and_file_removed(hub, annotated):
     refusing = RecordingReceiver(hub[0], name="refuser", behaviour="error")
     try:
-        with pytest.raises(SAMPClientError, match="refuser.*samp.error.*cannot load this") as info:
+        with pytest.raises(SAMPClientError, match=r"refuser.*samp.error.*cannot load this") as info:
             send(annotated, to="refuser", hub=hub[1])
     finally:
         refusing.close()
@@ -98,21 +98,21 @@ def test_unknown_client_lists_the_registered_ones(hub, receiver, annotated):
 def test_client_that_does_not_accept_tables(hub, annotated):
     viewer = RecordingReceiver(hub[0], name="sky-viewer", mtypes=("coord.pointAt.sky",))
     try:
-        with pytest.raises(SAMPClientError, match="does not accept table.load.votable"):
+        with pytest.raises(SAMPClientError, match=r"does not accept table.load.votable"):
             send(annotated, to="sky-viewer", hub=hub[1])
     finally:
         viewer.close()
 
 
 def test_broadcast_with_no_subscriber(hub, annotated):
-    with pytest.raises(SAMPClientError, match="no SAMP client accepts table.load.votable"):
+    with pytest.raises(SAMPClientError, match=r"no SAMP client accepts table.load.votable"):
         send(annotated, hub=hub[1])
 
 
 def test_silent_client_times_out_and_file_removed(hub, annotated):
     silent = RecordingReceiver(hub[0], name="silent", behaviour="silent")
     try:
-        with pytest.raises(SAMPClientError, match="did not answer table.load.votable within 1"):
+        with pytest.raises(SAMPClientError, match=r"did not answer table.load.votable within 1"):
             send(annotated, to="silent", hub=hub[1], timeout=1)
     finally:
         silent.close()
@@ -120,7 +120,7 @@ def test_silent_client_times_out_and_file_removed(hub, annotated):
 
 
 def test_no_hub(tmp_path, annotated):
-    with pytest.raises(SAMPHubError, match="no SAMP hub is running.*does not exist"):
+    with pytest.raises(SAMPHubError, match=r"no SAMP hub is running.*does not exist"):
         send(annotated, hub=tmp_path / "no-such-lock")
 
 

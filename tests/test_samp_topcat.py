@@ -35,11 +35,11 @@ def test_topcat_error_reply_for_missing_file_is_a_clear_exception(topcat_hub, tm
                "samp.params": {"url": missing.as_uri(), "name": "missing"}}
     with _connected_client(topcat_hub) as (client, url):
         ((topcat_id, name),) = _recipients(client, url, "topcat", "table.load.votable").items()
-        with pytest.raises(SAMPClientError, match="topcat.*samp.error.*never-written") as info:
+        with pytest.raises(SAMPClientError, match=r"topcat.*samp.error.*never-written") as info:
             _call(client, url, topcat_id, name, message, timeout=30)
     assert info.value.client == topcat_id
 
 
 def test_topcat_rejects_selection_of_unknown_table(topcat_hub):
-    with pytest.raises(SAMPClientError, match="samp.error.*No table"):
+    with pytest.raises(SAMPClientError, match=r"samp.error.*No table"):
         select_rows("no-such-table-id", [0, 1], to="topcat", hub=topcat_hub)

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from stellar_ml_ages import StreamingError, add_mass_age, get_model
-from stellar_ml_ages import streaming
+from stellar_ml_ages import StreamingError, add_mass_age, get_model, streaming
 from stellar_ml_ages.cli import EXIT_IO, EXIT_OK, main
 from stellar_ml_ages.streaming import annotate_file
 
@@ -109,10 +108,10 @@ def test_memory_is_bounded_by_the_block_not_the_file(tmp_path):
 
 def test_refuses_what_it_cannot_stream(catalog, tmp_path, monkeypatch):
     path = write_input(catalog, tmp_path, "fits")
-    with pytest.raises(StreamingError, match="'ascii.ecsv' cannot be streamed"):
+    with pytest.raises(StreamingError, match=r"'ascii.ecsv' cannot be streamed"):
         annotate_file(path, tmp_path / "o.ecsv", input_format="fits", output_format="ascii.ecsv")
     (tmp_path / "exists.fits").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="exists.fits"):
+    with pytest.raises(FileExistsError, match=r"exists.fits"):
         annotate_file(path, tmp_path / "exists.fits", input_format="fits", output_format="fits")
 
     # A CSV column that is numeric in the first block and text later.
@@ -121,7 +120,8 @@ def test_refuses_what_it_cannot_stream(catalog, tmp_path, monkeypatch):
     mixed = tmp_path / "mixed.csv"
     mixed.write_text("\n".join(lines) + "\n")
     monkeypatch.setattr(streaming, "_CSV_MIN_CHUNK_BYTES", 20_000)
-    with pytest.raises(StreamingError, match="column 'TEFF'.*int64 in the first block but <U4 later"):
+    with pytest.raises(StreamingError,
+                       match=r"column 'TEFF'.*int64 in the first block but <U4 later"):
         annotate_file(mixed, tmp_path / "mixed_out.csv", input_format="ascii.csv",
                       output_format="ascii.csv", model="giants", block_rows=500)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.fits", "input.fits",
