@@ -5,6 +5,7 @@ Run from the repository (or anywhere the package is installed)::
     python benchmarks/bench_annotate.py                  # 948,216 rows, the paper's giants
     python benchmarks/bench_annotate.py --quick          # a small run (CI)
     python benchmarks/bench_annotate.py --scaling        # package only, 1e4 ... 1e7 rows
+    python benchmarks/bench_annotate.py --hull           # LP vs facets vs Delaunay membership
 
 Catalogs are drawn from the packaged model's own training distribution (the
 mean and covariance of its standardised training features, stored in the
@@ -289,6 +290,44 @@ def scaling(args):
     return 0
 
 
+def hull_comparison(args):
+    """Exact membership three ways on the same standardised stars: LP, facets, Delaunay."""
+    from scipy.optimize import linprog
+
+    from stellar_ml_ages.hull import ConvexHullDomain
+
+    n_rows = 20_000 if args.quick else args.rows
+    rows = []
+    for name in ("giants", "red-clump"):
+        model = get_model(name)
+        catalog = synthetic_catalog(model, n_rows, seed=args.seed)
+        points = model.standardize(canonical_features(model, catalog))
+        domain = ConvexHullDomain(model.domain.vertices)  # nothing cached yet
+        n_facets = len(domain.equations)
+        inside, seconds, peak = timed(domain.contains, points)
+        rows.append([f"{name}: Delaunay walk + facet fallback (incl. build)", f"{n_rows:,}",
+                     f"{seconds:.2f}", f"{n_rows / seconds:,.0f}", "", f"{peak / 2**20:,.0f}",
+                     f"{inside.mean():.1%} inside, {n_facets:,} facets"])
+        by_facets, seconds, peak = timed(domain.facet_test, points)
+        rows.append([f"{name}: facet test only", f"{n_rows:,}", f"{seconds:.2f}",
+                     f"{n_rows / seconds:,.0f}", "", f"{peak / 2**20:,.0f}",
+                     f"disagreements with the above: {int((by_facets != inside).sum())}"])
+        # Linear programming: is the star a convex combination of the hull vertices?
+        vertices = domain.vertices
+        equality = np.vstack([vertices.T, np.ones(len(vertices))])
+        sample = np.random.default_rng(args.seed).choice(n_rows, 200, replace=False)
+        start = time.perf_counter()
+        by_lp = np.array([linprog(np.zeros(len(vertices)), A_eq=equality,
+                                  b_eq=np.append(points[i], 1.0), bounds=(0, None),
+                                  method="highs").status == 0 for i in sample])
+        per_star = (time.perf_counter() - start) / len(sample)
+        rows.append([f"{name}: linear programming (200 stars, extrapolated)", f"{n_rows:,}",
+                     f"{per_star * n_rows:.0f}", f"{1 / per_star:,.0f}", "", "",
+                     f"disagreements on the 200: {int((by_lp != inside[sample]).sum())}"])
+    print_table(rows)
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="giants")
@@ -297,6 +336,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="20,000 rows, 200 baseline trees")
     parser.add_argument("--scaling", action="store_true",
                         help="package only, 1e4 to 1e7 rows, streaming and in memory")
+    parser.add_argument("--hull", action="store_true",
+                        help="compare exact hull-membership methods (LP, facets, Delaunay)")
     parser.add_argument("--data-dir",
                         help="shared catalogs (default: STELLAR_ML_AGES_DATA / config)")
     parser.add_argument("--synthetic-training", action="store_true",
@@ -306,6 +347,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.one:
         return one_scaling_run(args)
+    if args.hull:
+        return hull_comparison(args)
     return scaling(args) if args.scaling else compare(args)
 
 

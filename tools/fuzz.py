@@ -17,9 +17,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.fuzz_targets import mutate, resolver_target, seed_votable, votable_target  # noqa: E402
-
-from stellar_ml_ages.features import get_feature  # noqa: E402
+from stellar_ml_ages.features import get_feature
+from tests.fuzz_targets import mutate, resolver_target, seed_votable, votable_target
 
 ALIASES = [alias for name in ("teff", "logg", "fe_h", "mg_fe", "c_fe", "n_fe")
            for alias in get_feature(name).aliases]
