@@ -197,6 +197,17 @@ def resolve_error_columns(table, resolved, mapping=None):
     -------
     dict
         Feature name to a source, or to `None` where no error column exists.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import demo_table
+    >>> from stellar_ml_ages.columns import resolve_columns, resolve_error_columns
+    >>> stars = demo_table()
+    >>> stars["TEFF_ERR"] = 50.0 * stars["TEFF"].unit
+    >>> resolved = resolve_columns(stars, ["teff", "logg"])
+    >>> errors = resolve_error_columns(stars, resolved)
+    >>> str(errors["teff"]), errors["logg"]
+    ('TEFF_ERR', None)
     """
     mapping = mapping or {}
     by_lower = _names_by_lower(table)

@@ -262,6 +262,16 @@ def feature_matrix(table, resolved, error_sources=None):
     -----
     AssumedUnitWarning
         Once, naming every column read without a unit.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import demo_table
+    >>> from stellar_ml_ages.columns import resolve_columns
+    >>> from stellar_ml_ages.units import feature_matrix
+    >>> stars = demo_table()
+    >>> matrix = feature_matrix(stars, resolve_columns(stars, ["teff", "dnu"]))
+    >>> matrix.values.shape
+    (200, 2)
     """
     names = tuple(resolved)
     assumed = []

@@ -122,12 +122,32 @@ def _write(votable, destination):
 
 
 def write_votable(table, destination, name=None):
-    """Write `to_votable` ``(table, name)`` to a path or binary file object."""
+    """Write `to_votable` ``(table, name)`` to a path or binary file object.
+
+    Examples
+    --------
+    >>> import io
+    >>> from stellar_ml_ages import add_mass_age, demo_table
+    >>> from stellar_ml_ages.votable import read_votable, write_votable
+    >>> buffer = io.BytesIO()
+    >>> write_votable(add_mass_age(demo_table(), model="giants"), buffer, name="giants")
+    >>> _ = buffer.seek(0)
+    >>> read_votable(buffer)["mass"].unit
+    Unit("solMass")
+    """
     _write(to_votable(table, name=name), destination)
 
 
 def votable_bytes(table, name=None):
-    """The VOTable document `write_votable` would write, as bytes."""
+    """The VOTable document `write_votable` would write, as bytes.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import demo_table
+    >>> from stellar_ml_ages.votable import votable_bytes
+    >>> votable_bytes(demo_table()[:3], name="demo").startswith(b"<?xml")
+    True
+    """
     buffer = io.BytesIO()
     write_votable(table, buffer, name=name)
     return buffer.getvalue()
@@ -153,6 +173,17 @@ def read_votable(source):
     ------
     VOTableReadError
         The VOTable cannot be parsed, whatever the parser's own exception.
+
+    Examples
+    --------
+    >>> import io
+    >>> from stellar_ml_ages import VOTableReadError
+    >>> from stellar_ml_ages.votable import read_votable
+    >>> try:
+    ...     read_votable(io.BytesIO(b"<VOTABLE>truncated"))
+    ... except VOTableReadError as error:
+    ...     print("refused")
+    refused
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", votable_exceptions.VOWarning)

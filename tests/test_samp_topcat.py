@@ -4,6 +4,8 @@ Skipped unless STELLAR_ML_AGES_SAMP_LOCK names the hub's lockfile; CI sets
 STELLAR_ML_AGES_REQUIRE_SAMP so that a missing TOPCAT fails instead.
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -23,9 +25,19 @@ def test_topcat_loads_annotated_table(topcat_hub, annotated):
     assert reply["samp.status"] == "samp.ok"
     assert list(delivery.clients.values()) == ["topcat"]
     assert 0 < delivery.seconds < 30
-    # TOPCAT knows the table by the id we gave it: selecting rows in it works.
-    replies = select_rows(delivery, np.flatnonzero(~annotated["mass"].mask)[:5],
-                          to="topcat", hub=topcat_hub)
+    # TOPCAT knows the table by the id we gave it: selecting rows in it works. TOPCAT
+    # acknowledges the load before its table list shows the table (seen once in CI
+    # under load), so the selection is retried for a few seconds.
+    rows = np.flatnonzero(~annotated["mass"].mask)[:5]
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            replies = select_rows(delivery, rows, to="topcat", hub=topcat_hub)
+            break
+        except SAMPClientError as error:
+            if "No table" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
     assert [r["samp.status"] for r in replies.values()] == ["samp.ok"]
 
 

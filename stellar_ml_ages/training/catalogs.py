@@ -45,6 +45,12 @@ def find_data_dir(path=None):
     ------
     TrainingDataError
         If none of them holds the APOKASC-2 files.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import find_data_dir
+    >>> find_data_dir("../shared/data")  # doctest: +SKIP
+    PosixPath('/work/shared/data')
     """
     here = Path(__file__).resolve().parents[2]
     candidates = [path, conf.training_data_dir or None, os.environ.get("STELLAR_ML_AGES_DATA"),
@@ -104,6 +110,13 @@ def load_apogee_training_table(data_dir=None):
         ``LOGG`` [dex(cm/s2)], ``FE_H``, ``MG_FE``, ``C_FE``, ``N_FE`` [dex],
         ``DNU`` [uHz], each with an ``_ERR`` column), and targets ``MASS`` [solMass]
         and ``AGE`` [Gyr]. Missing values are masked.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import load_apogee_training_table
+    >>> table = load_apogee_training_table("../shared/data")  # doctest: +SKIP
+    >>> "KIC" in table.colnames and "MASS" in table.colnames  # doctest: +SKIP
+    True
     """
     data_dir = find_data_dir(data_dir)
     labels = _read(data_dir, "labels")

@@ -236,6 +236,18 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     Returns
     -------
     TrainingResult
+
+    Examples
+    --------
+    A small forest on a synthetic catalog (use the real catalogs for science):
+
+
+    >>> from dataclasses import replace
+    >>> from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
+    >>> spec = replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10)
+    >>> result = train_model(spec, make_synthetic_catalog(spec, 400, seed=1))
+    >>> result.model.target_names
+    ('mass',)
     """
     if protocol not in ("honest", "paper"):
         raise ValueError(f"protocol must be 'honest' or 'paper', not {protocol!r}")

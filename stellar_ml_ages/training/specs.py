@@ -171,7 +171,14 @@ LAMOST_SPECS = {
 
 
 def get_spec(name):
-    """The spec called ``name`` or carrying it as an alias (packaged or LAMOST)."""
+    """The spec called ``name`` or carrying it as an alias (packaged or LAMOST).
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import get_spec
+    >>> get_spec("giants").features
+    ('c_fe', 'teff', 'mg_fe', 'n_fe', 'logg', 'fe_h')
+    """
     for spec in (*PACKAGED_SPECS.values(), *LAMOST_SPECS.values()):
         if name == spec.name or name in spec.aliases:
             return spec

@@ -36,6 +36,13 @@ def make_synthetic_catalog(spec, n_stars, seed=0):
     Returns
     -------
     `~astropy.table.Table`
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import get_spec, make_synthetic_catalog
+    >>> stars = make_synthetic_catalog(get_spec("red-clump"), 5, seed=2)
+    >>> stars["MASS"].unit, len(stars)
+    (Unit("solMass"), 5)
     """
     rng = np.random.default_rng(seed)
     mass = np.exp(rng.normal(np.log(1.2), 0.25, n_stars))

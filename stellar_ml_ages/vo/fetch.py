@@ -99,6 +99,16 @@ def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, 
     Returns
     -------
     `~astropy.table.Table`
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.coordinates import SkyCoord
+    >>> from stellar_ml_ages.vo import fetch
+    >>> kepler = SkyCoord(290.5 * u.deg, 43.5 * u.deg)
+    >>> stars = fetch("lamost", coordinates=kepler, radius=5 * u.arcmin)  # doctest: +REMOTE_DATA
+    >>> stars.meta["TRUNCATED"]  # doctest: +REMOTE_DATA
+    False
     """
     catalog = _catalog(catalog)
     names = catalog.columns if columns is None else columns
@@ -121,7 +131,19 @@ def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, 
 
 
 def fetch_lamost(region=None, **kwargs):
-    """LAMOST DR5 DD-Payne labels (Xiang+2019) from VizieR; see `fetch` for arguments."""
+    """LAMOST DR5 DD-Payne labels (Xiang+2019) from VizieR; see `fetch` for arguments.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.coordinates import SkyCoord
+    >>> from regions import CircleSkyRegion
+    >>> from stellar_ml_ages import add_mass_age
+    >>> from stellar_ml_ages.vo import fetch_lamost
+    >>> region = CircleSkyRegion(SkyCoord(290.5 * u.deg, 43.5 * u.deg), 10 * u.arcmin)
+    >>> giants = fetch_lamost(region)  # doctest: +REMOTE_DATA
+    >>> annotated = add_mass_age(giants, model="giants")  # doctest: +REMOTE_DATA
+    """
     return fetch("lamost", region, **kwargs)
 
 
@@ -130,17 +152,39 @@ def fetch_apokasc(region=None, **kwargs):
 
     Table 5 has no position columns: RA/Dec are computed from the 2MASS designations
     (good to 0.1 arcsec), and only cones can be applied, after download.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo import fetch_apokasc
+    >>> apokasc = fetch_apokasc(maxrec=10,
+    ...                         on_overflow="warn")  # doctest: +REMOTE_DATA +IGNORE_WARNINGS
     """
     return fetch("apokasc2", region, **kwargs)
 
 
 def fetch_red_clump(region=None, **kwargs):
-    """LAMOST red-clump stars with Δν and ΔP (Ting+2018) from VizieR; see `fetch`."""
+    """LAMOST red-clump stars with Δν and ΔP (Ting+2018) from VizieR; see `fetch`.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo import fetch_red_clump
+    >>> clump = fetch_red_clump(maxrec=10,
+    ...                         on_overflow="warn")  # doctest: +REMOTE_DATA +IGNORE_WARNINGS
+    """
     return fetch("red_clump", region, **kwargs)
 
 
 def fetch_lasp(region=None, **kwargs):
-    """LAMOST DR5 LASP parameters from the GAVO data centre; see `fetch`."""
+    """LAMOST DR5 LASP parameters from the GAVO data centre; see `fetch`.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.coordinates import SkyCoord
+    >>> from stellar_ml_ages.vo import fetch_lasp
+    >>> lasp = fetch_lasp(coordinates=SkyCoord(290.5 * u.deg, 43.5 * u.deg),
+    ...                   radius=5 * u.arcmin)  # doctest: +REMOTE_DATA
+    """
     return fetch("lasp", region, **kwargs)
 
 
@@ -169,6 +213,16 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     Returns
     -------
     `~astropy.table.Table`
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.vo import tap_crossmatch
+    >>> mine = Table({"ra": [290.1, 291.3] * u.deg, "dec": [43.9, 42.8] * u.deg})
+    >>> matched = tap_crossmatch(mine, "lamost", 3 * u.arcsec)  # doctest: +REMOTE_DATA
+    >>> len(matched) == len(mine)  # doctest: +REMOTE_DATA
+    True
     """
     catalog = _catalog(catalog)
     if catalog.ra is None:
@@ -235,6 +289,13 @@ def build_lamost_training_table(radius=3 * u.arcsec, red_clump=False, mode="asyn
     `~astropy.table.Table`
         Matched stars only, with ``KIC``, ``EVSTATE``, ``MASS``, ``AGE`` and the
         labels: ready for `~stellar_ml_ages.training.train_model`.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo import build_lamost_training_table
+    >>> table = build_lamost_training_table()  # doctest: +REMOTE_DATA
+    >>> "MASS" in table.colnames  # doctest: +REMOTE_DATA
+    True
     """
     apokasc = fetch_apokasc(cache=cache)
     matched = tap_crossmatch(apokasc, "lamost", radius, mode=mode, cache=cache)

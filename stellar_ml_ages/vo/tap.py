@@ -160,6 +160,14 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
     Raises
     ------
     TAPServiceError, TAPTimeoutError, TAPQueryError, TAPOverflowError
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo import run_query
+    >>> table = run_query("https://dc.g-vo.org/tap",
+    ...                   "SELECT TOP 5 table_name FROM tap_schema.tables")  # doctest: +REMOTE_DATA
+    >>> len(table), table.meta["TRUNCATED"]  # doctest: +REMOTE_DATA
+    (5, False)
     """
     if mode not in ("sync", "async"):
         raise ValueError(f"mode must be 'sync' or 'async', not {mode!r}")
