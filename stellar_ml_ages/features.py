@@ -40,6 +40,13 @@ class Feature:
         measurement (e.g. a negative Δν); such rows are flagged as invalid input.
     ucd : str
         IVOA UCD of the quantity.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.features import get_feature
+    >>> teff = get_feature("teff")
+    >>> teff.label, teff.unit, teff.aliases[:2]
+    ('Teff', Unit("K"), ('TEFF', 'Teff'))
     """
 
     name: str

@@ -66,6 +66,19 @@ class CompactForest:
         Index of each tree's root.
     max_depth : int
         Depth of the deepest tree.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.ensemble import RandomForestRegressor
+    >>> from stellar_ml_ages.forest import CompactForest
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(200, 3))
+    >>> forest = RandomForestRegressor(n_estimators=10, random_state=0).fit(x, x[:, 0])
+    >>> compact = CompactForest.from_sklearn(forest)
+    >>> mean, variance = compact.predict_moments(x[:5])
+    >>> bool(np.allclose(mean, forest.predict(x[:5]), atol=1e-6))
+    True
     """
 
     def __init__(self, feature, threshold, left, value, variance, roots, max_depth):

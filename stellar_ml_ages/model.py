@@ -57,6 +57,20 @@ class MassAgeModel:
         Target name to `~stellar_ml_ages.forest.CompactForest`.
     domain : `~stellar_ml_ages.hull.ConvexHullDomain`
         Hull of the standardised training features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages import get_model
+    >>> model = get_model("red-clump")
+    >>> model.target_names, model.feature_names[:3]
+    (('mass', 'age'), ('dnu', 'c_fe', 'teff'))
+    >>> means = np.array([[f["mean"] for f in model.card["features"]]])
+    >>> bool(model.in_hull(means)[0])
+    True
+    >>> mass = model.predict(means)["mass"]
+    >>> bool(mass[0.16][0] < mass["value"][0] < mass[0.84][0])
+    True
     """
 
     def __init__(self, card, forests, domain):

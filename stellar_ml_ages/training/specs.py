@@ -48,6 +48,13 @@ class ModelSpec:
         Fraction of stars, chosen by a hash of KIC, held out for the card's metrics.
     seed : int
         Random seed of every forest.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import get_spec
+    >>> spec = get_spec("red-clump-age-lamost-dr5")
+    >>> spec.features
+    ('dnu', 'ti_fe', 'c_fe', 'n_fe', 'mn_fe', 'teff')
     """
 
     name: str
