@@ -43,6 +43,19 @@ def _unit_string(unit):
     return unit.to_string().replace(" ", "").lower()
 
 
+def _reparsed(unit):
+    """A unit a file reader left unrecognised, parsed once more in astropy's own syntax.
+
+    FITS files written by astropy < 7 store ``dex(cm / s2)`` verbatim in TUNIT,
+    which the FITS unit parser then refuses; the generic parser reads it.
+    """
+    if isinstance(unit, u.UnrecognizedUnit):
+        reparsed = u.Unit(unit.name, format="generic", parse_strict="silent")
+        if not isinstance(reparsed, u.UnrecognizedUnit):
+            return reparsed
+    return unit
+
+
 def _convert_log_gravity(values, unit):
     target = u.dex(u.cm / u.s**2)
     if isinstance(unit, u.UnrecognizedUnit):
@@ -167,6 +180,7 @@ def column_to_canonical(column, feature, name="<column>"):
     """
     feature = get_feature(feature) if isinstance(feature, str) else feature
     values, mask, unit = _raw_values(column, name)
+    unit = _reparsed(unit)
     values = np.where(mask, np.nan, values)
     if unit is None:
         return values, True

@@ -54,8 +54,11 @@ def test_dask_on_a_local_process_cluster(catalog, tmp_path):
     distributed = pytest.importorskip("distributed")
     frame = catalog.to_pandas()
     frame.to_parquet(tmp_path / "part.0.parquet", index=False)  # a Parquet dataset
+    # Every listening socket on loopback: older distributed starts its HTTP servers
+    # on 0.0.0.0 unless given an address, even without a dashboard.
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
         stars = dd.read_parquet(tmp_path).repartition(npartitions=5)
         lazy = annotate_dask(stars, get_model("giants"), units=units_of(catalog))

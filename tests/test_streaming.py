@@ -17,6 +17,7 @@ pytestmark = [
     # and the package assumes the documented one, the same in both paths.
     pytest.mark.filterwarnings("ignore::stellar_ml_ages.AssumedUnitWarning"),
     pytest.mark.filterwarnings("ignore:The unit 'dex:astropy.utils.exceptions.AstropyUserWarning"),
+    pytest.mark.filterwarnings("ignore:'dex:astropy.units.UnitsWarning"),  # astropy < 7 says so
 ]
 
 EXTENSIONS = {"fits": "fits", "parquet": "parquet", "ascii.csv": "csv"}

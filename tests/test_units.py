@@ -99,3 +99,13 @@ def test_errors_convert_scale_not_zero_point_and_add_in_quadrature():
     matrix = feature_matrix(table, resolved, resolve_error_columns(table, resolved))
     np.testing.assert_allclose(matrix.values, [[4500.0, 0.2]])
     np.testing.assert_allclose(matrix.errors, [[50.0, 0.05]])
+
+
+def test_unit_strings_a_fits_reader_left_unrecognised():
+    """astropy < 7 writes dex(cm / s2) verbatim to TUNIT and cannot read it back."""
+    column = Column([2.5], unit=u.UnrecognizedUnit("dex(cm / s2)"))
+    values, assumed = column_to_canonical(column, "logg")
+    assert values.tolist() == [2.5] and not assumed
+    with pytest.raises(ColumnUnitError, match=r"'LOGG'.*furlong"):
+        column_to_canonical(Column([2.5], unit=u.UnrecognizedUnit("furlong")), "logg",
+                            name="LOGG")
