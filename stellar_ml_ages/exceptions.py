@@ -129,6 +129,7 @@ class VOError(StellarMLAgesError):
         if query:
             details += f"\nquery: {query}"
         super().__init__(details)
+        self.message = message  # without the service and query, for combining errors
         self.service = service
         self.query = query
 

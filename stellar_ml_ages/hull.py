@@ -18,10 +18,11 @@ steps, fastest first, each of which only gives answers it can certify:
    every facet, the definition itself.
 
 Measured on 948,216 synthetic stars drawn from the training-feature
-distribution (``benchmarks/bench_annotate.py``): the facet test alone takes
-19 s for the 6-feature giants hull (17,818 facets) and 54 s for the
-7-feature red-clump hull (48,148 facets); the triangulation takes 1 s / 3 s to
-build, once per process, and then about 1 s per million points.
+distribution (``benchmarks/bench_annotate.py --hull``, on a loaded machine):
+the facet test alone took 91 s for the 6-feature giants hull (17,818 facets)
+and 270 s for the 7-feature red-clump hull (48,148 facets), one linear program
+per star about an hour, and the triangulation path 5 s and 20 s including its
+one-off build.
 """
 
 import functools

@@ -221,7 +221,7 @@ def _deliver(client, url, to, message, timeout):
             failures.append(error)
     if failures:
         raise SAMPClientError(
-            "; ".join(str(error) for error in failures), service=url,
+            "; ".join(error.message for error in failures), service=url,
             client=failures[0].client, reply=failures[0].reply)
     return replies, recipients
 

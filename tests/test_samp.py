@@ -90,6 +90,17 @@ def test_client_error_reply_is_raised_and_file_removed(hub, annotated):
     assert not refusing.files_seen[0].exists()
 
 
+def test_broadcast_failure_names_the_failing_client_once(hub, receiver, annotated):
+    refusing = RecordingReceiver(hub[0], name="refuser", behaviour="error")
+    try:
+        with pytest.raises(SAMPClientError, match="refuser") as info:
+            send(annotated, hub=hub[1])
+    finally:
+        refusing.close()
+    assert str(info.value).count("[service:") == 1
+    assert len(receiver.tables) == 1  # the willing client still got the table
+
+
 def test_unknown_client_lists_the_registered_ones(hub, receiver, annotated):
     with pytest.raises(SAMPClientError, match=r"no SAMP client named 'topcat'.*py-receiver"):
         send(annotated, to="topcat", hub=hub[1])
