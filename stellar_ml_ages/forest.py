@@ -219,8 +219,10 @@ class CompactForest:
         second = np.empty(len(x))
         if len(x):
             set_threads()
-            forest_moments_kernel()(x, self.feature, self.threshold, self.left, self.value,
-                                    self.variance, self.roots, self.tree_depths, mean, second)
+            # Unsigned views, no copies: indices are never negative (see `validate`).
+            forest_moments_kernel()(x, self.feature.view(np.uint16), self.threshold,
+                                    self.left.view(np.uint32), self.value, self.variance,
+                                    self.roots, self.tree_depths, mean, second)
         return mean, np.maximum(second - mean**2, 0.0)
 
     def predict_moments_numpy(self, features, chunk_size=20_000):

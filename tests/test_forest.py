@@ -92,6 +92,26 @@ def test_compiled_kernel_matches_numpy_reference_whatever_the_threads(fitted):
         np.testing.assert_array_equal(compact.predict_moments(query)[0], expected_mean)
 
 
+@pytest.mark.parametrize("model_name", ["giants", "red-clump"])
+def test_compiled_kernel_on_the_packaged_forests(model_name):
+    """The shipped forests have over 10^5 nodes (indices past int16) and depths up
+    to 20-odd: the compiled kernel must still equal the NumPy reference there,
+    for every target, inside and far outside the training range."""
+    from stellar_ml_ages import conf, get_model
+
+    model = get_model(model_name)
+    rng = np.random.default_rng(11)
+    query = rng.standard_normal((700, len(model.feature_names))) * 2.0
+    for target, forest in model.forests.items():
+        assert forest.n_nodes > np.iinfo(np.int16).max, target
+        mean, variance = forest.predict_moments(query)
+        with conf.set_temp("use_compiled_kernels", False):
+            expected_mean, expected_variance = forest.predict_moments(query)
+        np.testing.assert_allclose(mean, expected_mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(variance, expected_variance, rtol=0, atol=1e-12)
+        assert np.all(variance > 0)
+
+
 def test_tree_depths_are_scikit_learns(fitted):
     forest, _ = fitted
     compact = CompactForest.from_sklearn(forest)
