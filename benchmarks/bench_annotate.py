@@ -213,18 +213,17 @@ def compare(args):
     predicted = ~annotated[target].mask
     spread = ", ".join(f"{seconds:.2f}" for seconds, _ in warm_runs)
 
-    def package_row(label, seconds, peak, note):
+    def stage_row(label, seconds, peak, note):
         return [label, f"{n_rows:,}", f"{seconds:.2f}", f"{n_rows / seconds:,.0f}",
                 f"{baseline_seconds / seconds:.1f}", f"{peak / 2**20:,.0f}", note]
 
     rows = [
-        ["baseline: sklearn predict + per-tree std", f"{n_rows:,}", f"{baseline_seconds:.2f}",
-         f"{n_rows / baseline_seconds:,.0f}", "1.0", f"{baseline_peak / 2**20:,.0f}",
-         f"{n_trees} trees, min_samples_leaf=1 (fit {fit_seconds:.1f} s)"],
-        package_row("add_mass_age, first large table", first_seconds, first_peak,
-                    f"{first_note}; {predicted.mean():.1%} in hull"),
-        package_row("add_mass_age, next table", warm_seconds, warm_peak,
-                    f"all steps; median of {args.repeat} ({spread} s)"),
+        stage_row("baseline: sklearn predict + per-tree std", baseline_seconds, baseline_peak,
+                  f"{n_trees} trees, min_samples_leaf=1 (fit {fit_seconds:.1f} s)"),
+        stage_row("add_mass_age, first large table", first_seconds, first_peak,
+                  f"{first_note}; {predicted.mean():.1%} in hull"),
+        stage_row("add_mass_age, next table", warm_seconds, warm_peak,
+                  f"all steps; median of {args.repeat} ({spread} s)"),
     ]
     print(f"# model load and kernel compile before these: {load_seconds:.2f} s")
     print_table(rows)

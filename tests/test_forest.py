@@ -94,9 +94,10 @@ def test_compiled_kernel_matches_numpy_reference_whatever_the_threads(fitted):
 
 @pytest.mark.parametrize("model_name", ["giants", "red-clump"])
 def test_compiled_kernel_on_the_packaged_forests(model_name):
-    """The shipped forests have over 10^5 nodes (indices past int16) and depths up
-    to 20-odd: the compiled kernel must still equal the NumPy reference there,
-    for every target, inside and far outside the training range."""
+    """The shipped forests are far larger than the fitted fixture (over 10^5 nodes,
+    depths up to 20-odd): the compiled kernel, reading them through unsigned
+    views, must still equal the NumPy reference there, for every target, inside
+    and far outside the training range."""
     from stellar_ml_ages import conf, get_model
 
     model = get_model(model_name)
