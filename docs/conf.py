@@ -30,6 +30,15 @@ nitpick_ignore = [
     ("py:class", "array-like"),
 ]
 automodapi_toctreedirnm = "api"
+
+# Model tables come from the packaged cards at every build (see _card_tables.py).
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))
+import _card_tables  # noqa: E402
+
+_card_tables.write(os.path.join(os.path.dirname(__file__), "_generated"))
+exclude_patterns = [*globals().get("exclude_patterns", []), "_generated"]
 numpydoc_show_class_members = False
 
 # Offline builds (CI reaches only package registries) cannot fetch intersphinx

@@ -15,8 +15,9 @@ from astropy.table import Column, MaskedColumn, Table
 from . import __version__
 from .columns import resolve_columns, resolve_error_columns
 from .config import conf
+from .evstate import normalize_states, resolve_state_column
 from .exceptions import ExistingColumnError
-from .flags import MassAgeFlag, flag_description
+from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
 from .registry import get_model, select_model
 from .units import feature_matrix
 
@@ -49,31 +50,46 @@ def _check_existing(table, names, overwrite):
         )
 
 
-def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed):
+def _set(flags, rows, flag):
+    flags[rows] |= np.asarray(int(flag), dtype=flags.dtype)
+
+
+def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
+              state_column=None):
     """Steps 1-4 for one block of rows: arrays of predictions, flags and hull membership."""
     resolved = resolve_columns(table, model.feature_names, mapping)
     errors = resolve_error_columns(table, resolved, mapping) if propagate_errors else None
     features = feature_matrix(table, resolved, errors)
+    states = None if state_column is None else normalize_states(table[state_column])
 
-    flags = np.zeros(len(table), dtype=np.uint8)
-    flags[features.missing] |= np.uint8(MassAgeFlag.MISSING_INPUT)
-    flags[features.invalid] |= np.uint8(MassAgeFlag.INVALID_INPUT)
+    flags = np.zeros(len(table), dtype=FLAG_DTYPE)
+    _set(flags, features.missing, MassAgeFlag.MISSING_INPUT)
+    _set(flags, features.invalid, MassAgeFlag.INVALID_INPUT)
     usable = ~(features.missing | features.invalid)
     in_range = np.zeros(len(table), dtype=bool)
     in_range[usable] = model.in_range(features.values[usable])
     in_hull = np.zeros(len(table), dtype=bool)
     # The hull lies inside the training box, so only in-range rows need the facet test.
     in_hull[in_range] = model.in_hull(features.values[in_range])
-    flags[usable & ~in_range] |= np.uint8(MassAgeFlag.OUTSIDE_RANGE)
-    flags[usable & ~in_hull] |= np.uint8(MassAgeFlag.OUTSIDE_HULL)
+    _set(flags, usable & ~in_range, MassAgeFlag.OUTSIDE_RANGE)
+    _set(flags, usable & ~in_hull, MassAgeFlag.OUTSIDE_HULL)
 
     predicted = usable if allow_extrapolation else in_hull
-    flags[predicted & ~in_hull] |= np.uint8(MassAgeFlag.EXTRAPOLATED)
+    _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
     row_errors = None if errors is None else features.errors[predicted]
     predictions = model.predict(
         features.values[predicted], quantiles=tuple(_QUANTILES.values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
+        states=None if states is None else states[predicted],
     )
+    rows = np.flatnonzero(predicted)
+    for target, result in predictions.items():
+        calibrated = model.target(target).get("calibrated_range")
+        if calibrated is None:
+            continue
+        low_bit, high_bit = edge_flags(target)
+        _set(flags, rows[result["value"] < calibrated[0]], low_bit)
+        _set(flags, rows[result["value"] > calibrated[1]], high_bit)
     return predictions, predicted, flags, in_hull, usable, features.sources
 
 
@@ -85,7 +101,7 @@ def _masked(values, predicted, n_rows):
 
 def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                  allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
-                 progress=False):
+                 progress=False, state_column=None):
     """Add machine-learned stellar mass and age, with uncertainties, to a table.
 
     Parameters
@@ -112,9 +128,19 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         missing or invalid inputs); such rows get the ``EXTRAPOLATED`` flag.
     propagate_errors : bool
         Add the spread caused by the inputs' uncertainties (``*_ERR``, ``e_*``
-        columns) by Monte Carlo, ``n_draws`` draws with random ``seed``.
+        columns) by Monte Carlo, ``n_draws`` draws with random ``seed``. Only the
+        part of each error beyond the noise the training labels already had (the
+        model card's ``training_noise``) is added: the calibrated intervals already
+        include that much, so errors typical of APOGEE DR17 change nothing.
     progress : bool
         Show a progress bar over blocks of ``stellar_ml_ages.conf.chunk_size`` rows.
+    state_column : str, False or None
+        Column with each star's evolutionary state (``RGB``/``RC``, or the APOKASC
+        codes 1/2), used only to pick the interval calibration of the star's group.
+        `None` (default) looks for a column named ``EVSTATE``, ``evol_state``, ...
+        (see `stellar_ml_ages.evstate`); ``False`` ignores any. Rows without a
+        known state get the pooled calibration, which holds for both groups on
+        average.
 
     Returns
     -------
@@ -161,6 +187,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     model = select_model(table, mapping) if model is None else get_model(model)
     names = _output_names(model)
     _check_existing(table, names, overwrite)
+    state_column = resolve_state_column(table, state_column)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)
@@ -175,7 +202,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     for start in starts:
         block = table[start:start + step] if n_rows else table
         predictions, predicted, flags, in_hull, _usable, sources = _evaluate(
-            block, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed)
+            block, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
+            state_column)
         for target, result in predictions.items():
             for name, key in ((target, "value"), *((target + s, q) for s, q in _QUANTILES.items())):
                 values, mask = _masked(result[key], predicted, len(block))
@@ -190,7 +218,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     out = table.copy(copy_data=True) if copy else table
     for name in names:
         _add_column(out, name, np.concatenate(columns[name]), np.concatenate(masks[name]), model)
-    out.meta.update(_provenance(model, sources, allow_extrapolation, propagate_errors))
+    out.meta.update(_provenance(model, sources, allow_extrapolation, propagate_errors,
+                                state_column))
     return out
 
 
@@ -227,7 +256,7 @@ def _add_column(out, name, values, mask, model):
     out[name].info.meta = {"ucd": ucd}
 
 
-def _provenance(model, sources, allow_extrapolation, propagate_errors):
+def _provenance(model, sources, allow_extrapolation, propagate_errors, state_column=None):
     card = model.card
     citation = "; ".join(card.get("citation", []))
     return {
@@ -239,5 +268,6 @@ def _provenance(model, sources, allow_extrapolation, propagate_errors):
         "MLINPUTS": ", ".join(f"{name}={source}" for name, source in sources.items()),
         "MLEXTRAP": bool(allow_extrapolation),
         "MLERRPRP": bool(propagate_errors),
+        "MLSTATE": state_column or "none: pooled interval calibration",
         "MLFLAGS": flag_description(),
     }

@@ -220,7 +220,7 @@ def _cmd_list_models(args):
 
 
 def _cmd_train(args):
-    from .training import get_spec, load_apogee_training_table
+    from .training import get_spec, load_training_table
     from .training.evaluation import train_and_validate
 
     try:
@@ -234,7 +234,7 @@ def _cmd_train(args):
     elif args.table:
         table = read_table(args.table)
     else:
-        table = load_apogee_training_table(args.data)
+        table = load_training_table(spec, args.data)
     result = train_and_validate(spec, table, n_folds=args.folds, progress=print)
     card_path = result.model.save(args.out)
     for target in result.model.card["targets"]:
@@ -243,7 +243,8 @@ def _cmd_train(args):
               f"{100 * metrics['median_rel_error']:.1f}%, dispersion {metrics['dispersion']:.3f} "
               f"{target['unit']}, [p16, p84] coverage {100 * coverage['p16_p84']:.1f}%, "
               f"[p2.5, p97.5] coverage {100 * coverage['p2.5_p97.5']:.1f}% "
-              f"(n={metrics['n']} test stars in hull)")
+              f"(n={metrics['n']} {'out-of-fold' if spec.test_fraction == 0 else 'test'} "
+              "stars in hull)")
         pooled = target["coverage_cv"]
         print(f"{spec.name} {target['name']}: {pooled['n_folds']}-fold out of fold: [p16, p84] "
               f"{100 * pooled['p16_p84']:.1f}%, [p2.5, p97.5] {100 * pooled['p2.5_p97.5']:.1f}% "

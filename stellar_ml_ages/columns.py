@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from .exceptions import AmbiguousColumnError, MissingColumnError
 from .features import FEATURES, get_feature
 
-__all__ = ["ColumnSource", "DifferenceSource", "resolve_columns", "resolve_error_columns"]
+__all__ = ["ColumnSource", "DifferenceSource", "SubstituteSource", "resolve_columns",
+           "resolve_error_columns"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,21 @@ class DifferenceSource:
 
     def __str__(self):
         return f"{self.minuend} - {self.subtrahend}"
+
+
+@dataclass(frozen=True)
+class SubstituteSource:
+    """A feature read from another feature's source that stands in for it ([Mg/Fe] for [α/M])."""
+
+    source: object
+    label: str
+
+    @property
+    def columns(self):
+        return self.source.columns
+
+    def __str__(self):
+        return f"{self.source} (as {self.label})"
 
 
 def _names_by_lower(table):
@@ -103,6 +119,10 @@ def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
         ]
         if all(parts):
             return DifferenceSource(*parts)
+    for stand_in in feature.substitutes:
+        source = _resolve_one(table, by_lower, get_feature(stand_in), mapping, missing)
+        if source is not None:
+            return SubstituteSource(source, get_feature(stand_in).label)
     return None
 
 
@@ -113,6 +133,9 @@ def _describe_aliases(feature):
             f"; or derived as {get_feature(minuend).label} - {get_feature(subtrahend).label}"
             f" from {', '.join(get_feature(minuend).aliases)}"
         )
+    for stand_in in feature.substitutes:
+        stand_in = get_feature(stand_in)
+        text += f"; or {stand_in.label} in its place ({_describe_aliases(stand_in)})"
     return text
 
 
@@ -213,6 +236,10 @@ def resolve_error_columns(table, resolved, mapping=None):
     by_lower = _names_by_lower(table)
 
     def lookup(source, feature):
+        if isinstance(source, SubstituteSource):
+            stand_in = next(get_feature(name) for name in feature.substitutes
+                            if get_feature(name).label == source.label)
+            return lookup(source.source, stand_in)
         if isinstance(source, DifferenceSource):
             parts = [
                 lookup(part, get_feature(name))

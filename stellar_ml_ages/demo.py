@@ -16,11 +16,11 @@ from astropy.table import MaskedColumn, Table
 
 __all__ = ["demo_table", "make_demo_table"]
 
-_COLUMNS = {  # feature -> (column name in the demo file, unit)
+_COLUMNS = {  # feature -> (column name in the demo file, unit): APOGEE DR17 allStar names
     "teff": ("TEFF", u.K),
     "logg": ("LOGG", u.dex(u.cm / u.s**2)),
     "fe_h": ("FE_H", u.dex),
-    "mg_fe": ("MG_FE", u.dex),
+    "alpha_m": ("ALPHA_M", u.dex),
     "c_fe": ("C_FE", u.dex),
     "n_fe": ("N_FE", u.dex),
     "dnu": ("DNU", u.uHz),
@@ -31,7 +31,11 @@ def _draw(card, n_rows, rng):
     stats = card["training_set"]["feature_distribution"]
     names = [f["name"] for f in card["features"]]
     draws = rng.multivariate_normal(stats["mean"], stats["covariance"], size=n_rows)
-    return dict(zip(names, draws.T, strict=True))
+    values = dict(zip(names, draws.T, strict=True))
+    # The models read [C/N] as C_FE - N_FE, as from an allStar file.
+    if "c_n" in values and "c_fe" not in values:
+        values["c_fe"] = values["c_n"] + values["n_fe"]
+    return values
 
 
 def make_demo_table(n_per_population=100, seed=0):
@@ -55,7 +59,7 @@ def make_demo_table(n_per_population=100, seed=0):
 
     rng = np.random.default_rng(seed)
     giants = _draw(get_model("giants").card, n_per_population, rng)
-    clump = _draw(get_model("red-clump").card, n_per_population, rng)
+    clump = _draw(get_model("red-clump-seismic").card, n_per_population, rng)
     n_rows = 2 * n_per_population
     table = Table()
     table["ID"] = [f"demo-{i:04d}" for i in range(n_rows)]

@@ -35,6 +35,10 @@ class Feature:
     derived_from : tuple of (str, str), optional
         Pairs ``(minuend, subtrahend)`` of feature names whose difference gives this
         feature, e.g. ``[Mg/Fe] = [Mg/H] - [Fe/H]``; used when no alias is present.
+    substitutes : tuple of str, optional
+        Features that stand in for this one when neither an alias nor a derivation
+        is found, e.g. [Mg/Fe] for [α/M] (in APOGEE DR17 the two agree to 0.02 dex
+        for giants); the substitution is recorded in the output's ``meta``.
     valid_range : tuple of float
         Open interval, in the canonical unit, outside which a value cannot be a
         measurement (e.g. a negative Δν); such rows are flagged as invalid input.
@@ -55,6 +59,7 @@ class Feature:
     unit: object
     aliases: tuple
     derived_from: tuple = ()
+    substitutes: tuple = ()
     valid_range: tuple = (float("-inf"), float("inf"))
     ucd: str = ""
     description: str = field(default="", compare=False)
@@ -154,7 +159,31 @@ _BASE_FEATURES = (
     ),
 )
 
-FEATURES = {f.name: f for f in _BASE_FEATURES}
+_ALPHA = Feature(
+    name="alpha_m",
+    label="[α/M]",
+    kind="abundance",
+    unit=u.dex,
+    aliases=("ALPHA_M", "[alpha/M]", "alpha_M", "[a/M]", "alpha_m", "[α/M]", "alpham"),
+    substitutes=("mg_fe",),
+    valid_range=(-5.0, 5.0),
+    ucd="phys.abund",
+    description="[α/M] abundance ratio (ASPCAP α; [Mg/Fe] stands in where it is absent)",
+)
+
+_CARBON_NITROGEN = Feature(
+    name="c_n",
+    label="[C/N]",
+    kind="abundance",
+    unit=u.dex,
+    aliases=("C_N", "[C/N]", "C/N", "C_N_FE"),
+    derived_from=(("c_fe", "n_fe"),),
+    valid_range=(-5.0, 5.0),
+    ucd="phys.abund",
+    description="[C/N] abundance ratio, the first-dredge-up mass indicator",
+)
+
+FEATURES = {f.name: f for f in (*_BASE_FEATURES, _ALPHA, _CARBON_NITROGEN)}
 FEATURES.update({f.name: f for f in map(_abundance, _ELEMENTS)})
 FEATURES.update({f.name: f for f in map(_abundance_h, _ELEMENTS)})
 

@@ -2,7 +2,7 @@
 
 import enum
 
-__all__ = ["MassAgeFlag", "flag_description"]
+__all__ = ["FLAG_DTYPE", "NEAR_EDGE", "MassAgeFlag", "edge_flags", "flag_description"]
 
 
 class MassAgeFlag(enum.IntFlag):
@@ -12,7 +12,11 @@ class MassAgeFlag(enum.IntFlag):
     any of ``MISSING_INPUT``, ``INVALID_INPUT``, ``OUTSIDE_RANGE`` or
     ``OUTSIDE_HULL`` have masked predictions, unless ``allow_extrapolation=True``
     was asked for, in which case the prediction is given and ``EXTRAPOLATED`` is
-    set too.
+    set too. The ``*_NEAR_LOW_EDGE`` / ``*_NEAR_HIGH_EDGE`` bits mask nothing: they
+    mark a prediction beyond the range of predicted values the intervals were
+    calibrated on (the model card's ``calibrated_range``), where a forest's
+    estimate is pulled toward the middle of the training set (see the
+    "Uncertainties" page of the docs): the true value is likely further out.
 
     Examples
     --------
@@ -32,12 +36,31 @@ class MassAgeFlag(enum.IntFlag):
     OUTSIDE_HULL = 8
     #: The prediction was made outside the domain because extrapolation was asked for.
     EXTRAPOLATED = 16
+    #: Predicted mass below the model's calibrated range (true mass likely lower).
+    MASS_NEAR_LOW_EDGE = 32
+    #: Predicted mass above the model's calibrated range (true mass likely higher).
+    MASS_NEAR_HIGH_EDGE = 64
+    #: Predicted age below the model's calibrated range (true age likely lower).
+    AGE_NEAR_LOW_EDGE = 128
+    #: Predicted age above the model's calibrated range (true age likely higher).
+    AGE_NEAR_HIGH_EDGE = 256
 
 
 #: Flags that mask a prediction unless extrapolation is asked for.
 OUT_OF_DOMAIN = MassAgeFlag.OUTSIDE_RANGE | MassAgeFlag.OUTSIDE_HULL
 #: Flags that always mask a prediction.
 NO_PREDICTION = MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
+#: Flags that warn without masking: a prediction beyond the calibrated range.
+NEAR_EDGE = (MassAgeFlag.MASS_NEAR_LOW_EDGE | MassAgeFlag.MASS_NEAR_HIGH_EDGE
+             | MassAgeFlag.AGE_NEAR_LOW_EDGE | MassAgeFlag.AGE_NEAR_HIGH_EDGE)
+#: Storage type of the flag column: a signed short, which FITS and VOTable both have.
+FLAG_DTYPE = "int16"
+
+
+def edge_flags(target):
+    """The (low, high) edge bits of a target name."""
+    return (MassAgeFlag[f"{target.upper()}_NEAR_LOW_EDGE"],
+            MassAgeFlag[f"{target.upper()}_NEAR_HIGH_EDGE"])
 
 
 def flag_description():

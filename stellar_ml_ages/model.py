@@ -28,8 +28,10 @@ from .hull import ConvexHullDomain
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "load_model", "sha256_of"]
 
-#: Newest card format this version of the package reads and writes.
-FORMAT_VERSION = 1
+#: Newest card format this version of the package reads and writes. Version 2 adds
+#: calibration by evolutionary state and predicted value, calibrated ranges and the
+#: training labels' noise; version 1 cards (one pooled calibration) still load.
+FORMAT_VERSION = 2
 
 _REQUIRED_CARD_KEYS = ("format_version", "name", "features", "targets", "arrays")
 
@@ -62,9 +64,9 @@ class MassAgeModel:
     --------
     >>> import numpy as np
     >>> from stellar_ml_ages import get_model
-    >>> model = get_model("red-clump")
+    >>> model = get_model("red-clump-seismic")
     >>> model.target_names, model.feature_names[:3]
-    (('mass', 'age'), ('dnu', 'c_fe', 'teff'))
+    (('mass', 'age'), ('c_n', 'dnu', 'logg'))
     >>> means = np.array([[f["mean"] for f in model.card["features"]]])
     >>> bool(model.in_hull(means)[0])
     True
@@ -155,11 +157,58 @@ class MassAgeModel:
         """Whether each row lies inside the convex hull of the standardised training set."""
         return self.domain.contains(self.standardize(features))
 
-    def _quantile_offsets(self, target, probabilities):
-        calibration = self.target(target)["calibration"]
-        return np.interp(probabilities, calibration["probability"], calibration["z"])
+    def _offset_table(self, target, mean, states):
+        """Calibrated z offsets at the card's probabilities, per row: (n_cal, n_rows).
 
-    def predictive_cdf(self, target, features, values, chunk_size=20_000):
+        Rows of a state with its own calibration use it, the others the pooled
+        ``"all"`` bins; within a group the offsets are interpolated linearly in the
+        predicted value between the bins' centres. Cards without bins (format 1)
+        give every row the pooled offsets.
+        """
+        calibration = self.target(target)["calibration"]
+        pooled = np.asarray(calibration["z"], dtype=np.float64)
+        mean = np.asarray(mean, dtype=np.float64)
+        bins = calibration.get("bins")
+        if not bins:
+            return np.repeat(pooled[:, None], len(mean), axis=1)
+        group_of_row = np.full(len(mean), "all", dtype=object)
+        if states is not None:
+            states = np.asarray(states).astype(str)
+            for group in bins:
+                if group != "all":
+                    group_of_row[states == group] = group
+        table = np.empty((len(pooled), len(mean)))
+        for group, entry in bins.items():
+            rows = group_of_row == group
+            if not rows.any():
+                continue
+            centres = np.asarray(entry["centre"], dtype=np.float64)
+            offsets = np.asarray(entry["z"], dtype=np.float64)  # (n_bins, n_cal)
+            for k in range(offsets.shape[1]):
+                table[k, rows] = np.interp(mean[rows], centres, offsets[:, k])
+        return table
+
+    def _quantile_offsets(self, target, probabilities, mean, states=None):
+        """z offsets of the requested probabilities for each row: (n_probabilities, n_rows)."""
+        calibration = self.target(target)["calibration"]
+        table = self._offset_table(target, mean, states)
+        probability = np.asarray(calibration["probability"], dtype=np.float64)
+        # Interpolating in probability between monotonic columns keeps the result monotonic.
+        return self._interp_probabilities(probability, table, probabilities)
+
+    @staticmethod
+    def _interp_probabilities(probability, table, probabilities):
+        """Linear interpolation of each column of ``table`` (n_cal, n_rows) at ``probabilities``."""
+        probabilities = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
+        out = np.empty((len(probabilities), table.shape[1]))
+        for j, p in enumerate(probabilities):
+            k = int(np.clip(np.searchsorted(probability, p, side="right") - 1, 0,
+                            len(probability) - 2))
+            weight = np.clip((p - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
+            out[j] = (1 - weight) * table[k] + weight * table[k + 1]
+        return out
+
+    def predictive_cdf(self, target, features, values, chunk_size=20_000, states=None):
         """Probability that ``target`` is at most ``values``, under the calibrated prediction.
 
         Used for probability-integral-transform (PIT) histograms: for calibrated
@@ -173,13 +222,17 @@ class MassAgeModel:
             Canonical-unit inputs.
         values : array-like, shape (n_rows,)
             Target values in the target's unit.
+        states : array-like of str, optional
+            Evolutionary state of each row (``"RGB"``, ``"RC"``), selecting its calibration.
         """
         mean, variance = self.forests[target].predict_moments(self.standardize(features),
                                                               chunk_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (self._forward_transform(target, values) - mean) / np.sqrt(variance)
-        calibration = self.target(target)["calibration"]
-        return np.interp(z, calibration["z"], calibration["probability"])
+        probability = np.asarray(self.target(target)["calibration"]["probability"])
+        table = self._offset_table(target, mean, states)
+        return np.array([np.interp(z[row], table[:, row], probability)
+                         for row in range(len(z))])
 
     def _transform_pair(self, target):
         transform = self.target(target).get("transform", "identity")
@@ -195,8 +248,26 @@ class MassAgeModel:
     def _inverse_transform(self, target, values):
         return self._transform_pair(target)[1](values)
 
+    def excess_errors(self, features, feature_errors):
+        """The part of each input error beyond the training labels' own noise.
+
+        The calibration already absorbs the noise the training labels had (their
+        out-of-bag residuals include it), so only ``sqrt(err**2 - noise**2)`` (zero
+        where the input is as good as the training labels or better) is propagated.
+        A feature trained with fractional input noise (``training_noise_fraction``,
+        e.g. Δν) counts that fraction of the input value in the noise.
+        """
+        errors = np.nan_to_num(np.asarray(feature_errors, dtype=np.float64), nan=0.0)
+        features = np.asarray(features, dtype=np.float64)
+        noise = np.zeros_like(errors)
+        for k, entry in enumerate(self.card["features"]):
+            level = entry.get("training_noise", 0.0) ** 2
+            level = level + (entry.get("training_noise_fraction", 0.0) * features[:, k]) ** 2
+            noise[:, k] = np.sqrt(level)
+        return np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
+
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
-                seed=0, chunk_size=20_000):
+                seed=0, chunk_size=20_000, states=None):
         """Predict every target for finite, in-domain rows.
 
         Parameters
@@ -207,12 +278,17 @@ class MassAgeModel:
             Probabilities of the predictive quantiles to return.
         feature_errors : array-like, optional
             1-sigma input errors in canonical units (NaN or 0 where unknown). When
-            given, ``n_draws`` Monte Carlo draws of the inputs are pushed through the
-            forest and their spread is added to the predictive variance.
+            given, ``n_draws`` Monte Carlo draws of the inputs, with the error in
+            excess of the training labels' noise (`excess_errors`), are pushed
+            through the forest and their spread is added to the predictive variance.
         n_draws, seed : int
             Monte Carlo draws and their random seed.
         chunk_size : int
             Rows per forest block.
+        states : array-like of str, optional
+            Evolutionary state per row (``"RGB"``, ``"RC"``; anything else counts as
+            unknown). Selects each row's calibration where the card has one for that
+            state; otherwise the pooled calibration is used.
 
         Returns
         -------
@@ -223,7 +299,7 @@ class MassAgeModel:
         """
         standardized = self.standardize(features)
         if feature_errors is not None:
-            errors = np.nan_to_num(np.asarray(feature_errors, dtype=np.float64), nan=0.0)
+            errors = self.excess_errors(features, feature_errors)
             rng = np.random.default_rng(seed)
             draws = [
                 self.standardize(np.asarray(features) + rng.standard_normal(errors.shape) * errors)
@@ -240,7 +316,8 @@ class MassAgeModel:
                 draw_vars = np.array([v for _, v in moments])
                 variance = draw_vars.mean(axis=0) + draw_means.var(axis=0)
             sigma = np.sqrt(variance)
-            offsets = self._quantile_offsets(target, np.asarray(quantiles, dtype=np.float64))
+            offsets = self._quantile_offsets(target, np.asarray(quantiles, dtype=np.float64),
+                                             mean, states)
             result = {"value": self._inverse_transform(target, mean)}
             for probability, offset in zip(quantiles, offsets, strict=True):
                 result[float(probability)] = self._inverse_transform(target, mean + offset * sigma)
@@ -317,7 +394,7 @@ def load_model(card_path):
     >>> from stellar_ml_ages.model import load_model
     >>> model = load_model(get_model("giants").card_path)
     >>> model.target_names
-    ('mass',)
+    ('mass', 'age')
     """
     card_path = Path(card_path)
     card = _read_card(card_path)

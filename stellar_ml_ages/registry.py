@@ -18,7 +18,7 @@ from .model import MassAgeModel, _read_card, load_model
 __all__ = ["get_model", "list_models", "select_model"]
 
 #: Order in which ``model=None`` tries the packaged models: the most general first.
-_PREFERENCE = ("giants-apogee-dr17", "red-clump-apogee-dr17")
+_PREFERENCE = ("giants-apogee-dr17", "red-clump-apogee-dr17", "red-clump-seismic-apogee-dr17")
 
 
 def _packaged_dir():
@@ -84,7 +84,7 @@ def select_model(table, mapping=None):
     """The first packaged model whose input columns the table has.
 
     Models are tried from the most general (``giants``, for RGB and red-clump
-    stars alike) to the most specific; the red-clump model is therefore chosen
+    stars alike) to the most specific; the red-clump models are therefore chosen
     only by name, as only the user knows that the stars are in the clump.
 
     Raises
@@ -125,7 +125,7 @@ def list_models():
     >>> from stellar_ml_ages import list_models
     >>> models = list_models()
     >>> models["name"].tolist()
-    ['giants-apogee-dr17', 'red-clump-apogee-dr17']
+    ['giants-apogee-dr17', 'red-clump-apogee-dr17', 'red-clump-seismic-apogee-dr17']
     """
     rows = []
     for path in _packaged_cards().values():

@@ -37,6 +37,7 @@ from astropy.table import Table
 from .annotate import add_mass_age
 from .config import conf
 from .exceptions import StreamingError
+from .flags import NO_PREDICTION, OUT_OF_DOMAIN
 from .registry import get_model, select_model
 
 __all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file"]
@@ -57,7 +58,7 @@ class StreamSummary:
     n_rows : int
         Rows read and written.
     n_in_domain : int
-        Rows with ``mass_age_flag == 0``.
+        Rows with a prediction inside the model's domain (no masking flag bit).
     n_blocks : int
         Blocks processed.
     model : str
@@ -381,7 +382,8 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                                          **options)
                 writer.write(annotated)
                 n_rows += len(block)
-                n_in_domain += int((annotated["mass_age_flag"] == 0).sum())
+                n_in_domain += int((np.asarray(annotated["mass_age_flag"])
+                                    & int(OUT_OF_DOMAIN | NO_PREDICTION) == 0).sum())
                 n_blocks += 1
                 if bar is not None:
                     bar.update(len(block))

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import astropy.units as u
 import numpy as np
 
-from .columns import DifferenceSource
+from .columns import DifferenceSource, SubstituteSource
 from .exceptions import AssumedUnitWarning, ColumnUnitError, ColumnValueError
 from .features import get_feature
 
@@ -222,7 +222,17 @@ class FeatureMatrix:
     sources: dict
 
 
+def _stand_in(source, feature):
+    """The feature a `SubstituteSource` really reads, and its own source."""
+    if isinstance(source, SubstituteSource):
+        stand_in = next(get_feature(name) for name in feature.substitutes
+                        if get_feature(name).label == source.label)
+        return source.source, stand_in
+    return source, feature
+
+
 def _read_source(table, source, feature, assumed):
+    source, feature = _stand_in(source, feature)
     if isinstance(source, DifferenceSource):
         parts = []
         for part, part_name in zip(
@@ -293,14 +303,16 @@ def feature_matrix(table, resolved, error_sources=None):
     for name in names:
         feature = get_feature(name)
         values = _read_source(table, resolved[name], feature, assumed)
-        low, high = feature.valid_range
+        low, high = _stand_in(resolved[name], feature)[1].valid_range
         with np.errstate(invalid="ignore"):
             invalid |= np.isfinite(values) & ~((values > low) & (values < high))
         columns.append(values)
     errors = None
     if error_sources is not None:
         errors = np.column_stack(
-            [_read_error(table, error_sources[name], get_feature(name), assumed) for name in names]
+            [_read_error(table, error_sources[name],
+                         _stand_in(resolved[name], get_feature(name))[1], assumed)
+             for name in names]
         ) if names else np.empty((len(table), 0))
     values = np.column_stack(columns) if columns else np.empty((len(table), 0))
     if assumed:

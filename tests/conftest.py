@@ -6,7 +6,11 @@ import pytest
 
 from stellar_ml_ages import demo_table, get_model
 from stellar_ml_ages.exceptions import TrainingDataError
-from stellar_ml_ages.training import find_data_dir, load_apogee_training_table
+from stellar_ml_ages.training import (
+    find_data_dir,
+    load_apogee_training_table,
+    load_full_range_training_table,
+)
 
 
 @pytest.fixture
@@ -33,6 +37,16 @@ def training_table():
     except TrainingDataError as error:
         pytest.skip(f"real catalogs not available: {error}")
     return load_apogee_training_table()
+
+
+@pytest.fixture(scope="session")
+def full_range_table():
+    """The real full-range training table (preliminary APOKASC-3, labels on the DR17 scale)."""
+    try:
+        find_data_dir()
+    except TrainingDataError as error:
+        pytest.skip(f"real catalogs not available: {error}")
+    return load_full_range_training_table()
 
 
 def _local_service(variable, require_variable, how_to_start):

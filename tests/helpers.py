@@ -7,13 +7,19 @@ from stellar_ml_ages.features import get_feature
 
 
 def typical_star(model, n=1):
-    """Rows at the training-set mean of ``model``, under APOGEE allStar names."""
+    """Rows at the training-set mean of ``model``, under APOGEE allStar names.
+
+    A model's [C/N] input is written as ``C_FE`` (with ``N_FE``), as allStar has it.
+    """
     names = {"teff": "TEFF", "logg": "LOGG", "fe_h": "FE_H", "mg_fe": "MG_FE",
-             "c_fe": "C_FE", "n_fe": "N_FE", "dnu": "DNU"}
+             "c_fe": "C_FE", "n_fe": "N_FE", "dnu": "DNU", "alpha_m": "ALPHA_M"}
+    means = {entry["name"]: entry["mean"] for entry in model.card["features"]}
+    if "c_n" in means:
+        means["c_fe"] = means.pop("c_n") + means["n_fe"]
     table = Table()
-    for entry in model.card["features"]:
-        table[names[entry["name"]]] = np.full(n, entry["mean"])
-        table[names[entry["name"]]].unit = get_feature(entry["name"]).unit
+    for name, mean in means.items():
+        table[names[name]] = np.full(n, mean)
+        table[names[name]].unit = get_feature(name).unit
     return table
 
 

@@ -15,6 +15,7 @@ from stellar_ml_ages import (
     MassAgeFlag,
     MissingColumnError,
     add_mass_age,
+    get_model,
 )
 from tests.helpers import typical_star
 
@@ -97,24 +98,26 @@ def test_inside_range_but_outside_hull(giants):
     """A star inside every feature's range can still be outside the hull: the exact test."""
     table = typical_star(giants, n=1)
     bounds = {f["name"]: (f["min"], f["max"]) for f in giants.card["features"]}
-    low_c, high_c = bounds["c_fe"]
+    low_cn, high_cn = bounds["c_n"]
     low_n, high_n = bounds["n_fe"]
-    # Carbon-rich *and* nitrogen-rich: each within range, the combination is not a giant.
-    table["C_FE"][0] = low_c + 0.95 * (high_c - low_c)
+    # High [C/N] *and* nitrogen-rich: each within range, the combination is not a giant.
+    c_n = low_cn + 0.95 * (high_cn - low_cn)
     table["N_FE"][0] = low_n + 0.95 * (high_n - low_n)
+    table["C_FE"][0] = c_n + table["N_FE"][0]
     annotated = add_mass_age(table, model=giants)
     assert annotated["mass_age_flag"][0] == MassAgeFlag.OUTSIDE_HULL
 
 
-def test_invalid_seismic_input_is_flagged(red_clump):
-    table = typical_star(red_clump, n=2)
+def test_invalid_seismic_input_is_flagged():
+    table = typical_star(get_model("red-clump-seismic"), n=2)
     table["DNU"][1] = -table["DNU"][1]
-    annotated = add_mass_age(table, model="red-clump")
+    annotated = add_mass_age(table, model="red-clump-seismic")
     assert MassAgeFlag.INVALID_INPUT in MassAgeFlag(int(annotated["mass_age_flag"][1]))
     assert annotated["age"].mask.tolist() == [False, True]
 
 
-def test_unit_conversion_gives_identical_predictions(red_clump):
+def test_unit_conversion_gives_identical_predictions():
+    red_clump = get_model("red-clump-seismic")
     canonical = typical_star(red_clump, n=4)
     canonical["DNU"] = canonical["DNU"] * np.array([0.95, 1.0, 1.02, 1.05])
     converted = canonical.copy()
@@ -173,7 +176,7 @@ def test_provenance_in_meta(stars, giants):
     assert annotated.meta["MLMODEL"] == "giants-apogee-dr17"
     assert annotated.meta["MLSHA256"] == giants.card["arrays"]["sha256"]
     assert "Pinsonneault" in annotated.meta["MLCITE"]
-    assert "c_fe=C_FE" in annotated.meta["MLINPUTS"]
+    assert "c_n=C_FE - N_FE" in annotated.meta["MLINPUTS"]
 
 
 def test_chunked_evaluation_matches_single_block(stars):
@@ -209,7 +212,7 @@ def test_file_round_trip_keeps_units_descriptions_and_masks(stars, tmp_path, fmt
 
 def test_error_propagation_widens_intervals(giants):
     table = typical_star(giants, n=1)
-    for column, error in (("TEFF", 100.0), ("LOGG", 0.1), ("FE_H", 0.05), ("MG_FE", 0.05),
+    for column, error in (("TEFF", 100.0), ("LOGG", 0.1), ("FE_H", 0.05), ("ALPHA_M", 0.05),
                           ("C_FE", 0.05), ("N_FE", 0.05)):
         table[f"{column}_ERR"] = [error] * table[column].unit
     plain = add_mass_age(table, model=giants)

@@ -25,9 +25,10 @@ def artifact(tmp_path, giants):
     return tmp_path / giants.card_path.name
 
 
-def test_packaged_artifacts_are_small_plain_arrays(giants, red_clump):
+def test_packaged_artifacts_are_small_plain_arrays():
     total = 0
-    for model in (giants, red_clump):
+    for name in list_models()["name"]:
+        model = get_model(name)
         array_path = model.card_path.with_name(model.card["arrays"]["file"])
         total += array_path.stat().st_size
         with np.load(array_path, allow_pickle=False) as arrays:
@@ -37,23 +38,41 @@ def test_packaged_artifacts_are_small_plain_arrays(giants, red_clump):
 
 
 def test_card_describes_features_targets_and_metrics(giants, red_clump):
-    assert giants.feature_names == ("c_fe", "teff", "mg_fe", "n_fe", "logg", "fe_h")
-    assert red_clump.target_names == ("mass", "age")
-    assert str(red_clump.target_unit("age")) == "Gyr"
+    # Spectroscopic labels only: every input is in an APOGEE DR17 allStar file.
+    assert set(giants.feature_names) == {"c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"}
+    assert set(red_clump.feature_names) == set(giants.feature_names)
+    assert "dnu" in get_model("red-clump-seismic").feature_names
     for model in (giants, red_clump):
-        card = model.card
-        assert card["training_set"]["n_train"] > 500
+        assert model.target_names == ("mass", "age")
+        assert str(model.target_unit("age")) == "Gyr"
+    for name in list_models()["name"]:
+        card = get_model(name).card
+        assert card["format_version"] == 2
+        assert card["training_set"]["n_train"] > 1000
         assert set(card["software"]) >= {"numpy", "scikit-learn", "astropy"}
+        assert set(card["training_set"]["label_scale"]) == {
+            "teff", "logg", "fe_h", "c_fe", "n_fe", "alpha_m"}
         for target in card["targets"]:
-            assert 0 < target["metrics"]["median_rel_error"] < 0.2
+            assert 0 < target["metrics"]["median_rel_error"] < 0.22
+            assert target["metrics"]["protocol"] == "10-fold out of fold"
             z = target["calibration"]["z"]
             assert z == sorted(z) and z[0] < 0 < z[-1]
+            # Per-group calibration tables, each monotonic in probability, and a
+            # calibrated range inside the training range.
+            for group in target["calibration"]["bins"].values():
+                for offsets in group["z"]:
+                    assert offsets == sorted(offsets)
+            low, high = target["calibrated_range"]
+            assert target["training_range"][0] < low < high < target["training_range"][1]
+        for feature in card["features"]:
+            assert feature["training_noise"] > 0
 
 
 def test_list_models_table(giants):
     models = list_models()
-    assert list(models["name"]) == ["giants-apogee-dr17", "red-clump-apogee-dr17"]
-    assert "[C/Fe] [dex]" in models["features"][0] and "age [Gyr]" in models["targets"][1]
+    assert list(models["name"]) == ["giants-apogee-dr17", "red-clump-apogee-dr17",
+                                    "red-clump-seismic-apogee-dr17"]
+    assert "[C/N] [dex]" in models["features"][0] and "age [Gyr]" in models["targets"][0]
     assert models["n_train"][0] == giants.card["training_set"]["n_train"]
 
 

@@ -93,36 +93,47 @@ def test_cli_trains_from_a_catalog_table(tmp_path, capsys):
 
 
 @pytest.mark.shared_data
-def test_reproduce_quick_writes_the_whole_report(training_table, tmp_path):
-    from stellar_ml_ages.training.report import reproduce
+def test_reproduce_quick_writes_the_whole_report(full_range_table, tmp_path):
+    from stellar_ml_ages.training.report import REPORT_MODELS, reproduce
 
     messages = []
     results = reproduce(out_dir=tmp_path, quick=True, progress=messages.append)
     report = json.loads((tmp_path / "report.json").read_text())
-    assert set(report["models"]) == {"giants", "red-clump"}
+    assert set(report["models"]) == set(REPORT_MODELS)
     text = (tmp_path / "report.md").read_text()
-    for heading in ("Test metrics next to the paper's", "Six methods", "Calibration",
-                    "External checks"):
+    for heading in ("Label scale", "Feature selection", "Out-of-fold metrics",
+                    "paper's protocol", "Six methods", "External checks"):
         assert heading in text
+    # Every label has its measured correction, with a scatter that the correction lowers.
+    for correction in report["label_scale"].values():
+        assert correction["n_overlap"] > 3000
+        assert correction["robust_scatter_after"] <= correction["robust_scatter_before"]
     for model in results["models"].values():
         for name in model["figures"].values():
             assert (tmp_path / "figures" / name).read_bytes()[:4] == b"\x89PNG"
         assert set(model["methods"][model["targets"][0]]) == set(METHODS)
-    rc_age = results["models"]["red-clump"]
-    assert rc_age["honest"]["age"]["median_rel_error"] < 0.2
-    assert 0.6 < rc_age["cv_coverage"]["age"]["p16_p84"] < 0.78
-    assert rc_age["ranking"]["age"][0][0] == "dnu"  # Δν dominates clump ages, as in the paper
-    yu = next(c for c in results["external"] if c["catalog"].startswith("Yu+2018"))
-    assert yu["n"] > 100 and abs(yu["median_rel_difference"]) < 0.1
+        selection = model["selection"]
+        assert set(selection["ranking"]["order"]) == set(get_spec(model["name"]).candidate_features)
+        # [C/N] carries the mass and age information of giants (first dredge-up).
+        assert selection["ranking"]["order"][0] == "c_n"
+        labels = [g["group"] for g in model["groups"]["mass"]]
+        assert "predicted tercile 3" in labels and "state RC" in labels
+        assert (tmp_path / f"{model['name'].split('-apogee')[0]}_out_of_fold.ecsv").is_file()
+    giants = results["models"]["giants"]
+    assert giants["cv_coverage"]["mass"]["cv_median_rel_error"] < 0.09
 
 
 @pytest.mark.shared_data
-def test_packaged_specs_match_packaged_models(training_table):
-    for name in ("giants", "red-clump"):
-        spec, model = get_spec(name), get_model(name)
+def test_packaged_specs_match_packaged_models(full_range_table):
+    from stellar_ml_ages.training import PACKAGED_SPECS
+
+    for name, spec in PACKAGED_SPECS.items():
+        model = get_model(name)
         assert model.feature_names == spec.features
         assert model.card["hyperparameters"]["n_estimators"] == spec.n_estimators
         assert model.card["hyperparameters"]["min_samples_leaf"] == spec.min_samples_leaf
+        assert model.card["training_set"]["label_scale"].keys() == \
+            full_range_table.meta["label_scale"].keys()
 
 
 def test_crossmatch_is_one_to_one_within_radius():

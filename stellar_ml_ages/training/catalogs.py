@@ -24,13 +24,17 @@ from astropy.table import MaskedColumn, Table, join
 from ..config import conf
 from ..exceptions import TrainingDataError
 
-__all__ = ["CATALOG_FILES", "find_data_dir", "load_apogee_training_table"]
+__all__ = ["CATALOG_FILES", "find_data_dir", "load_apogee_training_table",
+           "load_full_range_training_table", "load_training_table"]
 
 #: Files the APOGEE-label training set is built from, relative to the data directory.
 CATALOG_FILES = {
     "labels": "apokasc2_apogee/apokasc2_apogee_dr17_labels.fits",
     "apokasc2": "apokasc2/apokasc2_table5_radec.fits",
     "apokasc3": "apokasc3/Table4_Apoor_RGB+RC_Gold.csv",
+    "prelim_labels": "apokasc3_prelim/apokasc3_prelim_labels.fits",
+    "prelim_masses": "apokasc3_prelim/apokasc3_prelim_masses.ecsv",
+    "prelim_ages": "apokasc3_prelim/apokasc705_ages_tayar.fits",
 }
 
 
@@ -160,3 +164,166 @@ def load_apogee_training_table(data_dir=None):
     joined.sort("KIC")
     joined.meta = {"data_dir": str(data_dir), "files": dict(CATALOG_FILES)}
     return joined
+
+
+#: Labels of the preliminary APOKASC-3 run, each matched to its DR17 reference:
+#: canonical feature -> (preliminary column, reference file key, reference column, unit).
+#: Teff, log g and [Fe/H] are matched to the DR17 allStar values of the astroNN file;
+#: [C/Fe], [N/Fe] and [α/M] to the DR17 values of APOKASC-3 Table 4 (its [Alp/Fe] is
+#: the ASPCAP α abundance, the allStar ALPHA_M).
+PRELIM_LABELS = {
+    "teff": ("TEFF_COR", "labels", "TEFF", u.K),
+    "logg": ("LOGG_COR", "labels", "LOGG", u.dex(u.cm / u.s**2)),
+    "fe_h": ("FE_H_ADOP_COR", "labels", "FE_H", u.dex),
+    "c_fe": ("C_M_RAW", "apokasc3", "[C/Fe]", u.dex),
+    "n_fe": ("N_M_RAW", "apokasc3", "[N/Fe]", u.dex),
+    "alpha_m": ("ALP_FE_ADOP_COR", "apokasc3", "[Alp/Fe]", u.dex),
+}
+#: The DR17 reference's own error column of each label: their median over the
+#: overlap is the training labels' noise level, in the errors DR17 reports.
+_REFERENCE_ERRORS = {"teff": "TEFF_ERR", "logg": "LOGG_ERR", "fe_h": "FE_H_ERR",
+                     "c_fe": "S_[C/Fe]", "n_fe": "S_[N/Fe]", "alpha_m": "S_[Alp/Fe]"}
+_PRELIM_ERRORS = {"teff": "TEFF_COR_ERR", "logg": "LOGG_COR_ERR", "fe_h": "FE_H_ADOP_COR_ERR",
+                  "alpha_m": "ALP_FE_ADOP_COR_ERR"}
+#: Column names the full-range table gives each feature (the DR17 allStar names).
+TABLE_NAMES = {"teff": "TEFF", "logg": "LOGG", "fe_h": "FE_H", "c_fe": "C_FE", "n_fe": "N_FE",
+               "alpha_m": "ALPHA_M"}
+
+
+def _by_kic(table, kic_column):
+    kic = np.asarray(table[kic_column], dtype=np.int64)
+    if len(np.unique(kic)) != len(kic):
+        raise TrainingDataError(f"duplicated KIC numbers in column {kic_column!r}")
+    return {k: i for i, k in enumerate(kic)}
+
+
+def _lookup(index, kic, column):
+    """Values of ``column`` for each KIC in ``kic`` (NaN where the star is absent)."""
+    values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
+    out = np.full(len(kic), np.nan)
+    for row, k in enumerate(kic):
+        position = index.get(int(k))
+        if position is not None:
+            out[row] = values[position]
+    return out
+
+
+def load_full_range_training_table(data_dir=None):
+    """Preliminary APOKASC-3 giants at every mass, labels on the DR17 allStar scale.
+
+    Joins, by KIC, the preliminary APOKASC-3 labels (Teff, log g, [Fe/H], [α/Fe],
+    [C/M], [N/M] and the consensus evolutionary state), the APOKASC-3 seismic masses
+    and the APOKASC v7.0.5 ages (``apokasc3_prelim/``), and Δν from APOKASC-2 where the
+    star has one. Every label is put on the DR17 allStar scale with a correction
+    measured on the stars the preliminary run shares with the final DR17 values (see
+    `stellar_ml_ages.training.labelscale`); the corrections are in ``meta``.
+
+    Parameters
+    ----------
+    data_dir : path-like, optional
+        Directory with the catalogs (see `find_data_dir`).
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        One row per star with a label row and a seismic mass: ``KIC``, ``EVSTATE``
+        (``RGB``, ``RC``, or empty where the consensus state is unknown), the features
+        under their allStar names (``TEFF`` [K], ``LOGG`` [dex(cm/s2)], ``FE_H``,
+        ``C_FE``, ``N_FE``, ``ALPHA_M`` [dex]) with ``_ERR`` columns where the run gives
+        errors, ``DNU``/``DNU_ERR`` [uHz] (masked where APOKASC-2 has none), targets
+        ``MASS`` [solMass] and ``AGE`` [Gyr] (masked where no age), and, for stars in
+        the overlap, the DR17 reference labels as ``<NAME>_DR17``. ``meta["label_scale"]``
+        holds every correction as plain numbers.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import load_full_range_training_table
+    >>> table = load_full_range_training_table("../shared/data")  # doctest: +SKIP
+    >>> sorted(table.meta["label_scale"])  # doctest: +SKIP
+    ['alpha_m', 'c_fe', 'fe_h', 'logg', 'n_fe', 'teff']
+    """
+    from .labelscale import fit_label_correction
+
+    data_dir = find_data_dir(data_dir)
+    labels = _read(data_dir, "prelim_labels")
+    masses = _read(data_dir, "prelim_masses")
+    ages = _read(data_dir, "prelim_ages")
+    references = {"labels": _read(data_dir, "labels"), "apokasc3": _read(data_dir, "apokasc3")}
+    apokasc2 = _read(data_dir, "apokasc2")
+
+    kic = np.asarray(labels["KIC_ID"], dtype=np.int64)
+    mass_index = _by_kic(masses, "KIC")
+    has_mass = np.array([int(k) in mass_index for k in kic])
+    labels, kic = labels[has_mass], kic[has_mass]
+    order = np.argsort(kic)
+    labels, kic = labels[order], kic[order]
+    _by_kic(labels, "KIC_ID")  # refuses duplicated stars
+
+    state = _text(labels["CONS_EVSTATES"])
+    state = np.where(np.isin(state, ("RGB", "RC")), state, "")
+    raw = {name: np.ma.filled(np.ma.asarray(labels[column], dtype=np.float64), np.nan)
+           for name, (column, *_rest) in PRELIM_LABELS.items()}
+    trend_variables = {"teff": raw["teff"], "fe_h": raw["fe_h"],
+                       "is_rc": (state == "RC").astype(np.float64)}
+
+    table = Table()
+    table["KIC"] = kic
+    table["EVSTATE"] = state
+    corrections, noise = {}, {}
+    for name, (column, reference_key, reference_column, unit) in PRELIM_LABELS.items():
+        reference = references[reference_key]
+        reference_index = _by_kic(reference, "KIC")
+        reference_values = _lookup(reference_index, kic, reference[reference_column])
+        reference_errors = _lookup(reference_index, kic, reference[_REFERENCE_ERRORS[name]])
+        noise[name] = float(np.nanmedian(np.where(reference_errors > 0, reference_errors,
+                                                  np.nan)))
+        correction = fit_label_correction(
+            name, raw[name], reference_values, trend_variables, source=column,
+            reference=f"{CATALOG_FILES[reference_key]}:{reference_column}")
+        corrections[name] = correction.as_dict()
+        table_name = TABLE_NAMES[name]
+        table[table_name] = _masked(correction.apply(raw[name], trend_variables), unit)
+        if name in _PRELIM_ERRORS:
+            error_unit = u.dex if name == "logg" else unit
+            table[f"{table_name}_ERR"] = _masked(labels[_PRELIM_ERRORS[name]], error_unit)
+        table[f"{table_name}_DR17"] = _masked(reference_values, unit)
+
+    seismic_index = _by_kic(apokasc2, "KIC")
+    dnu = _lookup(seismic_index, kic, apokasc2["DNU"])
+    table["DNU"] = _masked(dnu, u.uHz)
+    table["DNU_ERR"] = _masked(dnu * _lookup(seismic_index, kic, apokasc2["DNU_FRACERR"]), u.uHz)
+    table["MASS"] = _masked(_lookup(mass_index, kic, masses["M_S"]), u.solMass)
+    table["MASS_ERR"] = _masked(_lookup(mass_index, kic, masses["SIG_M_S"]), u.solMass)
+    table["AGE"] = _masked(_lookup(_by_kic(ages, "KEPLER_ID"), kic, ages["AGE_JT"]), u.Gyr)
+    table.meta = {
+        "data_dir": str(data_dir),
+        "files": {key: CATALOG_FILES[key] for key in
+                  ("prelim_labels", "prelim_masses", "prelim_ages", "labels", "apokasc3",
+                   "apokasc2")},
+        "label_scale": corrections,
+        "label_scale_reference": "APOGEE DR17 allStar",
+        # Median DR17-reported 1-sigma error of each label over the overlap stars.
+        "label_noise": noise,
+    }
+    return table
+
+
+def load_training_table(spec, data_dir=None):
+    """The training table a spec is built from (its ``training_table`` loader).
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training import get_spec, load_training_table
+    >>> table = load_training_table(get_spec("giants"), "../shared/data")  # doctest: +SKIP
+    >>> table.meta["label_scale_reference"]  # doctest: +SKIP
+    'APOGEE DR17 allStar'
+    """
+    loaders = {"full_range": load_full_range_training_table,
+               "apokasc2": load_apogee_training_table}
+    try:
+        loader = loaders[spec.training_table]
+    except KeyError:
+        raise TrainingDataError(
+            f"spec {spec.name!r} asks for training table {spec.training_table!r}; "
+            f"known: {', '.join(loaders)}") from None
+    return loader(data_dir)

@@ -6,12 +6,23 @@ cross-validation by KIC hash predicts *every* star once, out of fold, which give
 coverage, PIT histograms and external comparisons on the whole sample.
 """
 
+from itertools import pairwise
+
 import numpy as np
 from astropy.table import Table
 
-from .pipeline import _select, kic_uniform, paper_metrics, train_model
+from .pipeline import (
+    _canonical_matrix,
+    _select,
+    add_input_noise,
+    kic_uniform,
+    paper_metrics,
+    train_model,
+    training_states,
+)
 
-__all__ = ["coverage", "cross_validated_predictions", "kic_folds", "train_and_validate"]
+__all__ = ["coverage", "cross_validated_predictions", "dilution", "group_coverage", "kic_folds",
+           "train_and_validate"]
 
 _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
@@ -21,7 +32,7 @@ def kic_folds(kic, n_folds, salt="stellar_ml_ages-cv"):
     return np.minimum((kic_uniform(kic, salt) * n_folds).astype(int), n_folds - 1)
 
 
-def cross_validated_predictions(spec, table, n_folds=4, progress=None):
+def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_table=None):
     """Out-of-fold predictions of every usable star of ``table``.
 
     Parameters
@@ -32,44 +43,88 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None):
     n_folds : int
         Folds; each trains on the other ``n_folds - 1``.
     progress : callable, optional
+    input_table : `~astropy.table.Table`, optional
+        Same rows as ``table`` with other input labels (e.g. the final DR17 values
+        where a star has them), used only to *predict* the held-out fold: how the
+        models do on the labels users have. Default: ``table`` itself.
 
     Returns
     -------
     `~astropy.table.Table`
-        One row per usable star: ``KIC``, ``fold``, ``in_hull``, the features, and
-        per target ``<t>_true``, ``<t>``, ``<t>_p2.5``, ``<t>_p16``, ``<t>_p84``,
-        ``<t>_p97.5`` and ``<t>_pit`` (calibrated predictive CDF at the truth).
+        One row per usable star: ``KIC``, ``fold``, ``EVSTATE``, ``in_hull``, the
+        features (with the spec's input noise, as predicted), and per target
+        ``<t>_true`` (NaN where the star lacks it), ``<t>``, ``<t>_p2.5``, ``<t>_p16``,
+        ``<t>_p84``, ``<t>_p97.5`` and ``<t>_pit`` with the star's evolutionary state
+        given, and ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it.
     """
     keep, features, targets = _select(table, spec)
     selected = table[keep]
-    features = features[keep]
-    fold = kic_folds(selected["KIC"], n_folds)
+    kic = np.asarray(selected["KIC"])
+    features = add_input_noise(spec, features[keep], kic)
+    if input_table is not None:
+        inputs = add_input_noise(spec, _canonical_matrix(input_table, spec.features)[keep], kic)
+        inputs = np.where(np.isfinite(inputs), inputs, features)
+    else:
+        inputs = features
+    states = training_states(selected)
+    fold = kic_folds(kic, n_folds)
     out = Table()
-    out["KIC"] = np.asarray(selected["KIC"])
+    out["KIC"] = kic
     out["fold"] = fold
-    out["EVSTATE"] = selected["EVSTATE"]
+    out["EVSTATE"] = states
     out["in_hull"] = np.zeros(len(selected), dtype=bool)
     for i, name in enumerate(spec.features):
-        out[name] = features[:, i]
+        out[name] = inputs[:, i]
     for target in spec.targets:
         out[f"{target}_true"] = targets[target][keep]
-        for suffix in ("", *(f"_p{100 * q:g}" for q in _QUANTILES), "_pit"):
+        for suffix in ("", *(f"_p{100 * q:g}" for q in _QUANTILES), "_pit", "_p16_pooled",
+                       "_p84_pooled"):
             out[f"{target}{suffix}"] = np.full(len(selected), np.nan)
     for k in range(n_folds):
         result = train_model(spec, selected, test_mask=fold == k, progress=progress)
         rows = np.flatnonzero(fold == k)
-        test_features = features[rows]
+        test_features = inputs[rows]
         out["in_hull"][rows] = result.model.in_hull(test_features)
-        predictions = result.model.predict(test_features, quantiles=_QUANTILES)
+        predictions = result.model.predict(test_features, quantiles=_QUANTILES,
+                                           states=states[rows])
+        pooled = result.model.predict(test_features, quantiles=(0.16, 0.84))
         for target in spec.targets:
             out[target][rows] = predictions[target]["value"]
             for q in _QUANTILES:
                 out[f"{target}_p{100 * q:g}"][rows] = predictions[target][q]
-            out[f"{target}_pit"][rows] = result.model.predictive_cdf(
-                target, test_features, out[f"{target}_true"][rows])
+            out[f"{target}_p16_pooled"][rows] = pooled[target][0.16]
+            out[f"{target}_p84_pooled"][rows] = pooled[target][0.84]
+            truth = out[f"{target}_true"][rows]
+            with np.errstate(invalid="ignore"):
+                out[f"{target}_pit"][rows] = result.model.predictive_cdf(
+                    target, test_features, np.where(np.isfinite(truth), truth, 1.0),
+                    states=states[rows])
+            out[f"{target}_pit"][rows[~np.isfinite(truth)]] = np.nan
     out.meta["n_folds"] = n_folds
     out.meta["model"] = spec.name
     return out
+
+
+def _rows_with_truth(predictions, target, inside_only=True):
+    rows = predictions[predictions["in_hull"]] if inside_only else predictions
+    return rows[np.isfinite(np.asarray(rows[f"{target}_true"], dtype=np.float64))]
+
+
+def _interval_stats(rows, target, pooled=False):
+    truth = np.asarray(rows[f"{target}_true"])
+    low, high = (f"{target}_p16_pooled", f"{target}_p84_pooled") if pooled else \
+        (f"{target}_p16", f"{target}_p84")
+    value = np.asarray(rows[target])
+    entry = {"n": len(rows)}
+    if not len(rows):
+        return entry
+    entry["p16_p84"] = float(np.mean((truth >= rows[low]) & (truth <= rows[high])))
+    if not pooled:
+        entry["p2.5_p97.5"] = float(np.mean((truth >= rows[f"{target}_p2.5"])
+                                            & (truth <= rows[f"{target}_p97.5"])))
+    entry["median_rel_error"] = float(np.median(np.abs(value - truth) / truth))
+    entry["median_rel_bias"] = float(np.median((value - truth) / truth))
+    return entry
 
 
 def coverage(predictions, target, inside_only=True):
@@ -78,27 +133,116 @@ def coverage(predictions, target, inside_only=True):
     Returns
     -------
     dict
-        ``n``, ``p16_p84``, ``p2.5_p97.5`` (fractions of true values inside) and the
+        ``n``, ``p16_p84``, ``p2.5_p97.5`` (fractions of true values inside),
+        ``p16_p84_pooled`` (without the evolutionary state) and the
         `~stellar_ml_ages.training.pipeline.paper_metrics` of the point estimate.
     """
-    rows = predictions[predictions["in_hull"]] if inside_only else predictions
+    rows = _rows_with_truth(predictions, target, inside_only)
     truth = np.asarray(rows[f"{target}_true"])
-    inside_68 = (truth >= rows[f"{target}_p16"]) & (truth <= rows[f"{target}_p84"])
-    inside_95 = (truth >= rows[f"{target}_p2.5"]) & (truth <= rows[f"{target}_p97.5"])
+    stats = _interval_stats(rows, target)
     return {
         "n": len(rows),
-        "p16_p84": float(np.mean(inside_68)),
-        "p2.5_p97.5": float(np.mean(inside_95)),
+        "p16_p84": stats["p16_p84"],
+        "p2.5_p97.5": stats["p2.5_p97.5"],
+        "p16_p84_pooled": _interval_stats(rows, target, pooled=True)["p16_p84"],
         **{f"cv_{k}": v for k, v in paper_metrics(rows[target], truth).items() if k != "n"},
     }
 
 
-def train_and_validate(spec, table, n_folds=4, progress=None):
-    """Train on the honest split and add out-of-fold coverage to the model card.
+def group_coverage(predictions, target, true_bins=None):
+    """Coverage and error of out-of-fold predictions in groups (inside the hull).
 
-    The card's ``coverage`` is measured on the single held-out split; for the red
-    clump that is about 200 stars, whose coverage fraction scatters by ±3%. This adds
-    ``coverage_cv``, pooled over ``n_folds`` folds that together predict every star.
+    Groups: every star; each evolutionary state; each tercile of the predicted
+    value; bins of the true value (``true_bins`` edges, default: 10th and 90th
+    percentiles, i.e. the low tail, the middle and the high tail).
+
+    Returns
+    -------
+    list of dict
+        ``group``, ``n``, ``p16_p84``, ``p2.5_p97.5``, ``median_rel_error``,
+        ``median_rel_bias`` (median of (predicted - true) / true), and
+        ``p16_p84_pooled`` (intervals computed without the star's state).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.training.evaluation import group_coverage
+    >>> rng = np.random.default_rng(0)
+    >>> truth = rng.uniform(1, 2, 600)
+    >>> t = Table({"in_hull": np.ones(600, bool), "EVSTATE": np.repeat(["RGB", "RC"], 300),
+    ...            "mass_true": truth, "mass": truth * 1.01})
+    >>> for name, z in (("p2.5", -2), ("p16", -1), ("p84", 1), ("p97.5", 2)):
+    ...     t[f"mass_{name}"] = t["mass"] + 0.02 * z
+    >>> t["mass_p16_pooled"], t["mass_p84_pooled"] = t["mass_p16"], t["mass_p84"]
+    >>> rows = group_coverage(t, "mass")
+    >>> [row["group"] for row in rows][:3]
+    ['all', 'state RC', 'state RGB']
+    """
+    rows = _rows_with_truth(predictions, target)
+    truth = np.asarray(rows[f"{target}_true"], dtype=np.float64)
+    value = np.asarray(rows[target], dtype=np.float64)
+    groups = [("all", np.ones(len(rows), dtype=bool))]
+    states = np.asarray(rows["EVSTATE"]).astype(str)
+    groups += [(f"state {s}", states == s) for s in np.unique(states) if s]
+    edges = np.quantile(value, [1 / 3, 2 / 3]) if len(value) else [0, 0]
+    groups += [("predicted tercile 1", value < edges[0]),
+               ("predicted tercile 2", (value >= edges[0]) & (value < edges[1])),
+               ("predicted tercile 3", value >= edges[1])]
+    if true_bins is None:
+        true_bins = np.quantile(truth, [0.1, 0.9]) if len(truth) else [0, 0]
+    true_bins = [-np.inf, *true_bins, np.inf]
+    for low, high in pairwise(true_bins):
+        label = (f"true < {high:.3g}" if not np.isfinite(low) else
+                 f"true >= {low:.3g}" if not np.isfinite(high) else
+                 f"{low:.3g} <= true < {high:.3g}")
+        groups.append((label, (truth >= low) & (truth < high)))
+    out = []
+    for label, selected in groups:
+        part = rows[selected]
+        entry = {"group": label, **_interval_stats(part, target)}
+        if len(part):
+            entry["p16_p84_pooled"] = _interval_stats(part, target, pooled=True)["p16_p84"]
+        out.append(entry)
+    return out
+
+
+def dilution(predictions, target, bins=None):
+    """Regression dilution of out-of-fold predictions (inside the hull).
+
+    Returns
+    -------
+    dict
+        ``slope_predicted_on_true``: least-squares slope of ln(predicted) on
+        ln(true) (1 for no dilution; a forest's conditional mean gives less);
+        ``slope_true_on_predicted``: the reverse regression (1 when predictions are
+        unbiased given their own value); ``bias_by_true``: median (predicted -
+        true) / true in bins of the true value (``bins`` edges; default quintiles).
+    """
+    rows = _rows_with_truth(predictions, target)
+    truth = np.log(np.asarray(rows[f"{target}_true"], dtype=np.float64))
+    value = np.log(np.asarray(rows[target], dtype=np.float64))
+    slope = float(np.polyfit(truth, value, 1)[0])
+    reverse = float(np.polyfit(value, truth, 1)[0])
+    edges = np.exp(np.quantile(truth, np.linspace(0, 1, 6))) if bins is None else np.asarray(bins)
+    bias = []
+    for low, high in pairwise(edges):
+        inside = (np.exp(truth) >= low) & (np.exp(truth) <= high)
+        if inside.any():
+            ratio = np.exp(value[inside] - truth[inside]) - 1
+            bias.append({"low": float(low), "high": float(high), "n": int(inside.sum()),
+                         "median_rel_bias": float(np.median(ratio))})
+    return {"slope_predicted_on_true": slope, "slope_true_on_predicted": reverse,
+            "bias_by_true": bias}
+
+
+def train_and_validate(spec, table, n_folds=4, progress=None):
+    """Train on the spec's split and add out-of-fold metrics to the model card.
+
+    With ``spec.test_fraction == 0`` (the packaged models) the final forests see
+    every star, and the card's ``metrics`` and ``coverage`` are the pooled
+    out-of-fold ones; otherwise ``coverage_cv`` is added next to the split's.
+    Either way every target gets ``coverage_cv`` and ``coverage_by_group``.
 
     Returns
     -------
@@ -107,9 +251,21 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
     result = train_model(spec, table, progress=progress)
     predictions = cross_validated_predictions(spec, table, n_folds, progress=progress)
     for target in result.model.card["targets"]:
-        measured = coverage(predictions, target["name"])
+        name = target["name"]
+        measured = coverage(predictions, name)
         target["coverage_cv"] = {"n_folds": n_folds, "n": measured["n"],
                                  "p16_p84": measured["p16_p84"],
                                  "p2.5_p97.5": measured["p2.5_p97.5"],
+                                 "p16_p84_pooled": measured["p16_p84_pooled"],
                                  "median_rel_error": measured["cv_median_rel_error"]}
+        target["coverage_by_group"] = group_coverage(predictions, name)
+        target["dilution"] = dilution(predictions, name)
+        if spec.test_fraction == 0:
+            target["metrics"] = {"n": measured["n"], "protocol": f"{n_folds}-fold out of fold",
+                                 **{k[3:]: v for k, v in measured.items() if k.startswith("cv_")}}
+            target["coverage"] = {"p16_p84": measured["p16_p84"],
+                                  "p2.5_p97.5": measured["p2.5_p97.5"]}
+    result.model.card["training_set"]["cv_fraction_in_hull"] = float(
+        np.mean(predictions["in_hull"]))
+    result.predictions = predictions
     return result

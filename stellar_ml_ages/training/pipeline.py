@@ -97,13 +97,17 @@ class TrainingResult:
     train_kic : ndarray
         KIC numbers of the stars the final forests were trained on.
     n_removed : int
-        Training stars dropped by the cleaning pass.
+        Training stars dropped by the cleaning pass (summed over targets).
+    predictions : `~astropy.table.Table` or None
+        Out-of-fold predictions when cross-validated.
     """
 
     model: MassAgeModel
     test_table: object
     train_kic: np.ndarray
     n_removed: int
+    #: Out-of-fold predictions, set by `~stellar_ml_ages.training.evaluation.train_and_validate`.
+    predictions: object = None
 
 
 def _forest(n_estimators, spec):
@@ -130,17 +134,67 @@ def _oob_moments(forest, compact, features):
     return mean, np.maximum(second - mean**2, 0.0), count
 
 
-def _calibration(log_target, mean, variance, count):
-    usable = (count > 0) & (variance > 0)
-    z = (log_target[usable] - mean[usable]) / np.sqrt(variance[usable])
+def _offsets(z):
+    """Calibrated z offsets at `CALIBRATION_PROBABILITIES` from standardised residuals."""
     offsets = np.quantile(z, CALIBRATION_PROBABILITIES)
     probabilities = np.asarray(CALIBRATION_PROBABILITIES)
     # Keep the point estimate inside every central interval, and the table monotonic.
     offsets = np.where(probabilities < 0.5, np.minimum(offsets, 0.0), offsets)
     offsets = np.where(probabilities > 0.5, np.maximum(offsets, 0.0), offsets)
-    offsets = np.maximum.accumulate(offsets)
-    return {"probability": list(CALIBRATION_PROBABILITIES), "z": [float(v) for v in offsets],
-            "n_out_of_bag": int(usable.sum())}
+    return np.maximum.accumulate(offsets)
+
+
+#: Calibration stars per bin of predicted value (at most `_MAX_BINS` bins per group):
+#: enough that the 0.5% and 99.5% quantiles rest on a few stars each.
+_STARS_PER_BIN = 500
+_MAX_BINS = 5
+
+
+def _binned_offsets(z, mean):
+    """Offsets in bins of the predicted value, with the bins' median predictions as centres.
+
+    Prediction interpolates the offsets linearly between centres (and holds them
+    beyond the outer centres), so intervals change smoothly with the prediction.
+    """
+    n_bins = int(np.clip(len(z) // _STARS_PER_BIN, 1, _MAX_BINS))
+    edges = np.quantile(mean, np.linspace(0.0, 1.0, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
+    centres, table, counts = [], [], []
+    for b in range(n_bins):
+        rows = which == b
+        centres.append(float(np.median(mean[rows])))
+        table.append([float(v) for v in _offsets(z[rows])])
+        counts.append(int(rows.sum()))
+    return {"centre": centres, "z": table, "n": counts}
+
+
+def _calibration(log_target, mean, variance, count, states=None, groups=()):
+    """The card's calibration: pooled offsets, and offsets by group and predicted value.
+
+    Split-conformal in spirit: the standardised out-of-bag residuals
+    ``(ln y - mean) / sigma`` of training stars give the quantile offsets. Computing
+    them separately per evolutionary state and per bin of the predicted value
+    (Mondrian calibration) makes the intervals hold in each group, not only on
+    average. Stars of a state not listed in ``groups`` (or of unknown state) use
+    the pooled ``"all"`` bins.
+    """
+    usable = (count > 0) & (variance > 0)
+    z = (log_target[usable] - mean[usable]) / np.sqrt(variance[usable])
+    predicted = mean[usable]
+    bins = {"all": _binned_offsets(z, predicted)}
+    if states is not None:
+        states = np.asarray(states)[usable]
+        for group in groups:
+            rows = states == group
+            if rows.sum() >= _STARS_PER_BIN // 2:
+                bins[group] = _binned_offsets(z[rows], predicted[rows])
+    return {"probability": list(CALIBRATION_PROBABILITIES),
+            "z": [float(v) for v in _offsets(z)],
+            "n_out_of_bag": int(usable.sum()),
+            "bins": bins,
+            # Predicted values (ln) between which every bin has calibration stars.
+            "calibrated_log_range": [float(np.quantile(predicted, 0.025)),
+                                     float(np.quantile(predicted, 0.975))]}
 
 
 def _canonical_matrix(table, names):
@@ -149,6 +203,7 @@ def _canonical_matrix(table, names):
 
 
 def _target_values(table, spec):
+    """Each target in its unit, NaN where missing or outside ``spec.target_limits``."""
     import astropy.units as u
 
     values = {}
@@ -157,6 +212,9 @@ def _target_values(table, spec):
         converted = np.ma.filled(np.ma.asarray(quantity, dtype=np.float64), np.nan)
         if quantity.unit is not None:
             converted = quantity.unit.to(u.Unit(unit), converted)
+        low, high = spec.target_limits.get(target, (0.0, np.inf))
+        with np.errstate(invalid="ignore"):
+            converted = np.where((converted > low) & (converted < high), converted, np.nan)
         values[target] = converted
     return values
 
@@ -171,17 +229,48 @@ def _software():
             "astropy": astropy.__version__, "stellar_ml_ages": __version__}
 
 
+def training_states(table):
+    """The ``EVSTATE`` column as stripped strings."""
+    return np.char.strip(np.asarray(table["EVSTATE"]).astype(str))
+
+
+_SEISMIC_SOURCES = {"full_range": "APOKASC-3 (preliminary)", "apokasc2": "APOKASC-2"}
+
+
 def _select(table, spec):
-    state = np.char.strip(np.asarray(table["EVSTATE"]).astype(str))
+    """Stars of the spec's states with every feature and at least one target.
+
+    Returns the row mask, the canonical feature matrix and the target arrays (NaN
+    where a star lacks that target) of the whole table.
+    """
+    state = training_states(table)
     features = _canonical_matrix(table, spec.features)
     targets = _target_values(table, spec)
     keep = np.isin(state, spec.evolutionary_states) & np.all(np.isfinite(features), axis=1)
-    for values in targets.values():
-        keep &= np.isfinite(values) & (values > 0)
+    keep &= np.any([np.isfinite(values) for values in targets.values()], axis=0)
     if keep.sum() < 10 * (len(spec.features) + 1):
         raise TrainingDataError(
             f"only {int(keep.sum())} usable stars for {spec.name}; check the catalogs")
     return keep, features, targets
+
+
+def add_input_noise(spec, features, kic):
+    """Features with the spec's training input noise added, one seeded draw per star.
+
+    The draw of a star depends only on its KIC and the spec's seed (not on row
+    order), so cross-validation folds and the final model see the same noisy value.
+    """
+    from scipy.special import ndtri
+
+    if not spec.input_noise:
+        return features
+    noisy = np.array(features, dtype=np.float64, copy=True)
+    for name, fraction in spec.input_noise.items():
+        column = spec.features.index(name)
+        normal = ndtri(np.clip(kic_uniform(kic, f"input-noise:{spec.seed}:{name}"),
+                               1e-12, 1 - 1e-12))
+        noisy[:, column] *= 1.0 + fraction * normal
+    return noisy
 
 
 def _within_limits(predicted, true, max_abs, max_rel):
@@ -189,26 +278,42 @@ def _within_limits(predicted, true, max_abs, max_rel):
     return (error < max_abs) & (error / true < max_rel)
 
 
-def _clean(spec, features, log_targets, other_features=None, other_log_targets=None):
-    """Cleaning pass: out-of-bag residual limits per target on the training stars.
+def _clean(spec, target, features, log_target, other_features=None, other_log_target=None):
+    """Cleaning pass of one target: out-of-bag residual limits on its training stars.
 
     With ``other_features`` (the paper's protocol) the same forest also predicts
     those stars, and a second mask says which of them pass the same limits.
     """
-    keep = np.ones(len(features), dtype=bool)
-    keep_other = None if other_features is None else np.ones(len(other_features), dtype=bool)
-    for target, (max_abs, max_rel) in spec.cleaning.items():
-        forest = _forest(spec.cleaning_estimators, spec).fit(features, log_targets[target])
-        compact = CompactForest.from_sklearn(forest)
-        mean, _, count = _oob_moments(forest, compact, features)
-        true = np.exp(log_targets[target])
-        predicted = np.where(count > 0, np.exp(mean), true)
-        keep &= _within_limits(predicted, true, max_abs, max_rel)
-        if other_features is not None:
-            predicted_other = np.exp(compact.predict_moments(other_features)[0])
-            keep_other &= _within_limits(predicted_other, np.exp(other_log_targets[target]),
-                                         max_abs, max_rel)
-    return keep if other_features is None else (keep, keep_other)
+    max_abs, max_rel = spec.cleaning.get(target, (np.inf, np.inf))
+    forest = _forest(spec.cleaning_estimators, spec).fit(features, log_target)
+    compact = CompactForest.from_sklearn(forest)
+    mean, _, count = _oob_moments(forest, compact, features)
+    true = np.exp(log_target)
+    predicted = np.where(count > 0, np.exp(mean), true)
+    keep = _within_limits(predicted, true, max_abs, max_rel)
+    if other_features is None:
+        return keep
+    predicted_other = np.exp(compact.predict_moments(other_features)[0])
+    return keep, _within_limits(predicted_other, np.exp(other_log_target), max_abs, max_rel)
+
+
+def feature_noise_levels(table, names):
+    """Typical 1-sigma noise of each training label: median of its ``_ERR`` column.
+
+    These are the errors the survey itself reports for the training stars; what a
+    user's table reports beyond them is the excess `propagate_errors` adds.
+    NaN where the training table has no error column for a feature.
+    """
+    from ..columns import resolve_error_columns
+    from ..units import feature_matrix as read_matrix
+
+    resolved = resolve_columns(table, names)
+    matrix = read_matrix(table, resolved, resolve_error_columns(table, resolved))
+    levels = []
+    for column in matrix.errors.T:
+        finite = column[np.isfinite(column) & (column > 0)]
+        levels.append(float(np.median(finite)) if len(finite) else float("nan"))
+    return levels
 
 
 def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None):
@@ -247,87 +352,132 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     >>> spec = replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10)
     >>> result = train_model(spec, make_synthetic_catalog(spec, 400, seed=1))
     >>> result.model.target_names
-    ('mass',)
+    ('mass', 'age')
     """
     if protocol not in ("honest", "paper"):
         raise ValueError(f"protocol must be 'honest' or 'paper', not {protocol!r}")
     say = progress or (lambda message: None)
     keep, all_features, all_targets = _select(table, spec)
     selected = table[keep]
-    features = all_features[keep]
+    kic = np.asarray(selected["KIC"])
+    states = training_states(selected)
+    features = add_input_noise(spec, all_features[keep], kic)
     targets = {name: values[keep] for name, values in all_targets.items()}
     if test_mask is None:
-        is_test = kic_test_mask(selected["KIC"], spec.test_fraction)
+        is_test = kic_test_mask(kic, spec.test_fraction)
     else:
         is_test = np.asarray(test_mask, dtype=bool)[keep]
     train = ~is_test
-    log_train = {name: np.log(values[train]) for name, values in targets.items()}
     say(f"{spec.name}: {int(train.sum())} training, {int(is_test.sum())} test stars")
 
-    if protocol == "paper":
-        log_test = {name: np.log(values[is_test]) for name, values in targets.items()}
-        cleaned, test_kept = _clean(spec, features[train], log_train, features[is_test], log_test)
-        is_test[np.flatnonzero(is_test)[~test_kept]] = False
-        say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} test stars")
-    else:
-        cleaned = _clean(spec, features[train], log_train)
-    n_removed = int((~cleaned).sum())
-    say(f"{spec.name}: cleaning pass removed {n_removed} training stars")
-    train_features = features[train][cleaned]
+    # Cleaning, per target, on that target's training stars.
+    kept, n_removed = {}, 0
+    for name, values in targets.items():
+        rows = train & np.isfinite(values)
+        test_rows = is_test & np.isfinite(values)
+        if protocol == "paper":
+            kept_rows, test_kept = _clean(spec, name, features[rows], np.log(values[rows]),
+                                          features[test_rows], np.log(values[test_rows]))
+            is_test[np.flatnonzero(test_rows)[~test_kept]] = False
+            say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} test stars")
+        else:
+            kept_rows = _clean(spec, name, features[rows], np.log(values[rows]))
+        kept[name] = np.zeros(len(selected), dtype=bool)
+        kept[name][np.flatnonzero(rows)[kept_rows]] = True
+        removed = int(rows.sum() - kept_rows.sum())
+        n_removed += removed
+        say(f"{spec.name}: cleaning pass removed {removed} {name} training stars")
+    any_kept = np.any(list(kept.values()), axis=0)
+    train_features = features[any_kept]
     mean = train_features.mean(axis=0)
     scale = train_features.std(axis=0)
-    standardized = (train_features - mean) / scale
+
+    def standardize(rows):
+        return (features[rows] - mean) / scale
 
     forests, target_cards = {}, []
     for name, (_, unit) in spec.targets.items():
-        log_target = log_train[name][cleaned]
-        forest = _forest(spec.n_estimators, spec).fit(standardized, log_target)
+        rows = kept[name]
+        removed = train & np.isfinite(targets[name]) & ~rows
+        log_target = np.log(targets[name][rows])
+        forest = _forest(spec.n_estimators, spec).fit(standardize(rows), log_target)
         compact = CompactForest.from_sklearn(forest)
         forests[name] = compact
         # Calibrate on the whole training split, as the test split is not cleaned either:
         # out of bag for the kept stars, all trees for the stars cleaning removed.
-        oob_mean, oob_variance, count = _oob_moments(forest, compact, standardized)
-        removed_mean, removed_variance = compact.predict_moments(
-            (features[train][~cleaned] - mean) / scale)
+        oob_mean, oob_variance, count = _oob_moments(forest, compact, standardize(rows))
+        removed_mean, removed_variance = compact.predict_moments(standardize(removed))
         calibration = _calibration(
-            np.concatenate([log_target, log_train[name][~cleaned]]),
+            np.concatenate([log_target, np.log(targets[name][removed])]),
             np.concatenate([oob_mean, removed_mean]),
             np.concatenate([oob_variance, removed_variance]),
-            np.concatenate([count, np.full(n_removed, spec.n_estimators)]),
+            np.concatenate([count, np.full(int(removed.sum()), spec.n_estimators)]),
+            states=np.concatenate([states[rows], states[removed]]),
+            groups=spec.calibration_groups,
         )
+        low, high = np.exp(calibration.pop("calibrated_log_range"))
         target_cards.append({
             "name": name, "unit": unit, "transform": "ln",
             "calibration": calibration,
             "training_range": [float(np.exp(log_target.min())), float(np.exp(log_target.max()))],
+            # Point predictions between these values are inside the span of predictions
+            # the intervals were calibrated on (2.5-97.5% of the training stars'); beyond,
+            # the NEAR_*_EDGE flag bits are set.
+            "calibrated_range": [float(low), float(high)],
+            "n_train": int(rows.sum()),
         })
         say(f"{spec.name}: {name} forest has {compact.n_nodes} nodes, depth {compact.max_depth}")
+
+    noise = table.meta.get("label_noise") or {}
+    measured_noise = feature_noise_levels(selected[any_kept], spec.features)
+    feature_cards = []
+    for i, (n, m, sd, lo, hi) in enumerate(zip(
+            spec.features, mean, scale, train_features.min(axis=0),
+            train_features.max(axis=0), strict=True)):
+        entry = {"name": n, "label": get_feature(n).label, "unit": get_feature(n).unit.to_string(),
+                 "mean": float(m), "std": float(sd), "min": float(lo), "max": float(hi)}
+        level = noise.get(n, measured_noise[i])
+        derived = get_feature(n).derived_from
+        if n not in noise and derived and all(part in noise for part in derived[0]):
+            # A difference of two labels: their noise in quadrature, as for users' errors.
+            level = float(np.hypot(*(noise[part] for part in derived[0])))
+        if np.isfinite(level):
+            entry["training_noise"] = float(level)
+        if n in spec.input_noise:
+            entry["training_noise_fraction"] = float(spec.input_noise[n])
+        feature_cards.append(entry)
 
     card = {
         "name": spec.name,
         "aliases": list(spec.aliases),
-        "model_version": "1.0.0",
+        "model_version": "2.0.0",
         "description": spec.description,
         "created": datetime.date.today().isoformat(),
-        "features": [
-            {"name": n, "label": get_feature(n).label, "unit": get_feature(n).unit.to_string(),
-             "mean": float(m), "std": float(s), "min": float(lo), "max": float(hi)}
-            for n, m, s, lo, hi in zip(spec.features, mean, scale, train_features.min(axis=0),
-                                       train_features.max(axis=0), strict=True)
-        ],
+        "features": feature_cards,
         "targets": target_cards,
         "domain": {"kind": "convex_hull", "space": "standardised features"},
+        "evolutionary_state": {
+            "trained_on": list(spec.evolutionary_states),
+            "calibration_groups": list(spec.calibration_groups),
+            "input": "optional column (EVSTATE, evol_state, ...: RGB/RC or APOKASC codes "
+                     "1/2); where absent or unknown the intervals use the pooled calibration",
+        },
         "training_set": {
-            "description": f"APOKASC-2 x {spec.label_source} labels, states "
-                           f"{', '.join(spec.evolutionary_states)}",
+            "description": (f"{_SEISMIC_SOURCES.get(spec.training_table, 'APOKASC-2')} x "
+                            f"{spec.label_source} labels, states "
+                            f"{', '.join(spec.evolutionary_states)}"),
             "label_source": spec.label_source,
             "catalogs": dict(table.meta.get("files", {})),
+            "label_scale": table.meta.get("label_scale", {}),
             "evolutionary_states": list(spec.evolutionary_states),
             "n_selected": len(selected),
-            "n_train": int(cleaned.sum()),
+            "n_train": int(any_kept.sum()),
             "n_removed_by_cleaning": n_removed,
             "n_test": int(is_test.sum()),
-            "split": (f"sha256 of KIC, test fraction {spec.test_fraction}" if test_mask is None
-                      else "given test mask"),
+            "split": (("none: trained on every star; metrics are out of fold"
+                       if spec.test_fraction == 0 else
+                       f"sha256 of KIC, test fraction {spec.test_fraction}")
+                      if test_mask is None else "given test mask"),
             "protocol": protocol,
             "feature_distribution": {
                 "mean": [float(v) for v in mean],
@@ -338,27 +488,29 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         "software": _software(),
         "citation": list(spec.citation),
     }
-    domain = ConvexHullDomain.from_points(standardized)
+    domain = ConvexHullDomain.from_points((train_features - mean) / scale)
     card["domain"]["n_vertices"] = len(domain.vertices)
     model = MassAgeModel.from_parts(card, forests, domain)
 
-    test_features = features[is_test]
-    in_hull = model.in_hull(test_features)
-    predictions = model.predict(test_features, quantiles=(0.025, 0.16, 0.84, 0.975))
-    for entry in card["targets"]:
-        truth = targets[entry["name"]][is_test]
-        result = predictions[entry["name"]]
-        inside = in_hull
-        entry["metrics"] = paper_metrics(result["value"][inside], truth[inside])
-        entry["metrics_all_test"] = paper_metrics(result["value"], truth)
-        entry["coverage"] = {
-            "p16_p84": float(np.mean((truth[inside] >= result[0.16][inside])
-                                     & (truth[inside] <= result[0.84][inside]))),
-            "p2.5_p97.5": float(np.mean((truth[inside] >= result[0.025][inside])
-                                        & (truth[inside] <= result[0.975][inside]))),
-        }
-    card["training_set"]["test_fraction_in_hull"] = float(in_hull.mean())
-    say(f"{spec.name}: {100 * in_hull.mean():.0f}% of test stars inside the hull")
+    if is_test.any():
+        test_features = features[is_test]
+        in_hull = model.in_hull(test_features)
+        predictions = model.predict(test_features, quantiles=(0.025, 0.16, 0.84, 0.975),
+                                    states=states[is_test])
+        for entry in card["targets"]:
+            truth = targets[entry["name"]][is_test]
+            result = predictions[entry["name"]]
+            inside = in_hull & np.isfinite(truth)
+            entry["metrics"] = paper_metrics(result["value"][inside], truth[inside])
+            entry["metrics_all_test"] = paper_metrics(result["value"][np.isfinite(truth)],
+                                                      truth[np.isfinite(truth)])
+            entry["coverage"] = {
+                "p16_p84": float(np.mean((truth[inside] >= result[0.16][inside])
+                                         & (truth[inside] <= result[0.84][inside]))),
+                "p2.5_p97.5": float(np.mean((truth[inside] >= result[0.025][inside])
+                                            & (truth[inside] <= result[0.975][inside]))),
+            }
+        card["training_set"]["test_fraction_in_hull"] = float(in_hull.mean())
+        say(f"{spec.name}: {100 * in_hull.mean():.0f}% of test stars inside the hull")
     return TrainingResult(model=model, test_table=selected[is_test],
-                          train_kic=np.asarray(selected["KIC"][train][cleaned]),
-                          n_removed=n_removed)
+                          train_kic=np.asarray(kic[any_kept]), n_removed=n_removed)

@@ -1,16 +1,26 @@
 """``stellar-ml-ages reproduce``: the paper's analysis on the real catalogs, as a report.
 
+For each packaged model (``giants``, ``red-clump``, ``red-clump-seismic``), on the
+full-range training table with labels on the DR17 scale:
+
+* the label-scale corrections (offsets, trends, scatter before and after);
+* feature selection: permutation importance under cross-validation and the
+  error-vs-number-of-features curve, with the features it chooses;
+* out-of-fold metrics and interval coverage overall, by evolutionary state, by
+  tercile of the predicted value and by bin of the true value; regression dilution
+  (predicted-vs-true slopes, bias against the true value);
+* the honest single split next to the paper's protocol, and the paper's numbers;
+* the paper's six-method comparison and external checks.
+
 Writes into the output directory:
 
 ``report.json``
     Every number below, machine-readable.
 ``report.md``
-    The metrics next to the paper's, the six-method table, the coverage table and
-    the external comparisons, with links to the figures.
+    The tables, with links to the figures.
 ``figures/*.png``
-    Feature importance, error vs number of features, predicted vs true with
-    residuals, test relative error vs Teff / log g / [Fe/H], Kiel diagrams coloured
-    by the prediction, and PIT histograms.
+    Permutation importance, error vs number of features, out-of-fold predicted vs
+    true with residuals, Kiel diagrams coloured by the prediction, PIT histograms.
 """
 
 import dataclasses
@@ -21,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .catalogs import find_data_dir, load_apogee_training_table
-from .evaluation import coverage, cross_validated_predictions
+from .catalogs import find_data_dir, load_full_range_training_table
+from .evaluation import coverage, cross_validated_predictions, dilution, group_coverage
 from .methods import METHODS, make_method
-from .pipeline import _select, kic_test_mask, train_model
-from .ranking import error_curve, importance_ranking
+from .pipeline import _select, add_input_noise, kic_test_mask, train_model
+from .ranking import error_curve, feature_count_curve, permutation_ranking
 from .specs import get_spec
 
 __all__ = ["PAPER_METHODS_RC_AGE", "PAPER_METRICS", "reproduce"]
@@ -49,12 +59,16 @@ _METRIC_KEYS = ("dispersion", "mean_abs_error", "median_abs_error", "mean_rel_er
 _UNITS = {"mass": "Msun", "age": "Gyr"}
 
 
+#: The packaged models the report covers, by short name.
+REPORT_MODELS = ("giants", "red-clump", "red-clump-seismic")
+
+
 def _settings(quick):
     if quick:
         return {"quick": True, "n_estimators": 40, "cleaning_estimators": 40, "n_folds": 2,
-                "methods_quick": True}
-    return {"quick": False, "n_estimators": None, "cleaning_estimators": None, "n_folds": 4,
-            "methods_quick": False}
+                "methods_quick": True, "selection_trees": 30, "selection_folds": 2}
+    return {"quick": False, "n_estimators": None, "cleaning_estimators": None, "n_folds": 10,
+            "methods_quick": False, "selection_trees": 150, "selection_folds": 4}
 
 
 def _spec(name, settings):
@@ -67,7 +81,7 @@ def _split_arrays(spec, table, result):
     """Standardised features and targets of the honest split, as the final forest saw them."""
     keep, features, targets = _select(table, spec)
     selected = table[keep]
-    features = features[keep]
+    features = add_input_noise(spec, features[keep], np.asarray(selected["KIC"]))
     is_test = kic_test_mask(selected["KIC"], spec.test_fraction)
     train_kic = set(np.asarray(result.train_kic).tolist())
     train = np.array([int(k) in train_kic for k in selected["KIC"]])
@@ -103,29 +117,6 @@ def _method_comparison(spec, arrays, order, settings, say):
                 f"best {100 * best['test']:.1f}% with {best['n_features']}")
         table[target] = rows
     return table
-
-
-def _configurations(spec, table, packaged, quick, say):
-    """The packaged forest configuration against the paper's, on the same honest split."""
-    import tempfile
-
-    paper_trees = 100 if quick else 2000
-    paper = train_model(dataclasses.replace(spec, n_estimators=paper_trees, min_samples_leaf=1),
-                        table)
-    rows = {}
-    for label, result in (("packaged", packaged), ("paper", paper)):
-        with tempfile.TemporaryDirectory() as directory:
-            result.model.save(directory)
-            size = result.model.card["arrays"]["bytes"]
-        hyper = result.model.card["hyperparameters"]
-        rows[label] = {
-            "n_estimators": hyper["n_estimators"], "min_samples_leaf": hyper["min_samples_leaf"],
-            "artifact_bytes": size,
-            "metrics": {t["name"]: t["metrics"] for t in result.model.card["targets"]},
-        }
-        say(f"{spec.name} {label} configuration: {hyper['n_estimators']} trees, leaf "
-            f"{hyper['min_samples_leaf']}, {size / 1e6:.1f} MB")
-    return rows
 
 
 def _external_checks(data_dir, cv_by_model):
@@ -177,11 +168,16 @@ def _external_checks(data_dir, cv_by_model):
                     "")
             compare("Miglio+2021 masses (all)", "giants", "mass", miglio["KIC"],
                     np.ma.filled(np.ma.asarray(miglio["M21_Mass"], dtype=float), np.nan), "")
+            compare("Miglio+2021 ages (all)", "giants", "age", miglio["KIC"],
+                    np.ma.filled(np.ma.asarray(miglio["M21_Age"], dtype=float), np.nan),
+                    "Bayesian model ages from Kepler+APOGEE; different age scale")
         montalban = data_dir / "miglio2021" / "Montalban2021.csv"
         if montalban.is_file():
             stars = Table.read(montalban)
             compare("Montalban+2021 individual-mode masses", "giants", "mass", stars["KIC"],
                     stars["mass"], "95 low-luminosity RGB stars, individual modes")
+            compare("Montalban+2021 individual-mode ages", "giants", "age", stars["KIC"],
+                    stars["age"], "mostly alpha-rich, metal-poor thick-disc giants")
         yu = data_dir / "yu2018_rc_hall2019" / "rcxyuxapokasc2.csv"
         if yu.is_file():
             clump = Table.read(yu)
@@ -190,7 +186,8 @@ def _external_checks(data_dir, cv_by_model):
     return checks
 
 
-def _figures(out, key, spec, result, arrays, ranking, rf_curves, methods, cv):
+def _figures(out, key, spec, selection, methods, cv):
+    """Selection, out-of-fold predicted-vs-true, Kiel and PIT figures of one model."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,69 +195,64 @@ def _figures(out, key, spec, result, arrays, ranking, rf_curves, methods, cv):
 
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
-    labels = {name: result.model.card["features"][i]["label"]
-              for i, name in enumerate(spec.features)}
-    test_x = arrays["test_features"]
-    in_hull = result.model.in_hull(test_x)
-    predictions = result.model.predict(test_x[in_hull], quantiles=(0.16, 0.84))
-
+    inside = cv[cv["in_hull"]]
     for target in spec.targets:
         unit = _UNITS[target]
-        # Feature importance.
+        rows = inside[np.isfinite(np.asarray(inside[f"{target}_true"], dtype=float))]
+        # Permutation importance under cross-validation.
         fig, ax = plt.subplots(figsize=(5, 3.2))
-        names, values = zip(*ranking[target], strict=True)
-        ax.barh([labels[n] for n in names][::-1], list(values)[::-1], color="tab:blue")
-        ax.set_xlabel("impurity importance")
+        importance = selection["ranking"]["importance"][target]
+        names = sorted(importance, key=importance.get)
+        ax.barh(names, [importance[n] for n in names], color="tab:blue")
+        ax.set_xlabel("rise of median |ln error| when shuffled")
         ax.set_title(f"{spec.name}: {target}")
         paths[f"importance_{target}"] = _save(fig, out / f"{key}_{target}_importance.png")
 
-        # Error vs number of features.
+        # Error vs number of features: the cross-validated RF curve and the six methods.
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        ks = [p["n_features"] for p in rf_curves[target]]
-        ax.plot(ks, [100 * p["train"] for p in rf_curves[target]], "k--", label="RF train")
-        ax.plot(ks, [100 * p["test"] for p in rf_curves[target]], "k-", lw=2, label="RF test")
-        for method, row in methods[target].items():
+        curve = selection["curve"]["curve"]
+        ks = [p["n_features"] for p in curve]
+        ax.plot(ks, [100 * p[target] for p in curve], "k-", lw=2, marker="o",
+                label="RF, cross-validated")
+        for method, row in methods.get(target, {}).items():
             if method != "RF":
-                ax.plot(ks, [100 * p["test"] for p in row["curve"]], marker=".", label=method)
+                mks = [p["n_features"] for p in row["curve"]]
+                ax.plot(mks, [100 * p["test"] for p in row["curve"]], marker=".", label=method)
+        ax.axvline(len(selection["curve"]["chosen"]), color="tab:red", ls=":", label="chosen")
         ax.set_xlabel("number of ranked features")
         ax.set_ylabel("median relative error [%]")
         ax.legend(fontsize=7, ncol=2)
         ax.set_title(f"{spec.name}: {target}")
         paths[f"error_curve_{target}"] = _save(fig, out / f"{key}_{target}_error_curve.png")
 
-        # Predicted vs true with residuals.
-        truth = arrays["test_y"][target][in_hull]
-        value = predictions[target]["value"]
-        low, high = predictions[target][0.16], predictions[target][0.84]
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.5, 5.5), sharex=True,
+        # Out-of-fold predicted vs true, coloured by state, with residuals.
+        truth = np.asarray(rows[f"{target}_true"], dtype=float)
+        value = np.asarray(rows[target], dtype=float)
+        states = np.asarray(rows["EVSTATE"]).astype(str)
+        fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.8, 5.8), sharex=True,
                                           gridspec_kw={"height_ratios": [3, 1]})
-        top.errorbar(truth, value, yerr=[value - low, high - value], fmt=".", ms=3,
-                     alpha=0.5, elinewidth=0.5)
+        for state, colour in (("RGB", "tab:red"), ("RC", "tab:blue")):
+            pick = states == state
+            if pick.any():
+                top.plot(truth[pick], value[pick], ".", ms=2, alpha=0.4, color=colour,
+                         label=state)
+                bottom.plot(truth[pick], (value[pick] - truth[pick]) / truth[pick] * 100, ".",
+                            ms=2, alpha=0.4, color=colour)
         lims = [min(truth.min(), value.min()), max(truth.max(), value.max())]
         top.plot(lims, lims, "k-", lw=1)
+        top.set_xscale("log")
+        top.set_yscale("log")
+        top.legend(fontsize=8)
         top.set_ylabel(f"predicted {target} [{unit}]")
-        top.set_title(f"{spec.name}: held-out stars")
-        bottom.plot(truth, (value - truth) / truth * 100, ".", ms=3, alpha=0.5)
+        top.set_title(f"{spec.name}: out of fold, inside the hull")
         bottom.axhline(0, color="k", lw=1)
-        bottom.set_xlabel(f"APOKASC-2 {target} [{unit}]")
+        bottom.set_xlabel(f"seismic {target} [{unit}]")
         bottom.set_ylabel("residual [%]")
         paths[f"predicted_vs_true_{target}"] = _save(fig, out / f"{key}_{target}_pred_true.png")
 
-        # Relative error vs stellar parameters.
-        relative = np.abs(value - truth) / truth * 100
-        fig, axes = plt.subplots(1, 3, figsize=(10, 3), sharey=True)
-        for ax, name in zip(axes, ("teff", "logg", "fe_h"), strict=True):
-            column = spec.features.index(name)
-            ax.plot(test_x[in_hull][:, column], relative, ".", ms=3, alpha=0.5)
-            ax.set_xlabel(labels[name])
-        axes[0].set_ylabel(f"|relative error| of {target} [%]")
-        paths[f"error_vs_labels_{target}"] = _save(fig, out / f"{key}_{target}_error_labels.png")
-
         # Kiel diagram coloured by the prediction.
         fig, ax = plt.subplots(figsize=(4.8, 4))
-        teff = test_x[in_hull][:, spec.features.index("teff")]
-        logg = test_x[in_hull][:, spec.features.index("logg")]
-        points = ax.scatter(teff, logg, c=value, s=6, cmap="viridis")
+        points = ax.scatter(rows["teff"], rows["logg"], c=value, s=4, cmap="viridis")
         ax.invert_xaxis()
         ax.invert_yaxis()
         ax.set_xlabel("Teff [K]")
@@ -270,7 +262,7 @@ def _figures(out, key, spec, result, arrays, ranking, rf_curves, methods, cv):
 
         # PIT histogram of out-of-fold predictions.
         fig, ax = plt.subplots(figsize=(4.5, 3))
-        pit = np.asarray(cv[cv["in_hull"]][f"{target}_pit"])
+        pit = np.asarray(rows[f"{target}_pit"])
         ax.hist(pit, bins=20, range=(0, 1), color="tab:green", alpha=0.8)
         ax.axhline(len(pit) / 20, color="k", ls="--", lw=1)
         ax.set_xlabel("predictive CDF at the true value (PIT)")
@@ -294,24 +286,84 @@ def _percent(value):
 
 
 def _markdown(results):
-    lines = ["# Reproduction of Li, Wang et al. with APOGEE DR17 labels", "",
+    lines = ["# Models v2 on the full-range APOKASC-3 set, and the paper's protocol", "",
              f"Settings: {json.dumps(results['settings'])}; data: `{results['data_dir']}`; "
              f"run time {results['seconds']:.0f} s.", "",
-             "## Test metrics next to the paper's", "",
-             "Honest: the cleaning pass never sees the test stars (25% of stars by KIC hash). "
-             "Paper protocol: a 50/50 split whose cleaning pass also removes badly predicted "
-             "test stars, as in the paper. CV: pooled out-of-fold predictions of every star. "
-             "All inside the convex hull.", "",
-             "| model | target | protocol | n | dispersion | mean abs | median abs | mean rel "
-             "| median rel |", "|---|---|---|---|---|---|---|---|---|"]
+             "## Label scale: preliminary APOKASC-3 labels onto APOGEE DR17 allStar", "",
+             "Correction = offset + kept trends (Teff per 1000 K, [Fe/H], the label itself, "
+             "red clump), fitted on the overlap with 3-sigma clipping.", "",
+             "| label | source -> reference | n | median offset | offset | trends "
+             "| robust scatter before | after |", "|---|---|---|---|---|---|---|---|"]
+    for name, c in results["label_scale"].items():
+        trends = ", ".join(f"{k} {v['slope']:+.4g}" for k, v in c["trends"].items()) or "-"
+        lines.append(f"| {name} | {c['source']} -> {c['reference']} | {c['n_overlap']} "
+                     f"| {c['median_offset_before']:+.4f} | {c['offset']:+.4f} | {trends} "
+                     f"| {c['robust_scatter_before']:.4f} | {c['robust_scatter_after']:.4f} |")
+    lines += ["", "Training-label noise (median DR17-reported error, overlap stars): "
+              + ", ".join(f"{k} {v:.3g}" for k, v in results["label_noise"].items()), ""]
+
+    lines += ["## Feature selection (permutation importance under cross-validation)", ""]
+    for key, model in results["models"].items():
+        sel = model["selection"]
+        lines.append(f"### {key}")
+        lines.append("")
+        lines.append("Order: " + ", ".join(sel["ranking"]["order"]) + "; skipped as linear "
+                     "combinations: " + (", ".join(sel["curve"]["skipped"]) or "none")
+                     + f"; chosen: {', '.join(sel['curve']['chosen'])}; packaged: "
+                     f"{', '.join(model['features'])}.")
+        lines.append("")
+        targets = model["targets"]
+        lines.append("| k | features | " + " | ".join(f"{t} CV median rel. error"
+                                                      for t in targets) + " |")
+        lines.append("|---|---|" + "---|" * len(targets))
+        for point in sel["curve"]["curve"]:
+            lines.append(f"| {point['n_features']} | {', '.join(point['features'])} | "
+                         + " | ".join(_percent(point[t]) for t in targets) + " |")
+        lines.append("")
+        for target, importance in sel["ranking"]["importance"].items():
+            lines.append(f"- importance, {target}: " + ", ".join(
+                f"{n} {v:.4f}" for n, v in sorted(importance.items(), key=lambda kv: -kv[1])))
+        lines.append("")
+
+    lines += ["## Out-of-fold metrics and interval coverage", "",
+              "Every star predicted once by a model that never saw it (KIC-hash folds); "
+              "inside the hull. Target: 68% +- 3% inside [p16, p84], 95% inside "
+              "[p2.5, p97.5]. 'pooled' = intervals computed without the star's state.", ""]
     for key, model in results["models"].items():
         for target in model["targets"]:
-            rows = [("honest", model["honest"][target]), ("paper protocol",
-                                                           model["paper_protocol"][target])]
+            d = model["dilution"][target]
+            lines += [f"### {key}: {target}", "",
+                      f"In hull: {_percent(model['cv_fraction_in_hull'])} of stars. "
+                      f"Slope ln(predicted) on ln(true): {d['slope_predicted_on_true']:.3f}; "
+                      f"ln(true) on ln(predicted): {d['slope_true_on_predicted']:.3f}.", "",
+                      "| group | n | median rel. error | median bias | [p16, p84] "
+                      "| [p16, p84] pooled | [p2.5, p97.5] |", "|---|---|---|---|---|---|---|"]
+            for g in model["groups"][target]:
+                if not g["n"]:
+                    continue
+                lines.append(f"| {g['group']} | {g['n']} | {_percent(g['median_rel_error'])} "
+                             f"| {_percent(g['median_rel_bias'])} | {_percent(g['p16_p84'])} "
+                             f"| {_percent(g['p16_p84_pooled'])} "
+                             f"| {_percent(g['p2.5_p97.5'])} |")
+            lines += ["", "Bias against the true value: " + "; ".join(
+                f"{b['low']:.3g}-{b['high']:.3g}: {_percent(b['median_rel_bias'])}"
+                for b in d["bias_by_true"]), ""]
+
+    lines += ["## Honest split, the paper's protocol and the paper", "",
+              "Honest: 25% of stars held out by KIC hash, the cleaning pass sees only the "
+              "training stars. Paper protocol: 50/50, the cleaning pass also removes badly "
+              "predicted test stars (flatters the metrics). CV: out of fold, as above.", "",
+              "| model | target | protocol | n | dispersion | mean abs | median abs | mean rel "
+              "| median rel |", "|---|---|---|---|---|---|---|---|---|"]
+    for key, model in results["models"].items():
+        for target in model["targets"]:
+            rows = [("honest", model["honest"][target]),
+                    ("paper protocol", model["paper_protocol"][target])]
             cv = model["cv_coverage"][target]
-            rows.append(("CV honest", {"n": cv["n"], **{k: cv[f"cv_{k}"] for k in _METRIC_KEYS}}))
-            if (key, target) in PAPER_METRICS:
-                rows.append(("Li, Wang et al.", {"n": "", **PAPER_METRICS[(key, target)]}))
+            rows.append(("CV", {"n": cv["n"], **{k: cv[f"cv_{k}"] for k in _METRIC_KEYS}}))
+            paper_key = (key.replace("-seismic", ""), target)
+            if paper_key in PAPER_METRICS:
+                rows.append(("Li, Wang et al. (LAMOST)", {"n": "", **PAPER_METRICS[paper_key]}))
             for protocol, m in rows:
                 lines.append(
                     f"| {key} | {target} | {protocol} | {m['n']} | {m['dispersion']:.3f} "
@@ -327,40 +379,16 @@ def _markdown(results):
             lines.append(f"| {key} | {target} | " + " | ".join(cells) + " |")
     lines += ["", "Paper, red-clump age: " + ", ".join(
         f"{m} {_percent(v)}" for m, v in PAPER_METHODS_RC_AGE.items()) + ", RF best.", "",
-        "## Calibration of the uncertainties (out of fold, inside the hull)", "",
-        "Target: 68% ± 3% inside [p16, p84] and 95% ± 2% inside [p2.5, p97.5].", "",
-        "| model | target | n | [p16, p84] | [p2.5, p97.5] |", "|---|---|---|---|---|"]
-    for key, model in results["models"].items():
-        for target, c in model["cv_coverage"].items():
-            lines.append(f"| {key} | {target} | {c['n']} | {_percent(c['p16_p84'])} "
-                         f"| {_percent(c['p2.5_p97.5'])} |")
-    lines += ["", "## External checks (out-of-fold predictions, inside the hull)", "",
-              "| catalog | model | target | n | median (ours - theirs)/theirs | median abs "
-              "| APOKASC-2 truth: median (true - theirs)/theirs |",
-              "|---|---|---|---|---|---|---|"]
+        "## External checks (out-of-fold predictions, inside the hull)", "",
+        "| catalog | model | target | n | median (ours - theirs)/theirs | median abs "
+        "| training truth: median (true - theirs)/theirs |",
+        "|---|---|---|---|---|---|---|"]
     for check in results["external"]:
         if check["n"]:
             lines.append(f"| {check['catalog']} | {check['model']} | {check['target']} "
                          f"| {check['n']} | {_percent(check['median_rel_difference'])} "
                          f"| {_percent(check['median_abs_rel_difference'])} "
                          f"| {_percent(check['apokasc2_median_rel_difference'])} |")
-        else:
-            lines.append(f"| {check['catalog']} | {check['model']} | {check['target']} | 0 "
-                         "| - | - | - |")
-    lines += ["", "## Packaged forests against the paper's configuration (honest split)", "",
-              "| model | configuration | trees | min leaf | artifact | median rel. error "
-              "| dispersion |", "|---|---|---|---|---|---|---|"]
-    for key, model in results["models"].items():
-        for label, row in model["configurations"].items():
-            errors = ", ".join(f"{t} {_percent(m['median_rel_error'])}"
-                               for t, m in row["metrics"].items())
-            spread = ", ".join(f"{t} {m['dispersion']:.3f}" for t, m in row["metrics"].items())
-            lines.append(f"| {key} | {label} | {row['n_estimators']} | {row['min_samples_leaf']} "
-                         f"| {row['artifact_bytes'] / 1e6:.1f} MB | {errors} | {spread} |")
-    lines += ["", "## Feature ranking", ""]
-    for key, model in results["models"].items():
-        for target, ranking in model["ranking"].items():
-            lines.append(f"- {key} {target}: " + ", ".join(f"{n} {v:.2f}" for n, v in ranking))
     lines += ["", "## Figures", ""]
     for key, model in results["models"].items():
         for name, path in model["figures"].items():
@@ -368,8 +396,20 @@ def _markdown(results):
     return "\n".join(lines) + "\n"
 
 
+def _selection(spec, table, settings, say):
+    candidates = spec.candidate_features or spec.features
+    ranking = permutation_ranking(spec, table, candidates, n_folds=settings["selection_folds"],
+                                  n_estimators=settings["selection_trees"], seed=spec.seed)
+    curve = feature_count_curve(spec, table, ranking["order"],
+                                n_folds=settings["selection_folds"],
+                                n_estimators=settings["selection_trees"])
+    say(f"{spec.name}: ranking {', '.join(ranking['order'])}; chosen "
+        f"{', '.join(curve['chosen'])}")
+    return {"ranking": ranking, "curve": curve}
+
+
 def reproduce(data_dir=None, out_dir="report", quick=False, progress=print):
-    """Run the paper's analysis on the catalogs and write the report.
+    """Run the analysis on the catalogs and write the report.
 
     Parameters
     ----------
@@ -392,53 +432,55 @@ def reproduce(data_dir=None, out_dir="report", quick=False, progress=print):
     say = progress or (lambda message: None)
     settings = _settings(quick)
     data_dir = find_data_dir(data_dir)
-    table = load_apogee_training_table(data_dir)
+    table = load_full_range_training_table(data_dir)
     out = Path(out_dir)
     figures = out / "figures"
-    results = {"settings": settings, "data_dir": str(data_dir), "models": {}}
+    results = {"settings": settings, "data_dir": str(data_dir),
+               "label_scale": table.meta["label_scale"],
+               "label_noise": table.meta["label_noise"], "models": {}}
     cv_by_model = {}
-    for key in ("giants", "red-clump"):
+    for key in REPORT_MODELS:
         spec = _spec(key, settings)
-        honest = train_model(spec, table, progress=say)
-        paper = train_model(dataclasses.replace(spec, test_fraction=0.5), table,
-                            protocol="paper", progress=say)
+        selection = _selection(spec, table, settings, say)
         cv = cross_validated_predictions(spec, table, settings["n_folds"], progress=say)
         cv_by_model[key] = cv
-        arrays = _split_arrays(spec, table, honest)
-        ranking, order, rf_curves = {}, {}, {}
-        for target in spec.targets:
-            ranking[target] = importance_ranking(spec, arrays["train_x"],
-                                                 arrays["train_y"][target])
-            order[target] = [spec.features.index(name) for name, _ in ranking[target]]
-            rf_curves[target] = error_curve(
-                make_method("RF", seed=spec.seed, quick=quick, n_trees=spec.n_estimators),
-                arrays["train_x"], arrays["train_y"][target], arrays["test_x"],
-                arrays["test_y"][target], order[target], log_target=True)
-        methods = _method_comparison(spec, arrays, order, settings, say)
-        configurations = _configurations(spec, table, honest, quick, say)
-        figure_paths = _figures(figures, key, spec, honest, arrays, ranking, rf_curves,
-                                methods, cv)
+        split = dataclasses.replace(spec, test_fraction=0.25)
+        honest = train_model(split, table, progress=say)
+        paper = train_model(dataclasses.replace(spec, test_fraction=0.5), table,
+                            protocol="paper", progress=say)
+        arrays = _split_arrays(split, table, honest)
+        order = [spec.features.index(name) for name in selection["ranking"]["order"]
+                 if name in spec.features]
+        methods = _method_comparison(spec, arrays, {t: order for t in spec.targets}, settings,
+                                     say)
+        figure_paths = _figures(figures, key, spec, selection, methods, cv)
         honest_cards = {t["name"]: t for t in honest.model.card["targets"]}
         paper_cards = {t["name"]: t for t in paper.model.card["targets"]}
         results["models"][key] = {
+            "name": spec.name,
             "targets": list(spec.targets),
+            "features": list(spec.features),
+            "selection": selection,
             "honest": {t: {**c["metrics"], "coverage": c["coverage"]}
                        for t, c in honest_cards.items()},
             "paper_protocol": {t: c["metrics"] for t, c in paper_cards.items()},
-            "paper_values": {t: PAPER_METRICS.get((key, t)) for t in spec.targets},
+            "paper_values": {t: PAPER_METRICS.get((key.replace("-seismic", ""), t))
+                             for t in spec.targets},
             "cv_coverage": {t: coverage(cv, t) for t in spec.targets},
-            "ranking": ranking,
-            "rf_curves": rf_curves,
+            "cv_fraction_in_hull": float(np.mean(cv["in_hull"])),
+            "groups": {t: group_coverage(cv, t) for t in spec.targets},
+            "dilution": {t: dilution(cv, t) for t in spec.targets},
             "methods": methods,
             "figures": figure_paths,
             "n_removed_by_cleaning": honest.n_removed,
-            "configurations": configurations,
         }
     results["external"] = _external_checks(data_dir, cv_by_model)
     results["seconds"] = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(results, indent=1, default=_jsonable) + "\n")
     (out / "report.md").write_text(_markdown(results))
+    for key, cv in cv_by_model.items():
+        cv.write(out / f"{key}_out_of_fold.ecsv", overwrite=True)
     say(f"wrote {out / 'report.md'} and {out / 'report.json'} in {results['seconds']:.0f} s")
     return results
 

@@ -6,7 +6,7 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
-__all__ = ["LAMOST_SPECS", "PACKAGED_SPECS", "ModelSpec", "get_spec"]
+__all__ = ["LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec", "get_spec"]
 
 _CITATIONS = (
     "Li, Wang et al., ApJS: stellar mass and age of LAMOST giants and red clump stars "
@@ -33,21 +33,38 @@ class ModelSpec:
         Canonical feature names (see `stellar_ml_ages.features`).
     targets : dict
         Target name (``"mass"``, ``"age"``) to ``(column, unit string)`` in the
-        training table.
+        training table. Each target's forest is trained on the selected stars that
+        have that target.
     evolutionary_states : tuple of str
         Values of the table's ``EVSTATE`` column to train on.
     cleaning : dict
         Target name to ``(max absolute error, max relative error)`` of the
         cleaning pass; stars whose out-of-bag prediction misses by more are
-        dropped from the training split.
+        dropped from that target's training stars.
     n_estimators, min_samples_leaf, max_features :
         Final forest hyperparameters.
     cleaning_estimators : int
         Trees of the cleaning-pass forest (paper: 200).
     test_fraction : float
-        Fraction of stars, chosen by a hash of KIC, held out for the card's metrics.
+        Fraction of stars, chosen by a hash of KIC, held out for the card's metrics;
+        0 trains on every star (the packaged models, whose metrics are out of fold).
     seed : int
-        Random seed of every forest.
+        Random seed of every forest and of the input-noise draws.
+    training_table : {"full_range", "apokasc2"}
+        Which catalog loader builds the training table from the data directory:
+        `~stellar_ml_ages.training.load_full_range_training_table` or
+        `~stellar_ml_ages.training.load_apogee_training_table`.
+    input_noise : dict
+        Feature name to a fractional 1-sigma noise added to that training input (one
+        seeded draw per star) so that the forest and its intervals are built for
+        inputs of that quality, e.g. ``{"dnu": 0.02}``.
+    calibration_groups : tuple of str
+        Evolutionary states calibrated separately (besides all stars pooled).
+    candidate_features : tuple of str
+        Labels ranked by the feature-selection step (`features` is its result).
+    target_limits : dict
+        Target name to the (low, high) values accepted as physical: catalog
+        outliers beyond them (a 0.015 Msun or a 30 Gyr "giant") are not selected.
 
     Examples
     --------
@@ -72,6 +89,12 @@ class ModelSpec:
     seed: int = 20240601
     citation: tuple = field(default=_CITATIONS)
     label_source: str = "APOGEE DR17"
+    training_table: str = "apokasc2"
+    input_noise: dict = field(default_factory=dict)
+    calibration_groups: tuple = ()
+    candidate_features: tuple = ()
+    target_limits: dict = field(default_factory=lambda: {"mass": (0.3, 5.0),
+                                                         "age": (0.05, 20.0)})
 
     @property
     def hyperparameters(self):
@@ -85,8 +108,26 @@ class ModelSpec:
             "cleaning_estimators": self.cleaning_estimators,
             "test_fraction": self.test_fraction,
             "seed": self.seed,
+            "input_noise": dict(self.input_noise),
         }
 
+
+_FULL_RANGE_CITATIONS = (
+    _CITATIONS[0],
+    "Pinsonneault et al. 2025, ApJS 276, 69 (APOKASC-3; preliminary labels, masses and "
+    "ages as released in the sdss/apogee repository, 2021)",
+    "Pinsonneault et al. 2018, ApJS 239, 32 (APOKASC-2)",
+    "Abdurro'uf et al. 2022, ApJS 259, 35 (APOGEE DR17)",
+    "Leung & Bovy 2019, MNRAS 483, 3255 (astroNN; DR17 APOKASC-2 label file)",
+)
+#: The spectroscopic labels every APOGEE DR17 allStar file has, ranked by the
+#: feature-selection step for the full-range models.
+SPECTROSCOPIC_LABELS = ("teff", "logg", "fe_h", "c_fe", "n_fe", "alpha_m")
+#: What the selection ranks: the labels, and [C/N] (C_FE - N_FE, the dredge-up mass
+#: indicator), which a forest's axis-aligned splits cannot form from the two.
+CANDIDATE_LABELS = (*SPECTROSCOPIC_LABELS, "c_n")
+#: Fractional Δν noise the seismic red-clump model is trained and calibrated for.
+SEISMIC_DNU_NOISE = 0.02
 
 PACKAGED_SPECS = {
     spec.name: spec
@@ -95,9 +136,73 @@ PACKAGED_SPECS = {
             name="giants-apogee-dr17",
             aliases=("giants",),
             description=(
-                "Mass of red giants (RGB and red clump together) from APOGEE DR17 "
-                "[C/Fe], Teff, [Mg/Fe], [N/Fe], log g, [Fe/H]: the APOGEE-label analogue "
-                "of the paper's LAMOST giants mass model, with [Fe/H] for [Ba/Fe]."
+                "Mass and age of red giants (RGB and red clump, 0.5-3.5 Msun, alpha-poor "
+                "and alpha-rich) from APOGEE DR17 [C/N], Teff, log g, [alpha/M], [N/Fe], "
+                "[Fe/H] ([C/N] = C_FE - N_FE); no seismic input."
+            ),
+            # The cross-validated selection's choice and order (docs/reproduce.rst).
+            features=("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
+            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
+            evolutionary_states=("RGB", "RC"),
+            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
+            test_fraction=0.0,
+            citation=_FULL_RANGE_CITATIONS,
+            training_table="full_range",
+            calibration_groups=("RGB", "RC"),
+            candidate_features=CANDIDATE_LABELS,
+        ),
+        ModelSpec(
+            name="red-clump-apogee-dr17",
+            aliases=("red-clump", "rc"),
+            description=(
+                "Mass and age of red-clump stars from APOGEE DR17 spectroscopic labels "
+                "only ([C/N], log g, Teff, [N/Fe], [alpha/M], [Fe/H]), trained on "
+                "clump stars; no seismic input."
+            ),
+            features=("c_n", "logg", "teff", "n_fe", "alpha_m", "fe_h"),
+            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
+            evolutionary_states=("RC",),
+            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
+            test_fraction=0.0,
+            citation=_FULL_RANGE_CITATIONS,
+            training_table="full_range",
+            calibration_groups=("RC",),
+            candidate_features=CANDIDATE_LABELS,
+        ),
+        ModelSpec(
+            name="red-clump-seismic-apogee-dr17",
+            aliases=("red-clump-seismic", "rc-seismic"),
+            description=(
+                "Mass and age of red-clump stars from asteroseismic Δν and APOGEE DR17 "
+                "[C/N], log g, Teff, [N/Fe], [alpha/M], [Fe/H], trained and calibrated for "
+                "Δν with a 2% (1-sigma) error."
+            ),
+            features=("c_n", "dnu", "logg", "teff", "n_fe", "alpha_m", "fe_h"),
+            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
+            evolutionary_states=("RC",),
+            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
+            test_fraction=0.0,
+            citation=_FULL_RANGE_CITATIONS,
+            training_table="full_range",
+            input_noise={"dnu": SEISMIC_DNU_NOISE},
+            calibration_groups=("RC",),
+            candidate_features=("dnu", *CANDIDATE_LABELS),
+        ),
+    )
+}
+
+#: The version 1 packaged models (APOKASC-2 x DR17, 0.9-1.8 Msun C/N subset), kept
+#: trainable for comparison with earlier results.
+LEGACY_SPECS = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="giants-apogee-dr17-v1",
+            aliases=("giants-v1",),
+            description=(
+                "Version 1: mass of red giants from APOGEE DR17 [C/Fe], Teff, [Mg/Fe], "
+                "[N/Fe], log g, [Fe/H], trained on an APOKASC-3 C/N subset cut to "
+                "0.9-1.8 Msun."
             ),
             features=("c_fe", "teff", "mg_fe", "n_fe", "logg", "fe_h"),
             targets={"mass": ("MASS", "solMass")},
@@ -105,13 +210,11 @@ PACKAGED_SPECS = {
             cleaning={"mass": (1.0, 0.3)},
         ),
         ModelSpec(
-            name="red-clump-apogee-dr17",
-            aliases=("red-clump", "rc"),
+            name="red-clump-apogee-dr17-v1",
+            aliases=("red-clump-v1",),
             description=(
-                "Mass and age of red-clump stars from asteroseismic Δν and APOGEE DR17 "
-                "[C/Fe], Teff, [N/Fe], log g, [Fe/H], [Mg/Fe]: the APOGEE-label analogue of "
-                "the paper's LAMOST red-clump models (ΔP and the heavier elements are not "
-                "in the APOGEE training set)."
+                "Version 1: mass and age of red-clump stars from Δν and APOGEE DR17 "
+                "[C/Fe], Teff, [N/Fe], log g, [Fe/H], [Mg/Fe]."
             ),
             features=("dnu", "c_fe", "teff", "n_fe", "logg", "fe_h", "mg_fe"),
             targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
@@ -184,10 +287,10 @@ def get_spec(name):
     --------
     >>> from stellar_ml_ages.training import get_spec
     >>> get_spec("giants").features
-    ('c_fe', 'teff', 'mg_fe', 'n_fe', 'logg', 'fe_h')
+    ('c_n', 'teff', 'logg', 'alpha_m', 'n_fe', 'fe_h')
     """
-    for spec in (*PACKAGED_SPECS.values(), *LAMOST_SPECS.values()):
+    for spec in (*PACKAGED_SPECS.values(), *LAMOST_SPECS.values(), *LEGACY_SPECS.values()):
         if name == spec.name or name in spec.aliases:
             return spec
-    known = ", ".join([*PACKAGED_SPECS, *LAMOST_SPECS])
+    known = ", ".join([*PACKAGED_SPECS, *LAMOST_SPECS, *LEGACY_SPECS])
     raise KeyError(f"no model spec {name!r}; known: {known}")

@@ -19,6 +19,7 @@ _TYPICAL = {  # feature -> (mean, scatter) of the label noise-free population
     "teff": (4750.0, 150.0), "logg": (2.5, 0.25), "fe_h": (-0.1, 0.2), "mg_fe": (0.05, 0.05),
     "ba_fe": (0.0, 0.15), "na_fe": (0.05, 0.1), "co_fe": (0.0, 0.08), "o_fe": (0.05, 0.06),
     "ti_fe": (0.02, 0.05), "mn_fe": (-0.05, 0.06), "dpi": (280.0, 40.0),
+    "alpha_m": (0.05, 0.06),
 }
 
 
@@ -51,11 +52,11 @@ def make_synthetic_catalog(spec, n_stars, seed=0):
     values["c_fe"] = -0.25 * (mass - 1.2) + rng.normal(0.0, 0.03, n_stars)
     values["n_fe"] = 0.35 * (mass - 1.2) + 0.25 + rng.normal(0.0, 0.03, n_stars)
     values["dnu"] = 4.0 * np.sqrt(mass / 1.2) * np.exp(rng.normal(0.0, 0.02, n_stars))
+    values["c_n"] = values["c_fe"] - values["n_fe"]
     values["logg"] = values["logg"] + 0.1 * np.log10(mass)
     table = Table()
     table["KIC"] = np.arange(1_000_000, 1_000_000 + n_stars)
-    state = spec.evolutionary_states[0]
-    table["EVSTATE"] = np.full(n_stars, state)
+    table["EVSTATE"] = rng.choice(np.asarray(spec.evolutionary_states), n_stars)
     for name in spec.features:
         feature = get_feature(name)
         table[feature.aliases[0]] = values[name] * feature.unit

@@ -1,0 +1,219 @@
+"""Models v2 mechanics on small synthetic data: label scale, group calibration,
+evolutionary state, edge flags, excess-noise propagation, stand-in and derived inputs."""
+
+import dataclasses
+import json
+import shutil
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, Table
+
+from stellar_ml_ages import MassAgeFlag, add_mass_age, get_model
+from stellar_ml_ages.columns import resolve_columns
+from stellar_ml_ages.evstate import normalize_states, resolve_state_column
+from stellar_ml_ages.exceptions import AmbiguousColumnError, MissingColumnError
+from stellar_ml_ages.model import load_model
+from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
+from stellar_ml_ages.training.labelscale import fit_label_correction
+from stellar_ml_ages.training.pipeline import add_input_noise
+from tests.helpers import typical_star
+
+
+# ------------------------------------------------------------------ label scale
+def test_label_correction_recovers_offset_and_teff_trend():
+    rng = np.random.default_rng(3)
+    teff = rng.uniform(4000, 5200, 4000)
+    prelim = rng.normal(0.0, 0.15, 4000)
+    truth_shift = -0.04 + 0.05 * (teff - np.median(teff)) / 1000
+    final = prelim + truth_shift + rng.normal(0, 0.02, 4000)
+    fit = fit_label_correction("c_fe", prelim, final,
+                               {"teff": teff, "fe_h": rng.normal(0, 0.2, 4000)})
+    assert set(fit.trends) == {"teff"}
+    assert fit.trends["teff"]["slope"] == pytest.approx(0.05, abs=0.005)
+    assert fit.offset == pytest.approx(-0.04, abs=0.003)
+    assert fit.scatter_after == pytest.approx(0.02, rel=0.1)
+    assert fit.scatter_after < fit.scatter_before
+    corrected = fit.apply(prelim, {"teff": teff})
+    assert np.median(final - corrected) == pytest.approx(0.0, abs=0.002)
+    # Outside the overlap the trend is held at its edge, not extrapolated.
+    far = fit.apply(np.zeros(2), {"teff": np.array([6000.0, 9000.0])})
+    assert far[0] == far[1]
+
+
+def test_label_correction_needs_an_overlap():
+    with pytest.raises(ValueError, match="overlap stars"):
+        fit_label_correction("teff", np.arange(10.0), np.arange(10.0), {})
+
+
+# ------------------------------------------------------- evolutionary state
+def test_state_values_and_column_resolution():
+    states = normalize_states(MaskedColumn(["RGB", "RC(S)", "2", "AMB", "1", "RC"],
+                                           mask=[0, 0, 0, 0, 0, 1]))
+    assert states.tolist() == ["RGB", "RC", "RC", "", "RGB", ""]
+    assert normalize_states(np.array([1.0, 2.0, np.nan])).tolist() == ["RGB", "RC", ""]
+    assert resolve_state_column(Table(names=["TEFF", "evol_state"])) == "evol_state"
+    assert resolve_state_column(Table(names=["TEFF", "EVSTATE"]), state_column=False) is None
+    with pytest.raises(AmbiguousColumnError, match="EVSTATE, CONS_EVSTATES"):
+        resolve_state_column(Table(names=["EVSTATE", "CONS_EVSTATES"]))
+    with pytest.raises(MissingColumnError, match="'ES'"):
+        resolve_state_column(Table(names=["TEFF"]), state_column="ES")
+
+
+def _rgb_and_clump(model, n=4):
+    table = typical_star(model, n)
+    table["EVSTATE"] = ["RGB", "RC", "", "AMB"][:n]
+    return table
+
+
+def test_state_selects_the_interval_calibration(giants):
+    table = _rgb_and_clump(giants)
+    with_state = add_mass_age(table, model=giants)
+    pooled = add_mass_age(table, model=giants, state_column=False)
+    assert with_state.meta["MLSTATE"] == "EVSTATE"
+    assert pooled.meta["MLSTATE"].startswith("none")
+    # Same point estimates: the state never changes the prediction, only its interval.
+    np.testing.assert_array_equal(with_state["mass"], pooled["mass"])
+    width = np.asarray(with_state["mass_p84"] - with_state["mass_p16"])
+    pooled_width = np.asarray(pooled["mass_p84"] - pooled["mass_p16"])
+    assert width[0] != width[1]  # RGB and clump calibrations differ
+    # Unknown states fall back to the pooled calibration exactly.
+    np.testing.assert_allclose(width[2:], pooled_width[2:], rtol=1e-12)
+
+
+# --------------------------------------------------------- group calibration
+def _heteroscedastic_catalog(n, seed):
+    """Two states with the same labels-to-mass relation but 3x different target noise."""
+    spec = get_spec("giants")
+    table = make_synthetic_catalog(spec, n, seed=seed)
+    rng = np.random.default_rng(seed)
+    noisy = np.asarray(table["EVSTATE"]) == "RC"
+    scatter = np.where(noisy, 0.2, 0.03)
+    table["MASS"] = table["MASS"] * np.exp(rng.normal(0, scatter))
+    table["AGE"] = table["AGE"] * np.exp(rng.normal(0, scatter))
+    return table
+
+
+def test_calibration_by_state_holds_where_pooled_fails():
+    spec = dataclasses.replace(get_spec("giants"), n_estimators=60, cleaning_estimators=30,
+                               test_fraction=0.0)
+    model = train_model(spec, _heteroscedastic_catalog(4000, seed=5)).model
+    test = _heteroscedastic_catalog(3000, seed=6)
+    states = np.asarray(test["EVSTATE"])
+    truth = np.asarray(test["MASS"])
+    grouped = add_mass_age(test, model=model, allow_extrapolation=True)
+    pooled = add_mass_age(test, model=model, allow_extrapolation=True, state_column=False)
+
+    def covered(table, rows):
+        return np.mean((truth[rows] >= table["mass_p16"][rows])
+                       & (truth[rows] <= table["mass_p84"][rows]))
+
+    for state in ("RGB", "RC"):
+        assert 0.62 < covered(grouped, states == state) < 0.74, state
+    # One pooled table over-covers the quiet group and under-covers the noisy one.
+    assert covered(pooled, states == "RGB") > 0.78
+    assert covered(pooled, states == "RC") < 0.6
+
+
+def test_input_noise_is_seeded_per_star_and_fractional():
+    spec = get_spec("red-clump-seismic")
+    kic = np.arange(1000, 3000)
+    features = np.ones((len(kic), len(spec.features)))
+    features[:, spec.features.index("dnu")] = 4.0
+    noisy = add_input_noise(spec, features, kic)
+    reversed_rows = add_input_noise(spec, features[::-1], kic[::-1])[::-1]
+    np.testing.assert_array_equal(noisy, reversed_rows)  # independent of row order
+    dnu = noisy[:, spec.features.index("dnu")]
+    assert np.std(dnu / 4.0 - 1) == pytest.approx(0.02, rel=0.1)
+    others = np.delete(noisy, spec.features.index("dnu"), axis=1)
+    assert np.all(others == 1.0)
+
+
+# ------------------------------------------------------------------ flags
+def test_edge_flags_mark_predictions_beyond_the_calibrated_range(giants):
+    low, high = giants.target("mass")["calibrated_range"]
+    table = typical_star(giants, 1)
+    annotated = add_mass_age(table, model=giants)
+    value = float(annotated["mass"][0])
+    flag = MassAgeFlag(int(annotated["mass_age_flag"][0]))
+    assert (MassAgeFlag.MASS_NEAR_LOW_EDGE in flag) == (value < low)
+    assert (MassAgeFlag.MASS_NEAR_HIGH_EDGE in flag) == (value > high)
+    # Move the range so the typical star lies beyond it: bit set, prediction kept.
+    model = get_model("giants")
+    edited = json.loads(json.dumps(model.card))
+    for target in edited["targets"]:
+        target["calibrated_range"] = [target["calibrated_range"][1] * 10,
+                                      target["calibrated_range"][1] * 20]
+    shifted = type(model)(edited, model.forests, model.domain)
+    flagged = add_mass_age(table, model=shifted)
+    flag = MassAgeFlag(int(flagged["mass_age_flag"][0]))
+    assert MassAgeFlag.MASS_NEAR_LOW_EDGE in flag and MassAgeFlag.AGE_NEAR_LOW_EDGE in flag
+    assert not flagged["mass"].mask[0] and flagged["mass_age_flag"].dtype == np.int16
+
+
+# --------------------------------------------------------- propagate_errors
+def test_errors_at_training_noise_change_nothing_larger_ones_widen(giants):
+    table = typical_star(giants, 2)
+    plain = add_mass_age(table, model=giants)
+    noise = {f["name"]: f["training_noise"] for f in giants.card["features"]}
+    column_noise = {"TEFF": noise["teff"], "LOGG": noise["logg"], "FE_H": noise["fe_h"],
+                    "N_FE": noise["n_fe"], "ALPHA_M": noise["alpha_m"], "C_FE": 0.0}
+    for name, level in column_noise.items():
+        table[f"{name}_ERR"] = [level, 10 * max(level, 0.02)]
+        table[f"{name}_ERR"].unit = u.K if name == "TEFF" else u.dex
+    propagated = add_mass_age(table, model=giants, propagate_errors=True)
+    width = np.asarray(propagated["mass_p84"] - propagated["mass_p16"])
+    plain_width = np.asarray(plain["mass_p84"] - plain["mass_p16"])
+    assert width[0] == pytest.approx(plain_width[0], rel=1e-9)
+    assert width[1] > 1.3 * plain_width[1]
+
+
+def test_excess_errors_subtract_training_noise_in_quadrature(giants):
+    features = np.array([[f["mean"] for f in giants.card["features"]]])
+    noise = np.array([f["training_noise"] for f in giants.card["features"]])
+    excess = giants.excess_errors(features, np.array([noise * 5 / 3]))
+    np.testing.assert_allclose(excess[0], noise * 4 / 3)
+    assert np.all(giants.excess_errors(features, np.array([noise / 2])) == 0)
+
+
+# ------------------------------------------------ derived and stand-in inputs
+def test_mg_fe_stands_in_for_alpha_m_and_is_recorded(giants):
+    table = typical_star(giants, 1)
+    table["MG_FE"] = table["ALPHA_M"]
+    with_alpha = add_mass_age(table, model=giants)
+    del table["ALPHA_M"]
+    with_mg = add_mass_age(table, model=giants)
+    assert float(with_mg["mass"][0]) == float(with_alpha["mass"][0])
+    assert "alpha_m=MG_FE (as [Mg/Fe])" in with_mg.meta["MLINPUTS"]
+    assert "c_n=C_FE - N_FE" in with_mg.meta["MLINPUTS"]
+    resolved = resolve_columns(Table(names=["MG_H", "FE_H"]), ["alpha_m"])
+    assert str(resolved["alpha_m"]) == "MG_H - FE_H (as [Mg/Fe])"
+
+
+def test_allstar_minimal_columns_are_enough(giants):
+    """TEFF, LOGG, FE_H, C_FE, N_FE, ALPHA_M: nothing else is needed for mass and age."""
+    table = typical_star(giants, 1)
+    assert set(table.colnames) == {"TEFF", "LOGG", "FE_H", "C_FE", "N_FE", "ALPHA_M"}
+    annotated = add_mass_age(table)  # model=None picks giants
+    assert annotated.meta["MLMODEL"] == "giants-apogee-dr17"
+    assert 0.5 < float(annotated["mass"][0]) < 3.0 and 0.5 < float(annotated["age"][0]) < 14
+
+
+# --------------------------------------------------------------- card format
+def test_format_1_card_still_loads_with_pooled_calibration(tmp_path, giants):
+    for suffix in (".json", ".npz"):
+        source = giants.card_path.with_suffix(suffix)
+        shutil.copy(source, tmp_path / source.name)
+    card_path = tmp_path / giants.card_path.name
+    card = json.loads(card_path.read_text())
+    card["format_version"] = 1
+    for target in card["targets"]:
+        del target["calibration"]["bins"]
+    card_path.write_text(json.dumps(card))
+    old = load_model(card_path)
+    table = _rgb_and_clump(giants)
+    annotated = add_mass_age(table, model=old)
+    # Without bins every row gets the pooled offsets, whatever its state.
+    sigma_ratio = np.log(np.asarray(annotated["mass_p84"]) / np.asarray(annotated["mass"]))
+    np.testing.assert_allclose(sigma_ratio, sigma_ratio[0], rtol=1e-9)
