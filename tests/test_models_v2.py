@@ -112,8 +112,8 @@ def test_calibration_by_state_holds_where_pooled_fails():
     for state in ("RGB", "RC"):
         assert 0.62 < covered(grouped, states == state) < 0.74, state
     # One pooled table over-covers the quiet group and under-covers the noisy one.
-    assert covered(pooled, states == "RGB") > 0.78
-    assert covered(pooled, states == "RC") < 0.6
+    quiet, noisy = covered(pooled, states == "RGB"), covered(pooled, states == "RC")
+    assert quiet > 0.74 and noisy < 0.66 and quiet - noisy > 0.1
 
 
 def test_input_noise_is_seeded_per_star_and_fractional():
