@@ -15,10 +15,13 @@ def _percent(value):
 
 
 def _table(header, rows):
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column)
+              for column in zip(header, *rows, strict=True)]
     rule = "  ".join("=" * w for w in widths)
-    lines = [rule, "  ".join(str(h).ljust(w) for h, w in zip(header, widths)), rule]
-    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in rows]
+    lines = [rule, "  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)),
+             rule]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+              for row in rows]
     return "\n".join([*lines, rule, ""])
 
 

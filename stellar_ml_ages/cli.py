@@ -36,10 +36,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 from astropy.table import Table
 
 from . import __version__
 from .exceptions import StellarMLAgesError, VOError
+from .flags import NO_PREDICTION, OUT_OF_DOMAIN
 
 __all__ = ["main"]
 
@@ -123,6 +125,12 @@ def _mapping(items):
     return mapping
 
 
+def _state_column(args):
+    if getattr(args, "ignore_state", False):
+        return False
+    return getattr(args, "state_column", None)
+
+
 def _annotate(args, table):
     from .annotate import add_mass_age
     from .config import conf
@@ -131,11 +139,11 @@ def _annotate(args, table):
     annotated = add_mass_age(
         table, model=args.model, mapping=_mapping(args.map), overwrite=args.overwrite_columns,
         allow_extrapolation=args.allow_extrapolation, propagate_errors=args.propagate_errors,
-        progress=progress,
+        progress=progress, state_column=_state_column(args),
     )
     write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
-    flags = annotated["mass_age_flag"]
-    print(f"{args.output}: {len(annotated)} rows, {int((flags == 0).sum())} inside the domain "
+    inside = (np.asarray(annotated["mass_age_flag"]) & int(OUT_OF_DOMAIN | NO_PREDICTION)) == 0
+    print(f"{args.output}: {len(annotated)} rows, {int(inside.sum())} inside the domain "
           f"of {annotated.meta['MLMODEL']}")
     if args.samp:
         from .samp import send
@@ -179,7 +187,7 @@ def _cmd_annotate(args):
             block_rows=args.block_rows, overwrite=args.overwrite,
             overwrite_columns=args.overwrite_columns, progress=progress,
             mapping=_mapping(args.map), allow_extrapolation=args.allow_extrapolation,
-            propagate_errors=args.propagate_errors,
+            propagate_errors=args.propagate_errors, state_column=_state_column(args),
         )
     except StellarMLAgesError:
         raise
@@ -273,6 +281,12 @@ def _annotate_options(parser):
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
     parser.add_argument("--propagate-errors", action="store_true",
                         help="add the spread from the inputs' *_ERR columns (Monte Carlo)")
+    parser.add_argument("--state-column", default=None, metavar="COLUMN",
+                        help="column with each star's evolutionary state (RGB/RC or 1/2), "
+                             "used to pick the interval calibration; default: EVSTATE-like "
+                             "columns are found by name")
+    parser.add_argument("--ignore-state", action="store_true",
+                        help="ignore any state column: pooled interval calibration")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",
                         help="also send the result over SAMP to CLIENT (e.g. topcat), or to "

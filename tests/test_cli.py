@@ -136,3 +136,22 @@ def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
                  "--block-rows", "50"]) == EXIT_INTERRUPTED
     assert output.read_bytes() == b"previous result"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.fits", "stars.fits"]
+
+
+def test_state_column_options(tmp_path, capsys):
+    from stellar_ml_ages import get_model
+    from tests.helpers import typical_star
+
+    table = typical_star(get_model("giants"), 2)
+    table["PHASE"] = ["RGB", "RC"]
+    source = tmp_path / "stars.ecsv"
+    table.write(source)
+    for options, expected in ((["--state-column", "PHASE"], "PHASE"),
+                              (["--ignore-state"], "none: pooled interval calibration")):
+        output = tmp_path / f"out{len(options)}.ecsv"
+        assert main(["annotate", str(source), str(output), "--model", "giants", "--in-memory",
+                     "--no-progress", *options]) == EXIT_OK
+        assert Table.read(output).meta["MLSTATE"] == expected
+    assert main(["annotate", str(source), str(tmp_path / "x.ecsv"), "--state-column",
+                 "NOPE", "--in-memory"]) != EXIT_OK
+    assert "NOPE" in capsys.readouterr().err
