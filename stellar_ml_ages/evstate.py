@@ -7,7 +7,7 @@ asteroseismology, or a spectroscopic classification) gets the intervals of its
 own group; rows without one get the pooled calibration, which holds for RGB and
 RC stars on average.
 
-The column is found by name (`STATE_ALIASES`, case-insensitively) or given
+The column is found by name (``STATE_ALIASES``, case-insensitively) or given
 explicitly; its values are read as ``RGB``/``RC`` strings (with the APOKASC
 ``(S)`` suffixes and a few synonyms) or as the APOKASC codes 1 (RGB) and 2 (RC).
 Anything else (masked, ``AMB``, ``-1``, ...) counts as unknown.
@@ -38,7 +38,7 @@ def resolve_state_column(table, state_column=None):
     table : `~astropy.table.Table`
     state_column : str, False or None
         A column name to use; ``False`` to ignore any state column; `None` to look
-        for one of `STATE_ALIASES`.
+        for one of ``STATE_ALIASES``.
 
     Raises
     ------

@@ -135,7 +135,7 @@ def coverage(predictions, target, inside_only=True):
     dict
         ``n``, ``p16_p84``, ``p2.5_p97.5`` (fractions of true values inside),
         ``p16_p84_pooled`` (without the evolutionary state) and the
-        `~stellar_ml_ages.training.pipeline.paper_metrics` of the point estimate.
+        ``paper_metrics`` (see `~stellar_ml_ages.training.train_model`) of the point estimate.
     """
     rows = _rows_with_truth(predictions, target, inside_only)
     truth = np.asarray(rows[f"{target}_true"])

@@ -6,7 +6,8 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
-__all__ = ["LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec", "get_spec"]
+__all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec",
+           "get_spec"]
 
 _CITATIONS = (
     "Li, Wang et al., ApJS: stellar mass and age of LAMOST giants and red clump stars "
@@ -16,6 +17,10 @@ _CITATIONS = (
     "Abdurro'uf et al. 2022, ApJS 259, 35 (APOGEE DR17)",
     "Leung & Bovy 2019, MNRAS 483, 3255 (astroNN; DR17 APOKASC-2 label file)",
 )
+
+
+#: Target values accepted as physical by default (mass in Msun, age in Gyr).
+DEFAULT_TARGET_LIMITS = {"mass": (0.3, 5.0), "age": (0.05, 20.0)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class ModelSpec:
     target_limits : dict
         Target name to the (low, high) values accepted as physical: catalog
         outliers beyond them (a 0.015 Msun or a 30 Gyr "giant") are not selected.
+        Default: ``DEFAULT_TARGET_LIMITS`` of this module.
 
     Examples
     --------
@@ -90,11 +96,17 @@ class ModelSpec:
     citation: tuple = field(default=_CITATIONS)
     label_source: str = "APOGEE DR17"
     training_table: str = "apokasc2"
-    input_noise: dict = field(default_factory=dict)
+    input_noise: dict = None
     calibration_groups: tuple = ()
     candidate_features: tuple = ()
-    target_limits: dict = field(default_factory=lambda: {"mass": (0.3, 5.0),
-                                                         "age": (0.05, 20.0)})
+    target_limits: dict = None
+
+    def __post_init__(self):
+        # Plain None defaults (not default factories) keep the documented signature simple.
+        if self.input_noise is None:
+            object.__setattr__(self, "input_noise", {})
+        if self.target_limits is None:
+            object.__setattr__(self, "target_limits", dict(DEFAULT_TARGET_LIMITS))
 
     @property
     def hyperparameters(self):
