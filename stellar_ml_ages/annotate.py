@@ -76,7 +76,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
 
     predicted = usable if allow_extrapolation else in_hull
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
-    row_errors = None if errors is None else features.errors[predicted]
+    row_errors = None if errors is None else features.input_errors(predicted)
     predictions = model.predict(
         features.values[predicted], quantiles=tuple(_QUANTILES.values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
@@ -85,8 +85,8 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     rows = np.flatnonzero(predicted)
     for target, result in predictions.items():
         calibrated = model.target(target).get("calibrated_range")
-        if calibrated is None:
-            continue
+        if calibrated is None or target not in ("mass", "age"):
+            continue  # edge bits exist for mass and age only
         low_bit, high_bit = edge_flags(target)
         _set(flags, rows[result["value"] < calibrated[0]], low_bit)
         _set(flags, rows[result["value"] > calibrated[1]], high_bit)

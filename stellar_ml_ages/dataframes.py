@@ -55,7 +55,7 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
     `pandas.DataFrame`
         A new frame, same index and row order, with the output columns
         appended (float64 with NaN where not predicted; ``in_hull`` bool;
-        ``mass_age_flag`` uint8).
+        ``mass_age_flag`` int16).
 
     Examples
     --------

@@ -87,7 +87,9 @@ def normalize_states(column):
     if values.dtype.kind == "S":
         values = np.char.decode(values, "utf-8", errors="replace")
     if values.dtype.kind == "f":
-        values = np.where(np.isfinite(values), values, -1).astype(np.int64)
+        # Only exact codes: 1.5 is not a state.
+        whole = np.isfinite(values) & (values == np.round(values))
+        values = np.where(whole, values, -1).astype(np.int64)
     text = np.char.upper(np.char.strip(values.astype(str)))
     states = np.full(len(text), UNKNOWN_STATE, dtype="<U3")
     states[np.isin(text, list(_RGB_WORDS))] = "RGB"

@@ -22,6 +22,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
+from .evstate import normalize_states
 from .exceptions import ModelChecksumError, ModelFormatError, ModelNotFoundError, ModelVersionError
 from .forest import CompactForest
 from .hull import ConvexHullDomain
@@ -173,11 +174,12 @@ class MassAgeModel:
             return np.repeat(pooled[:, None], len(mean), axis=1)
         group_of_row = np.full(len(mean), "all", dtype=object)
         if states is not None:
-            states = np.asarray(states).astype(str)
+            states = normalize_states(states)
             for group in bins:
                 if group != "all":
                     group_of_row[states == group] = group
-        table = np.empty((len(pooled), len(mean)))
+        # Rows of a group the card lacks (even "all") keep the pooled offsets.
+        table = np.repeat(pooled[:, None], len(mean), axis=1)
         for group, entry in bins.items():
             rows = group_of_row == group
             if not rows.any():
@@ -266,6 +268,39 @@ class MassAgeModel:
             noise[:, k] = np.sqrt(level)
         return np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
 
+    def _label_noise(self, label, features):
+        """Training noise of one input label (canonical units), per row."""
+        entries = {entry["name"]: (k, entry) for k, entry in enumerate(self.card["features"])}
+        level = self.card.get("training_set", {}).get("label_noise", {}).get(label)
+        if level is None and label in entries:
+            level = entries[label][1].get("training_noise", 0.0)
+        noise = np.full(len(features), float(level or 0.0))
+        if label in entries and "training_noise_fraction" in entries[label][1]:
+            k, entry = entries[label]
+            noise = np.hypot(noise, entry["training_noise_fraction"] * features[:, k])
+        return noise
+
+    def _perturbations(self, features, input_errors, rng, n_draws):
+        """Feature-space perturbations of ``n_draws`` Monte Carlo draws of the inputs.
+
+        ``input_errors`` is an `~stellar_ml_ages.units.InputErrors` (per column, with
+        the design that makes features from columns: correlated draws) or an array of
+        independent per-feature errors. Only the excess over the training labels'
+        noise is drawn.
+        """
+        features = np.asarray(features, dtype=np.float64)
+        if hasattr(input_errors, "design"):
+            errors = np.nan_to_num(np.asarray(input_errors.column_errors, dtype=np.float64))
+            noise = np.column_stack([self._label_noise(label, features)
+                                     for label in input_errors.labels]) \
+                if input_errors.labels else np.zeros_like(errors)
+            excess = np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
+            design = np.asarray(input_errors.design, dtype=np.float64)
+            return [(rng.standard_normal(excess.shape) * excess) @ design.T
+                    for _ in range(n_draws)]
+        excess = self.excess_errors(features, input_errors)
+        return [rng.standard_normal(excess.shape) * excess for _ in range(n_draws)]
+
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000, states=None):
         """Predict every target for finite, in-domain rows.
@@ -276,19 +311,23 @@ class MassAgeModel:
             Canonical-unit inputs, in the order of `feature_names`.
         quantiles : sequence of float
             Probabilities of the predictive quantiles to return.
-        feature_errors : array-like, optional
-            1-sigma input errors in canonical units (NaN or 0 where unknown). When
+        feature_errors : array-like or `~stellar_ml_ages.units.InputErrors`, optional
+            1-sigma input errors: per feature in canonical units (NaN or 0 where
+            unknown; drawn independently), or per input column with the design
+            that makes features from columns (drawn per column, so features
+            sharing a column move together; what `add_mass_age` passes). When
             given, ``n_draws`` Monte Carlo draws of the inputs, with the error in
-            excess of the training labels' noise (`excess_errors`), are pushed
-            through the forest and their spread is added to the predictive variance.
+            excess of the training labels' noise, are pushed through the forest
+            and their spread is added to the predictive variance.
         n_draws, seed : int
             Monte Carlo draws and their random seed.
         chunk_size : int
             Rows per forest block.
-        states : array-like of str, optional
-            Evolutionary state per row (``"RGB"``, ``"RC"``; anything else counts as
-            unknown). Selects each row's calibration where the card has one for that
-            state; otherwise the pooled calibration is used.
+        states : array-like, optional
+            Evolutionary state per row (``"RGB"``, ``"RC"``, APOKASC codes 1/2, ...:
+            read by `~stellar_ml_ages.evstate.normalize_states`; anything else, and
+            masked entries, count as unknown). Selects each row's calibration where
+            the card has one for that state; otherwise the pooled calibration is used.
 
         Returns
         -------
@@ -299,12 +338,9 @@ class MassAgeModel:
         """
         standardized = self.standardize(features)
         if feature_errors is not None:
-            errors = self.excess_errors(features, feature_errors)
             rng = np.random.default_rng(seed)
-            draws = [
-                self.standardize(np.asarray(features) + rng.standard_normal(errors.shape) * errors)
-                for _ in range(n_draws)
-            ]
+            draws = [self.standardize(np.asarray(features) + shift)
+                     for shift in self._perturbations(features, feature_errors, rng, n_draws)]
         results = {}
         for target in self.target_names:
             forest = self.forests[target]

@@ -31,7 +31,7 @@ from .columns import DifferenceSource, SubstituteSource
 from .exceptions import AssumedUnitWarning, ColumnUnitError, ColumnValueError
 from .features import get_feature
 
-__all__ = ["FeatureMatrix", "column_to_canonical", "feature_matrix"]
+__all__ = ["FeatureMatrix", "InputErrors", "column_to_canonical", "feature_matrix"]
 
 # Unit strings seen in survey files that astropy does not parse.
 _LOG_GRAVITY_STRINGS = {"log(cm.s**-2)", "log(cm/s2)", "log(cm/s**2)", "log(cm.s-2)",
@@ -205,7 +205,8 @@ class FeatureMatrix:
     values : ndarray, shape (n_rows, n_features)
         float64, NaN where missing.
     errors : ndarray or None
-        1-sigma uncertainties in the same units, NaN where unknown.
+        1-sigma uncertainties in the same units, NaN where unknown (for a derived
+        feature, its parts' errors in quadrature).
     missing : ndarray of bool, shape (n_rows,)
         Any feature masked, NaN or infinite.
     invalid : ndarray of bool, shape (n_rows,)
@@ -220,6 +221,43 @@ class FeatureMatrix:
     missing: np.ndarray
     invalid: np.ndarray
     sources: dict
+    #: With error sources: 1-sigma errors of the *input columns*, (n_rows, n_columns),
+    #: NaN where unknown; a feature that several columns feed (``[C/N] = C_FE - N_FE``)
+    #: and columns that feed several features (``N_FE``) are related by ``error_design``.
+    column_errors: np.ndarray | None = None
+    #: (n_features, n_columns) coefficients: feature = sum of coefficient * column.
+    error_design: np.ndarray | None = None
+    #: The label (feature name) each error column measures, e.g. ``("c_fe", "n_fe")``.
+    column_labels: tuple = ()
+
+    def input_errors(self, rows=slice(None)):
+        """The column errors of ``rows`` as an `InputErrors`, or None without errors."""
+        if self.column_errors is None:
+            return None
+        return InputErrors(self.column_errors[rows], self.error_design, self.column_labels)
+
+
+@dataclass
+class InputErrors:
+    """1-sigma errors of input columns and how the columns make the features.
+
+    Monte Carlo draws perturb each *column* once and recompute every feature from
+    the perturbed columns, so a column that feeds two features (``N_FE`` in
+    [C/N] and [N/Fe]) moves both together, with the right (anti)correlation.
+
+    Attributes
+    ----------
+    column_errors : ndarray, shape (n_rows, n_columns)
+        Errors in the canonical unit of each column's label; NaN where unknown.
+    design : ndarray, shape (n_features, n_columns)
+        feature = sum over columns of coefficient * column.
+    labels : tuple of str
+        The feature name each column measures.
+    """
+
+    column_errors: np.ndarray
+    design: np.ndarray
+    labels: tuple
 
 
 def _stand_in(source, feature):
@@ -314,6 +352,11 @@ def feature_matrix(table, resolved, error_sources=None):
                          _stand_in(resolved[name], get_feature(name))[1], assumed)
              for name in names]
         ) if names else np.empty((len(table), 0))
+    column_errors = design = None
+    labels = ()
+    if error_sources is not None:
+        column_errors, design, labels = _column_error_terms(table, resolved, error_sources,
+                                                            assumed)
     values = np.column_stack(columns) if columns else np.empty((len(table), 0))
     if assumed:
         warnings.warn(
@@ -330,4 +373,43 @@ def feature_matrix(table, resolved, error_sources=None):
         missing=missing,
         invalid=invalid,
         sources={name: str(resolved[name]) for name in names},
+        column_errors=column_errors,
+        error_design=design,
+        column_labels=labels,
     )
+
+
+def _linear_terms(source, feature, error_source, sign=1.0):
+    """(column, coefficient, label, error source) of every column a feature is read from."""
+    source, feature = _stand_in(source, feature)
+    if isinstance(source, DifferenceSource):
+        parts = error_source if isinstance(error_source, tuple) else (None, None)
+        terms = []
+        for part, name, error, part_sign in zip(
+                (source.minuend, source.subtrahend), feature.derived_from[0], parts,
+                (1.0, -1.0), strict=True):
+            terms += _linear_terms(part, get_feature(name), error, sign * part_sign)
+        return terms
+    return [(source.column, sign, feature.name, error_source)]
+
+
+def _column_error_terms(table, resolved, error_sources, assumed):
+    """Per-column errors and the design that maps them onto the features."""
+    columns, labels, errors = {}, [], []
+    rows = []
+    for name in resolved:
+        row = {}
+        for column, coefficient, label, error_source in _linear_terms(
+                resolved[name], get_feature(name), error_sources[name]):
+            if column not in columns:
+                columns[column] = len(columns)
+                labels.append(label)
+                errors.append(_read_error(table, error_source, get_feature(label), assumed))
+            row[columns[column]] = row.get(columns[column], 0.0) + coefficient
+        rows.append(row)
+    design = np.zeros((len(resolved), len(columns)))
+    for i, row in enumerate(rows):
+        for j, coefficient in row.items():
+            design[i, j] = coefficient
+    values = np.column_stack(errors) if errors else np.empty((len(table), 0))
+    return values, design, tuple(labels)

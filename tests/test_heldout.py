@@ -20,6 +20,7 @@ from stellar_ml_ages.training.evaluation import (
     dilution,
     group_coverage,
 )
+from stellar_ml_ages.training.pipeline import _select, kic_test_mask
 
 pytestmark = pytest.mark.shared_data
 
@@ -138,8 +139,13 @@ def test_training_is_deterministic(full_range_table):
         for name in ("feature", "threshold", "value", "variance"):
             np.testing.assert_array_equal(getattr(first.model.forests[target], name),
                                           getattr(second.model.forests[target], name))
-    # No star is both trained on and tested on; cleaning never touches the test split.
+    # No star is both trained on and tested on; cleaning never touches the test split:
+    # the test stars are exactly the KIC-hash quarter of the selected stars.
     assert not np.isin(first.test_table["KIC"], first.train_kic).any()
+    keep, _, _ = _select(full_range_table, spec)
+    selected_kic = np.asarray(full_range_table["KIC"])[keep]
+    expected = selected_kic[kic_test_mask(selected_kic, 0.25)]
+    np.testing.assert_array_equal(np.sort(first.test_table["KIC"]), np.sort(expected))
     card = first.model.card["training_set"]
     assert card["n_test"] == len(first.test_table)
     assert card["n_train"] + card["n_test"] <= card["n_selected"]

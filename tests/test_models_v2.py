@@ -25,21 +25,38 @@ from tests.helpers import typical_star
 def test_label_correction_recovers_offset_and_teff_trend():
     rng = np.random.default_rng(3)
     teff = rng.uniform(4000, 5200, 4000)
-    prelim = rng.normal(0.0, 0.15, 4000)
+    truth = rng.normal(0.0, 0.15, 4000)
+    prelim = truth + rng.normal(0, 0.015, 4000)  # two runs, comparable noise
     truth_shift = -0.04 + 0.05 * (teff - np.median(teff)) / 1000
-    final = prelim + truth_shift + rng.normal(0, 0.02, 4000)
+    final = truth + truth_shift + rng.normal(0, 0.015, 4000)
     fit = fit_label_correction("c_fe", prelim, final,
                                {"teff": teff, "fe_h": rng.normal(0, 0.2, 4000)})
     assert set(fit.trends) == {"teff"}
     assert fit.trends["teff"]["slope"] == pytest.approx(0.05, abs=0.005)
     assert fit.offset == pytest.approx(-0.04, abs=0.003)
-    assert fit.scatter_after == pytest.approx(0.02, rel=0.1)
+    assert fit.scatter_after == pytest.approx(0.015 * np.sqrt(2), rel=0.1)
     assert fit.scatter_after < fit.scatter_before
     corrected = fit.apply(prelim, {"teff": teff})
     assert np.median(final - corrected) == pytest.approx(0.0, abs=0.002)
     # Outside the overlap the trend is held at its edge, not extrapolated.
     far = fit.apply(np.zeros(2), {"teff": np.array([6000.0, 9000.0])})
     assert far[0] == far[1]
+
+
+def test_label_scale_change_keeps_the_reference_spread():
+    """A real change of scale is corrected without the attenuation of a least-squares slope:
+    the corrected labels have the reference run's spread, not a compressed one."""
+    rng = np.random.default_rng(4)
+    truth = rng.normal(0.2, 0.12, 5000)
+    prelim = truth + rng.normal(0, 0.03, 5000)
+    final = 1.2 * truth + rng.normal(0, 0.03, 5000)
+    fit = fit_label_correction("n_fe", prelim, final, {"teff": rng.uniform(4000, 5000, 5000)})
+    assert set(fit.trends) == {"self"}
+    corrected = fit.apply(prelim, {})
+    assert np.std(corrected) == pytest.approx(np.std(final), rel=0.02)
+    # Least squares on the noisy source would have shrunk it by var(t) / var(x) = 0.94.
+    ols = np.polyfit(prelim, final - prelim, 1)[0]
+    assert np.std(prelim + ols * prelim) < 0.97 * np.std(final)
 
 
 def test_label_correction_needs_an_overlap():
@@ -217,3 +234,56 @@ def test_format_1_card_still_loads_with_pooled_calibration(tmp_path, giants):
     # Without bins every row gets the pooled offsets, whatever its state.
     sigma_ratio = np.log(np.asarray(annotated["mass_p84"]) / np.asarray(annotated["mass"]))
     np.testing.assert_allclose(sigma_ratio, sigma_ratio[0], rtol=1e-9)
+
+
+def test_shared_columns_are_drawn_once_for_every_feature_they_feed(giants):
+    """N_FE feeds [C/N] (with a minus sign) and [N/Fe]: its draws move both, oppositely."""
+    from stellar_ml_ages.columns import resolve_error_columns
+    from stellar_ml_ages.units import feature_matrix
+
+    table = typical_star(giants, 3)
+    table["N_FE_ERR"] = [0.3, 0.3, 0.3] * u.dex
+    table["C_FE_ERR"] = [0.0, 0.0, 0.0] * u.dex
+    resolved = resolve_columns(table, giants.feature_names)
+    matrix = feature_matrix(table, resolved, resolve_error_columns(table, resolved))
+    errors = matrix.input_errors()
+    assert set(errors.labels) >= {"c_fe", "n_fe"}
+    shifts = giants._perturbations(matrix.values, errors, np.random.default_rng(1), 50)
+    c_n, n_fe = giants.feature_names.index("c_n"), giants.feature_names.index("n_fe")
+    for shift in shifts:
+        np.testing.assert_allclose(shift[:, c_n], -shift[:, n_fe])
+    spread = np.std([shift[:, n_fe] for shift in shifts])
+    noise = giants._label_noise("n_fe", matrix.values)[0]
+    assert spread == pytest.approx(np.sqrt(0.3**2 - noise**2), rel=0.25)
+
+
+def test_quantiles_and_predictive_cdf_are_inverse(giants):
+    features = np.array([[f["mean"] for f in giants.card["features"]]] * 3)
+    features[1, giants.feature_names.index("c_n")] -= 0.1  # a heavier star: another bin
+    states = np.array(["RGB", "RC", ""])
+    probabilities = (0.025, 0.16, 0.5, 0.84, 0.975)
+    predicted = giants.predict(features, quantiles=probabilities, states=states)
+    for target in giants.target_names:
+        for p in probabilities:
+            cdf = giants.predictive_cdf(target, features, predicted[target][p], states=states)
+            np.testing.assert_allclose(cdf, p, atol=1e-9)
+
+
+def test_high_edge_bit(giants):
+    model = get_model("giants")
+    edited = json.loads(json.dumps(model.card))
+    for target in edited["targets"]:
+        target["calibrated_range"] = [1e-3, 2e-3]
+    shifted = type(model)(edited, model.forests, model.domain)
+    flag = MassAgeFlag(int(add_mass_age(typical_star(giants, 1), model=shifted)
+                           ["mass_age_flag"][0]))
+    assert MassAgeFlag.MASS_NEAR_HIGH_EDGE in flag and MassAgeFlag.AGE_NEAR_HIGH_EDGE in flag
+    assert MassAgeFlag.MASS_NEAR_LOW_EDGE not in flag
+
+
+def test_predict_reads_state_codes_and_masks(giants):
+    features = np.array([[f["mean"] for f in giants.card["features"]]] * 4)
+    coded = giants.predict(features, states=np.ma.MaskedArray([1, 2, 2, 7], mask=[0, 0, 1, 0]))
+    named = giants.predict(features, states=np.array(["RGB", "RC", "", ""]))
+    for key in (0.16, 0.84):
+        np.testing.assert_array_equal(coded["mass"][key], named["mass"][key])

@@ -138,6 +138,8 @@ def coverage(predictions, target, inside_only=True):
         ``paper_metrics`` (see `~stellar_ml_ages.training.train_model`) of the point estimate.
     """
     rows = _rows_with_truth(predictions, target, inside_only)
+    if not len(rows):
+        raise ValueError(f"no {target} prediction with a true value to measure coverage on")
     truth = np.asarray(rows[f"{target}_true"])
     stats = _interval_stats(rows, target)
     return {
@@ -220,14 +222,20 @@ def dilution(predictions, target, bins=None):
         true) / true in bins of the true value (``bins`` edges; default quintiles).
     """
     rows = _rows_with_truth(predictions, target)
+    if len(rows) < 3:
+        raise ValueError(f"dilution of {target} needs at least 3 stars inside the hull "
+                         f"with a true value, got {len(rows)}")
     truth = np.log(np.asarray(rows[f"{target}_true"], dtype=np.float64))
     value = np.log(np.asarray(rows[target], dtype=np.float64))
     slope = float(np.polyfit(truth, value, 1)[0])
     reverse = float(np.polyfit(value, truth, 1)[0])
     edges = np.exp(np.quantile(truth, np.linspace(0, 1, 6))) if bins is None else np.asarray(bins)
     bias = []
-    for low, high in pairwise(edges):
-        inside = (np.exp(truth) >= low) & (np.exp(truth) <= high)
+    last = len(edges) - 2
+    for k, (low, high) in enumerate(pairwise(edges)):
+        # Half-open bins (the last one closed): each star is counted once.
+        inside = (np.exp(truth) >= low) & ((np.exp(truth) < high) if k < last
+                                           else (np.exp(truth) <= high))
         if inside.any():
             ratio = np.exp(value[inside] - truth[inside]) - 1
             bias.append({"low": float(low), "high": float(high), "n": int(inside.sum()),

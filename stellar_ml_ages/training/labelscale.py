@@ -14,7 +14,15 @@ where the candidate trend terms :math:`t_k` are Teff, [Fe/H] and the label itsel
 so that stars outside the overlap get no extrapolated trend), plus a red-clump
 indicator. A trend is kept only where it matters: where it moves the correction by
 more than a quarter of the offset-only robust scatter across the overlap's 5-95%
-range of its variable. Fits are least squares with iterative 3-sigma clipping.
+range of its variable.
+
+The label's own trend is a change of scale, and a least-squares slope of
+``reference - source`` on the noisy source value is biased (attenuated): it would
+shrink the corrected labels' spread below DR17's. It is therefore measured
+symmetrically, as the ratio of the two runs' (3-sigma clipped) standard
+deviations, so the corrected labels keep the spread of the DR17 values. The other
+trends are then fitted by least squares with iterative 3-sigma clipping. Teff and
+[Fe/H] are not offered as separate trends of themselves.
 
 The fitted corrections are plain numbers (`LabelCorrection.as_dict`), recorded in
 the model cards and the reproduction report.
@@ -123,6 +131,19 @@ def _clipped_fit(design, residual, n_iterations=5):
     return coefficients, use
 
 
+def _scale_ratio(source, reference, n_iterations=5):
+    """std(reference) / std(source) over pairs whose difference is within 3 sigma."""
+    use = np.ones(len(source), dtype=bool)
+    for _ in range(n_iterations):
+        difference = reference - source
+        limit = 3.0 * max(robust_scatter(difference[use]), 1e-12)
+        new_use = np.abs(difference - np.median(difference[use])) < limit
+        if np.array_equal(new_use, use):
+            break
+        use = new_use
+    return float(np.std(reference[use]) / np.std(source[use]))
+
+
 def fit_label_correction(label, source_values, reference_values, variables, *,
                          source="", reference="", candidates=TREND_VARIABLES):
     """Fit the correction of one label from a preliminary run onto the reference scale.
@@ -164,7 +185,8 @@ def fit_label_correction(label, source_values, reference_values, variables, *,
     reference_values = np.asarray(reference_values, dtype=np.float64)
     variables = {name: np.asarray(values, dtype=np.float64) for name, values in variables.items()}
     variables["self"] = source_values
-    candidates = [name for name in candidates if name in variables]
+    # A label is not its own separate trend variable: "self" covers it, symmetrically.
+    candidates = [name for name in candidates if name in variables and name != label]
     usable = np.isfinite(source_values) & np.isfinite(reference_values)
     for name in candidates:
         usable &= np.isfinite(variables[name])
@@ -174,7 +196,7 @@ def fit_label_correction(label, source_values, reference_values, variables, *,
     variables = {name: values[usable] for name, values in variables.items()}
 
     stats = {}
-    for name in candidates:
+    for name in [*candidates, "self"]:
         values = variables[name]
         low, high = np.percentile(values, [1, 99])
         if name == "is_rc":
@@ -182,23 +204,39 @@ def fit_label_correction(label, source_values, reference_values, variables, *,
         stats[name] = (float(low), float(high), float(np.median(values)) if name != "is_rc"
                        else 0.0, _TREND_UNITS[name])
     scatter_before = robust_scatter(residual)
+
+    # The label's own scale: a symmetric slope (ratio of clipped deviations).
+    source_part = variables["self"]
+    scale_slope = _scale_ratio(source_part, source_part + residual) - 1.0
+    low5, high95 = np.percentile(source_part, [5, 95])
+    self_kept = "self" in candidates and abs(scale_slope) * (high95 - low5) > 0.25 * scatter_before
+    others = [name for name in candidates if name != "self"]
+    rescaled = residual
+    if self_kept:
+        centre = stats["self"][2]
+        rescaled = residual - scale_slope * (np.clip(source_part, *stats["self"][:2]) - centre)
+
     kept = []
-    if len(candidates):
-        coefficients, _ = _clipped_fit(_design(variables, candidates, stats), residual)
-        for name, slope in zip(candidates, coefficients[1:], strict=True):
+    if others:
+        coefficients, _ = _clipped_fit(_design(variables, others, stats), rescaled)
+        for name, slope in zip(others, coefficients[1:], strict=True):
             low5, high95 = np.percentile(variables[name], [5, 95])
             span = 1.0 if name == "is_rc" else (high95 - low5) / stats[name][3]
             if abs(slope) * span > 0.25 * scatter_before:
                 kept.append(name)
-    coefficients, use = _clipped_fit(_design(variables, kept, stats), residual)
+    coefficients, use = _clipped_fit(_design(variables, kept, stats), rescaled)
+    trends = {
+        name: {"slope": float(slope), "centre": stats[name][2], "low": stats[name][0],
+               "high": stats[name][1], "scale": stats[name][3]}
+        for name, slope in zip(kept, coefficients[1:], strict=True)
+    }
+    if self_kept:
+        trends["self"] = {"slope": float(scale_slope), "centre": stats["self"][2],
+                          "low": stats["self"][0], "high": stats["self"][1], "scale": 1.0,
+                          "method": "ratio of clipped standard deviations (symmetric)"}
     correction = LabelCorrection(
         label=label, source=source, reference=reference, offset=float(coefficients[0]),
-        trends={
-            name: {"slope": float(slope), "centre": stats[name][2], "low": stats[name][0],
-                   "high": stats[name][1], "scale": stats[name][3]}
-            for name, slope in zip(kept, coefficients[1:], strict=True)
-        },
-        n_overlap=int(use.sum()), scatter_before=scatter_before,
+        trends=trends, n_overlap=int(use.sum()), scatter_before=scatter_before,
         median_before=float(np.median(residual)),
     )
     after = reference_values[usable] - correction.apply(source_values[usable], variables)

@@ -157,11 +157,15 @@ def _binned_offsets(z, mean):
     beyond the outer centres), so intervals change smoothly with the prediction.
     """
     n_bins = int(np.clip(len(z) // _STARS_PER_BIN, 1, _MAX_BINS))
-    edges = np.quantile(mean, np.linspace(0.0, 1.0, n_bins + 1))
+    # Tied predictions can make quantile edges coincide: keep distinct edges only.
+    edges = np.unique(np.quantile(mean, np.linspace(0.0, 1.0, n_bins + 1)))
+    n_bins = max(len(edges) - 1, 1)
     which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
     centres, table, counts = [], [], []
     for b in range(n_bins):
         rows = which == b
+        if not rows.any():
+            continue
         centres.append(float(np.median(mean[rows])))
         table.append([float(v) for v in _offsets(z[rows])])
         counts.append(int(rows.sum()))
@@ -262,10 +266,10 @@ def add_input_noise(spec, features, kic):
     """
     from scipy.special import ndtri
 
-    if not spec.input_noise:
-        return features
     noisy = np.array(features, dtype=np.float64, copy=True)
     for name, fraction in spec.input_noise.items():
+        if name not in spec.features:  # e.g. a selection run without that candidate
+            continue
         column = spec.features.index(name)
         normal = ndtri(np.clip(kic_uniform(kic, f"input-noise:{spec.seed}:{name}"),
                                1e-12, 1 - 1e-12))
@@ -370,16 +374,19 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     train = ~is_test
     say(f"{spec.name}: {int(train.sum())} training, {int(is_test.sum())} test stars")
 
-    # Cleaning, per target, on that target's training stars.
+    # Cleaning, per target, on that target's training stars. The paper's protocol also
+    # drops that target's badly predicted test stars (from that target's metrics only).
     kept, n_removed = {}, 0
+    scored = {name: is_test & np.isfinite(values) for name, values in targets.items()}
     for name, values in targets.items():
         rows = train & np.isfinite(values)
-        test_rows = is_test & np.isfinite(values)
+        test_rows = scored[name]
         if protocol == "paper":
             kept_rows, test_kept = _clean(spec, name, features[rows], np.log(values[rows]),
                                           features[test_rows], np.log(values[test_rows]))
-            is_test[np.flatnonzero(test_rows)[~test_kept]] = False
-            say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} test stars")
+            scored[name][np.flatnonzero(test_rows)[~test_kept]] = False
+            say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} {name} "
+                "test stars")
         else:
             kept_rows = _clean(spec, name, features[rows], np.log(values[rows]))
         kept[name] = np.zeros(len(selected), dtype=bool)
@@ -469,6 +476,9 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             "label_source": spec.label_source,
             "catalogs": dict(table.meta.get("files", {})),
             "label_scale": table.meta.get("label_scale", {}),
+            # Median reported 1-sigma error of each training label (canonical units):
+            # what propagate_errors counts as already included, per input column.
+            "label_noise": dict(table.meta.get("label_noise", {})),
             "evolutionary_states": list(spec.evolutionary_states),
             "n_selected": len(selected),
             "n_train": int(any_kept.sum()),
@@ -500,7 +510,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         for entry in card["targets"]:
             truth = targets[entry["name"]][is_test]
             result = predictions[entry["name"]]
-            inside = in_hull & np.isfinite(truth)
+            inside = in_hull & scored[entry["name"]][is_test]
             entry["metrics"] = paper_metrics(result["value"][inside], truth[inside])
             entry["metrics_all_test"] = paper_metrics(result["value"][np.isfinite(truth)],
                                                       truth[np.isfinite(truth)])
