@@ -141,10 +141,23 @@ CANDIDATE_LABELS = (*SPECTROSCOPIC_LABELS, "c_n")
 #: Fractional Δν noise the seismic red-clump model is trained and calibrated for.
 SEISMIC_DNU_NOISE = 0.02
 
+def _full_range(**settings):
+    """A packaged v2 spec: both targets, the full-range table, every star trained on."""
+    common = {
+        "targets": {"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
+        "cleaning": {"mass": (1.0, 0.3), "age": (5.0, 0.6)},
+        "test_fraction": 0.0,
+        "citation": _FULL_RANGE_CITATIONS,
+        "training_table": "full_range",
+        "candidate_features": CANDIDATE_LABELS,
+    }
+    return ModelSpec(**{**common, **settings})
+
+
 PACKAGED_SPECS = {
     spec.name: spec
     for spec in (
-        ModelSpec(
+        _full_range(
             name="giants-apogee-dr17",
             aliases=("giants",),
             description=(
@@ -154,16 +167,10 @@ PACKAGED_SPECS = {
             ),
             # The cross-validated selection's choice and order (docs/reproduce.rst).
             features=("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
-            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
             evolutionary_states=("RGB", "RC"),
-            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
-            test_fraction=0.0,
-            citation=_FULL_RANGE_CITATIONS,
-            training_table="full_range",
             calibration_groups=("RGB", "RC"),
-            candidate_features=CANDIDATE_LABELS,
         ),
-        ModelSpec(
+        _full_range(
             name="red-clump-apogee-dr17",
             aliases=("red-clump", "rc"),
             description=(
@@ -172,16 +179,10 @@ PACKAGED_SPECS = {
                 "clump stars; no seismic input."
             ),
             features=("c_n", "logg", "teff", "n_fe", "alpha_m", "fe_h"),
-            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
             evolutionary_states=("RC",),
-            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
-            test_fraction=0.0,
-            citation=_FULL_RANGE_CITATIONS,
-            training_table="full_range",
             calibration_groups=("RC",),
-            candidate_features=CANDIDATE_LABELS,
         ),
-        ModelSpec(
+        _full_range(
             name="red-clump-seismic-apogee-dr17",
             aliases=("red-clump-seismic", "rc-seismic"),
             description=(
@@ -190,12 +191,7 @@ PACKAGED_SPECS = {
                 "Δν with a 2% (1-sigma) error."
             ),
             features=("c_n", "dnu", "logg", "teff", "n_fe", "alpha_m", "fe_h"),
-            targets={"mass": ("MASS", "solMass"), "age": ("AGE", "Gyr")},
             evolutionary_states=("RC",),
-            cleaning={"mass": (1.0, 0.3), "age": (5.0, 0.6)},
-            test_fraction=0.0,
-            citation=_FULL_RANGE_CITATIONS,
-            training_table="full_range",
             input_noise={"dnu": SEISMIC_DNU_NOISE},
             calibration_groups=("RC",),
             candidate_features=("dnu", *CANDIDATE_LABELS),
