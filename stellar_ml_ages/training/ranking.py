@@ -116,7 +116,7 @@ def permutation_ranking(spec, table, candidates, n_folds=4, n_repeats=3, n_estim
     Returns
     -------
     dict
-        ``"importance"``: target -> {feature: mean rise of the median |ln error|};
+        ``"importance"``: target -> {feature: mean rise of the median absolute ln error};
         ``"order"``: candidates by importance summed over targets (each target's
         importances normalised to sum 1), most important first;
         ``"folds"``, ``"n_stars"``: what was used.

@@ -137,7 +137,7 @@ def _external_checks(data_dir, cv_by_model):
         for row_kic, predicted, true in zip(inside["KIC"], inside[target],
                                             inside[f"{target}_true"], strict=True):
             value = lookup.get(int(row_kic))
-            if value is not None and np.isfinite(value) and value > 0:
+            if value is not None and np.isfinite(value) and value > 0 and np.isfinite(true):
                 ours.append(predicted)
                 theirs.append(value)
                 truth.append(true)
@@ -225,30 +225,9 @@ def _figures(out, key, spec, selection, methods, cv):
         ax.set_title(f"{spec.name}: {target}")
         paths[f"error_curve_{target}"] = _save(fig, out / f"{key}_{target}_error_curve.png")
 
-        # Out-of-fold predicted vs true, coloured by state, with residuals.
-        truth = np.asarray(rows[f"{target}_true"], dtype=float)
         value = np.asarray(rows[target], dtype=float)
-        states = np.asarray(rows["EVSTATE"]).astype(str)
-        fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.8, 5.8), sharex=True,
-                                          gridspec_kw={"height_ratios": [3, 1]})
-        for state, colour in (("RGB", "tab:red"), ("RC", "tab:blue")):
-            pick = states == state
-            if pick.any():
-                top.plot(truth[pick], value[pick], ".", ms=2, alpha=0.4, color=colour,
-                         label=state)
-                bottom.plot(truth[pick], (value[pick] - truth[pick]) / truth[pick] * 100, ".",
-                            ms=2, alpha=0.4, color=colour)
-        lims = [min(truth.min(), value.min()), max(truth.max(), value.max())]
-        top.plot(lims, lims, "k-", lw=1)
-        top.set_xscale("log")
-        top.set_yscale("log")
-        top.legend(fontsize=8)
-        top.set_ylabel(f"predicted {target} [{unit}]")
-        top.set_title(f"{spec.name}: out of fold, inside the hull")
-        bottom.axhline(0, color="k", lw=1)
-        bottom.set_xlabel(f"seismic {target} [{unit}]")
-        bottom.set_ylabel("residual [%]")
-        paths[f"predicted_vs_true_{target}"] = _save(fig, out / f"{key}_{target}_pred_true.png")
+        paths[f"predicted_vs_true_{target}"] = predicted_vs_true_figure(
+            rows, target, spec.name, out / f"{key}_{target}_pred_true.png")
 
         # Kiel diagram coloured by the prediction.
         fig, ax = plt.subplots(figsize=(4.8, 4))
@@ -270,6 +249,51 @@ def _figures(out, key, spec, selection, methods, cv):
         ax.set_title(f"{spec.name}: {target}, {cv.meta['n_folds']}-fold out of fold")
         paths[f"pit_{target}"] = _save(fig, out / f"{key}_{target}_pit.png")
     return paths
+
+
+def predicted_vs_true_figure(rows, target, title, path):
+    """Out-of-fold predicted against true values, by state, with ln residuals.
+
+    ``rows`` is an out-of-fold table (``<model>_out_of_fold.ecsv`` of the report).
+    Returns the file name written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = rows[np.isfinite(np.asarray(rows[f"{target}_true"], dtype=float))]
+    truth = np.asarray(rows[f"{target}_true"], dtype=float)
+    value = np.asarray(rows[target], dtype=float)
+    states = np.asarray(rows["EVSTATE"]).astype(str)
+    unit = _UNITS[target]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(4.8, 5.8), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    for state, colour in (("RGB", "tab:red"), ("RC", "tab:blue")):
+        pick = states == state
+        if pick.any():
+            top.plot(truth[pick], value[pick], ".", ms=2, alpha=0.4, color=colour, label=state)
+            bottom.plot(truth[pick], np.log(value[pick] / truth[pick]), ".", ms=2, alpha=0.4,
+                        color=colour)
+    lims = [min(truth.min(), value.min()), max(truth.max(), value.max())]
+    top.plot(lims, lims, "k-", lw=1)
+    top.set_xscale("log")
+    top.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ticks = [v for v in (0.3, 0.5, 1, 2, 3, 5, 10, 20) if lims[0] <= v <= lims[1]]
+    for axis in (top.xaxis, top.yaxis, bottom.xaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(ticks)
+    top.legend(fontsize=8)
+    top.set_ylabel(f"predicted {target} [{unit}]")
+    top.set_title(f"{title}: out of fold, inside the hull", fontsize=9)
+    bottom.axhline(0, color="k", lw=1)
+    bottom.set_ylim(-1, 1)
+    bottom.set_xlabel(f"seismic {target} [{unit}]")
+    bottom.set_ylabel("ln(pred / true)")
+    return _save(fig, Path(path))
 
 
 def _save(fig, path):
