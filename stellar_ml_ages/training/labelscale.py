@@ -175,9 +175,11 @@ def fit_label_correction(label, source_values, reference_values, variables, *,
     >>> from stellar_ml_ages.training.labelscale import fit_label_correction
     >>> rng = np.random.default_rng(1)
     >>> teff = rng.uniform(4200, 5100, 2000)
-    >>> prelim = rng.normal(0.0, 0.1, 2000)
-    >>> final = prelim - 0.05 + rng.normal(0, 0.02, 2000)
-    >>> fit = fit_label_correction("c_fe", prelim, final, {"teff": teff, "fe_h": prelim})
+    >>> truth = rng.normal(0.0, 0.1, 2000)
+    >>> prelim = truth + rng.normal(0, 0.015, 2000)
+    >>> final = truth - 0.05 + rng.normal(0, 0.015, 2000)
+    >>> fit = fit_label_correction("c_fe", prelim, final,
+    ...                            {"teff": teff, "fe_h": rng.normal(0, 0.2, 2000)})
     >>> round(fit.offset, 2), fit.trends
     (-0.05, {})
     """

@@ -395,6 +395,8 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         n_removed += removed
         say(f"{spec.name}: cleaning pass removed {removed} {name} training stars")
     any_kept = np.any(list(kept.values()), axis=0)
+    # Test stars scored for at least one target (the paper protocol drops some).
+    is_test = np.any(list(scored.values()), axis=0) if scored else is_test
     train_features = features[any_kept]
     mean = train_features.mean(axis=0)
     scale = train_features.std(axis=0)

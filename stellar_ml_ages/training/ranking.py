@@ -165,7 +165,8 @@ def feature_count_curve(spec, table, order, n_folds=4, n_estimators=150, toleran
     already chosen (e.g. [C/N] after [C/Fe] and [N/Fe]) is skipped, since the
     applicability hull needs independent inputs. The chosen set is the shortest
     prefix whose median relative error is within ``tolerance`` (relative) of the
-    best prefix, for every target.
+    best prefix, for every target (or, if no prefix is, the one whose largest
+    relative excess over a target's best is smallest).
 
     Returns
     -------
@@ -200,7 +201,13 @@ def feature_count_curve(spec, table, order, n_folds=4, n_estimators=150, toleran
             point[target] = median_relative_error(np.exp(predicted), values[has])
         curve.append(point)
     best = {target: min(point[target] for point in curve) for target in targets}
-    chosen = next(point["features"] for point in curve
-                  if all(point[t] <= (1 + tolerance) * best[t] for t in targets))
+
+    def worst_excess(point):
+        return max(point[t] / best[t] - 1 for t in targets)
+
+    # The shortest prefix within tolerance for every target; if the targets' best
+    # prefixes disagree so that none is, the prefix whose worst excess is smallest.
+    within = [point for point in curve if worst_excess(point) <= tolerance]
+    chosen = (within[0] if within else min(curve, key=worst_excess))["features"]
     return {"curve": curve, "skipped": skipped, "chosen": tuple(chosen),
             "tolerance": tolerance}
