@@ -29,24 +29,25 @@ def red_clump():
     return get_model("red-clump")
 
 
-@pytest.fixture(scope="session")
-def training_table():
-    """The real APOKASC-2 x APOGEE DR17 training table; skips when the catalogs are absent."""
+def _from_catalogs(loader):
+    """``loader()`` on the real catalogs; skips the test when they are absent."""
     try:
         find_data_dir()
     except TrainingDataError as error:
         pytest.skip(f"real catalogs not available: {error}")
-    return load_apogee_training_table()
+    return loader()
+
+
+@pytest.fixture(scope="session")
+def training_table():
+    """The real APOKASC-2 x APOGEE DR17 training table (version 1 models)."""
+    return _from_catalogs(load_apogee_training_table)
 
 
 @pytest.fixture(scope="session")
 def full_range_table():
     """The real full-range training table (preliminary APOKASC-3, labels on the DR17 scale)."""
-    try:
-        find_data_dir()
-    except TrainingDataError as error:
-        pytest.skip(f"real catalogs not available: {error}")
-    return load_full_range_training_table()
+    return _from_catalogs(load_full_range_training_table)
 
 
 def _local_service(variable, require_variable, how_to_start):
