@@ -18,7 +18,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .annotate import add_mass_age
+from .annotate import OUTPUT_COLUMNS, add_mass_age
 from .registry import get_model
 
 __all__ = ["annotate_dask", "annotate_pandas"]
@@ -76,7 +76,11 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
     annotated = add_mass_age(table, get_model(model) if model is not None else None,
                              mapping=mapping, **options)
     result = frame.copy()
-    for name in annotated.colnames[len(table.colnames):]:
+    # Every output column, also those replaced in place with overwrite=True (which
+    # keep their position, so they are not all after the frame's own columns).
+    written = [name for name in annotated.colnames
+               if name not in table.colnames or name in OUTPUT_COLUMNS]
+    for name in written:
         column = annotated[name]
         if column.dtype.kind == "f":
             result[name] = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import astropy.units as u
 import numpy as np
+from astropy.table import Column
 
 from .columns import DifferenceSource, SubstituteSource
 from .exceptions import AssumedUnitWarning, ColumnUnitError, ColumnValueError
@@ -294,12 +295,20 @@ def _read_error(table, source, feature, assumed):
             for part, name in zip(source, feature.derived_from[0], strict=True)
         ]
         return np.hypot(*parts)
+    unit = _reparsed(getattr(table[source.column], "unit", None))
+    if feature.kind == "log_gravity" and unit is not None and not (
+            isinstance(unit, (u.DexUnit, u.UnrecognizedUnit))
+            or unit in (u.dex, u.dimensionless_unscaled)):
+        raise ColumnUnitError(
+            f"error column {source.column!r} of {feature.label} has the linear unit "
+            f"{unit.to_string()!r}; a log g error is a difference of logarithms: give it "
+            "in dex")
     values = _read_source(table, source, feature, assumed)
-    unit = getattr(table[source.column], "unit", None)
-    if feature.kind == "temperature" and unit is not None:
+    if feature.kind in ("temperature", "log_gravity") and unit is not None:
         # An uncertainty is a difference: for an affine scale f(x) = a*x + b the
-        # error converts as f(err) - f(0), which drops the zero point (deg_C -> K).
-        zero, _ = column_to_canonical(u.Quantity([0.0], unit), feature)
+        # error converts as f(err) - f(0), which drops the zero point (deg_C -> K,
+        # dex(m/s2) -> dex(cm/s2) adds 2 to values, nothing to errors).
+        zero, _ = column_to_canonical(Column([0.0], unit=unit), feature)
         values = values - zero[0]
     return values
 

@@ -69,3 +69,15 @@ def test_dask_on_a_local_process_cluster(catalog, tmp_path):
         assert len(set(client.run(__import__("os").getpid).values())) == 2
     assert len(result) == len(catalog)
     assert_matches(result.reset_index(drop=True), add_mass_age(catalog, "giants"))
+
+
+def test_pandas_overwrite_returns_the_new_values(catalog):
+    """Re-annotating a frame that already has the outputs replaces them (was: old values)."""
+    frame = catalog.to_pandas()
+    units = units_of(catalog)
+    first = annotate_pandas(frame, "giants", units=units)
+    again = annotate_pandas(first, "giants", units=units, overwrite=True,
+                            allow_extrapolation=True)
+    extrapolated = first["mass"].isna() & again["mass"].notna()
+    assert extrapolated.any()
+    assert list(again.columns) == list(first.columns)

@@ -109,3 +109,24 @@ def test_unit_strings_a_fits_reader_left_unrecognised():
     with pytest.raises(ColumnUnitError, match=r"'LOGG'.*furlong"):
         column_to_canonical(Column([2.5], unit=u.UnrecognizedUnit("furlong")), "logg",
                             name="LOGG")
+
+
+def test_log_g_errors_convert_as_differences():
+    """0.05 dex(m/s2) is a 0.05 dex error, not 2.05; a linear error is refused, by name."""
+    from stellar_ml_ages import ColumnUnitError, get_model
+    from stellar_ml_ages.columns import resolve_columns, resolve_error_columns
+    from stellar_ml_ages.units import feature_matrix
+    from tests.helpers import typical_star
+
+    model = get_model("giants")
+    table = typical_star(model, 1)
+    table["LOGG"] = (table["LOGG"].quantity.value - 2) * u.dex(u.m / u.s**2)
+    table["LOGG_ERR"] = [0.05] * u.dex(u.m / u.s**2)
+    resolved = resolve_columns(table, model.feature_names)
+    matrix = feature_matrix(table, resolved, resolve_error_columns(table, resolved))
+    logg = model.feature_names.index("logg")
+    assert matrix.values[0, logg] == pytest.approx(model.card["features"][logg]["mean"])
+    assert matrix.errors[0, logg] == pytest.approx(0.05)
+    table["LOGG_ERR"] = [5.0] * (u.cm / u.s**2)
+    with pytest.raises(ColumnUnitError, match=r"'LOGG_ERR'.*dex"):
+        feature_matrix(table, resolved, resolve_error_columns(table, resolved))
