@@ -47,17 +47,20 @@ class DifferenceSource:
 
 @dataclass(frozen=True)
 class SubstituteSource:
-    """A feature read from another feature's source that stands in for it ([Mg/Fe] for [α/M])."""
+    """A feature read from another feature's source that stands in for it ([Mg/Fe] for [α/M]).
+
+    ``feature`` is the canonical name of the stand-in, whose units and ranges apply.
+    """
 
     source: object
-    label: str
+    feature: str
 
     @property
     def columns(self):
         return self.source.columns
 
     def __str__(self):
-        return f"{self.source} (as {self.label})"
+        return f"{self.source} (as {get_feature(self.feature).label})"
 
 
 def _names_by_lower(table):
@@ -122,7 +125,7 @@ def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
     for stand_in in feature.substitutes:
         source = _resolve_one(table, by_lower, get_feature(stand_in), mapping, missing)
         if source is not None:
-            return SubstituteSource(source, get_feature(stand_in).label)
+            return SubstituteSource(source, stand_in)
     return None
 
 
@@ -237,9 +240,7 @@ def resolve_error_columns(table, resolved, mapping=None):
 
     def lookup(source, feature):
         if isinstance(source, SubstituteSource):
-            stand_in = next(get_feature(name) for name in feature.substitutes
-                            if get_feature(name).label == source.label)
-            return lookup(source.source, stand_in)
+            return lookup(source.source, get_feature(source.feature))
         if isinstance(source, DifferenceSource):
             parts = [
                 lookup(part, get_feature(name))

@@ -264,9 +264,7 @@ class InputErrors:
 def _stand_in(source, feature):
     """The feature a `SubstituteSource` really reads, and its own source."""
     if isinstance(source, SubstituteSource):
-        stand_in = next(get_feature(name) for name in feature.substitutes
-                        if get_feature(name).label == source.label)
-        return source.source, stand_in
+        return source.source, get_feature(source.feature)
     return source, feature
 
 
