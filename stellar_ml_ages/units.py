@@ -284,15 +284,9 @@ def _read_source(table, source, feature, assumed):
 
 
 def _read_error(table, source, feature, assumed):
+    """One error column in the feature's canonical unit (NaN everywhere if None)."""
     if source is None:
         return np.full(len(table), np.nan)
-    if isinstance(source, tuple):
-        # Errors of a difference add in quadrature (the parts' covariance is unknown).
-        parts = [
-            _read_error(table, part, get_feature(name), assumed)
-            for part, name in zip(source, feature.derived_from[0], strict=True)
-        ]
-        return np.hypot(*parts)
     unit = _reparsed(getattr(table[source.column], "unit", None))
     if feature.kind == "log_gravity" and unit is not None and not (
             isinstance(unit, (u.DexUnit, u.UnrecognizedUnit))
@@ -352,18 +346,17 @@ def feature_matrix(table, resolved, error_sources=None):
         with np.errstate(invalid="ignore"):
             invalid |= np.isfinite(values) & ~((values > low) & (values < high))
         columns.append(values)
-    errors = None
-    if error_sources is not None:
-        errors = np.column_stack(
-            [_read_error(table, error_sources[name],
-                         _stand_in(resolved[name], get_feature(name))[1], assumed)
-             for name in names]
-        ) if names else np.empty((len(table), 0))
-    column_errors = design = None
+    errors = column_errors = design = None
     labels = ()
     if error_sources is not None:
         column_errors, design, labels = _column_error_terms(table, resolved, error_sources,
                                                             assumed)
+        # Each feature's own error: its columns' errors in quadrature (a difference's
+        # parts are taken as independent); NaN where any of them is unknown.
+        errors = np.column_stack([
+            np.sqrt(np.sum((column_errors[:, row != 0] * row[row != 0]) ** 2, axis=1))
+            for row in design
+        ]) if names else np.empty((len(table), 0))
     values = np.column_stack(columns) if columns else np.empty((len(table), 0))
     if assumed:
         warnings.warn(
