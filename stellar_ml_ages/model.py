@@ -158,45 +158,46 @@ class MassAgeModel:
         """Whether each row lies inside the convex hull of the standardised training set."""
         return self.domain.contains(self.standardize(features))
 
-    def _offset_table(self, target, mean, states):
-        """Calibrated z offsets at the card's probabilities, per row: (n_cal, n_rows).
+    def _offset_table(self, target, mean, states, probabilities=None):
+        """Calibrated z offsets per row at ``probabilities``: (n_probabilities, n_rows).
 
-        Rows of a state with its own calibration use it, the others the pooled
-        ``"all"`` bins; within a group the offsets are interpolated linearly in the
-        predicted value between the bins' centres. Cards without bins (format 1)
-        give every row the pooled offsets.
+        ``probabilities`` defaults to the card's calibration grid. Rows of a state
+        with its own calibration use it, the others the pooled ``"all"`` bins; within
+        a group the offsets are interpolated linearly in the predicted value between
+        the bins' centres. Cards without bins (format 1) give every row the pooled
+        offsets. The (small) tables are interpolated to ``probabilities`` first, so
+        the per-row work grows with the probabilities asked for, not the grid.
         """
         calibration = self.target(target)["calibration"]
-        pooled = np.asarray(calibration["z"], dtype=np.float64)
+        grid = np.asarray(calibration["probability"], dtype=np.float64)
+        probabilities = grid if probabilities is None else probabilities
+
+        def at_probabilities(offsets):  # (..., n_grid) -> (..., n_probabilities)
+            offsets = np.atleast_2d(np.asarray(offsets, dtype=np.float64))
+            return self._interp_probabilities(grid, offsets.T, probabilities).T
+
+        pooled = at_probabilities(calibration["z"])[0]
         mean = np.asarray(mean, dtype=np.float64)
+        # Rows of a group the card lacks (even "all") keep the pooled offsets.
+        table = np.repeat(pooled[:, None], len(mean), axis=1)
         bins = calibration.get("bins")
         if not bins:
-            return np.repeat(pooled[:, None], len(mean), axis=1)
+            return table
         group_of_row = np.full(len(mean), "all", dtype=object)
         if states is not None:
             states = normalize_states(states)
             for group in bins:
                 if group != "all":
                     group_of_row[states == group] = group
-        # Rows of a group the card lacks (even "all") keep the pooled offsets.
-        table = np.repeat(pooled[:, None], len(mean), axis=1)
         for group, entry in bins.items():
             rows = group_of_row == group
             if not rows.any():
                 continue
             centres = np.asarray(entry["centre"], dtype=np.float64)
-            offsets = np.asarray(entry["z"], dtype=np.float64)  # (n_bins, n_cal)
+            offsets = at_probabilities(entry["z"])  # (n_bins, n_probabilities)
             for k in range(offsets.shape[1]):
                 table[k, rows] = np.interp(mean[rows], centres, offsets[:, k])
         return table
-
-    def _quantile_offsets(self, target, probabilities, mean, states=None):
-        """z offsets of the requested probabilities for each row: (n_probabilities, n_rows)."""
-        calibration = self.target(target)["calibration"]
-        table = self._offset_table(target, mean, states)
-        probability = np.asarray(calibration["probability"], dtype=np.float64)
-        # Interpolating in probability between monotonic columns keeps the result monotonic.
-        return self._interp_probabilities(probability, table, probabilities)
 
     @staticmethod
     def _interp_probabilities(probability, table, probabilities):
@@ -251,7 +252,7 @@ class MassAgeModel:
         return self._transform_pair(target)[1](values)
 
     def excess_errors(self, features, feature_errors):
-        """The part of each input error beyond the training labels' own noise.
+        """The part of each per-feature input error beyond the training labels' own noise.
 
         The calibration already absorbs the noise the training labels had (their
         out-of-bag residuals include it), so only ``sqrt(err**2 - noise**2)`` (zero
@@ -260,12 +261,13 @@ class MassAgeModel:
         e.g. Δν) counts that fraction of the input value in the noise.
         """
         errors = np.nan_to_num(np.asarray(feature_errors, dtype=np.float64), nan=0.0)
-        features = np.asarray(features, dtype=np.float64)
-        noise = np.zeros_like(errors)
-        for k, entry in enumerate(self.card["features"]):
-            level = entry.get("training_noise", 0.0) ** 2
-            level = level + (entry.get("training_noise_fraction", 0.0) * features[:, k]) ** 2
-            noise[:, k] = np.sqrt(level)
+        return self._excess(features, errors, self.feature_names)
+
+    def _excess(self, features, errors, labels):
+        """Excess over `_label_noise` of error columns measuring ``labels``."""
+        if not labels:
+            return np.zeros_like(errors)
+        noise = np.column_stack([self._label_noise(label, features) for label in labels])
         return np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
 
     def _label_noise(self, label, features):
@@ -285,21 +287,21 @@ class MassAgeModel:
 
         ``input_errors`` is an `~stellar_ml_ages.units.InputErrors` (per column, with
         the design that makes features from columns: correlated draws) or an array of
-        independent per-feature errors. Only the excess over the training labels'
-        noise is drawn.
+        independent per-feature errors (the identity design). Only the excess over
+        the training labels' noise is drawn.
         """
         features = np.asarray(features, dtype=np.float64)
         if hasattr(input_errors, "design"):
-            errors = np.nan_to_num(np.asarray(input_errors.column_errors, dtype=np.float64))
-            noise = np.column_stack([self._label_noise(label, features)
-                                     for label in input_errors.labels]) \
-                if input_errors.labels else np.zeros_like(errors)
-            excess = np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
-            design = np.asarray(input_errors.design, dtype=np.float64)
-            return [(rng.standard_normal(excess.shape) * excess) @ design.T
-                    for _ in range(n_draws)]
-        excess = self.excess_errors(features, input_errors)
-        return [rng.standard_normal(excess.shape) * excess for _ in range(n_draws)]
+            errors, design = input_errors.column_errors, input_errors.design
+            labels = input_errors.labels
+        else:
+            errors, design = input_errors, np.eye(len(self.feature_names))
+            labels = self.feature_names
+        errors = np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
+        excess = self._excess(features, errors, labels)
+        design = np.asarray(design, dtype=np.float64)
+        return [(rng.standard_normal(excess.shape) * excess) @ design.T
+                for _ in range(n_draws)]
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000, states=None):
@@ -352,8 +354,10 @@ class MassAgeModel:
                 draw_vars = np.array([v for _, v in moments])
                 variance = draw_vars.mean(axis=0) + draw_means.var(axis=0)
             sigma = np.sqrt(variance)
-            offsets = self._quantile_offsets(target, np.asarray(quantiles, dtype=np.float64),
-                                             mean, states)
+            # Linear in probability and in the predicted value, so interpolating the
+            # small tables in probability first changes nothing but the cost.
+            offsets = self._offset_table(target, mean, states,
+                                         np.asarray(quantiles, dtype=np.float64))
             result = {"value": self._inverse_transform(target, mean)}
             for probability, offset in zip(quantiles, offsets, strict=True):
                 result[float(probability)] = self._inverse_transform(target, mean + offset * sigma)
