@@ -396,7 +396,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         say(f"{spec.name}: cleaning pass removed {removed} {name} training stars")
     any_kept = np.any(list(kept.values()), axis=0)
     # Test stars scored for at least one target (the paper protocol drops some).
-    is_test = np.any(list(scored.values()), axis=0) if scored else is_test
+    is_test = np.any(list(scored.values()), axis=0)
     train_features = features[any_kept]
     mean = train_features.mean(axis=0)
     scale = train_features.std(axis=0)
@@ -409,12 +409,13 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         rows = kept[name]
         removed = train & np.isfinite(targets[name]) & ~rows
         log_target = np.log(targets[name][rows])
-        forest = _forest(spec.n_estimators, spec).fit(standardize(rows), log_target)
+        kept_x = standardize(rows)
+        forest = _forest(spec.n_estimators, spec).fit(kept_x, log_target)
         compact = CompactForest.from_sklearn(forest)
         forests[name] = compact
         # Calibrate on the whole training split, as the test split is not cleaned either:
         # out of bag for the kept stars, all trees for the stars cleaning removed.
-        oob_mean, oob_variance, count = _oob_moments(forest, compact, standardize(rows))
+        oob_mean, oob_variance, count = _oob_moments(forest, compact, kept_x)
         removed_mean, removed_variance = compact.predict_moments(standardize(removed))
         calibration = _calibration(
             np.concatenate([log_target, np.log(targets[name][removed])]),
