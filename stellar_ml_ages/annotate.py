@@ -4,20 +4,29 @@ Data flow one way, each step in its own module:
 
 1. resolve columns (`stellar_ml_ages.columns`),
 2. check units and read values (`stellar_ml_ages.units`),
-3. applicability: invalid inputs, training range, convex hull (`stellar_ml_ages.model`),
+3. applicability: the table's label source (`stellar_ml_ages.labelsource`), the
+   survey's own quality flags (`stellar_ml_ages.quality`), invalid inputs, training
+   range and convex hull (`stellar_ml_ages.model`),
 4. predict (`stellar_ml_ages.forest` through the model),
-5. annotate: output columns, flags and provenance (this module).
+5. annotate: output columns, flags and provenance (this module), and one
+   summary of the call (`stellar_ml_ages.diagnostics`).
 """
+
+import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table
 
 from . import __version__
-from .columns import resolve_columns, resolve_error_columns
+from .columns import resolution_notes, resolve_columns, resolve_error_columns
 from .config import conf
+from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
-from .exceptions import ExistingColumnError
+from .exceptions import ExistingColumnError, LabelSourceWarning
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
+from .labelsource import check_label_source
+from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
 
@@ -34,38 +43,59 @@ OUTPUT_COLUMNS = ("mass", "mass_p16", "mass_p84", "age", "age_p16", "age_p84",
                   "in_hull", "mass_age_flag")
 
 
-def _output_names(model):
+def _output_names(model, prefix="", suffix=""):
+    """{base name: column name} of every output column, in writing order."""
     names = []
     for target in model.target_names:
-        names += [target, *(target + suffix for suffix in _QUANTILES)]
-    return [*names, "in_hull", "mass_age_flag"]
+        names += [target, *(target + ending for ending in _QUANTILES)]
+    names += ["in_hull", "mass_age_flag"]
+    return {name: f"{prefix}{name}{suffix}" for name in names}
 
 
 def _check_existing(table, names, overwrite):
     clash = [name for name in names if name in table.colnames]
     if clash and not overwrite:
         raise ExistingColumnError(
-            f"the table already has column(s) {', '.join(clash)}; pass overwrite=True to "
-            "replace them, or rename them first"
+            f"the table already has column(s) {', '.join(clash)}; pass prefix= or suffix= "
+            "(command line: --prefix/--suffix) to write the new columns under other names, "
+            "overwrite=True to replace them, or rename them first"
         )
+
+
+def _check_affix(prefix, suffix):
+    for what, text in (("prefix", prefix), ("suffix", suffix)):
+        if not isinstance(text, str):
+            raise TypeError(f"{what} must be a string, not {type(text).__name__}")
+        if text and not all(ch.isalnum() or ch in "_-." for ch in text):
+            raise ValueError(
+                f"{what} {text!r} may hold only letters, digits, '_', '-' and '.': output "
+                "column names must survive FITS, VOTable and ADQL")
 
 
 def _set(flags, rows, flag):
     flags[rows] |= np.asarray(int(flag), dtype=flags.dtype)
 
 
+def _input_columns(resolved):
+    return [column for source in resolved.values() for column in source.columns]
+
+
 def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
-              state_column=None):
+              state_column=None, survey_flags=True, summary=None):
     """Steps 1-4 for one block of rows: arrays of predictions, flags and hull membership."""
     resolved = resolve_columns(table, model.feature_names, mapping)
     errors = resolve_error_columns(table, resolved, mapping) if propagate_errors else None
-    features = feature_matrix(table, resolved, errors)
+    features = feature_matrix(table, resolved, errors, warn=summary is None)
     states = None if state_column is None else normalize_states(table[state_column])
+    quality = survey_quality(table, _input_columns(resolved)) if survey_flags else None
 
     flags = np.zeros(len(table), dtype=FLAG_DTYPE)
     _set(flags, features.missing, MassAgeFlag.MISSING_INPUT)
     _set(flags, features.invalid, MassAgeFlag.INVALID_INPUT)
     usable = ~(features.missing | features.invalid)
+    if quality is not None:
+        _set(flags, quality.bad, MassAgeFlag.SURVEY_FLAGGED)
+        usable &= ~quality.bad
     in_range = np.zeros(len(table), dtype=bool)
     in_range[usable] = model.in_range(features.values[usable])
     in_hull = np.zeros(len(table), dtype=bool)
@@ -74,7 +104,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     _set(flags, usable & ~in_range, MassAgeFlag.OUTSIDE_RANGE)
     _set(flags, usable & ~in_hull, MassAgeFlag.OUTSIDE_HULL)
 
-    predicted = usable if allow_extrapolation else in_hull
+    predicted = (usable if allow_extrapolation else in_hull) & usable
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
     row_errors = None if errors is None else features.input_errors(predicted)
     predictions = model.predict(
@@ -90,7 +120,21 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
         low_bit, high_bit = edge_flags(target)
         _set(flags, rows[result["value"] < calibrated[0]], low_bit)
         _set(flags, rows[result["value"] > calibrated[1]], high_bit)
-    return predictions, predicted, flags, in_hull, usable, features.sources
+    if summary is not None:
+        summary.add_block(flags, features, predicted, quality)
+    return _Block(predictions, predicted, flags, in_hull, features.sources,
+                  resolution_notes(resolved), quality)
+
+
+@dataclass
+class _Block:
+    predictions: dict
+    predicted: np.ndarray
+    flags: np.ndarray
+    in_hull: np.ndarray
+    sources: dict
+    notes: list
+    quality: object
 
 
 def _masked(values, predicted, n_rows):
@@ -101,19 +145,22 @@ def _masked(values, predicted, n_rows):
 
 def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                  allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
-                 progress=False, state_column=None):
+                 progress=False, state_column=None, survey_flags=True, prefix="", suffix=""):
     """Add machine-learned stellar mass and age, with uncertainties, to a table.
 
     Parameters
     ----------
     table : `~astropy.table.Table` or `~astropy.table.QTable`
         One row per star, with the model's input columns (found by name through
-        aliases, case-insensitively; see `stellar_ml_ages.features`).
+        aliases, case-insensitively; see `stellar_ml_ages.features`). An APOGEE
+        allStar table works as it is: its calibrated ``TEFF``/``LOGG`` are read, not
+        ``TEFF_SPEC``/``LOGG_SPEC``.
     model : str, path-like, `~stellar_ml_ages.model.MassAgeModel` or None
-        ``"giants"`` (mass of RGB and red-clump giants), ``"red-clump"`` (mass
-        and age of red-clump stars, needs Δν), a name from `list_models`, or a
-        model card path. `None` takes the first packaged model whose inputs the
-        table has, from the most general.
+        ``"giants"`` (mass and age of RGB and red-clump giants), ``"red-clump"``
+        (red-clump stars), a name from `list_models` (packaged, or trained by the
+        user into ``conf.user_model_dir``), or a model card path. `None` takes the
+        first model whose inputs the table has, from the most general, preferring
+        models trained on the table's own survey.
     copy : bool
         If True (default) the input table is left untouched and an annotated
         copy is returned; if False, columns are added to ``table`` in place and
@@ -125,7 +172,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         Replace output columns that already exist instead of raising.
     allow_extrapolation : bool
         Also predict for stars outside the training hull or range (never for
-        missing or invalid inputs); such rows get the ``EXTRAPOLATED`` flag.
+        missing, invalid or survey-flagged inputs); such rows get the
+        ``EXTRAPOLATED`` flag.
     propagate_errors : bool
         Add the spread caused by the inputs' uncertainties (``*_ERR``, ``e_*``
         columns) by Monte Carlo, ``n_draws`` draws with random ``seed``. Only the
@@ -141,6 +189,15 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         (see `stellar_ml_ages.evstate`); ``False`` ignores any. Rows without a
         known state get the pooled calibration, which holds for both groups on
         average.
+    survey_flags : bool
+        Honour the survey's own quality flags (APOGEE ``ASPCAPFLAG`` bad bits and
+        ``X_FE_FLAG`` element flags, GALAH ``flag_sp``/``flag_x_fe``; see
+        `stellar_ml_ages.quality`): flagged rows get ``SURVEY_FLAGGED`` and no
+        prediction. False ignores them.
+    prefix, suffix : str
+        Added to every output column name (``prefix="ml_"`` writes ``ml_mass``,
+        ``ml_mass_p16``, ..., ``ml_mass_age_flag``), so a table's own ``mass`` or
+        ``age`` column is kept.
 
     Returns
     -------
@@ -148,9 +205,11 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         Same class as ``table``, rows in the same order, with columns ``mass``,
         ``mass_p16``, ``mass_p84`` (solMass), and, for models that predict it,
         ``age``, ``age_p16``, ``age_p84`` (Gyr); ``in_hull`` and the bitmask
-        ``mass_age_flag`` (`~stellar_ml_ages.MassAgeFlag`). Predictions are
-        masked where the flag says the model does not apply. ``meta`` records the
-        model name, version, sha256 and citation.
+        ``mass_age_flag`` (`~stellar_ml_ages.MassAgeFlag`), each with ``prefix``
+        and ``suffix``. Predictions are masked where the flag says the model does
+        not apply. ``meta`` records the model name, version, sha256, citation, the
+        columns read (``MLINPUTS``), choices between matching columns
+        (``MLCHOICE``) and the survey flags honoured (``MLQUAL``).
 
     Raises
     ------
@@ -160,6 +219,17 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         A column's unit or content cannot express its feature.
     ExistingColumnError
         Output columns exist and ``overwrite`` is False.
+
+    Warns
+    -----
+    LabelSourceWarning
+        The table says its labels come from another survey than the model's
+        (see `stellar_ml_ages.labelsource`).
+    FlaggedRowsWarning
+        More than ``conf.flagged_warning_fraction`` of the rows got no prediction:
+        counts per reason and the likely cause (once per call).
+    AssumedUnitWarning
+        Input columns without units (once per call).
 
     Notes
     -----
@@ -180,14 +250,49 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     True
     >>> "mass" in stars.colnames
     False
+    >>> add_mass_age(stars, model="giants", prefix="ml_")["ml_mass"].unit
+    Unit("solMass")
     """
     if not isinstance(table, Table):
+        hint = (" for a pandas DataFrame use stellar_ml_ages.dataframes.annotate_pandas, or "
+                "astropy.table.Table.from_pandas;" if type(table).__module__.startswith(
+                    ("pandas", "dask")) else "")
         raise TypeError(
-            f"add_mass_age needs an astropy Table or QTable, not {type(table).__name__}")
-    model = select_model(table, mapping) if model is None else get_model(model)
-    names = _output_names(model)
-    _check_existing(table, names, overwrite)
+            f"add_mass_age needs an astropy Table or QTable, not {type(table).__name__};"
+            f"{hint} see the 'Annotate a table' page of the docs")
+    summary = _annotate_call(table, model, copy=copy, mapping=mapping, overwrite=overwrite,
+                             allow_extrapolation=allow_extrapolation,
+                             propagate_errors=propagate_errors, n_draws=n_draws, seed=seed,
+                             progress=progress, state_column=state_column,
+                             survey_flags=survey_flags, prefix=prefix, suffix=suffix)
+    summary.warn(stacklevel=2)
+    return summary.table
+
+
+def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
+                   allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
+                   progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
+                   summary=None, check_source=True):
+    """`add_mass_age` without its warnings: they go to ``summary``, which is returned.
+
+    A streamed run passes one ``summary`` for all of its blocks (and checks the
+    label source on the first block only), so each warning is given once per file.
+    """
+    if model is None:
+        model = select_model(table, mapping)
+    else:
+        model = get_model(model)
+    _check_affix(prefix, suffix)
+    names = _output_names(model, prefix, suffix)
+    _check_existing(table, names.values(), overwrite)
     state_column = resolve_state_column(table, state_column)
+    if summary is None:
+        summary = RunSummary(model)
+    if check_source:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", LabelSourceWarning)
+            check_label_source(table, model)
+        summary.label_warnings.extend(caught)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)
@@ -198,29 +303,30 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         starts = tqdm(starts, desc=f"{model.name}", unit="block", total=len(starts))
     columns = {name: [] for name in names}
     masks = {name: [] for name in names}
-    sources = {}
+    block = None
     for start in starts:
-        block = table[start:start + step] if n_rows else table
-        predictions, predicted, flags, in_hull, _usable, sources = _evaluate(
-            block, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
-            state_column)
-        for target, result in predictions.items():
+        rows = table[start:start + step] if n_rows else table
+        block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
+                          n_draws, seed, state_column, survey_flags, summary)
+        for target, result in block.predictions.items():
             for name, key in ((target, "value"), *((target + s, q) for s, q in _QUANTILES.items())):
-                values, mask = _masked(result[key], predicted, len(block))
+                values, mask = _masked(result[key], block.predicted, len(rows))
                 columns[name].append(values)
                 masks[name].append(mask)
-        columns["in_hull"].append(in_hull)
+        columns["in_hull"].append(block.in_hull)
         # A plain bool: FITS cannot store a masked logical (it reads back as True).
-        masks["in_hull"].append(np.zeros(len(block), dtype=bool))
-        columns["mass_age_flag"].append(flags)
-        masks["mass_age_flag"].append(np.zeros(len(block), dtype=bool))
+        masks["in_hull"].append(np.zeros(len(rows), dtype=bool))
+        columns["mass_age_flag"].append(block.flags)
+        masks["mass_age_flag"].append(np.zeros(len(rows), dtype=bool))
 
     out = table.copy(copy_data=True) if copy else table
-    for name in names:
-        _add_column(out, name, np.concatenate(columns[name]), np.concatenate(masks[name]), model)
-    out.meta.update(_provenance(model, sources, allow_extrapolation, propagate_errors,
-                                state_column))
-    return out
+    for name, column_name in names.items():
+        _add_column(out, name, column_name, np.concatenate(columns[name]),
+                    np.concatenate(masks[name]), model)
+    out.meta.update(_provenance(model, block, allow_extrapolation, propagate_errors,
+                                state_column, survey_flags))
+    summary.table = out
+    return summary
 
 
 def _column_info(name, model):
@@ -242,23 +348,30 @@ def _column_info(name, model):
     return unit, meta["ucd"], f"{meta['what']}, {percentile}th percentile of prediction"
 
 
-def _add_column(out, name, values, mask, model):
+def _add_column(out, name, column_name, values, mask, model):
     unit, ucd, description = _column_info(name, model)
     if mask.any() or values.dtype.kind == "f":
-        column = MaskedColumn(values, mask=mask, name=name, unit=unit,
+        column = MaskedColumn(values, mask=mask, name=column_name, unit=unit,
                               description=description, meta={"ucd": ucd})
     else:
-        column = Column(values, name=name, unit=unit, description=description, meta={"ucd": ucd})
-    if name in out.colnames:
-        out.remove_column(name)
-    out[name] = column
-    out[name].info.description = description
-    out[name].info.meta = {"ucd": ucd}
+        column = Column(values, name=column_name, unit=unit, description=description,
+                        meta={"ucd": ucd})
+    if column_name in out.colnames:
+        out.remove_column(column_name)
+    out[column_name] = column
+    out[column_name].info.description = description
+    out[column_name].info.meta = {"ucd": ucd}
 
 
-def _provenance(model, sources, allow_extrapolation, propagate_errors, state_column=None):
+def _provenance(model, block, allow_extrapolation, propagate_errors, state_column=None,
+                survey_flags=True):
     card = model.card
     citation = "; ".join(card.get("citation", []))
+    sources = block.sources
+    if not survey_flags:
+        quality = "ignored (survey_flags=False)"
+    else:
+        quality = "; ".join(block.quality.used) or "none found"
     return {
         "MLMODEL": model.name,
         "MLMODVER": card.get("model_version", ""),
@@ -268,6 +381,8 @@ def _provenance(model, sources, allow_extrapolation, propagate_errors, state_col
         "MLINPUTS": ", ".join(f"{name}={source}" for name, source in sources.items()),
         "MLEXTRAP": bool(allow_extrapolation),
         "MLERRPRP": bool(propagate_errors),
+        "MLCHOICE": "; ".join(block.notes) or "no alternatives",
+        "MLQUAL": quality,
         "MLSTATE": state_column or "none: pooled interval calibration",
         "MLFLAGS": flag_description(),
     }

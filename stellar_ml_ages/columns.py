@@ -3,24 +3,31 @@
 This is the first step of the annotation pipeline: it looks only at column
 *names*; units and values are checked afterwards by `stellar_ml_ages.units`.
 Names are compared case-insensitively against the aliases in
-`stellar_ml_ages.features`; a feature with no column of its own may be derived
+`stellar_ml_ages.features`; an alias wins over a loose alias (APOGEE allStar's
+calibrated ``TEFF`` over its uncalibrated ``TEFF_SPEC``), and the column passed
+over is recorded; a feature with no column of its own may be derived
 (``[Mg/Fe] = [Mg/H] - [Fe/H]``); an explicit ``mapping`` overrides everything.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .exceptions import AmbiguousColumnError, MissingColumnError
 from .features import FEATURES, get_feature
 
-__all__ = ["ColumnSource", "DifferenceSource", "SubstituteSource", "resolve_columns",
-           "resolve_error_columns"]
+__all__ = ["ColumnSource", "DifferenceSource", "SubstituteSource", "resolution_notes",
+           "resolve_columns", "resolve_error_columns"]
 
 
 @dataclass(frozen=True)
 class ColumnSource:
-    """A feature read directly from one column."""
+    """A feature read directly from one column.
+
+    ``passed_over`` names columns that also matched the feature, under a looser
+    alias, and were not used (``TEFF_SPEC`` when ``TEFF`` is read).
+    """
 
     column: str
+    passed_over: tuple = field(default=(), compare=False)
 
     @property
     def columns(self):
@@ -95,18 +102,27 @@ def _mapped_column(table, by_lower, feature, column):
     )
 
 
-def _match_aliases(by_lower, feature):
+def _columns_named(by_lower, aliases):
     found = []
-    for alias in feature.aliases:
+    for alias in aliases:
         for name in by_lower.get(alias.lower(), []):
             if name not in found:
                 found.append(name)
-    if len(found) > 1:
-        raise AmbiguousColumnError(
-            f"{feature.label} ({feature.name}) matches several columns: {', '.join(found)}; "
-            f"choose one with mapping={{'{feature.name}': '<column>'}}"
-        )
-    return ColumnSource(found[0]) if found else None
+    return found
+
+
+def _match_aliases(by_lower, feature):
+    """The one column matching the feature's aliases, else its loose aliases."""
+    loose = _columns_named(by_lower, feature.loose_aliases)
+    for found in (_columns_named(by_lower, feature.aliases), loose):
+        if len(found) > 1:
+            raise AmbiguousColumnError(
+                f"{feature.label} ({feature.name}) matches several columns: {', '.join(found)}; "
+                f"choose one with mapping={{'{feature.name}': '<column>'}}"
+            )
+        if found:
+            return ColumnSource(found[0], passed_over=tuple(n for n in loose if n != found[0]))
+    return None
 
 
 def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
@@ -194,6 +210,34 @@ def resolve_columns(table, features, mapping=None):
             "Rename the columns or pass mapping={'<feature>': '<column>'}."
         )
     return resolved
+
+
+def _column_sources(source):
+    if isinstance(source, SubstituteSource):
+        return _column_sources(source.source)
+    if isinstance(source, DifferenceSource):
+        return _column_sources(source.minuend) + _column_sources(source.subtrahend)
+    return [source]
+
+
+def resolution_notes(resolved):
+    """Sentences on the choices `resolve_columns` made between matching columns.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.columns import resolution_notes, resolve_columns
+    >>> allstar = Table(names=["TEFF", "TEFF_SPEC", "LOGG"])
+    >>> resolution_notes(resolve_columns(allstar, ["teff", "logg"]))
+    ['Teff: TEFF used, TEFF_SPEC passed over']
+    """
+    notes = []
+    for name, source in resolved.items():
+        for part in _column_sources(source):
+            if part.passed_over:
+                notes.append(f"{get_feature(name).label}: {part.column} used, "
+                             f"{', '.join(part.passed_over)} passed over")
+    return notes
 
 
 def _error_column(by_lower, candidates):

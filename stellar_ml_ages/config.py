@@ -36,6 +36,20 @@ class Conf(_config.ConfigNamespace):
         "Threads for the compiled kernels and the hull test; 0 means all cores.",
         cfgtype="integer",
     )
+    flagged_warning_fraction = _config.ConfigItem(
+        0.5,
+        "Warn (FlaggedRowsWarning, once per call) when more than this fraction of the "
+        "rows gets no prediction, with the counts per reason and the likely cause.",
+        cfgtype="float",
+    )
+    user_model_dir = _config.ConfigItem(
+        "",
+        "Directory of user-trained models (model cards and arrays written by "
+        "'stellar-ml-ages train --out DIR'), used by name like the packaged ones and "
+        "listed by list_models. Empty means: the STELLAR_ML_AGES_MODELS environment "
+        "variable, if set.",
+        cfgtype="string",
+    )
     show_progress = _config.ConfigItem(
         True,
         "Show a progress bar on long command-line runs.",

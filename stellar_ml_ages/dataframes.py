@@ -78,8 +78,10 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
     result = frame.copy()
     # Every output column, also those replaced in place with overwrite=True (which
     # keep their position, so they are not all after the frame's own columns).
+    outputs = {options.get("prefix", "") + name + options.get("suffix", "")
+               for name in OUTPUT_COLUMNS}
     written = [name for name in annotated.colnames
-               if name not in table.colnames or name in OUTPUT_COLUMNS]
+               if name not in table.colnames or name in outputs]
     for name in written:
         column = annotated[name]
         if column.dtype.kind == "f":

@@ -13,6 +13,8 @@ __all__ = [
     "ColumnUnitError",
     "ColumnValueError",
     "ExistingColumnError",
+    "FlaggedRowsWarning",
+    "LabelSourceWarning",
     "MissingColumnError",
     "ModelChecksumError",
     "ModelError",
@@ -47,6 +49,21 @@ class StellarMLAgesWarning(AstropyUserWarning):
 
 class AssumedUnitWarning(StellarMLAgesWarning):
     """An input column had no unit, so the documented default unit was assumed."""
+
+
+class FlaggedRowsWarning(StellarMLAgesWarning):
+    """Most rows of a table got no prediction; the message gives counts and the likely cause.
+
+    The fraction is ``stellar_ml_ages.conf.flagged_warning_fraction``.
+    """
+
+
+class LabelSourceWarning(StellarMLAgesWarning):
+    """The table's labels come from another survey than the model's training labels.
+
+    Survey zero points differ by more than the models' precision, so predictions
+    from such labels are biased; the message names both surveys and the remedy.
+    """
 
 
 class ColumnError(StellarMLAgesError, KeyError):

@@ -32,6 +32,10 @@ class Feature:
         The unit the models are trained in.
     aliases : tuple of str
         Column names the feature is found under (compared case-insensitively).
+    loose_aliases : tuple of str, optional
+        Names of related but less preferred columns (APOGEE's uncalibrated
+        ``TEFF_SPEC`` next to the calibrated ``TEFF``): used only when no alias
+        matches, so a survey file holding both resolves to the calibrated one.
     derived_from : tuple of (str, str), optional
         Pairs ``(minuend, subtrahend)`` of feature names whose difference gives this
         feature, e.g. ``[Mg/Fe] = [Mg/H] - [Fe/H]``; used when no alias is present.
@@ -58,6 +62,7 @@ class Feature:
     kind: str
     unit: object
     aliases: tuple
+    loose_aliases: tuple = ()
     derived_from: tuple = ()
     substitutes: tuple = ()
     valid_range: tuple = (float("-inf"), float("inf"))
@@ -68,7 +73,7 @@ class Feature:
     def error_aliases(self):
         """Column names of the feature's 1-sigma uncertainty, in priority order."""
         names = []
-        for alias in self.aliases:
+        for alias in (*self.aliases, *self.loose_aliases):
             names += [f"{alias}_ERR", f"e_{alias}", f"S_{alias}", f"{alias}_error"]
         return tuple(names)
 
@@ -112,7 +117,9 @@ _BASE_FEATURES = (
         label="Teff",
         kind="temperature",
         unit=u.K,
-        aliases=("TEFF", "Teff", "T_eff", "Teff_spec", "TEFF_SPEC"),
+        aliases=("TEFF", "Teff", "T_eff"),
+        # allStar's TEFF is calibrated (what the models are trained on), TEFF_SPEC not.
+        loose_aliases=("TEFF_SPEC",),
         valid_range=(1000.0, 100000.0),
         ucd="phys.temperature.effective",
         description="Spectroscopic effective temperature",
@@ -122,7 +129,8 @@ _BASE_FEATURES = (
         label="log g",
         kind="log_gravity",
         unit=u.dex(u.cm / u.s**2),
-        aliases=("LOGG", "logg", "log_g", "log(g)", "logg_spec", "LOGG_SPEC"),
+        aliases=("LOGG", "logg", "log_g", "log(g)"),
+        loose_aliases=("LOGG_SPEC",),
         valid_range=(-2.0, 7.0),
         ucd="phys.gravity",
         description="Spectroscopic surface gravity",

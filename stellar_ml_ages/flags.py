@@ -9,10 +9,11 @@ class MassAgeFlag(enum.IntFlag):
     """Why a row's prediction is masked or should be treated with care.
 
     A row with flag 0 is inside the model's domain and has a prediction. Rows with
-    any of ``MISSING_INPUT``, ``INVALID_INPUT``, ``OUTSIDE_RANGE`` or
-    ``OUTSIDE_HULL`` have masked predictions, unless ``allow_extrapolation=True``
+    any of ``MISSING_INPUT``, ``INVALID_INPUT``, ``SURVEY_FLAGGED``, ``OUTSIDE_RANGE``
+    or ``OUTSIDE_HULL`` have masked predictions, unless ``allow_extrapolation=True``
     was asked for, in which case the prediction is given and ``EXTRAPOLATED`` is
-    set too. The ``*_NEAR_LOW_EDGE`` / ``*_NEAR_HIGH_EDGE`` bits mask nothing: they
+    set too (never for the first three). The ``*_NEAR_LOW_EDGE`` /
+    ``*_NEAR_HIGH_EDGE`` bits mask nothing: they
     mark a prediction beyond the range of predicted values the intervals were
     calibrated on (the model card's ``calibrated_range``), where a forest's
     estimate is pulled toward the middle of the training set (see the
@@ -44,12 +45,17 @@ class MassAgeFlag(enum.IntFlag):
     AGE_NEAR_LOW_EDGE = 128
     #: Predicted age above the model's calibrated range (true age likely higher).
     AGE_NEAR_HIGH_EDGE = 256
+    #: The survey's own quality flags mark the star or one of its input labels as bad
+    #: (APOGEE ASPCAPFLAG STAR_BAD, a ``*_FLAG`` element flag, GALAH ``flag_sp``...;
+    #: see `stellar_ml_ages.quality`).
+    SURVEY_FLAGGED = 512
 
 
 #: Flags that mask a prediction unless extrapolation is asked for.
 OUT_OF_DOMAIN = MassAgeFlag.OUTSIDE_RANGE | MassAgeFlag.OUTSIDE_HULL
 #: Flags that always mask a prediction.
-NO_PREDICTION = MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
+NO_PREDICTION = (MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
+                 | MassAgeFlag.SURVEY_FLAGGED)
 #: Flags that warn without masking: a prediction beyond the calibrated range.
 NEAR_EDGE = (MassAgeFlag.MASS_NEAR_LOW_EDGE | MassAgeFlag.MASS_NEAR_HIGH_EDGE
              | MassAgeFlag.AGE_NEAR_LOW_EDGE | MassAgeFlag.AGE_NEAR_HIGH_EDGE)

@@ -24,6 +24,7 @@ CSV
     in-memory reader would have read the whole column differently.
 """
 
+import dataclasses
 import io
 import os
 import tempfile
@@ -34,10 +35,10 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .annotate import add_mass_age
+from .annotate import _annotate_call
 from .config import conf
+from .diagnostics import RunSummary
 from .exceptions import StreamingError
-from .flags import NO_PREDICTION, OUT_OF_DOMAIN
 from .registry import get_model, select_model
 
 __all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file"]
@@ -63,12 +64,15 @@ class StreamSummary:
         Blocks processed.
     model : str
         Name of the model used.
+    reasons : dict
+        Rows without prediction per `~stellar_ml_ages.MassAgeFlag` bit name.
     """
 
     n_rows: int
     n_in_domain: int
     n_blocks: int
     model: str
+    reasons: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
 
 # ----------------------------------------------------------------- readers
@@ -370,7 +374,8 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
     directory = output_path.parent if str(output_path.parent) else Path(".")
     handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part",
                                          dir=directory)
-    n_rows = n_in_domain = n_blocks = 0
+    n_blocks = 0
+    run = None
     try:
         with os.fdopen(handle, "w+b") as stream:
             writer = _WRITERS[output_format](stream)
@@ -378,12 +383,12 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                 if n_blocks == 0:
                     model = (select_model(block, options.get("mapping")) if model is None
                              else get_model(model))
-                annotated = add_mass_age(block, model, copy=False, overwrite=overwrite_columns,
-                                         **options)
+                    run = RunSummary(model)
+                # One summary for the whole file: each warning is given once, at the end.
+                annotated = _annotate_call(block, model, copy=False,
+                                           overwrite=overwrite_columns, summary=run,
+                                           check_source=n_blocks == 0, **options).table
                 writer.write(annotated)
-                n_rows += len(block)
-                n_in_domain += int((np.asarray(annotated["mass_age_flag"])
-                                    & int(OUT_OF_DOMAIN | NO_PREDICTION) == 0).sum())
                 n_blocks += 1
                 if bar is not None:
                     bar.update(len(block))
@@ -396,4 +401,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         if bar is not None:
             bar.close()
         blocks.close()
-    return StreamSummary(n_rows, n_in_domain, n_blocks, model.name)
+    if run is None:  # no block at all: nothing was annotated
+        return StreamSummary(0, 0, 0, get_model(model).name if model is not None else "")
+    run.warn(stacklevel=2)
+    return StreamSummary(run.n_rows, run.n_in_domain, n_blocks, model.name, dict(run.reasons))

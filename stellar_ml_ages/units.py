@@ -230,6 +230,8 @@ class FeatureMatrix:
     error_design: np.ndarray | None = None
     #: The label (feature name) each error column measures, e.g. ``("c_fe", "n_fe")``.
     column_labels: tuple = ()
+    #: Columns read without a unit, as ``"TEFF as K"``.
+    assumed_units: tuple = ()
 
     def input_errors(self, rows=slice(None)):
         """The column errors of ``rows`` as an `InputErrors`, or None without errors."""
@@ -305,7 +307,7 @@ def _read_error(table, source, feature, assumed):
     return values
 
 
-def feature_matrix(table, resolved, error_sources=None):
+def feature_matrix(table, resolved, error_sources=None, *, warn=True):
     """Read every resolved feature into one float64 matrix.
 
     Parameters
@@ -316,6 +318,10 @@ def feature_matrix(table, resolved, error_sources=None):
     error_sources : dict, optional
         From `~stellar_ml_ages.columns.resolve_error_columns`; when given, the
         ``errors`` attribute is filled.
+    warn : bool
+        Warn about columns without units; False leaves that to the caller, which
+        reads them from ``assumed_units`` (`~stellar_ml_ages.add_mass_age` warns
+        once per call, not once per block).
 
     Returns
     -------
@@ -358,7 +364,7 @@ def feature_matrix(table, resolved, error_sources=None):
             for row in design
         ]) if names else np.empty((len(table), 0))
     values = np.column_stack(columns) if columns else np.empty((len(table), 0))
-    if assumed:
+    if assumed and warn:
         warnings.warn(
             "no unit on column(s): " + "; ".join(dict.fromkeys(assumed))
             + ". Give the columns units to silence this warning.",
@@ -376,6 +382,7 @@ def feature_matrix(table, resolved, error_sources=None):
         column_errors=column_errors,
         error_design=design,
         column_labels=labels,
+        assumed_units=tuple(dict.fromkeys(assumed)),
     )
 
 

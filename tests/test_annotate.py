@@ -12,6 +12,7 @@ from stellar_ml_ages import (
     OUTPUT_COLUMNS,
     ColumnUnitError,
     ExistingColumnError,
+    FlaggedRowsWarning,
     MassAgeFlag,
     MissingColumnError,
     add_mass_age,
@@ -74,7 +75,8 @@ def test_masked_inputs_stay_masked_and_flagged(giants):
     table = typical_star(giants, n=3)
     table["N_FE"] = MaskedColumn(table["N_FE"], mask=[False, True, False])
     table["TEFF"][2] = np.nan
-    annotated = add_mass_age(table, model=giants)
+    with pytest.warns(FlaggedRowsWarning, match=r"2 of 3 rows .*2 MISSING_INPUT"):
+        annotated = add_mass_age(table, model=giants)
     assert annotated["mass"].mask.tolist() == [False, True, True]
     assert annotated["mass_age_flag"].tolist() == [0, 1, 1]
     assert annotated["in_hull"].tolist() == [True, False, False]
@@ -104,7 +106,8 @@ def test_inside_range_but_outside_hull(giants):
     c_n = low_cn + 0.95 * (high_cn - low_cn)
     table["N_FE"][0] = low_n + 0.95 * (high_n - low_n)
     table["C_FE"][0] = c_n + table["N_FE"][0]
-    annotated = add_mass_age(table, model=giants)
+    with pytest.warns(FlaggedRowsWarning, match="outside the convex hull"):
+        annotated = add_mass_age(table, model=giants)
     assert annotated["mass_age_flag"][0] == MassAgeFlag.OUTSIDE_HULL
 
 
@@ -241,11 +244,13 @@ def test_red_clump_mass_age_anticorrelation(stars):
 
 
 def test_all_rows_masked_or_not_finite(giants):
-    """Nothing predictable: every row kept, masked and flagged, no error, no warning."""
+    """Nothing predictable: every row kept, masked and flagged, no error, one summary warning."""
     table = typical_star(giants, n=4)
     table["TEFF"] = MaskedColumn(table["TEFF"], mask=[True] * 4)
     table["LOGG"] = [np.nan, np.inf, -np.inf, np.nan] * table["LOGG"].unit
-    annotated = add_mass_age(table, model=giants)
+    with pytest.warns(FlaggedRowsWarning, match="Teff is missing") as caught:
+        annotated = add_mass_age(table, model=giants)
+    assert len(caught) == 1
     assert len(annotated) == 4
     assert annotated["mass"].mask.all()
     assert np.all(annotated["mass_age_flag"] & MassAgeFlag.MISSING_INPUT)

@@ -123,7 +123,7 @@ def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
     output = tmp_path / "out.fits"
     output.write_bytes(b"previous result")
     blocks_done = []
-    real = streaming.add_mass_age
+    real = streaming._annotate_call
 
     def interrupt_on_third_block(*args, **kwargs):
         if len(blocks_done) == 2:
@@ -131,7 +131,7 @@ def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
         blocks_done.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(streaming, "add_mass_age", interrupt_on_third_block)
+    monkeypatch.setattr(streaming, "_annotate_call", interrupt_on_third_block)
     assert main(["annotate", str(source), str(output), "--model", "giants", "--overwrite",
                  "--block-rows", "50"]) == EXIT_INTERRUPTED
     assert output.read_bytes() == b"previous result"

@@ -11,12 +11,20 @@ The examples are derandomised so CI is reproducible; ``tools/fuzz.py`` runs the
 same strategies with fresh randomness for a bounded time.
 """
 
+import warnings
+
 import astropy.units as u
 import numpy as np
 import pytest
 from astropy.table import MaskedColumn, QTable, Table
 
-from stellar_ml_ages import MassAgeFlag, add_mass_age, get_model
+from stellar_ml_ages import (
+    AssumedUnitWarning,
+    FlaggedRowsWarning,
+    MassAgeFlag,
+    add_mass_age,
+    get_model,
+)
 from stellar_ml_ages.features import get_feature
 from stellar_ml_ages.flags import NEAR_EDGE
 
@@ -98,7 +106,14 @@ PREDICTED_ROWS = {}
 
 def check_properties(model, table):
     before = snapshot(table)
-    annotated = add_mass_age(table, model=model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = add_mass_age(table, model=model)
+    # One summary warning exactly when more than half of the rows get no prediction.
+    n_without = int(np.count_nonzero(mask_of(annotated["mass"])))
+    summaries = [w for w in caught if issubclass(w.category, FlaggedRowsWarning)]
+    assert len(summaries) == int(n_without > 0.5 * len(table)), [str(w.message) for w in caught]
+    assert all(issubclass(w.category, (FlaggedRowsWarning, AssumedUnitWarning)) for w in caught)
     # The input is untouched, and every row comes back, in order.
     assert snapshot(table).keys() == before.keys()
     for name, (data, mask, unit) in before.items():

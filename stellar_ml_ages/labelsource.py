@@ -1,0 +1,196 @@
+"""Which survey a table's labels come from, and whether a model was trained on that scale.
+
+Part of the applicability step. Every survey pipeline puts Teff, log g and
+abundances on its own zero points; between APOGEE and LAMOST they differ by more
+than the models' precision ([C/N] alone moves a giant's mass by ~10% per 0.05
+dex). A model trained on APOGEE DR17 labels applied to LAMOST DD-Payne labels
+therefore gives biased masses without any other sign of trouble. The guard
+compares the model card's ``training_set.label_source`` with what the table says
+about itself, and warns (`~stellar_ml_ages.LabelSourceWarning`) on a mismatch.
+
+What a table says about itself, first match wins:
+
+1. ``meta["LABELSRC"]``: set by the package's own fetchers, or by a user who has
+   put labels on a model's scale (``meta["LABELSRC"] = "APOGEE DR17"``), which
+   also silences the guard;
+2. a VizieR catalog identifier anywhere in ``meta`` (VOTables from VizieR carry
+   it as the table name, e.g. ``J/ApJS/245/34/catalog``);
+3. a survey's column signature (APOGEE ``APOGEE_ID`` + ``ASPCAPFLAG``, GALAH
+   ``sobject_id``, LAMOST ``obsid``).
+
+A table that says nothing is not warned about.
+"""
+
+import re
+import warnings
+from dataclasses import dataclass
+
+from .exceptions import LabelSourceWarning
+
+__all__ = ["LabelSource", "check_label_source", "table_label_source"]
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """A survey label scale.
+
+    Attributes
+    ----------
+    name : str
+        E.g. ``"LAMOST DR5 DD-Payne"``.
+    scale : str
+        The label scale the survey's values are on: ``"APOGEE"`` for APOGEE and for
+        LAMOST labels trained on APOGEE (SLAM), else the survey's own (``"LAMOST
+        DD-Payne"``, ``"LAMOST LASP"``, ``"GALAH"``).
+    evidence : str
+        What in the table said so.
+    """
+
+    name: str
+    scale: str
+    evidence: str = ""
+
+
+#: Known label sources: (name, scale, VizieR identifiers).
+_KNOWN = (
+    ("APOGEE DR17", "APOGEE", ("III/286",)),
+    ("APOGEE DR16", "APOGEE", ("III/284",)),
+    ("LAMOST DR5 DD-Payne", "LAMOST DD-Payne", ("J/ApJS/245/34",)),
+    ("LAMOST DR5 LASP", "LAMOST LASP", ("V/164",)),
+    # Zhang, Liu & Deng 2020: SLAM trained on LAMOST x APOGEE DR15 labels.
+    ("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE", ("J/ApJS/246/9",)),
+    ("GALAH DR3", "GALAH", ("J/MNRAS/506/150",)),
+)
+
+
+def _scale_of(name):
+    """The scale of a label-source name (a model card's or a table's own)."""
+    for known, scale, _ in _KNOWN:
+        if name == known:
+            return scale
+    text = name.upper()
+    if "SLAM" in text or text.startswith("APOGEE"):
+        return "APOGEE"
+    for survey in ("DD-PAYNE", "LASP"):
+        if survey in text:
+            return f"LAMOST {'DD-Payne' if survey == 'DD-PAYNE' else 'LASP'}"
+    if text.startswith("GALAH"):
+        return "GALAH"
+    return name
+
+
+def _meta_strings(meta, depth=0):
+    for key, value in meta.items():
+        if isinstance(value, str):
+            yield str(key), value
+        elif isinstance(value, dict) and depth < 1:
+            yield from _meta_strings(value, depth + 1)
+
+
+def _vizier_pattern(identifier):
+    # VizieR names appear with "/" (J/ApJS/245/34/catalog) or "_" (J_ApJS_245_34).
+    parts = [re.escape(part) for part in identifier.split("/")]
+    return re.compile(r"(?<![\w/])" + r"[/_]".join(parts) + r"(?![\w])", re.IGNORECASE)
+
+
+def _by_lower(table):
+    return {name.lower() for name in table.colnames}
+
+
+def table_label_source(table):
+    """What the table says about the survey its labels come from.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+
+    Returns
+    -------
+    LabelSource or None
+        None when neither ``meta`` nor the column names say.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.labelsource import table_label_source
+    >>> stars = Table(names=["APOGEE_ID", "ASPCAPFLAG", "TEFF"])
+    >>> table_label_source(stars).name
+    'APOGEE'
+    >>> stars.meta["name"] = "J/ApJS/245/34/catalog"
+    >>> table_label_source(stars).scale
+    'LAMOST DD-Payne'
+    """
+    meta = getattr(table, "meta", None) or {}
+    declared = meta.get("LABELSRC")
+    if isinstance(declared, str) and declared.strip():
+        return LabelSource(declared.strip(), _scale_of(declared.strip()), "meta['LABELSRC']")
+    for key, text in _meta_strings(meta):
+        for name, scale, identifiers in _KNOWN:
+            for identifier in identifiers:
+                if _vizier_pattern(identifier).search(text):
+                    return LabelSource(name, scale, f"meta[{key!r}] names VizieR {identifier}")
+    names = _by_lower(table)
+    if "apogee_id" in names and ({"aspcapflag", "aspcapflags"} & names):
+        return LabelSource("APOGEE", "APOGEE", "columns APOGEE_ID and ASPCAPFLAG")
+    if "sobject_id" in names or "flag_sp" in names:
+        return LabelSource("GALAH", "GALAH", "column sobject_id / flag_sp")
+    if "obsid" in names:
+        if {"c_m", "[c/m]", "n_m", "[n/m]"} & names:
+            return LabelSource("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE",
+                               "columns obsid and [C/M]")
+        return LabelSource("LAMOST", "LAMOST", "column obsid (LAMOST observation id)")
+    return None
+
+
+def _remedy(model, source):
+    if source.scale.startswith("LAMOST"):
+        return (
+            "train the paper's LAMOST models from VizieR x APOKASC-2 over TAP with "
+            "'stellar-ml-ages train giants-lamost --from-vo' (it writes to "
+            "stellar_ml_ages.conf.user_model_dir or $STELLAR_ML_AGES_MODELS), then use "
+            "model='giants-lamost-dr5'; or use labels on the APOGEE scale (LAMOST SLAM, "
+            "VizieR J/ApJS/246/9)")
+    if source.scale == "APOGEE":
+        return "use a model trained on APOGEE labels, e.g. model='giants'"
+    return (
+        f"put the labels on the {model.card['training_set'].get('label_source')} scale first "
+        "(offsets from stars in common) and set meta['LABELSRC'] to say so, or train a model "
+        "on this survey's labels with 'stellar-ml-ages train SPEC --table FILE'")
+
+
+def check_label_source(table, model, stacklevel=2):
+    """Warn when the table's labels are not on the scale the model was trained on.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    model : `~stellar_ml_ages.model.MassAgeModel`
+
+    Returns
+    -------
+    LabelSource or None
+        What the table says about itself.
+
+    Warns
+    -----
+    LabelSourceWarning
+        Naming both surveys and the remedy.
+    """
+    source = table_label_source(table)
+    trained_on = model.card.get("training_set", {}).get("label_source")
+    if source is None or not trained_on:
+        return source
+    model_scale = _scale_of(trained_on)
+    # A LAMOST-trained model covers every LAMOST DD-Payne-like table; "LAMOST" alone
+    # (an obsid column) cannot tell DD-Payne from LASP, so it only warns against APOGEE.
+    compatible = (source.scale == model_scale
+                  or (source.scale == "LAMOST" and model_scale.startswith("LAMOST")))
+    if not compatible:
+        warnings.warn(
+            f"the table's labels come from {source.name} ({source.evidence}), but model "
+            f"{model.name!r} was trained on {trained_on} labels: survey zero points differ by "
+            f"more than the model's precision, so masses and ages would be biased. Remedy: "
+            f"{_remedy(model, source)}. If the labels are already on the {trained_on} scale, "
+            f"set table.meta['LABELSRC'] = {trained_on!r}.",
+            LabelSourceWarning, stacklevel=stacklevel + 1)
+    return source
