@@ -56,9 +56,9 @@ def _check_existing(table, names, overwrite):
     clash = [name for name in names if name in table.colnames]
     if clash and not overwrite:
         raise ExistingColumnError(
-            f"the table already has column(s) {', '.join(clash)}; pass prefix= or suffix= "
-            "(command line: --prefix/--suffix) to write the new columns under other names, "
-            "overwrite=True to replace them, or rename them first"
+            f"the table already has column(s) {', '.join(clash)}; pass prefix='...' or "
+            "suffix='...' to write the new columns under other names, overwrite=True to "
+            "replace them, or rename them first"
         )
 
 

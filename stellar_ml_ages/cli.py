@@ -17,20 +17,33 @@ Aladin or any SAMP client afterwards.
     Register with the SAMP hub; annotate every table sent to ``stellar_ml_ages``
     (e.g. from TOPCAT) and send the result back to the sender.
 ``list-models``
-    Print the packaged models with their features, targets and metrics.
-``train SPEC --data DIR --out DIR``
-    Train a model from the catalogs in DIR and write its artifact.
+    Print the packaged and user models with their features, targets and metrics.
+``train SPEC [--data DIR | --table FILE | --from-vo] [--out DIR]``
+    Train a model and write its artifact; without ``--out``, into the user model
+    directory, from which ``--model NAME`` and ``list-models`` find it.
 ``reproduce --data DIR --out DIR [--quick]``
     Rerun the paper's analysis (both protocols, cross-validated calibration, six
     methods, external checks) and write a report with figures.
 
-Exit codes: 0 success; 1 the package refused the input (missing column, bad
-unit, ...); 2 bad command line; 3 a file could not be read or written; 4 a VO
-service (TAP server, SAMP hub or client) failed; 130 interrupted.
+Exit codes (also in the docs' command-line page):
+
+===  ==================================================================
+0    success (warnings, e.g. most rows without prediction, still exit 0)
+1    the package refused the input: missing or ambiguous column, bad unit,
+     existing output column, unknown model, bad model card
+2    bad command line (argparse usage error)
+3    a file could not be read or written
+4    a VO service failed: TAP server, SAMP hub or client
+130  interrupted (Ctrl-C); no output file was written
+===  ==================================================================
+
+Messages name command-line options (``--map teff=COLUMN``), not the Python
+keywords the same errors carry when raised in Python (``mapping={...}``).
 """
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -40,10 +53,11 @@ import numpy as np
 from astropy.table import Table
 
 from . import __version__
+from .diagnostics import count_reasons
 from .exceptions import StellarMLAgesError, VOError
 from .flags import NO_PREDICTION, OUT_OF_DOMAIN
 
-__all__ = ["main"]
+__all__ = ["cli_message", "main"]
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_IO, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
@@ -54,6 +68,42 @@ _FORMATS = {".fits": "fits", ".fit": "fits", ".fts": "fits", ".vot": "votable",
 
 class _IOProblem(Exception):
     pass
+
+
+#: Python phrasing in the package's messages -> the same advice for the command line.
+_CLI_SYNTAX = (
+    (re.compile(r"mapping=\{'(\w+)': '<column>'\}"), r"--map \1=COLUMN"),
+    (re.compile(r"mapping=\{'<feature>': '<column>'\}"), "--map FEATURE=COLUMN"),
+    (re.compile(r"prefix='\.\.\.' or suffix='\.\.\.'"), "--prefix PREFIX or --suffix SUFFIX"),
+    (re.compile(r"overwrite=True"), "--overwrite-columns"),
+    (re.compile(r"survey_flags=False"), "--ignore-survey-flags"),
+    (re.compile(r"allow_extrapolation=True"), "--allow-extrapolation"),
+    (re.compile(r"propagate_errors=True"), "--propagate-errors"),
+    (re.compile(r"state_column='<column>' \(or state_column=False\)"),
+     "--state-column COLUMN (or --ignore-state)"),
+    (re.compile(r"hub=LOCKFILE"), "--hub LOCKFILE"),
+    (re.compile(r"model='([\w.-]+)'"), r"--model \1"),
+    (re.compile(r"set table\.meta\['LABELSRC'\] = ('[^']*')"),
+     r"set the table's LABELSRC keyword to \1"),
+)
+
+
+def cli_message(text):
+    """A package message with its Python advice rewritten as command-line options.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.cli import cli_message
+    >>> cli_message("choose one with mapping={'teff': '<column>'}")
+    'choose one with --map teff=COLUMN'
+    """
+    for pattern, replacement in _CLI_SYNTAX:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"stellar-ml-ages: warning: {cli_message(str(message))}", file=sys.stderr)
 
 
 def _format_of(path, explicit):
@@ -125,6 +175,21 @@ def _mapping(items):
     return mapping
 
 
+def _options(args):
+    """add_mass_age keywords from the annotate options."""
+    return {"mapping": _mapping(args.map), "overwrite": args.overwrite_columns,
+            "allow_extrapolation": args.allow_extrapolation,
+            "propagate_errors": args.propagate_errors, "state_column": _state_column(args),
+            "survey_flags": not args.ignore_survey_flags, "prefix": args.prefix,
+            "suffix": args.suffix}
+
+
+def _reasons_text(reasons):
+    if not reasons:
+        return ""
+    return "; no prediction: " + ", ".join(f"{n} {name}" for name, n in reasons.items())
+
+
 def _state_column(args):
     if getattr(args, "ignore_state", False):
         return False
@@ -136,15 +201,12 @@ def _annotate(args, table):
     from .config import conf
 
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
-    annotated = add_mass_age(
-        table, model=args.model, mapping=_mapping(args.map), overwrite=args.overwrite_columns,
-        allow_extrapolation=args.allow_extrapolation, propagate_errors=args.propagate_errors,
-        progress=progress, state_column=_state_column(args),
-    )
+    annotated = add_mass_age(table, model=args.model, progress=progress, **_options(args))
     write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
-    inside = (np.asarray(annotated["mass_age_flag"]) & int(OUT_OF_DOMAIN | NO_PREDICTION)) == 0
+    flags = np.asarray(annotated[f"{args.prefix}mass_age_flag{args.suffix}"])
+    inside = (flags & int(OUT_OF_DOMAIN | NO_PREDICTION)) == 0
     print(f"{args.output}: {len(annotated)} rows, {int(inside.sum())} inside the domain "
-          f"of {annotated.meta['MLMODEL']}")
+          f"of {annotated.meta['MLMODEL']}{_reasons_text(count_reasons(flags))}")
     if args.samp:
         from .samp import send
 
@@ -181,13 +243,12 @@ def _cmd_annotate(args):
         raise _IOProblem(f"output directory {str(output.parent)!r} does not exist")
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
     try:
+        options = _options(args)
         summary = annotate_file(
             args.input, output, input_format=_format_of(args.input, args.format),
             output_format=_format_of(output, args.output_format), model=args.model,
             block_rows=args.block_rows, overwrite=args.overwrite,
-            overwrite_columns=args.overwrite_columns, progress=progress,
-            mapping=_mapping(args.map), allow_extrapolation=args.allow_extrapolation,
-            propagate_errors=args.propagate_errors, state_column=_state_column(args),
+            overwrite_columns=options.pop("overwrite"), progress=progress, **options,
         )
     except StellarMLAgesError:
         raise
@@ -196,7 +257,7 @@ def _cmd_annotate(args):
         raise _IOProblem(f"could not read {str(args.input)!r} or write {str(output)!r} "
                          f"block by block: {error}") from error
     print(f"{args.output}: {summary.n_rows} rows, {summary.n_in_domain} inside the domain "
-          f"of {summary.model} ({summary.n_blocks} blocks)")
+          f"of {summary.model} ({summary.n_blocks} blocks){_reasons_text(summary.reasons)}")
 
 
 def _cmd_demo(args):
@@ -222,8 +283,8 @@ def _cmd_list_models(args):
     models = list_models()
     for row in models:
         print(f"{row['name']} (aliases: {row['aliases']})")
-        for key in ("targets", "features", "training_set", "n_train", "median_rel_error",
-                    "coverage_68"):
+        for key in ("targets", "features", "training_set", "label_source", "n_train",
+                    "median_rel_error", "coverage_68", "location"):
             print(f"  {key:17s} {row[key]}")
 
 
@@ -235,16 +296,31 @@ def _cmd_train(args):
         spec = get_spec(args.spec)
     except KeyError as error:
         raise _IOProblem(str(error.args[0])) from None
+    out = args.out
+    if out is None:
+        from .registry import user_model_dir
+
+        out = user_model_dir()
+        if out is None:
+            raise _IOProblem("where should the model go? pass --out DIR, or set "
+                             "STELLAR_ML_AGES_MODELS (or conf.user_model_dir) to the directory "
+                             "from which trained models are used by name")
     if args.from_vo:
         from .vo import build_lamost_training_table
 
         table = build_lamost_training_table(red_clump="red-clump" in spec.name)
     elif args.table:
         table = read_table(args.table)
+    elif not spec.label_source.startswith("APOGEE"):
+        raise _IOProblem(
+            f"{spec.name} is trained on {spec.label_source} labels, which the shared APOGEE "
+            "catalogs do not hold: pass --from-vo to build its LAMOST x APOKASC-2 table over "
+            "TAP (VizieR), or --table FILE with a table you built (KIC, EVSTATE, MASS, AGE "
+            f"and {', '.join(spec.features)})")
     else:
         table = load_training_table(spec, args.data)
     result = train_and_validate(spec, table, n_folds=args.folds, progress=print)
-    card_path = result.model.save(args.out)
+    card_path = result.model.save(out)
     for target in result.model.card["targets"]:
         metrics, coverage = target["metrics"], target["coverage"]
         print(f"{spec.name} {target['name']}: median relative error "
@@ -276,7 +352,7 @@ def _annotate_options(parser):
     parser.add_argument("--output-format", default=None, help="astropy format of OUT")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--overwrite-columns", action="store_true",
-                        help="replace existing mass/age columns in the input")
+                        help="replace existing output columns (mass, age, ...) in the input")
     parser.add_argument("--allow-extrapolation", action="store_true",
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
     parser.add_argument("--propagate-errors", action="store_true",
@@ -287,6 +363,14 @@ def _annotate_options(parser):
                              "columns are found by name")
     parser.add_argument("--ignore-state", action="store_true",
                         help="ignore any state column: pooled interval calibration")
+    parser.add_argument("--ignore-survey-flags", action="store_true",
+                        help="use values the survey's own flags mark bad (ASPCAPFLAG, "
+                             "X_FE_FLAG, GALAH flag_*, ...); default: no prediction for them")
+    parser.add_argument("--prefix", default="", metavar="PREFIX",
+                        help="prefix of the output column names, e.g. ml_ (keeps a table's "
+                             "own mass/age columns)")
+    parser.add_argument("--suffix", default="", metavar="SUFFIX",
+                        help="suffix of the output column names, e.g. _ml")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",
                         help="also send the result over SAMP to CLIENT (e.g. topcat), or to "
@@ -343,7 +427,10 @@ def build_parser():
                             "the spec's features), e.g. a LAMOST x APOKASC-2 match")
     train.add_argument("--from-vo", action="store_true",
                        help="build the LAMOST x APOKASC-2 table over TAP (VizieR) first")
-    train.add_argument("--out", required=True, help="directory for the model artifact")
+    train.add_argument("--out", default=None,
+                       help="directory for the model artifact (default: the user model "
+                            "directory, $STELLAR_ML_AGES_MODELS or conf.user_model_dir, from "
+                            "which models are used by name)")
     train.add_argument("--folds", type=int, default=4,
                        help="cross-validation folds for the card's coverage (default 4)")
     train.set_defaults(run=_cmd_train)
@@ -364,17 +451,18 @@ def main(argv=None):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
             args.run(args)
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
     except _IOProblem as error:
-        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_IO
     except VOError as error:
-        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_SERVICE
     except StellarMLAgesError as error:
-        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         print("stellar-ml-ages: interrupted; no output was written", file=sys.stderr)

@@ -150,7 +150,7 @@ class RunSummary:
                               sorted(self.survey_flags.items(), key=lambda item: -item[1]))
             weighted.append((self.reasons.get("SURVEY_FLAGGED", 0), (
                 f"the survey's own quality flags mark rows bad ({rules}); "
-                "survey_flags=False (--ignore-survey-flags) ignores them")))
+                "survey_flags=False ignores them")))
         only_hull = self.reasons.get("OUTSIDE_HULL", 0) - self.reasons.get("OUTSIDE_RANGE", 0)
         if only_hull > 0:
             weighted.append((only_hull, (

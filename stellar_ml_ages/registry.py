@@ -1,5 +1,13 @@
-"""The packaged models: finding them by name or alias, and listing them."""
+"""The models: packaged ones and the user's own, found by name or alias, and listed.
 
+User-trained models (``stellar-ml-ages train SPEC --out DIR``, e.g. the paper's
+LAMOST models) are used by name like the packaged ones when their directory is
+``stellar_ml_ages.conf.user_model_dir`` or the ``STELLAR_ML_AGES_MODELS``
+environment variable. A packaged name always means the packaged model; a user
+model of the same name is reached by its card path.
+"""
+
+import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -7,15 +15,17 @@ from pathlib import Path
 from astropy.table import Table
 
 from .columns import resolve_columns
+from .config import conf
 from .exceptions import (
     AmbiguousColumnError,
     ColumnError,
     MissingColumnError,
     ModelNotFoundError,
 )
+from .labelsource import _scale_of, table_label_source
 from .model import MassAgeModel, _read_card, load_model
 
-__all__ = ["get_model", "list_models", "select_model"]
+__all__ = ["get_model", "list_models", "select_model", "user_model_dir"]
 
 #: Order in which ``model=None`` tries the packaged models: the most general first.
 _PREFERENCE = ("giants-apogee-dr17", "red-clump-apogee-dr17", "red-clump-seismic-apogee-dr17")
@@ -32,8 +42,44 @@ def _packaged_cards():
     return {name: cards[name] for name in ranked}
 
 
+def user_model_dir():
+    """The directory of user-trained models, or None when none is configured.
+
+    ``stellar_ml_ages.conf.user_model_dir``, else the ``STELLAR_ML_AGES_MODELS``
+    environment variable.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import conf
+    >>> from stellar_ml_ages.registry import user_model_dir
+    >>> with conf.set_temp("user_model_dir", "/data/my_models"):
+    ...     print(user_model_dir())
+    /data/my_models
+    """
+    configured = str(conf.user_model_dir or os.environ.get("STELLAR_ML_AGES_MODELS", ""))
+    return Path(configured).expanduser() if configured.strip() else None
+
+
+def _user_cards():
+    """{model name: card path} of the user's models; packaged names are left out."""
+    directory = user_model_dir()
+    if directory is None or not directory.is_dir():
+        return {}
+    packaged = _packaged_cards()
+    cards = {}
+    for path in sorted(directory.glob("*.json")):
+        name = _read_card(path)["name"]
+        if name not in packaged:
+            cards.setdefault(name, path.resolve())
+    return cards
+
+
+def _all_cards():
+    return {**_packaged_cards(), **_user_cards()}
+
+
 def _card_path(name):
-    cards = _packaged_cards()
+    cards = _all_cards()
     if name in cards:
         return cards[name]
     for path in cards.values():
@@ -46,8 +92,12 @@ def _card_path(name):
     for path in cards.values():
         card = _read_card(path)
         known.append(f"{card['name']} (aliases: {', '.join(card.get('aliases', [])) or '-'})")
+    directory = user_model_dir()
+    where = (f"user models in {str(directory)!r}" if directory is not None else
+             "no user model directory (set stellar_ml_ages.conf.user_model_dir or "
+             "$STELLAR_ML_AGES_MODELS)")
     raise ModelNotFoundError(
-        f"no model called {name!r}; packaged models: {'; '.join(known) or 'none'}. "
+        f"no model called {name!r}; known models: {'; '.join(known) or 'none'} ({where}). "
         "A path to a model card (.json) also works."
     )
 
@@ -81,11 +131,13 @@ def get_model(name):
 
 
 def select_model(table, mapping=None):
-    """The first packaged model whose input columns the table has.
+    """The first model whose input columns the table has.
 
-    Models are tried from the most general (``giants``, for RGB and red-clump
-    stars alike) to the most specific; the red-clump models are therefore chosen
-    only by name, as only the user knows that the stars are in the clump.
+    Models trained on the table's own survey (`stellar_ml_ages.labelsource`) are
+    tried first, then the others; within each, packaged models from the most
+    general (``giants``, for RGB and red-clump stars alike) to the most specific,
+    then the user's. The red-clump models are therefore chosen only by name, as
+    only the user knows that the stars are in the clump.
 
     Raises
     ------
@@ -93,14 +145,22 @@ def select_model(table, mapping=None):
         Naming, for each packaged model, what the table lacks.
     """
     errors = []
-    for path in _packaged_cards().values():
+    paths = list(_all_cards().values())
+    source = table_label_source(table)
+    if source is not None:
+        def mismatch(path):
+            trained_on = _read_card(path).get("training_set", {}).get("label_source", "")
+            return _scale_of(trained_on) != source.scale
+
+        paths.sort(key=mismatch)  # stable: the preference order holds within each group
+    for path in paths:
         card = _read_card(path)
         try:
             resolve_columns(table, [f["name"] for f in card["features"]], mapping)
         except ColumnError as error:
             errors.append((card["name"], error))
             continue
-        return get_model(card["name"])
+        return _load_cached(path)
     if not errors:
         raise ModelNotFoundError("no packaged model is installed")
     # An ambiguity is the more actionable problem: report it as such.
@@ -111,14 +171,15 @@ def select_model(table, mapping=None):
 
 
 def list_models():
-    """Table of the packaged models with their features, targets and metrics.
+    """Table of the packaged and user models with their features, targets and metrics.
 
     Returns
     -------
     `~astropy.table.Table`
         One row per model: name, aliases, features, targets (with units),
-        training set, number of training stars, and the held-out median relative
-        error and 68% interval coverage of each target.
+        training set and label source, number of training stars, the held-out
+        median relative error and 68% interval coverage of each target, and where
+        the model is (``packaged`` or the card's path).
 
     Examples
     --------
@@ -128,7 +189,8 @@ def list_models():
     ['giants-apogee-dr17', 'red-clump-apogee-dr17', 'red-clump-seismic-apogee-dr17']
     """
     rows = []
-    for path in _packaged_cards().values():
+    packaged = _packaged_cards()
+    for name, path in _all_cards().items():
         card = _read_card(path)
         targets = card["targets"]
         rows.append({
@@ -137,6 +199,7 @@ def list_models():
             "features": ", ".join(f"{f['label']} [{f['unit'] or '-'}]" for f in card["features"]),
             "targets": ", ".join(f"{t['name']} [{t['unit']}]" for t in targets),
             "training_set": card.get("training_set", {}).get("description", ""),
+            "label_source": card.get("training_set", {}).get("label_source", ""),
             "n_train": card.get("training_set", {}).get("n_train", -1),
             "median_rel_error": ", ".join(
                 f"{t['name']}: {100 * t['metrics']['median_rel_error']:.1f}%" for t in targets
@@ -146,8 +209,9 @@ def list_models():
                 f"{t['name']}: {100 * t.get('coverage_cv', t['coverage'])['p16_p84']:.0f}%"
                 for t in targets
             ),
+            "location": "packaged" if name in packaged else str(path),
         })
-    names = ["name", "aliases", "features", "targets", "training_set", "n_train",
-             "median_rel_error", "coverage_68"]
+    names = ["name", "aliases", "features", "targets", "training_set", "label_source",
+             "n_train", "median_rel_error", "coverage_68", "location"]
     return Table(rows=[[row[n] for n in names] for row in rows], names=names) if rows else Table(
-        names=names, dtype=[str] * 5 + [int] + [str] * 2)
+        names=names, dtype=[str] * 6 + [int] + [str] * 3)

@@ -5,6 +5,7 @@ LAMOST rows synthetic with labels that follow from the stars' seismic masses.
 """
 
 import dataclasses
+import importlib
 import socket
 
 import astropy.units as u
@@ -22,6 +23,7 @@ from regions import (
 
 from stellar_ml_ages import add_mass_age
 from stellar_ml_ages.exceptions import (
+    LabelSourceWarning,
     TAPOverflowError,
     TAPQueryError,
     TAPServiceError,
@@ -115,8 +117,28 @@ def test_fetched_columns_have_units_the_resolver_reads(local_vizier):
     assert stars["TEFF"].unit == u.K and stars["RA"].unit == u.deg
     assert {"C_FE", "C_FE_ERR", "BA_FE", "LOGG"} <= set(stars.colnames)
     assert stars["C_FE"].meta["service_name"] == "[C/Fe]"
-    annotated = add_mass_age(stars, model="giants")  # resolves VizieR names, converts units
+    assert stars.meta["LABELSRC"] == "LAMOST DR5 DD-Payne"
+    # The names resolve and the units convert, but the packaged model is APOGEE's:
+    # the guard says so, names both surveys, and gives the LAMOST training command.
+    with pytest.warns(LabelSourceWarning, match=r"LAMOST DR5 DD-Payne.*APOGEE DR17.*"
+                                               r"train giants-lamost --from-vo"):
+        annotated = add_mass_age(stars, model="giants")
     assert len(annotated) == len(stars)
+    assert annotated.meta["MLINPUTS"].startswith("c_n=C_FE - N_FE, teff=TEFF")
+
+
+def test_red_clump_labels_are_chosen_from_the_services_tap_schema(local_vizier):
+    """The mirror spells Δν/ΔP as Deltanu/DeltaP; TAP_SCHEMA says so before the query."""
+    fetch_module = importlib.import_module("stellar_ml_ages.vo.fetch")
+    fetch_module._SERVICE_COLUMNS.clear()
+    clump = fetch_red_clump(coordinates=KEPLER, radius=2 * u.deg)
+    assert clump["DNU"].meta["service_name"] == "Deltanu"
+    assert clump["DPI"].meta["service_name"] == "DeltaP"
+    assert clump["DPI"].unit == u.s and clump["DNU"].unit == u.uHz
+    # DaCHS lists regular identifiers in lower case: the choice is case-insensitive.
+    key = next(iter(fetch_module._SERVICE_COLUMNS))
+    listed = {name.lower() for name in fetch_module._SERVICE_COLUMNS[key]}
+    assert {"deltanu", "deltap", "raj2000"} <= listed and "dnu" not in listed
 
 
 def test_apokasc_has_real_rows_with_positions_and_ages(local_vizier):

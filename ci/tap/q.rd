@@ -54,12 +54,12 @@
   </table>
 
   <table id="ting2018" onDisk="True" adql="True" mixin="//scs#q3cindex" primary="source_id">
-    <meta name="description">Synthetic LAMOST red clump with Dnu and DPi1 (schema of J/ApJ/858/L7)</meta>
+    <meta name="description">Synthetic LAMOST red clump with Deltanu and DeltaP (labels of J/ApJ/858/L7 as code reading that table uses them)</meta>
     <column name="source_id" type="bigint" required="True" ucd="meta.id;meta.main" description="Source identifier"/>
     <column name="RAJ2000" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension"/>
     <column name="DEJ2000" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination"/>
-    <column name="Dnu" type="real" unit="uHz" ucd="phys.freq" description="Spectroscopic large frequency separation"/>
-    <column name="DPi1" type="real" unit="s" ucd="time.period" description="Spectroscopic period spacing"/>
+    <column name="Deltanu" type="real" unit="uHz" ucd="phys.freq" description="Spectroscopic large frequency separation"/>
+    <column name="DeltaP" type="real" unit="s" ucd="time.period" description="Spectroscopic period spacing"/>
   </table>
 
   <data id="import_ddpayne">
@@ -124,8 +124,8 @@
         <map key="source_id">int(@source_id)</map>
         <map key="RAJ2000">float(@ra)</map>
         <map key="DEJ2000">float(@dec)</map>
-        <map key="Dnu">parseWithNull(@dnu, float, "")</map>
-        <map key="DPi1">parseWithNull(@dpi, float, "")</map>
+        <map key="Deltanu">parseWithNull(@dnu, float, "")</map>
+        <map key="DeltaP">parseWithNull(@dpi, float, "")</map>
       </rowmaker>
     </make>
   </data>

@@ -98,6 +98,17 @@ def _masked(column, unit=None):
     return MaskedColumn(data, unit=unit)
 
 
+def _difference(minuend, subtrahend):
+    """A derived label (``[Mg/Fe] = [Mg/H] - [Fe/H]``) in float64, as prediction derives it.
+
+    float32 FITS columns subtracted in float32 differ from the float64 difference the
+    annotation pipeline takes (`stellar_ml_ages.units`) in the last bits, enough to
+    move a star on the hull boundary across it.
+    """
+    return (np.ma.asarray(minuend, dtype=np.float64)
+            - np.ma.asarray(subtrahend, dtype=np.float64))
+
+
 def load_apogee_training_table(data_dir=None):
     """One row per APOKASC-2 star with APOGEE labels, seismic targets and state.
 
@@ -137,7 +148,7 @@ def load_apogee_training_table(data_dir=None):
     table["LOGG_ERR"] = _masked(labels["LOGG_ERR"], dex)
     table["FE_H"] = _masked(labels["FE_H"], dex)
     table["FE_H_ERR"] = _masked(labels["FE_H_ERR"], dex)
-    table["MG_FE"] = _masked(np.ma.asarray(labels["MG_H"]) - np.ma.asarray(labels["FE_H"]), dex)
+    table["MG_FE"] = _masked(_difference(labels["MG_H"], labels["FE_H"]), dex)
     table["MG_FE_ERR"] = _masked(np.hypot(np.ma.asarray(labels["MG_H_ERR"]),
                                           np.ma.asarray(labels["FE_H_ERR"])), dex)
 

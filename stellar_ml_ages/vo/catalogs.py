@@ -3,9 +3,14 @@
 Each `Catalog` names its service and table through ``stellar_ml_ages.vo.conf``, the
 columns fetched by default, and the renames that give the package's column
 resolver names it understands (VizieR's ``Teff``, ``[C/Fe]`` and ``e_[C/Fe]``
-already are). Table names and column lists follow the VizieR ReadMe conventions
-of each catalog; change them through ``conf`` or pass ``columns=`` when a service
+already are). Change them through ``conf`` or pass ``columns=`` when a service
 differs.
+
+Where a column's VizieR label could not be confirmed from a stored ReadMe (the
+Ting et al. 2018 red clump, the DD-Payne abundances), the entry lists the known
+spellings and `~stellar_ml_ages.vo.fetch` picks the one the service's own
+``TAP_SCHEMA.columns`` has, before the query; ``verified`` on each catalog says
+what was confirmed, and from which source.
 """
 
 import re
@@ -16,7 +21,7 @@ import numpy as np
 
 from .config import conf
 
-__all__ = ["CATALOGS", "Catalog", "positions_from_2mass"]
+__all__ = ["CATALOGS", "Catalog", "column_spellings", "positions_from_2mass"]
 
 _ELEMENTS = ("C", "N", "O", "Na", "Mg", "Ti", "Mn", "Co", "Ba")
 
@@ -35,14 +40,20 @@ class Catalog:
         the ADQL table name.
     ra, dec : str or None
         Position columns; None when the table has none (APOKASC-2 Table 5).
-    columns : tuple of str
-        Columns fetched by default.
+    columns : tuple
+        Columns fetched by default; an entry that is itself a tuple lists
+        alternative spellings, the first one the service has is used.
     rename : dict
         Service column to package column; the service's name is kept in the
         column's ``meta["service_name"]``.
     units : dict
         Package column to the unit to assume when the service gives none.
     citation : str
+    label_source : str or None
+        The survey label scale of the catalog's labels, written to the fetched
+        table's ``meta["LABELSRC"]`` (`stellar_ml_ages.labelsource`).
+    verified : str
+        Which names were confirmed, and the source.
     """
 
     key: str
@@ -55,6 +66,8 @@ class Catalog:
     rename: dict = field(default_factory=dict)
     units: dict = field(default_factory=dict)
     citation: str = ""
+    label_source: str | None = None
+    verified: str = ""
 
     @property
     def url(self):
@@ -82,6 +95,11 @@ def _abundance_columns():
     return tuple(names)
 
 
+def column_spellings(entry):
+    """The alternative spellings of one ``Catalog.columns`` entry, preferred first."""
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
 _DEX_UNITS = {_portable_names()[name]: u.dex for name in _abundance_columns()}
 
 CATALOGS = {
@@ -100,6 +118,10 @@ CATALOGS = {
             units={"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_ERR": u.K,
                    "LOGG": u.dex(u.cm / u.s**2), "LOGG_ERR": u.dex, **_DEX_UNITS},
             citation="Xiang et al. 2019, ApJS 245, 34",
+            label_source="LAMOST DR5 DD-Payne",
+            verified=("table J/ApJS/245/34/catalog, RAJ2000, DEJ2000, Teff, e_Teff, logg: "
+                      "public scripts querying it through CDS XMatch; the [X/Fe] and e_[X/Fe] "
+                      "labels follow VizieR's convention and are checked by the online tests"),
         ),
         Catalog(
             key="apokasc2",
@@ -118,6 +140,9 @@ CATALOGS = {
             units={"TEFF_APOKASC": u.K, "FE_H_APOKASC": u.dex, "NUMAX": u.uHz,
                    "DNU": u.uHz, "MASS": u.solMass},
             citation="Pinsonneault et al. 2018, ApJS 239, 32",
+            verified=("table J/ApJS/239/32/table5 and labels 2MASS (no 2M prefix), KIC, Teff, "
+                      "FeH, Numax, Dnu, ES, M(cor), LogAge (log10 age/Myr): public code "
+                      "reading it through astroquery.vizier"),
         ),
         Catalog(
             key="red_clump",
@@ -126,23 +151,38 @@ CATALOGS = {
             table_item="red_clump_table",
             ra="RAJ2000",
             dec="DEJ2000",
-            columns=("RAJ2000", "DEJ2000", "Dnu", "DPi1"),
-            rename={"RAJ2000": "RA", "DEJ2000": "DEC", "Dnu": "DNU", "DPi1": "DPI"},
+            # Spectroscopic Δν and ΔP: "Deltanu"/"DeltaP" as reported by code reading the
+            # table; the former defaults as fallbacks. The service's TAP_SCHEMA decides.
+            columns=("RAJ2000", "DEJ2000", ("Deltanu", "Dnu"), ("DeltaP", "DPi1")),
+            rename={"RAJ2000": "RA", "DEJ2000": "DEC", "Deltanu": "DNU", "Dnu": "DNU",
+                    "DeltaP": "DPI", "DPi1": "DPI"},
             units={"RA": u.deg, "DEC": u.deg, "DNU": u.uHz, "DPI": u.s},
             citation="Ting, Hawkins & Rix 2018, ApJL 858, L7",
+            label_source="LAMOST DR3 (Ting et al. 2018 data-driven Δν, ΔP)",
+            verified=("not confirmed from a stored ReadMe: the Δν/ΔP labels are chosen at "
+                      "query time from the service's TAP_SCHEMA.columns"),
         ),
         Catalog(
             key="lasp",
-            title="LAMOST DR5 LASP stellar parameters (GAVO data centre)",
-            service_item="gavo_tap_url",
+            title="LAMOST DR5 LASP stellar parameters (VizieR V/164/stellar5)",
+            service_item="vizier_tap_url",
             table_item="lasp_table",
-            ra="raj2000",
-            dec="dej2000",
-            columns=("obsid", "raj2000", "dej2000", "teff", "logg", "feh"),
-            rename={"raj2000": "RA", "dej2000": "DEC", "feh": "FE_H"},
-            units={"RA": u.deg, "DEC": u.deg, "teff": u.K, "logg": u.dex(u.cm / u.s**2),
-                   "FE_H": u.dex},
-            citation="Luo et al. 2019 (LAMOST DR5)",
+            ra="RAJ2000",
+            dec="DEJ2000",
+            columns=("ObsID", "RAJ2000", "DEJ2000", "Teff", "e_Teff", "logg", "e_logg",
+                     "[Fe/H]", "e_[Fe/H]", "snrg"),
+            rename={"ObsID": "OBSID", "RAJ2000": "RA", "DEJ2000": "DEC", "Teff": "TEFF",
+                    "e_Teff": "TEFF_ERR", "logg": "LOGG", "e_logg": "LOGG_ERR",
+                    "[Fe/H]": "FE_H", "e_[Fe/H]": "FE_H_ERR", "snrg": "SNRG"},
+            units={"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_ERR": u.K,
+                   "LOGG": u.dex(u.cm / u.s**2), "LOGG_ERR": u.dex, "FE_H": u.dex,
+                   "FE_H_ERR": u.dex},
+            citation="Luo et al. 2019, VizieR V/164 (LAMOST DR5)",
+            label_source="LAMOST DR5 LASP",
+            verified=("tables of V/164 (dr5, stellar5, astars5, mstars5, dr5_plan) from its "
+                      "VizieR ReadMe; stellar5 labels ObsID, RAJ2000, DEJ2000, Teff, e_Teff, "
+                      "logg, e_logg, [Fe/H], e_[Fe/H], snrg from several public TAP and "
+                      "astroquery scripts"),
         ),
     )
 }

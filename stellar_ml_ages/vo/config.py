@@ -18,16 +18,16 @@ class Conf(_config.ConfigNamespace):
 
     vizier_tap_url = _config.ConfigItem(
         "https://tapvizier.cds.unistra.fr/TAPVizieR/tap", "VizieR TAP service.")
-    gavo_tap_url = _config.ConfigItem(
-        "https://dc.g-vo.org/tap", "GAVO data centre TAP service (LAMOST DR5 LASP table).")
     lamost_table = _config.ConfigItem(
         '"J/ApJS/245/34/catalog"', "LAMOST DR5 DD-Payne abundances (Xiang+2019), ADQL name.")
     apokasc2_table = _config.ConfigItem(
         '"J/ApJS/239/32/table5"', "APOKASC-2 (Pinsonneault+2018) Table 5, ADQL name.")
     red_clump_table = _config.ConfigItem(
         '"J/ApJ/858/L7/table1"', "LAMOST red clump with Δν and ΔP (Ting+2018), ADQL name.")
+    # The GAVO data centre holds LAMOST DR6 spectra (lamost6.*), not LASP parameters;
+    # LAMOST DR5 LASP parameters are VizieR V/164 (ReadMe: tables dr5, stellar5, ...).
     lasp_table = _config.ConfigItem(
-        "lamost5.data", "LAMOST DR5 LASP parameters at the GAVO data centre, ADQL name.")
+        '"V/164/stellar5"', "LAMOST DR5 LASP AFGK-star parameters (Luo+2019), ADQL name.")
     timeout = _config.ConfigItem(
         120.0, "Seconds to wait for one HTTP answer, or for an async job to finish.",
         cfgtype="float")

@@ -12,10 +12,10 @@ import astropy.units as u
 import numpy as np
 from astropy.table import MaskedColumn, Table, vstack
 
-from ..exceptions import RegionError
+from ..exceptions import RegionError, TAPQueryError
 from ..training.crossmatch import sky_coordinates
 from .adql import format_degrees, quote_identifier, region_to_adql
-from .catalogs import CATALOGS, positions_from_2mass
+from .catalogs import CATALOGS, column_spellings, positions_from_2mass
 from .tap import run_query
 
 __all__ = ["build_lamost_training_table", "fetch", "fetch_apokasc", "fetch_lamost",
@@ -29,6 +29,46 @@ def _catalog(catalog):
         except KeyError:
             raise KeyError(f"unknown catalog {catalog!r}; known: {', '.join(CATALOGS)}") from None
     return catalog
+
+
+#: (service URL, table) -> the column names its TAP_SCHEMA lists, for this session.
+_SERVICE_COLUMNS = {}
+
+
+def _service_columns(catalog):
+    """Column names of the catalog's table, from the service's own TAP_SCHEMA (cached)."""
+    key = (catalog.url, catalog.table)
+    if key not in _SERVICE_COLUMNS:
+        name = catalog.table.strip().strip('"').replace("'", "''")
+        query = f"SELECT column_name FROM TAP_SCHEMA.columns WHERE table_name = '{name}'"
+        try:
+            found = run_query(catalog.url, query, maxrec=100_000)
+        except TAPQueryError:
+            return set()  # a service without TAP_SCHEMA.columns: use the first spellings
+        _SERVICE_COLUMNS[key] = {str(value).strip().strip('"') for value in found["column_name"]}
+    return _SERVICE_COLUMNS[key]
+
+
+def _choose_columns(catalog, entries):
+    """Service column names for the catalog's entries (alternatives settled by TAP_SCHEMA)."""
+    if all(isinstance(entry, str) for entry in entries):
+        return list(entries)
+    available = _service_columns(catalog)
+    lowered = {name.lower(): name for name in available}
+    chosen, unknown = [], []
+    for entry in entries:
+        spellings = column_spellings(entry)
+        found = next((s for s in spellings if s in available), None) or next(
+            (lowered[s.lower()] for s in spellings if s.lower() in lowered), None)
+        if found is None and available and len(spellings) > 1:
+            unknown.append(" or ".join(spellings))
+        chosen.append(found or spellings[0])
+    if unknown:
+        raise TAPQueryError(
+            f"table {catalog.table} has no column {'; '.join(unknown)} (its columns: "
+            f"{', '.join(sorted(available))}); pass columns=[...] with its names, or set "
+            "the table name in stellar_ml_ages.vo.conf", service=catalog.url)
+    return chosen
 
 
 def _select_list(names, alias=None):
@@ -57,6 +97,8 @@ def _finish(table, catalog):
             table["AGE"] = MaskedColumn(10**log_age / 1000.0, unit=u.Gyr)
     table.meta["CATALOG"] = catalog.title
     table.meta["CITATION"] = catalog.citation
+    if catalog.label_source:
+        table.meta["LABELSRC"] = catalog.label_source
     return table
 
 
@@ -112,7 +154,7 @@ def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, 
     """
     catalog = _catalog(catalog)
     names = catalog.columns if columns is None else columns
-    select = "*" if names == "*" else _select_list(names)
+    select = "*" if names == "*" else _select_list(_choose_columns(catalog, names))
     conditions = []
     cone = region is not None or coordinates is not None
     if cone and catalog.ra is not None:
@@ -232,7 +274,7 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
                     "ra": positions.ra.deg, "dec": positions.dec.deg})
     valid = np.isfinite(upload["ra"]) & np.isfinite(upload["dec"])
     upload = upload[valid]
-    names = list(catalog.columns if columns is None else columns)
+    names = _choose_columns(catalog, list(catalog.columns if columns is None else columns))
     point = f"POINT('ICRS', t.{quote_identifier(catalog.ra)}, t.{quote_identifier(catalog.dec)})"
     query = (
         f"SELECT u.row_id, {_select_list(names, 't')}, "
@@ -269,8 +311,10 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     separation = np.ma.masked_all(len(out), dtype=float)
     separation[rows] = (np.asarray(found["match_distance"], dtype=float) * u.deg).to_value(
         u.arcsec)
-    out["separation"] = MaskedColumn(separation, unit=u.arcsec,
-                                     description=f"Distance to the {catalog.key} match")
+    # Never over a user's own column: the catalog's key tells them apart.
+    name = "separation" if "separation" not in out.colnames else f"separation_{catalog.key}"
+    out[name] = MaskedColumn(separation, unit=u.arcsec,
+                             description=f"Distance to the {catalog.key} match")
     out.meta["MATCHED"] = f"{catalog.title} within {radius}"
     return out
 

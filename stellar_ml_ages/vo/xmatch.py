@@ -58,8 +58,8 @@ def _vizier_table(catalog):
         CATALOGS.get(catalog) if isinstance(catalog, str) else None)
     if entry is not None:
         if entry.service_item != "vizier_tap_url":
-            raise ValueError(f"{entry.title} is not a VizieR table (it is served by {entry.url}); "
-                             "use tap_crossmatch for it")
+            raise ValueError(f"{entry.title} is not a VizieR table (its service is "
+                             f"conf.{entry.service_item}); use tap_crossmatch for it")
         return entry.table.strip().strip('"'), entry
     if isinstance(catalog, str):
         table_id = catalog.removeprefix("vizier:").strip()
@@ -121,7 +121,8 @@ def _call(action, service, query):
             problem, transient = _classify(error, service, query)
             if not transient or attempt == conf.max_retries:
                 if attempt:
-                    problem.args = (f"{problem.args[0]} (after {attempt + 1} attempts)",)
+                    problem = type(problem)(f"{problem.message} (after {attempt + 1} attempts)",
+                                            service, query)
                 raise problem from error
             time.sleep(delay)
             delay *= 2
@@ -205,19 +206,21 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         Your stars; positions (ICRS, degrees if no unit) from ``ra``/``dec`` or the
         usual RA/Dec column names.
     catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
-        A VizieR catalog of the package with positions (``"lamost"``,
-        ``"red_clump"``), or a VizieR table identifier (``"vizier:J/ApJS/245/34/catalog"``).
+        A VizieR catalog of the package that has positions (e.g. ``"lamost"``), or a
+        VizieR table identifier (``"vizier:J/ApJS/245/34/catalog"``).
     radius : `~astropy.units.Quantity`
         Largest separation, at most 180 arcsec.
     ra, dec : str, optional
         Position columns of ``table``.
-    columns : sequence of str, optional
+    columns : sequence, optional
         Catalog columns to add, by their VizieR names (default: every column the
-        service returns).
+        service returns); an entry that is a tuple lists alternative spellings, as
+        in ``Catalog.columns``, and the first one present is used.
     cache : bool, optional
         Reuse answers from astroquery's cache (default: ``conf.cache``).
     chunk_rows : int
-        Rows uploaded per request (the service refuses uploads over 100 MB).
+        Rows uploaded per request: the service refuses uploads over 100 MB and caps
+        the rows of one answer (at most one row per uploaded star here).
 
     Returns
     -------
@@ -294,11 +297,18 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         raise TAPServiceError(f"unexpected answer: no {' or '.join(missing)} column", url, cat2)
     names = [name for name in found.colnames if name not in (_DISTANCE, _ROW, _RA, _DEC)]
     if wanted is not None:
-        absent = [name for name in wanted if name not in names]
+        chosen, absent = [], []
+        for entry_names in wanted:
+            spellings = (entry_names,) if isinstance(entry_names, str) else tuple(entry_names)
+            found_name = next((name for name in spellings if name in names), None)
+            if found_name is None:
+                absent.append(" or ".join(spellings))
+            elif found_name not in chosen:
+                chosen.append(found_name)
         if absent:
             raise TAPQueryError(f"the XMatch copy of {table_id} has no column "
-                                f"{', '.join(absent)}; it has {', '.join(names)}", url, cat2)
-        names = list(dict.fromkeys(wanted))
+                                f"{'; '.join(absent)}; it has {', '.join(names)}", url, cat2)
+        names = chosen
 
     found = _nearest(found)
     rows = np.asarray(found[_ROW]).astype(np.int64)
@@ -313,7 +323,7 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         column = matched[name]
         data = np.ma.masked_all((len(out), *column.shape[1:]), dtype=column.dtype)
         data[rows] = np.ma.asarray(column)
-        target = _free_name(name, suffix, out.colnames)
+        target = _free_name(name, suffix, [*out.colnames, separation_name])
         out[target] = MaskedColumn(data, unit=column.unit, description=column.description,
                                    meta=column.meta)
     out[separation_name] = MaskedColumn(separation, unit=u.arcsec,
@@ -331,9 +341,9 @@ def vizier_columns(catalog, *, cache=None):
     Parameters
     ----------
     catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
-        A VizieR catalog of the package (``"lamost"``, ``"apokasc2"``,
-        ``"red_clump"``) or a VizieR table identifier (``"J/ApJS/245/34/catalog"``,
-        with or without ``vizier:``).
+        A VizieR catalog of the package (e.g. ``"lamost"``, ``"apokasc2"``) or a
+        VizieR table identifier (``"J/ApJS/245/34/catalog"``, with or without
+        ``vizier:``).
     cache : bool, optional
         Reuse answers from astroquery's cache (default: ``conf.cache``).
 
