@@ -90,7 +90,8 @@ def _meta_strings(meta, depth=0):
 def _vizier_pattern(identifier):
     # VizieR names appear with "/" (J/ApJS/245/34/catalog) or "_" (J_ApJS_245_34).
     parts = [re.escape(part) for part in identifier.split("/")]
-    return re.compile(r"(?<![\w/])" + r"[/_]".join(parts) + r"(?![\w])", re.IGNORECASE)
+    return re.compile(r"(?<![\w/])" + r"[/_]".join(parts) + r"(?![0-9A-Za-z])",
+                      re.IGNORECASE)
 
 
 def _by_lower(table):

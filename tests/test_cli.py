@@ -1,15 +1,13 @@
 """The stellar-ml-ages command: formats, exit codes, atomic output."""
 
-import warnings
-
 import astropy.units as u
 import numpy as np
 import pytest
 from astropy.table import Table
-from astropy.utils.exceptions import AstropyWarning
 
 from stellar_ml_ages import add_mass_age, demo_table
 from stellar_ml_ages.cli import EXIT_INTERRUPTED, EXIT_IO, EXIT_OK, EXIT_REFUSED, main
+from tests.helpers import write_quietly
 
 
 @pytest.fixture
@@ -96,13 +94,6 @@ def test_bad_mapping_syntax_is_a_usage_error(demo_file, tmp_path):
     with pytest.raises(SystemExit) as info:
         main(["annotate", str(demo_file), str(tmp_path / "o.ecsv"), "--map", "c_fe"])
     assert info.value.code == 2
-
-
-def write_quietly(table, path):
-    """FITS cannot spell dex(cm/s2); astropy warns, which is not what these tests test."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", AstropyWarning)  # the unit warning's class varies
-        table.write(path)
 
 
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits"])  # in-memory and streamed writers

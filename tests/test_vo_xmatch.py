@@ -243,8 +243,7 @@ def fast_retries():
 def xmatch_service(monkeypatch, fast_retries):
     """A fake XMatch service, and ``conf.xmatch_url`` pointing at it."""
     with FakeXMatch() as service:
-        # raising=False: the package may not declare the item yet (getattr default).
-        monkeypatch.setattr(conf, "xmatch_url", service.url, raising=False)
+        monkeypatch.setattr(conf, "xmatch_url", service.url)
         yield service
 
 
@@ -436,8 +435,7 @@ def test_no_service_listening(monkeypatch, fast_retries):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    monkeypatch.setattr(conf, "xmatch_url", f"http://127.0.0.1:{port}{XMATCH_PATH}",
-                        raising=False)
+    monkeypatch.setattr(conf, "xmatch_url", f"http://127.0.0.1:{port}{XMATCH_PATH}")
     with pytest.raises(TAPServiceError, match="cannot connect"):
         xmatch_vizier(user_stars(), "lamost")
 
@@ -559,7 +557,7 @@ def vizier_service(certificate, monkeypatch, fast_retries):
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert_file))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     with FakeVizieR(tls) as service:
-        monkeypatch.setattr(conf, "vizier_server", service.server_name, raising=False)
+        monkeypatch.setattr(conf, "vizier_server", service.server_name)
         yield service
 
 

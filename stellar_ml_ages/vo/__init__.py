@@ -1,8 +1,10 @@
 """Virtual Observatory helpers: fetch survey labels over TAP, cross-match, annotate.
 
-Services and tables are configured in ``stellar_ml_ages.vo.conf``; every query goes
-through `run_query`, which retries transient failures, never returns a truncated
-result as complete, and names the service and query in every error.
+Services and tables are configured in ``stellar_ml_ages.vo.conf``; every TAP query
+goes through `run_query`, which retries transient failures, never returns a
+truncated result as complete, and names the service and query in every error.
+Whole-table cross-matches with VizieR go through CDS XMatch (`xmatch_vizier`) and
+catalog metadata through VizieR (`vizier_columns`), both with astroquery.
 """
 
 from .adql import format_degrees, quote_identifier, region_to_adql
@@ -18,6 +20,7 @@ from .fetch import (
     tap_crossmatch,
 )
 from .tap import get_service, run_query
+from .xmatch import vizier_columns, xmatch_vizier
 
 __all__ = [
     "CATALOGS",
@@ -36,4 +39,6 @@ __all__ = [
     "region_to_adql",
     "run_query",
     "tap_crossmatch",
+    "vizier_columns",
+    "xmatch_vizier",
 ]

@@ -28,6 +28,12 @@ class Conf(_config.ConfigNamespace):
     # LAMOST DR5 LASP parameters are VizieR V/164 (ReadMe: tables dr5, stellar5, ...).
     lasp_table = _config.ConfigItem(
         '"V/164/stellar5"', "LAMOST DR5 LASP AFGK-star parameters (Luo+2019), ADQL name.")
+    xmatch_url = _config.ConfigItem(
+        "http://cdsxmatch.u-strasbg.fr/xmatch/api/v1/sync",
+        "CDS XMatch service (synchronous API), used by xmatch_vizier.")
+    vizier_server = _config.ConfigItem(
+        "vizier.cds.unistra.fr",
+        "VizieR server (astroquery.vizier) for catalog metadata, used by vizier_columns.")
     timeout = _config.ConfigItem(
         120.0, "Seconds to wait for one HTTP answer, or for an async job to finish.",
         cfgtype="float")

@@ -36,8 +36,6 @@ from .tap import _TRANSIENT_HTTP, _cause_chain
 
 __all__ = ["vizier_columns", "xmatch_vizier"]
 
-_DEFAULT_XMATCH_URL = "http://cdsxmatch.u-strasbg.fr/xmatch/api/v1/sync"
-_DEFAULT_VIZIER_SERVER = "vizier.cds.unistra.fr"
 _MAX_RADIUS = 180 * u.arcsec  # the service's limit on distMaxArcsec
 # Names of the uploaded columns: unlikely in any VizieR table, so never confused with its columns.
 _ROW, _RA, _DEC = "xm_row_id", "xm_ra", "xm_dec"
@@ -45,11 +43,11 @@ _DISTANCE = "angDist"  # the service's first column: distance in arcsec
 
 
 def _xmatch_url():
-    return getattr(conf, "xmatch_url", _DEFAULT_XMATCH_URL)
+    return conf.xmatch_url
 
 
 def _vizier_server():
-    return getattr(conf, "vizier_server", _DEFAULT_VIZIER_SERVER)
+    return conf.vizier_server
 
 
 def _vizier_table(catalog):
