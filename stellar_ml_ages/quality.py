@@ -10,25 +10,25 @@ be used as if good. Rows a rule marks bad get
 Rules, by the columns a table has (names compared case-insensitively). The
 bit sets are the surveys' own "bad" masks, not a choice of this package:
 
-==================  =====================================================================
-column              a row is bad when
-==================  =====================================================================
-``ASPCAPFLAG``      APOGEE DR17 ``APOGEE_ASPCAPFLAG`` (64-bit): a bit of the pipeline's
-                    BAD mask is set, `ASPCAPFLAG_BAD_BITS` (``STAR_BAD`` 23,
-                    ``NO_ASPCAP_RESULT`` 31, ``TEFF_BAD`` 16, ...). A text column
-                    (``ASPCAPFLAGS``, names separated by commas) is read by name.
-``STARFLAG``        APOGEE DR17 ``APOGEE_STARFLAG`` BAD mask, `STARFLAG_BAD_BITS`
-                    (``BAD_PIXELS``, ``VERY_BRIGHT_NEIGHBOR``, ``BAD_RV_COMBINATION``,
-                    ``RV_FAIL``).
-``<COL>_FLAG``      APOGEE DR17 element flag of an input column ``<COL>`` (``C_FE_FLAG``,
-                    ``FE_H_FLAG``..., ``APOGEE_ELEMFLAG``): `ELEMFLAG_BAD_BITS`
-                    (``GRIDEDGE_BAD`` 0, ``OTHER_BAD`` 2, ``FERRE_FAIL`` 3, ``TEFF_CUT`` 6).
-``flag_sp``         GALAH DR3 spectroscopic flag: not 0.
-``flag_<col>``      GALAH DR3 flag of an input column (``flag_fe_h``, ``flag_Mg_fe``):
-                    not 0.
-``qflag_chi2``      LAMOST DR5 DD-Payne (Xiang et al. 2019) fit quality: not ``good``.
-``flag_singlestar`` LAMOST DR5 DD-Payne single-star flag: not ``YES``.
-==================  =====================================================================
+====================  =====================================================================
+column                a row is bad when
+====================  =====================================================================
+``ASPCAPFLAG``        APOGEE DR17 ``APOGEE_ASPCAPFLAG`` (64-bit): a bit of the pipeline's
+                      BAD mask is set, ``ASPCAPFLAG_BAD_BITS`` (``STAR_BAD`` 23,
+                      ``NO_ASPCAP_RESULT`` 31, ``TEFF_BAD`` 16, ...). A text column
+                      (``ASPCAPFLAGS``, names separated by commas) is read by name.
+``STARFLAG``          APOGEE DR17 ``APOGEE_STARFLAG`` BAD mask, ``STARFLAG_BAD_BITS``
+                      (``BAD_PIXELS``, ``VERY_BRIGHT_NEIGHBOR``, ``BAD_RV_COMBINATION``,
+                      ``RV_FAIL``).
+``<COL>_FLAG``        APOGEE DR17 element flag of an input column ``<COL>`` (``C_FE_FLAG``,
+                      ``FE_H_FLAG``..., ``APOGEE_ELEMFLAG``): ``ELEMFLAG_BAD_BITS``
+                      (``GRIDEDGE_BAD`` 0, ``OTHER_BAD`` 2, ``FERRE_FAIL`` 3, ``TEFF_CUT`` 6).
+``flag_sp``           GALAH DR3 spectroscopic flag: not 0.
+``flag_<col>``        GALAH DR3 flag of an input column (``flag_fe_h``, ``flag_Mg_fe``):
+                      not 0.
+``qflag_chi2``        LAMOST DR5 DD-Payne (Xiang et al. 2019) fit quality: not ``good``.
+``flag_singlestar``   LAMOST DR5 DD-Payne single-star flag: not ``YES``.
+====================  =====================================================================
 
 Warning bits (``*_WARN``, and DR17's informational bits such as ``M_H_BAD``) never
 mark a row bad. A masked flag value is read as "not flagged". Sources: the SDSS

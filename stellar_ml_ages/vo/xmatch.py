@@ -11,7 +11,7 @@ matches; use `~stellar_ml_ages.vo.tap_crossmatch` for matches that need ADQL
     annotated = add_mass_age(matched, model="giants")
 
 `vizier_columns` reads a table's own column metadata from VizieR (through
-`astroquery.vizier`), to check the package's default column names.
+``astroquery.vizier``), to check the package's default column names.
 
 The service addresses come from ``stellar_ml_ages.vo.conf`` (``xmatch_url`` and
 ``vizier_server``) when those items exist, else from the CDS defaults.
@@ -332,7 +332,7 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
 def vizier_columns(catalog, *, cache=None):
     """The column metadata of a VizieR table, from VizieR itself.
 
-    Asks VizieR (`astroquery.vizier`, server ``conf.vizier_server``) for one row
+    Asks VizieR (``astroquery.vizier``, server ``conf.vizier_server``) for one row
     with every column, and returns what it says of each column: a way to check
     column names against the live service.
 
