@@ -12,7 +12,6 @@ Data flow one way, each step in its own module:
    summary of the call (`stellar_ml_ages.diagnostics`).
 """
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +22,9 @@ from .columns import resolution_notes, resolve_columns, resolve_error_columns
 from .config import conf
 from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
-from .exceptions import ExistingColumnError, LabelSourceWarning
+from .exceptions import ExistingColumnError
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
-from .labelsource import check_label_source
+from .labelsource import label_source_problem
 from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
@@ -289,10 +288,9 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     if summary is None:
         summary = RunSummary(model)
     if check_source:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", LabelSourceWarning)
-            check_label_source(table, model)
-        summary.label_warnings.extend(caught)
+        problem = label_source_problem(table, model)
+        if problem:
+            summary.label_problems.append(problem)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)

@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 
 from .config import conf
-from .exceptions import AssumedUnitWarning, FlaggedRowsWarning
+from .exceptions import AssumedUnitWarning, FlaggedRowsWarning, LabelSourceWarning
 from .features import get_feature
 from .flags import MassAgeFlag
 
@@ -73,8 +73,8 @@ class RunSummary:
         self.reasons = {}
         self.survey_flags = {}
         self.assumed_units = {}
-        #: Recorded `~stellar_ml_ages.LabelSourceWarning` of the call, issued by `warn`.
-        self.label_warnings = []
+        #: Texts of the call's `~stellar_ml_ages.LabelSourceWarning`, issued by `warn`.
+        self.label_problems = []
         #: The annotated table, once the call has finished.
         self.table = None
         n = len(model.feature_names)
@@ -170,15 +170,17 @@ class RunSummary:
                 f"{n} {name}" for name, n in self.reasons.items()))
         return "\n".join(lines)
 
-    def warn(self, stacklevel=2):
-        """Issue the call's warnings, each once."""
-        for caught in self.label_warnings:
-            warnings.warn(caught.message, caught.category, stacklevel=stacklevel + 1)
+    def messages(self):
+        """The call's warnings as (warning class, text), in the order `warn` gives them.
+
+        For callers that cannot show Python warnings (a SAMP sender), and safe in
+        threads: nothing touches the global warning filters.
+        """
+        found = [(LabelSourceWarning, text) for text in self.label_problems]
         if self.assumed_units:
-            warnings.warn(
-                "no unit on column(s): " + "; ".join(self.assumed_units)
-                + ". Give the columns units to silence this warning.",
-                AssumedUnitWarning, stacklevel=stacklevel + 1)
+            found.append((AssumedUnitWarning,
+                          "no unit on column(s): " + "; ".join(self.assumed_units)
+                          + ". Give the columns units to silence this warning."))
         threshold = _fraction(conf.flagged_warning_fraction)
         if self.n_rows and self.n_without_prediction > threshold * self.n_rows:
             causes = self.likely_causes()
@@ -191,7 +193,13 @@ class RunSummary:
                 message += ". Most likely cause: " + causes[0]
                 if len(causes) > 1:
                     message += ". Also: " + "; ".join(causes[1:3])
-            warnings.warn(message + ".", FlaggedRowsWarning, stacklevel=stacklevel + 1)
+            found.append((FlaggedRowsWarning, message + "."))
+        return found
+
+    def warn(self, stacklevel=2):
+        """Issue the call's warnings, each once."""
+        for category, text in self.messages():
+            warnings.warn(text, category, stacklevel=stacklevel + 1)
 
 
 def _unit_hint(feature, median):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from .exceptions import LabelSourceWarning
 
-__all__ = ["LabelSource", "check_label_source", "table_label_source"]
+__all__ = ["LabelSource", "check_label_source", "label_source_problem", "table_label_source"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,37 @@ def _remedy(model, source):
         "on this survey's labels with 'stellar-ml-ages train SPEC --table FILE'")
 
 
+def label_source_problem(table, model):
+    """The warning text when the table's labels are not on the model's scale, else None.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    model : `~stellar_ml_ages.model.MassAgeModel`
+
+    Returns
+    -------
+    str or None
+        Names both surveys and the remedy.
+    """
+    source = table_label_source(table)
+    trained_on = model.card.get("training_set", {}).get("label_source")
+    if source is None or not trained_on:
+        return None
+    model_scale = _scale_of(trained_on)
+    # A LAMOST-trained model covers every LAMOST DD-Payne-like table; "LAMOST" alone
+    # (an obsid column) cannot tell DD-Payne from LASP, so it only warns against APOGEE.
+    if source.scale == model_scale or (source.scale == "LAMOST"
+                                       and model_scale.startswith("LAMOST")):
+        return None
+    return (
+        f"the table's labels come from {source.name} ({source.evidence}), but model "
+        f"{model.name!r} was trained on {trained_on} labels: survey zero points differ by "
+        f"more than the model's precision, so masses and ages would be biased. Remedy: "
+        f"{_remedy(model, source)}. If the labels are already on the {trained_on} scale, "
+        f"set table.meta['LABELSRC'] = {trained_on!r}.")
+
+
 def check_label_source(table, model, stacklevel=2):
     """Warn when the table's labels are not on the scale the model was trained on.
 
@@ -176,22 +207,21 @@ def check_label_source(table, model, stacklevel=2):
     -----
     LabelSourceWarning
         Naming both surveys and the remedy.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from stellar_ml_ages import demo_table, get_model
+    >>> from stellar_ml_ages.labelsource import check_label_source
+    >>> stars = demo_table()
+    >>> stars.meta["LABELSRC"] = "GALAH DR3"
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     source = check_label_source(stars, get_model("giants"))
+    >>> source.scale, caught[0].category.__name__
+    ('GALAH', 'LabelSourceWarning')
     """
-    source = table_label_source(table)
-    trained_on = model.card.get("training_set", {}).get("label_source")
-    if source is None or not trained_on:
-        return source
-    model_scale = _scale_of(trained_on)
-    # A LAMOST-trained model covers every LAMOST DD-Payne-like table; "LAMOST" alone
-    # (an obsid column) cannot tell DD-Payne from LASP, so it only warns against APOGEE.
-    compatible = (source.scale == model_scale
-                  or (source.scale == "LAMOST" and model_scale.startswith("LAMOST")))
-    if not compatible:
-        warnings.warn(
-            f"the table's labels come from {source.name} ({source.evidence}), but model "
-            f"{model.name!r} was trained on {trained_on} labels: survey zero points differ by "
-            f"more than the model's precision, so masses and ages would be biased. Remedy: "
-            f"{_remedy(model, source)}. If the labels are already on the {trained_on} scale, "
-            f"set table.meta['LABELSRC'] = {trained_on!r}.",
-            LabelSourceWarning, stacklevel=stacklevel + 1)
-    return source
+    problem = label_source_problem(table, model)
+    if problem:
+        warnings.warn(problem, LabelSourceWarning, stacklevel=stacklevel + 1)
+    return table_label_source(table)

@@ -398,7 +398,10 @@ class AnnotationListener:
     Attributes
     ----------
     handled : list of dict
-        One entry per received table: sender, rows, status and error text.
+        One entry per received table: sender, rows, status, error text, and the
+        warnings of the annotation (label source, most rows without prediction, ...),
+        which are also sent in the reply (``warnings``) and written to the returned
+        table's ``MLWARN`` parameter, where TOPCAT shows them.
 
     Examples
     --------
@@ -462,13 +465,20 @@ class AnnotationListener:
         worker.start()
 
     def _handle(self, sender_id, msg_id, params):
-        from . import add_mass_age
+        from .annotate import _annotate_call
 
         record = {"sender": sender_id, "url": params.get("url"), "rows": None,
-                  "status": "samp.ok", "error": None}
+                  "status": "samp.ok", "error": None, "warnings": []}
         try:
             table = _read_table_url(params.get("url", ""), self.timeout)
-            annotated = add_mass_age(table, self.model, overwrite=True, **self.annotate_options)
+            # The sender cannot see Python warnings (and warning filters are not
+            # thread-safe): the call's warnings go into the record, the reply and meta.
+            summary = _annotate_call(table, self.model, overwrite=True,
+                                     **self.annotate_options)
+            annotated = summary.table
+            record["warnings"] = [text for _, text in summary.messages()]
+            if record["warnings"]:
+                annotated.meta["MLWARN"] = " | ".join(record["warnings"])
             record["rows"] = len(annotated)
             # No slash: TOPCAT labels a table by the last path-like part of its name.
             name = f"{params.get('name') or 'table'}, with mass and age"
@@ -478,7 +488,10 @@ class AnnotationListener:
                            "samp.params": {"url": file_url, "name": name,
                                            "table-id": f"stellar_ml_ages-{uuid.uuid4().hex[:12]}"}}
                 _call(self._client, self._url, sender_id, sender_name, message, self.timeout)
-            self._client.ereply(msg_id, "samp.ok", result={"rows": str(len(annotated))})
+            result = {"rows": str(len(annotated))}
+            if record["warnings"]:
+                result["warnings"] = " | ".join(record["warnings"])
+            self._client.ereply(msg_id, "samp.ok", result=result)
         except (StellarMLAgesError, OSError, ValueError) as error:
             record.update(status="samp.error", error=str(error))
             with contextlib.suppress(Exception):

@@ -200,6 +200,23 @@ def test_listener_annotates_and_sends_back(hub, receiver, stars, tmp_path):
     assert not receiver.files_seen[0].exists()
 
 
+def test_listener_sends_the_warnings_back(hub, receiver, stars, tmp_path):
+    """A sender cannot see Python warnings: they come back in the reply and the table."""
+    table = stars.copy()
+    table["LOGG"] = 10 ** np.asarray(table["LOGG"].value) * table["LOGG"].unit  # linear
+    path = tmp_path / "in.vot"
+    write_votable(table, path)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = receiver.client.call_and_wait(
+            listener.client_id, {"samp.mtype": "table.load.votable",
+                                 "samp.params": {"url": path.as_uri(), "name": "mine"}}, "60")
+    assert reply["samp.status"] == "samp.ok"
+    assert "log g values look linear" in reply["samp.result"]["warnings"]
+    (back,) = receiver.tables
+    assert "200 of 200 rows" in back.meta["MLWARN"]
+    assert listener.handled[0]["warnings"] and listener.handled[0]["status"] == "samp.ok"
+
+
 def test_listener_reports_missing_columns_as_samp_error(hub, receiver, stars, tmp_path):
     path = tmp_path / "in.vot"
     write_votable(stars[["ID", "TEFF"]], path)
