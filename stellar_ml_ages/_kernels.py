@@ -6,6 +6,7 @@ when numba is missing or ``conf.use_compiled_kernels`` is False.
 """
 
 import functools
+import os
 
 import numpy as np
 
@@ -13,6 +14,21 @@ import numpy as np
 LANES = 64
 
 __all__ = ["forest_moments_kernel", "kernels_available", "set_threads"]
+
+#: True in a process forked from this one (``os.fork``, ``multiprocessing`` "fork").
+_FORKED = False
+
+
+def _mark_forked():
+    global _FORKED
+    _FORKED = True
+
+
+# numba's GNU OpenMP threading layer kills a forked child that starts a parallel
+# kernel ("fork() called from a process already using GNU OpenMP"): a forked child
+# uses the serial compilation of the kernel instead, and never touches the pool.
+# Spawned and forkserver processes start afresh and keep the parallel kernel.
+os.register_at_fork(after_in_child=_mark_forked)
 
 
 @functools.cache
@@ -32,16 +48,23 @@ def kernels_available():
 
 
 def set_threads():
-    """Apply ``conf.threads`` (0: all cores) to numba's thread pool."""
+    """Apply ``conf.threads`` (0: all cores) to numba's thread pool (not in a forked child)."""
     from .config import conf
 
+    if _FORKED:
+        return
     numba = _numba()
     wanted = int(conf.threads) or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(min(max(wanted, 1), numba.config.NUMBA_NUM_THREADS))
 
 
-@functools.cache
 def forest_moments_kernel():
+    """The forest kernel: parallel, or serial in a forked child (see `_build_kernel`)."""
+    return _build_kernel(parallel=not _FORKED)
+
+
+@functools.cache
+def _build_kernel(parallel=True):
     """``kernel(x32, feature, threshold, left, value, variance, roots, tree_depth, mean, second)``.
 
     ``feature`` and ``left`` are unsigned (``uint16`` and ``uint32`` views of
@@ -55,12 +78,13 @@ def forest_moments_kernel():
     with signed ones every load in the inner loop carries that check (2.4x
     slower on one core, measured on the packaged giants forest). Each row's
     sums are in tree order, so the result does not depend on the number of
-    threads.
+    threads. The serial compilation (``parallel=False``, for forked children) is
+    not cached on disk, so the two never share a cache entry.
     """
     numba = _numba()
     lanes = LANES
 
-    @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
+    @numba.njit(parallel=parallel, cache=parallel, nogil=True, boundscheck=False)
     def kernel(x, feature, threshold, left, value, variance, roots, tree_depth, mean, second):
         n_rows, n_features = x.shape
         n_trees = roots.shape[0]

@@ -2,11 +2,12 @@
 
 import dataclasses
 import json
+import warnings
 
 import numpy as np
 import pytest
 
-from stellar_ml_ages import add_mass_age, get_model
+from stellar_ml_ages import FlaggedRowsWarning, add_mass_age, get_model
 from stellar_ml_ages.cli import EXIT_OK, main
 from stellar_ml_ages.training import LAMOST_SPECS, get_spec, make_synthetic_catalog, train_model
 from stellar_ml_ages.training.methods import METHODS, make_method
@@ -30,11 +31,17 @@ def test_lamost_specs_train_from_vizier_shaped_tables(name):
         assert target["metrics"]["median_rel_error"] < limit
         assert 0.55 < target["coverage"]["p16_p84"] < 0.8
     # The trained model annotates a table with the same survey column names.
-    annotated = add_mass_age(result.test_table, model=result.model)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = add_mass_age(result.test_table, model=result.model)
     inside = ~np.ma.getmaskarray(annotated[result.model.target_names[0]])
     # The hull gets stricter with dimension and sparser training sets: 9 features and
-    # 250 training stars hold about a fifth of a comparable test set.
+    # 250 training stars hold about a fifth of a comparable test set...
     assert inside.mean() > (0.1 if len(spec.features) >= 9 else 0.5)
+    # ... and when most rows are outside, the call says so once, naming the hull.
+    summaries = [str(w.message) for w in caught if w.category is FlaggedRowsWarning]
+    assert len(summaries) == int(inside.mean() < 0.5) == len(caught)
+    assert all("outside the convex hull" in text for text in summaries)
 
 
 def test_trained_model_learns_the_dredge_up_relation():
