@@ -47,14 +47,25 @@ def kernels_available():
     return bool(conf.use_compiled_kernels) and _numba() is not None
 
 
-def set_threads():
-    """Apply ``conf.threads`` (0: all cores) to numba's thread pool (not in a forked child)."""
+def configured_threads():
+    """``conf.threads`` checked: 0 (all cores) or a positive count."""
     from .config import conf
 
+    value = conf.threads
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"stellar_ml_ages.conf.threads must be 0 (all cores) or a positive "
+                         f"number of threads, got {value!r}")
+    return value
+
+
+def set_threads():
+    """Apply ``conf.threads`` (0: all cores) to numba's thread pool (not in a forked child)."""
+
+    wanted = configured_threads()
     if _FORKED:
         return
     numba = _numba()
-    wanted = int(conf.threads) or numba.config.NUMBA_NUM_THREADS
+    wanted = wanted or numba.config.NUMBA_NUM_THREADS
     numba.set_num_threads(min(max(wanted, 1), numba.config.NUMBA_NUM_THREADS))
 
 

@@ -18,11 +18,12 @@ import numpy as np
 from astropy.table import Column, MaskedColumn, Table
 
 from . import __version__
+from ._kernels import configured_threads
 from .columns import resolution_notes, resolve_columns, resolve_error_columns
 from .config import conf
 from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
-from .exceptions import ExistingColumnError
+from .exceptions import ColumnValueError, ExistingColumnError
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
 from .labelsource import label_source_problem
 from .quality import survey_quality
@@ -106,6 +107,8 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     predicted = (usable if allow_extrapolation else in_hull) & usable
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
     row_errors = None if errors is None else features.input_errors(predicted)
+    if summary is not None and errors is not None:
+        summary.note_error_sources(errors)
     predictions = model.predict(
         features.values[predicted], quantiles=tuple(_QUANTILES.values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
@@ -271,7 +274,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
 def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                    allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
                    progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
-                   summary=None, check_source=True):
+                   summary=None, check_source=True, row_offset=0):
     """`add_mass_age` without its warnings: they go to ``summary``, which is returned.
 
     A streamed run passes one ``summary`` for all of its blocks (and checks the
@@ -282,6 +285,11 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     else:
         model = get_model(model)
     _check_affix(prefix, suffix)
+    configured_threads()  # a bad conf.threads fails before any work
+    if propagate_errors and (isinstance(n_draws, bool) or not isinstance(n_draws, int | np.integer)
+                             or n_draws < 1):
+        raise ValueError(f"n_draws must be a positive integer with propagate_errors=True, "
+                         f"got {n_draws!r}")
     names = _output_names(model, prefix, suffix)
     _check_existing(table, names.values(), overwrite)
     state_column = resolve_state_column(table, state_column)
@@ -304,8 +312,14 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     block = None
     for start in starts:
         rows = table[start:start + step] if n_rows else table
-        block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
-                          n_draws, seed, state_column, survey_flags, summary)
+        try:
+            block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
+                              n_draws, seed, state_column, survey_flags, summary)
+        except ColumnValueError as error:
+            if getattr(error, "row", None) is None:
+                raise
+            # Row numbers in messages count from the top of the caller's table.
+            raise ColumnValueError(error.describe(error.row + row_offset + start)) from None
         for target, result in block.predictions.items():
             for name, key in ((target, "value"), *((target + s, q) for s, q in _QUANTILES.items())):
                 values, mask = _masked(result[key], block.predicted, len(rows))
@@ -318,6 +332,10 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         masks["mass_age_flag"].append(np.zeros(len(rows), dtype=bool))
 
     out = table.copy(copy_data=True) if copy else table
+    # The input HDU's checksums describe other bytes than the annotated table's:
+    # written again they would fail verification (astropy recomputes on request).
+    for key in ("CHECKSUM", "DATASUM"):
+        out.meta.pop(key, None)
     for name, column_name in names.items():
         _add_column(out, name, column_name, np.concatenate(columns[name]),
                     np.concatenate(masks[name]), model)

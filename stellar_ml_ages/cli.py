@@ -143,8 +143,10 @@ def write_table(table, path, format=None, overwrite=False):
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise _IOProblem(f"output directory {str(directory)!r} does not exist")
+    # The temporary keeps OUT's suffixes, so that astropy compresses "x.fits.gz".
+    suffix = ".part" + "".join(s for s in path.suffixes[-2:] if s.lower() in (".gz", ".fits"))
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part",
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
                                              dir=directory)
     except OSError as error:
         raise _IOProblem(f"cannot write in {str(directory)!r}: {error.strerror}") from error
@@ -157,6 +159,9 @@ def write_table(table, path, format=None, overwrite=False):
         else:
             kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
             table.write(temporary, format=fmt, overwrite=True, **kwargs)
+        from .streaming import output_mode
+
+        os.chmod(temporary, output_mode(path))
         os.replace(temporary, path)
     except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
@@ -196,10 +201,22 @@ def _state_column(args):
     return getattr(args, "state_column", None)
 
 
+def _check_writer(path, fmt):
+    """Refuse, before any work, an output format whose writer is not installed."""
+    needs = {"hdf5": "h5py", "parquet": "pyarrow"}.get(_format_of(path, fmt))
+    if needs:
+        try:
+            __import__(needs)
+        except ImportError:
+            raise _IOProblem(f"writing {str(path)!r} needs {needs}: pip install {needs}, "
+                             "or choose another output format") from None
+
+
 def _annotate(args, table):
     from .annotate import add_mass_age
     from .config import conf
 
+    _check_writer(args.output, args.output_format)
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
     annotated = add_mass_age(table, model=args.model, progress=progress, **_options(args))
     write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
@@ -228,6 +245,7 @@ def _streams(args):
 
 
 def _cmd_annotate(args):
+    _check_writer(args.output, args.output_format)
     if not _streams(args):
         _annotate(args, read_table(args.input, args.format))
         return

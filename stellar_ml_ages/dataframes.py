@@ -2,7 +2,8 @@
 
 `annotate_dask` maps `annotate_pandas` over the partitions of a
 ``dask.dataframe.DataFrame``; each worker process loads the model once (from
-its name or card path, never a pickled model) and annotates its partitions
+its name or card path, or from the card and arrays of a model object sent with
+the graph; never a pickled model) and annotates its partitions
 with `~stellar_ml_ages.add_mass_age`, so the result is row for row what the
 in-memory path gives. Data frames carry no units: give them with ``units``,
 otherwise each feature's documented default unit is assumed (with an
@@ -14,6 +15,9 @@ Predictions the model does not make are NaN here (data frames have no masks);
 Dask is an optional dependency: ``pip install "stellar_ml_ages[dask]"``.
 """
 
+import functools
+from dataclasses import dataclass
+
 import numpy as np
 from astropy import units as u
 from astropy.table import Table
@@ -21,16 +25,51 @@ from astropy.table import Table
 from .annotate import OUTPUT_COLUMNS, add_mass_age
 from .registry import get_model
 
-__all__ = ["annotate_dask", "annotate_pandas"]
+__all__ = ["ShippedModel", "annotate_dask", "annotate_pandas"]
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """A model as plain parts (card JSON text and array bytes), sent to Dask workers.
+
+    A model *object* is sent this way, not by name (a retrained model may keep a
+    packaged name) and not pickled; each worker process checks both checksums
+    and builds the model once (`load_model_payload`), keyed by the card's checksum.
+    """
+
+    card_text: str
+    payload: bytes
+    card_sha256: str
+
+    @classmethod
+    def of(cls, model):
+        card_text, payload = model.to_payload()
+        return cls(card_text, payload, model.card["card_sha256"])
+
+    def __repr__(self):
+        return f"ShippedModel(card_sha256={self.card_sha256[:12]}..., {len(self.payload)} bytes)"
+
+
+@functools.lru_cache(maxsize=4)
+def _load_shipped(card_sha256, card_text, payload):
+    from .model import load_model_payload
+
+    return load_model_payload(card_text, payload)
 
 
 def _model_reference(model):
-    """What workers receive: a name or a card path, never the model's arrays."""
+    """What workers receive: a name or card path as given, or a model object's parts."""
     from .model import MassAgeModel
 
-    if model is None or not isinstance(model, MassAgeModel):
-        return model
-    return model.name
+    if isinstance(model, MassAgeModel):
+        return ShippedModel.of(model)
+    return model
+
+
+def _resolve(model):
+    if isinstance(model, ShippedModel):
+        return _load_shipped(model.card_sha256, model.card_text, model.payload)
+    return get_model(model) if model is not None else None
 
 
 def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
@@ -73,8 +112,7 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
         if name not in table.colnames:
             raise KeyError(f"units given for column {name!r}, which the frame does not have")
         table[name].unit = u.Unit(unit)
-    annotated = add_mass_age(table, get_model(model) if model is not None else None,
-                             mapping=mapping, **options)
+    annotated = add_mass_age(table, _resolve(model), mapping=mapping, **options)
     result = frame.copy()
     # Every output column, also those replaced in place with overwrite=True (which
     # keep their position, so they are not all after the frame's own columns).
@@ -91,6 +129,25 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
     return result
 
 
+def _share(shipped):
+    """The shipped model as one object every task refers to, not a copy per task.
+
+    On a distributed cluster it is scattered to the workers once (the scheduler's
+    graph then holds a key, not 10 MB of arrays); with the local schedulers it is
+    one delayed node of the graph.
+    """
+    import dask
+
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):  # no distributed, or no client: local scheduler
+        return dask.delayed(shipped, pure=True)
+    future = client.scatter(shipped, broadcast=True, hash=True)
+    return dask.delayed(lambda model: model, pure=True)(future)
+
+
 def annotate_dask(frame, model="giants", *, units=None, mapping=None, **options):
     """Add mass and age to every partition of a ``dask.dataframe.DataFrame``.
 
@@ -98,9 +155,10 @@ def annotate_dask(frame, model="giants", *, units=None, mapping=None, **options)
     ----------
     frame : ``dask.dataframe.DataFrame``
         E.g. ``dask.dataframe.read_parquet("survey/*.parquet")``.
-    model : str or path-like
-        Model name, alias or card path; each worker loads it itself (once per
-        process). A `~stellar_ml_ages.model.MassAgeModel` is sent by name.
+    model : str, path-like or `~stellar_ml_ages.model.MassAgeModel`
+        Model name, alias or card path, which each worker loads itself (once per
+        process); or a model object (a retrained one, say), which is sent to the
+        workers as its card and arrays (`ShippedModel`, checksums verified there).
     units, mapping, **options
         As for `annotate_pandas`.
 
@@ -128,5 +186,7 @@ def annotate_dask(frame, model="giants", *, units=None, mapping=None, **options)
     reference = _model_reference(model)
     # The output schema, from the frame's empty metadata frame.
     meta = annotate_pandas(frame._meta, reference, units=units, mapping=mapping, **options)
+    if isinstance(reference, ShippedModel):
+        reference = _share(reference)
     return frame.map_partitions(annotate_pandas, reference, units=units, mapping=mapping,
                                 meta=meta, **options)

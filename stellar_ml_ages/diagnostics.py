@@ -15,7 +15,12 @@ import warnings
 import numpy as np
 
 from .config import conf
-from .exceptions import AssumedUnitWarning, FlaggedRowsWarning, LabelSourceWarning
+from .exceptions import (
+    AssumedUnitWarning,
+    FlaggedRowsWarning,
+    LabelSourceWarning,
+    StellarMLAgesWarning,
+)
 from .features import get_feature
 from .flags import MassAgeFlag
 
@@ -73,6 +78,8 @@ class RunSummary:
         self.reasons = {}
         self.survey_flags = {}
         self.assumed_units = {}
+        #: With propagate_errors: whether any input had an error column (None: not asked).
+        self.found_error_columns = None
         #: Texts of the call's `~stellar_ml_ages.LabelSourceWarning`, issued by `warn`.
         self.label_problems = []
         #: The annotated table, once the call has finished.
@@ -111,6 +118,11 @@ class RunSummary:
                 taken = values[finite[:, j], j][:room]
                 self._samples[j].append(taken)
                 self._n_sampled[j] += len(taken)
+
+    def note_error_sources(self, error_sources):
+        """Record whether `propagate_errors` found any error column to propagate."""
+        found = any(source is not None for source in error_sources.values())
+        self.found_error_columns = bool(self.found_error_columns) or found
 
     @property
     def n_without_prediction(self):
@@ -177,6 +189,11 @@ class RunSummary:
         threads: nothing touches the global warning filters.
         """
         found = [(LabelSourceWarning, text) for text in self.label_problems]
+        if self.found_error_columns is False:
+            found.append((StellarMLAgesWarning, (
+                "propagate_errors=True, but no input has an error column (looked for "
+                "<COLUMN>_ERR, e_<COLUMN>, ...; mapping={'<feature>_err': '<column>'} names "
+                "one): the intervals are the calibrated ones alone")))
         if self.assumed_units:
             found.append((AssumedUnitWarning,
                           "no unit on column(s): " + "; ".join(self.assumed_units)

@@ -159,21 +159,39 @@ class CompactForest:
         return cls(**kwargs, max_depth=int(arrays[prefix + "max_depth"]))
 
     def validate(self, n_features):
-        """Check indices so a corrupted file fails here, not deep in a gather."""
+        """Check the arrays so a corrupted or hand-built forest fails here, not in a kernel.
+
+        Indices in range, every child after its parent and inside its own tree (so a
+        walk cannot cycle or cross into another tree), leaves pointing to
+        themselves, finite leaf values and variances, and ``max_depth`` the depth
+        of the deepest tree.
+        """
         n = self.n_nodes
         if n == 0 or self.n_trees == 0:
             raise ValueError("forest has no nodes")
+        if self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
+            raise ValueError("forest roots are not increasing indices inside the node arrays")
+        if np.any(np.isnan(self.threshold)):
+            raise ValueError("forest split threshold is NaN")
         internal = np.isfinite(self.threshold)
+        nodes = np.flatnonzero(internal)
         if self.left.min() < 0 or np.any(self.left[internal] + 1 >= n):
             raise ValueError("forest child index out of range")
+        if np.any(self.left[internal] <= nodes):
+            raise ValueError("forest child index does not come after its parent (a cycle)")
+        tree_end = np.append(self.roots[1:], n)[np.searchsorted(self.roots, nodes, "right") - 1]
+        if np.any(self.left[internal] + 1 >= tree_end):
+            raise ValueError("forest child index points into another tree")
         if np.any(self.left[~internal] != np.flatnonzero(~internal)):
             raise ValueError("forest leaf does not point to itself")
         if self.feature.min() < 0 or self.feature.max() >= n_features:
             raise ValueError("forest split feature out of range")
-        if self.roots[0] != 0 or np.any(np.diff(self.roots) <= 0) or self.roots[-1] >= n:
-            raise ValueError("forest roots are not increasing indices inside the node arrays")
-        if not (np.all(np.isfinite(self.value)) and np.all(self.variance >= 0)):
-            raise ValueError("forest leaf values are not finite")
+        if not (np.all(np.isfinite(self.value)) and np.all(np.isfinite(self.variance))
+                and np.all(self.variance >= 0)):
+            raise ValueError("forest leaf values or variances are not finite and >= 0")
+        if self.max_depth != int(self.tree_depths.max()):
+            raise ValueError(f"forest max_depth is {self.max_depth}, but its deepest tree has "
+                             f"depth {int(self.tree_depths.max())}")
 
     def leaves(self, features):
         """Leaf index reached in every tree, shape (n_rows, n_trees)."""

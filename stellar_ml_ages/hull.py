@@ -223,10 +223,10 @@ class ConvexHullDomain:
 
         Qhull's point location releases the GIL, so threads scale.
         """
-        from .config import conf
+        from ._kernels import configured_threads
 
         find = functools.partial(self.triangulation.find_simplex, tol=self._walk_tolerance)
-        threads = int(conf.threads) or os.cpu_count() or 1
+        threads = configured_threads() or os.cpu_count() or 1
         if threads == 1 or len(points) < 50_000:
             return find(points)
         chunks = np.array_split(points, threads)

@@ -6,10 +6,17 @@ An artifact is two files side by side:
     The model card: features (with units, training means, standard deviations and
     ranges), targets (with units, the output transform, the uncertainty
     calibration and the held-out metrics), training set, hyperparameters,
-    software versions, citation, and the sha256 of the array file.
+    software versions, citation, the sha256 of the array file, and (format 3)
+    ``card_sha256``, the sha256 of the card's own content, so an edited card is
+    refused as surely as a corrupted array file.
 ``NAME.npz``
     The forests and the hull vertices as NumPy arrays. It is read with
     ``allow_pickle=False`` only after its checksum matched the card.
+
+Before either checksum is trusted the card is checked against its schema
+(`validate_card`): known feature names, finite statistics with positive
+standard deviations, finite calibration tables, a plain array file name. A
+model in memory (`MassAgeModel.to_payload`) travels as the same two parts.
 """
 
 import hashlib
@@ -27,12 +34,16 @@ from .exceptions import ModelChecksumError, ModelFormatError, ModelNotFoundError
 from .forest import CompactForest
 from .hull import ConvexHullDomain
 
-__all__ = ["FORMAT_VERSION", "MassAgeModel", "load_model", "sha256_of"]
+__all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
+           "sha256_of", "validate_card"]
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
-#: training labels' noise; version 1 cards (one pooled calibration) still load.
-FORMAT_VERSION = 2
+#: training labels' noise; version 3 the card's own checksum (``card_sha256``).
+#: Version 1 and 2 cards still load, after the same schema checks.
+FORMAT_VERSION = 3
+#: From this format on, the card carries ``card_sha256`` and the loader requires it.
+_CHECKSUM_VERSION = 3
 
 _REQUIRED_CARD_KEYS = ("format_version", "name", "features", "targets", "arrays")
 
@@ -44,6 +55,121 @@ def sha256_of(path):
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def card_checksum(card):
+    """sha256 of a card's content: canonical JSON of everything but ``card_sha256``.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import get_model
+    >>> from stellar_ml_ages.model import card_checksum
+    >>> card = get_model("giants").card
+    >>> card_checksum(card) == card["card_sha256"]
+    True
+    """
+    content = {key: value for key, value in card.items() if key != "card_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
+                      allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _finite_numbers(values, what):
+    array = np.asarray(values, dtype=object)
+    try:
+        numbers = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelFormatError(f"{what} must be numbers, got {array!r:.80}") from None
+    if any(isinstance(v, bool) for v in array.ravel()) or not np.all(np.isfinite(numbers)):
+        raise ModelFormatError(f"{what} must be finite numbers, got {values!r:.80}")
+    return numbers
+
+
+def validate_card(card, where="model card"):
+    """Check a model card against its schema; raise `ModelFormatError` naming the field.
+
+    Parameters
+    ----------
+    card : dict
+    where : str
+        How to name the card in messages (its path).
+
+    Examples
+    --------
+    >>> import copy
+    >>> from stellar_ml_ages import get_model
+    >>> from stellar_ml_ages.model import validate_card
+    >>> card = copy.deepcopy(get_model("giants").card)
+    >>> card["features"][1]["std"] = float("inf")
+    >>> validate_card(card)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    stellar_ml_ages.exceptions.ModelFormatError: model card: feature 'teff' std must be finite...
+    """
+    from .features import FEATURES
+
+    def need(condition, message):
+        if not condition:
+            raise ModelFormatError(f"{where}: {message}")
+
+    need(isinstance(card.get("name"), str) and card["name"].strip(), "no model name")
+    features = card.get("features")
+    need(isinstance(features, list) and features, "'features' must be a non-empty list")
+    seen = set()
+    for entry in features:
+        need(isinstance(entry, dict), "each feature must be an object")
+        name = entry.get("name")
+        need(name in FEATURES, f"unknown feature {name!r}; known: {', '.join(sorted(FEATURES))}")
+        need(name not in seen, f"feature {name!r} appears twice")
+        seen.add(name)
+        stats = {}
+        for key in ("mean", "std", "min", "max"):
+            need(key in entry, f"feature {name!r} lacks {key!r}")
+            stats[key] = float(_finite_numbers(entry[key], f"{where}: feature {name!r} {key}"))
+        need(stats["std"] > 0, f"feature {name!r} std must be positive, got {stats['std']}")
+        need(stats["min"] <= stats["mean"] <= stats["max"],
+             f"feature {name!r} mean {stats['mean']} is outside its [min, max]")
+        low, high = FEATURES[name].valid_range
+        need(low < stats["mean"] < high,
+             f"feature {name!r} mean {stats['mean']} is not a possible {FEATURES[name].label} "
+             f"in {FEATURES[name].unit.to_string() or 'dex'} (features swapped?)")
+        if "training_noise" in entry:
+            noise = float(_finite_numbers(entry["training_noise"],
+                                          f"{where}: feature {name!r} training_noise"))
+            need(noise >= 0, f"feature {name!r} training_noise is negative")
+    targets = card.get("targets")
+    need(isinstance(targets, list) and targets, "'targets' must be a non-empty list")
+    for target in targets:
+        need(isinstance(target, dict) and isinstance(target.get("name"), str),
+             "each target must be an object with a name")
+        what = f"target {target['name']!r}"
+        try:
+            u.Unit(target.get("unit"))
+        except (TypeError, ValueError):
+            need(False, f"{what} has no valid unit ({target.get('unit')!r})")
+        calibration = target.get("calibration")
+        if calibration is not None:
+            need(isinstance(calibration, dict), f"{what} calibration must be an object")
+            for key in ("probability", "z"):
+                if key in calibration:
+                    _finite_numbers(calibration[key], f"{where}: {what} calibration {key}")
+            for group in (calibration.get("bins") or {}).values():
+                for key in ("centre", "z"):
+                    if isinstance(group, dict) and key in group:
+                        _finite_numbers(group[key], f"{where}: {what} calibration bins {key}")
+        if "calibrated_range" in target:
+            _finite_numbers(target["calibrated_range"], f"{where}: {what} calibrated_range")
+    arrays = card.get("arrays")
+    need(isinstance(arrays, dict), "'arrays' must be an object")
+    if arrays:  # a model being assembled in memory has none yet
+        file_name = arrays.get("file")
+        need(isinstance(file_name, str) and file_name == Path(file_name).name
+             and file_name.endswith(".npz") and not file_name.startswith("."),
+             f"array file name {file_name!r} must be a plain NAME.npz beside the card")
+        digest = arrays.get("sha256")
+        need(isinstance(digest, str) and len(digest) == 64
+             and all(c in "0123456789abcdef" for c in digest),
+             "array sha256 must be 64 lower-case hex digits")
 
 
 class MassAgeModel:
@@ -371,45 +497,100 @@ class MassAgeModel:
         card = dict(card)
         card.setdefault("format_version", FORMAT_VERSION)
         card.setdefault("arrays", {})
+        validate_card(card, f"model {card.get('name')!r}")
         return cls(card, forests, domain)
+
+    def _array_bytes(self):
+        arrays = {"hull_vertices": self.domain.vertices}
+        for target, forest in self.forests.items():
+            arrays.update(forest.to_arrays(prefix=f"{target}."))
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        return buffer.getvalue()
+
+    def _stamp(self, payload):
+        """Record the array file and both checksums in the card (format 3)."""
+        self.card["arrays"] = {"file": f"{self.name}.npz",
+                               "sha256": hashlib.sha256(payload).hexdigest(),
+                               "bytes": len(payload)}
+        self.card["format_version"] = max(int(self.card.get("format_version", 0)),
+                                          _CHECKSUM_VERSION)
+        self.card["card_sha256"] = card_checksum(self.card)
 
     def save(self, directory):
         """Write ``NAME.npz`` and ``NAME.json`` into ``directory``; return the card path."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        arrays = {"hull_vertices": self.domain.vertices}
-        for target, forest in self.forests.items():
-            arrays.update(forest.to_arrays(prefix=f"{target}."))
+        payload = self._array_bytes()
+        self._stamp(payload)
         array_path = directory / f"{self.name}.npz"
-        np.savez_compressed(array_path, **arrays)
-        self.card["arrays"] = {"file": array_path.name, "sha256": sha256_of(array_path),
-                               "bytes": array_path.stat().st_size}
+        array_path.write_bytes(payload)
         card_path = directory / f"{self.name}.json"
-        card_path.write_text(json.dumps(self.card, indent=1, sort_keys=False) + "\n")
+        card_path.write_text(json.dumps(self.card, indent=1, sort_keys=False,
+                                        allow_nan=False) + "\n")
         return card_path
+
+    def to_payload(self):
+        """The model as ``(card JSON text, array bytes)``: what `save` writes, in memory.
+
+        Sent to other processes (Dask workers) instead of a pickled object;
+        `load_model_payload` checks both checksums before using it.
+
+        Examples
+        --------
+        >>> from stellar_ml_ages import get_model
+        >>> from stellar_ml_ages.model import load_model_payload
+        >>> card_text, arrays = get_model("red-clump").to_payload()
+        >>> load_model_payload(card_text, arrays).name
+        'red-clump-apogee-dr17'
+        """
+        payload = getattr(self, "_payload", None)
+        if payload is None:  # assembled in memory (training): stamp it as save would
+            payload = self._array_bytes()
+            self._stamp(payload)
+            self._payload = payload
+        return json.dumps(self.card, allow_nan=False), payload
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_card(text, where):
+    """Parse and check a card: JSON (no NaN/Infinity), version, schema, own checksum."""
+    try:
+        card = json.loads(text, parse_constant=_refuse_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as error:
+        raise ModelFormatError(f"{where} is not valid JSON: {error}") from None
+    if not isinstance(card, dict) or any(key not in card for key in _REQUIRED_CARD_KEYS):
+        raise ModelFormatError(f"{where} lacks required keys {list(_REQUIRED_CARD_KEYS)}")
+    version = card["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ModelFormatError(f"{where}: bad format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ModelVersionError(
+            f"{where} has format version {version}, newer than the "
+            f"{FORMAT_VERSION} this stellar_ml_ages reads; upgrade the package"
+        )
+    validate_card(card, where)
+    if version >= _CHECKSUM_VERSION or "card_sha256" in card:
+        recorded = card.get("card_sha256")
+        actual = card_checksum(card)
+        if recorded != actual:
+            raise ModelChecksumError(
+                f"{where} has content sha256 {actual}, but records {recorded!r}: the card "
+                "was edited or corrupted; reinstall the package or retrain the model")
+    return card
 
 
 def _read_card(card_path):
     try:
-        card = json.loads(Path(card_path).read_text())
+        text = Path(card_path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ModelNotFoundError(f"model card {str(card_path)!r} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ModelFormatError(
-            f"model card {str(card_path)!r} is not valid JSON: {error}") from None
-    if not isinstance(card, dict) or any(key not in card for key in _REQUIRED_CARD_KEYS):
-        raise ModelFormatError(
-            f"model card {str(card_path)!r} lacks required keys {list(_REQUIRED_CARD_KEYS)}"
-        )
-    version = card["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise ModelFormatError(f"model card {str(card_path)!r}: bad format_version {version!r}")
-    if version > FORMAT_VERSION:
-        raise ModelVersionError(
-            f"model card {str(card_path)!r} has format version {version}, newer than the "
-            f"{FORMAT_VERSION} this stellar_ml_ages reads; upgrade the package"
-        )
-    return card
+    except UnicodeDecodeError as error:
+        raise ModelFormatError(f"model card {str(card_path)!r} is not text: {error}") from None
+    return _parse_card(text, f"model card {str(card_path)!r}")
 
 
 def load_model(card_path):
@@ -441,7 +622,6 @@ def load_model(card_path):
     array_info = card["arrays"]
     try:
         array_path = card_path.parent / array_info["file"]
-        expected = array_info["sha256"]
     except (KeyError, TypeError):
         raise ModelFormatError(
             f"model card {str(card_path)!r} does not name its array file") from None
@@ -449,11 +629,30 @@ def load_model(card_path):
         raise ModelNotFoundError(
             f"array file {str(array_path)!r} of model {card['name']!r} is missing")
     # Hash and parse the same bytes, so the file cannot change between check and use.
-    payload = array_path.read_bytes()
+    model = _from_bytes(card, array_path.read_bytes(), f"array file {str(array_path)!r}")
+    model.card_path = card_path
+    return model
+
+
+def load_model_payload(card_text, payload):
+    """A model from `MassAgeModel.to_payload` output, after the same checks as `load_model`.
+
+    Raises
+    ------
+    ModelFormatError, ModelChecksumError, ModelVersionError
+    """
+    card = _parse_card(card_text, "model card (in memory)")
+    if not card.get("arrays"):
+        raise ModelFormatError("model card (in memory) does not name its arrays")
+    return _from_bytes(card, bytes(payload), f"arrays of model {card['name']!r}")
+
+
+def _from_bytes(card, payload, where):
+    expected = card["arrays"].get("sha256")
     actual = hashlib.sha256(payload).hexdigest()
     if actual != expected:
         raise ModelChecksumError(
-            f"array file {str(array_path)!r} has sha256 {actual}, but its card records {expected}: "
+            f"{where} has sha256 {actual}, but its card records {expected}: "
             "the file is corrupted or does not belong to this card"
         )
     try:
@@ -465,7 +664,7 @@ def load_model(card_path):
         }
         domain = ConvexHullDomain(arrays["hull_vertices"])
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
-        raise ModelFormatError(f"array file {str(array_path)!r} is unreadable: {error}") from None
+        raise ModelFormatError(f"{where} is unreadable: {error}") from None
     model = MassAgeModel(card, forests, domain)
-    model.card_path = card_path
+    model._payload = payload
     return model

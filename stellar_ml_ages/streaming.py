@@ -41,7 +41,7 @@ from .diagnostics import RunSummary
 from .exceptions import StreamingError
 from .registry import get_model, select_model
 
-__all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file"]
+__all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file", "output_mode"]
 
 # astropy's fast CSV reader splits files by bytes; blocks are at least this big.
 _CSV_MIN_CHUNK_BYTES = 4 << 20
@@ -76,7 +76,34 @@ class StreamSummary:
 
 
 # ----------------------------------------------------------------- readers
+_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ": "xz", b"PK\x03\x04": "zip"}
+
+
+def _compression(path):
+    """The compression of a file by its first bytes (not its name), or None."""
+    with open(path, "rb") as handle:
+        head = handle.read(6)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
+
+
+def _open_raw(path, what):
+    """A binary stream of the file's content: gzip is decompressed, others refused."""
+    kind = _compression(path)
+    if kind == "gzip":
+        import gzip
+
+        return gzip.open(path, "rb")  # forward seeks only, which is how blocks are read
+    if kind is not None:
+        raise StreamingError(f"{str(path)!r} is {kind}-compressed; {what} streams plain or "
+                             "gzip files only: decompress it, or annotate it in memory "
+                             "(--in-memory)")
+    return open(path, "rb")
+
+
 def _fits_blocks(path, rows):
+    # Test the bytes, not the name: a gzip file called x.fits used to be read as
+    # table data (compressed bytes as values).
+    _open_raw(path, "FITS").close()
     with fits.open(path) as hdul:
         index = next((i for i, hdu in enumerate(hdul)
                       if isinstance(hdu, fits.BinTableHDU | fits.TableHDU)), None)
@@ -90,7 +117,7 @@ def _fits_blocks(path, rows):
     n_rows, row_bytes = header["NAXIS2"], header["NAXIS1"]
     yield n_rows
     primary = fits.PrimaryHDU().header.tostring().encode("ascii")
-    with open(path, "rb") as handle:
+    with _open_raw(path, "FITS") as handle:
         for start in range(0, n_rows, rows) if n_rows else [0]:
             # A small FITS file in memory: this block's rows, byte for byte, under
             # the table's header. astropy's reader then applies units, TNULL and
@@ -110,12 +137,17 @@ def _parquet_blocks(path, rows):
     source = pq.ParquetFile(path)
     yield source.metadata.num_rows
     schema = source.schema_arrow
+    # Dictionary-encoded columns (pandas categoricals, Spark strings) are decoded to
+    # their values: astropy has no dictionary type, and per-batch dictionaries differ.
+    plain = pa.schema([field.with_type(field.type.value_type)
+                       if pa.types.is_dictionary(field.type) else field for field in schema],
+                      metadata=schema.metadata)
     batches = source.iter_batches(batch_size=rows)
     first = True
     for batch in batches:
         first = False
         buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_batches([batch], schema=schema), buffer)
+        pq.write_table(pa.Table.from_batches([batch], schema=schema).cast(plain), buffer)
         buffer.seek(0)
         yield Table.read(buffer, format="parquet")
     if first:
@@ -123,9 +155,17 @@ def _parquet_blocks(path, rows):
 
 
 def _csv_blocks(path, rows):
+    if _compression(path) is not None:
+        raise StreamingError(f"{str(path)!r} is compressed; CSV streams from plain files only: "
+                             "decompress it, or annotate it in memory (--in-memory)")
     size = os.path.getsize(path)
     with open(path, "rb") as handle:
         sample = handle.read(1 << 16)
+    if sample.startswith(b"\xef\xbb\xbf"):
+        # astropy's chunked reader would make the BOM part of the first column's name.
+        raise StreamingError(f"{str(path)!r} starts with a UTF-8 byte-order mark; remove it "
+                             "(e.g. save as 'UTF-8' rather than 'UTF-8 with BOM'), or annotate "
+                             "it in memory (--in-memory)")
     bytes_per_row = max(len(sample) / max(sample.count(b"\n"), 1), 1.0)
     # The fast reader splits by bytes, at least a few megabytes at a time.
     chunk_bytes = int(max(rows * bytes_per_row, _CSV_MIN_CHUNK_BYTES))
@@ -303,6 +343,34 @@ _WRITERS = {"fits": _FitsWriter, "parquet": _ParquetWriter, "ascii.csv": _CsvWri
 
 
 # ----------------------------------------------------------------- driver
+def _gzip_in_place(path):
+    """Replace a file by its gzip compression (for OUT names ending in ``.gz``)."""
+    import gzip
+    import shutil
+
+    packed = f"{path}.gz"
+    try:
+        with open(path, "rb") as source, gzip.open(packed, "wb") as target:
+            shutil.copyfileobj(source, target, 1 << 20)
+        os.replace(packed, path)
+    finally:
+        Path(packed).unlink(missing_ok=True)
+
+
+def output_mode(path):
+    """Permissions for a file written to ``path`` through a private temporary file.
+
+    The mode of the file being replaced, else what ``open`` would give under the
+    process umask (temporary files are created 0600).
+    """
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def annotate_file(input_path, output_path, *, input_format, output_format, model=None,
                   block_rows=None, overwrite=False, overwrite_columns=False, progress=False,
                   **options):
@@ -364,6 +432,10 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
     rows = int(block_rows or conf.chunk_size)
     if rows < 1:
         raise ValueError(f"block_rows must be positive, got {rows}")
+    compress = output_path.suffix.lower() == ".gz"
+    if compress and output_format == "parquet":
+        raise StreamingError(f"{str(output_path)!r}: Parquet compresses internally; write "
+                             "'.parquet', not '.parquet.gz'")
     blocks = _READERS[input_format](input_path, rows)
     total = next(blocks)
     bar = None
@@ -387,12 +459,16 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                 # One summary for the whole file: each warning is given once, at the end.
                 annotated = _annotate_call(block, model, copy=False,
                                            overwrite=overwrite_columns, summary=run,
-                                           check_source=n_blocks == 0, **options).table
+                                           check_source=n_blocks == 0, row_offset=run.n_rows,
+                                           **options).table
                 writer.write(annotated)
                 n_blocks += 1
                 if bar is not None:
                     bar.update(len(block))
             writer.close()
+        if compress:
+            _gzip_in_place(temporary)
+        os.chmod(temporary, output_mode(output_path))
         os.replace(temporary, output_path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

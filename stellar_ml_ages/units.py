@@ -126,6 +126,18 @@ def _raw_values(column, name):
     return _as_float(raw, mask, name), mask, unit
 
 
+class _NotANumber(ColumnValueError):
+    """Text where a number belongs; ``row`` counts from the top of the table given."""
+
+    def __init__(self, column, row, text):
+        self.column, self.row, self.text = column, row, text
+        super().__init__(self.describe(row))
+
+    def describe(self, row):
+        return (f"column {self.column!r} holds text that is not a number: row {row} is "
+                f"{self.text!r}")
+
+
 def _as_float(raw, mask, name):
     kind = raw.dtype.kind
     if kind in "iuf":
@@ -139,9 +151,7 @@ def _as_float(raw, mask, name):
             try:
                 values[i] = float(text)
             except ValueError:
-                raise ColumnValueError(
-                    f"column {name!r} holds text that is not a number: row {i} is {text!r}"
-                ) from None
+                raise _NotANumber(name, i, text) from None
         return values
     raise ColumnValueError(f"column {name!r} has dtype {raw.dtype}, which is not numeric")
 

@@ -14,7 +14,7 @@ from stellar_ml_ages import (
     get_model,
     list_models,
 )
-from stellar_ml_ages.model import load_model, sha256_of
+from stellar_ml_ages.model import card_checksum, load_model, sha256_of
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
         assert str(model.target_unit("age")) == "Gyr"
     for name in list_models()["name"]:
         card = get_model(name).card
-        assert card["format_version"] == 2
+        assert card["format_version"] == 3 and len(card["card_sha256"]) == 64
         assert card["training_set"]["n_train"] > 1000
         assert set(card["software"]) >= {"numpy", "scikit-learn", "astropy"}
         assert set(card["training_set"]["label_scale"]) == {
@@ -110,6 +110,7 @@ def test_truncated_arrays_fail_before_prediction(artifact):
         load_model(artifact)
     card = json.loads(artifact.read_text())
     card["arrays"]["sha256"] = sha256_of(array_path)  # a card that vouches for a broken file
+    card["card_sha256"] = card_checksum(card)
     artifact.write_text(json.dumps(card))
     with pytest.raises(ModelFormatError, match="unreadable"):
         load_model(artifact)
@@ -144,6 +145,7 @@ def test_pickled_object_arrays_are_refused(artifact, giants):
     np.savez(array_path, **arrays)
     card = json.loads(artifact.read_text())
     card["arrays"]["sha256"] = sha256_of(array_path)
+    card["card_sha256"] = card_checksum(card)
     artifact.write_text(json.dumps(card))
     with pytest.raises(ModelFormatError, match="unreadable"):
         load_model(artifact)

@@ -14,7 +14,7 @@ from astropy.coordinates import ICRS, Angle, Longitude, SkyCoord
 
 from ..exceptions import RegionError
 
-__all__ = ["format_degrees", "quote_identifier", "region_to_adql"]
+__all__ = ["ADQL_RESERVED", "format_degrees", "quote_identifier", "region_to_adql"]
 
 
 def format_degrees(angle):
@@ -33,16 +33,34 @@ def format_degrees(angle):
     return np.format_float_positional(float(value), precision=12, unique=True, trim="-")
 
 
+#: ADQL 2.1 reserved words (its geometry and math functions, and the SQL words a
+#: query parser stumbles on) that survey tables use as column names ("Size",
+#: "Position", "Value", "Distance"...): such names must be delimited.
+ADQL_RESERVED = frozenset("""
+    ABS ACOS ALL AND ANY AREA AS ASC ASIN ATAN ATAN2 AVG BETWEEN BOX BY CASE CEILING
+    CENTROID CHECK CIRCLE CONTAINS COORD1 COORD2 COORDSYS COS COT COUNT CROSS DATE DAY
+    DEGREES DESC DISTANCE DISTINCT ELSE END ESCAPE EXISTS EXP FIRST FLOOR FROM FULL GROUP
+    HAVING HOUR IN INNER INTERSECTS INTERVAL IS JOIN LAST LEFT LIKE LOG LOG10 MAX MIN MINUTE
+    MOD MONTH NATURAL NOT NULL OFFSET ON OR ORDER OUTER PI POINT POLYGON POSITION POWER
+    RADIANS RAND REGION RIGHT ROUND SECOND SELECT SIN SIZE SOME SQRT SUM TABLE TAN THEN TIME
+    TIMESTAMP TOP TRUNCATE UNION USER USING VALUE VALUES WHEN WHERE YEAR ZONE
+""".split())
+
+
 def quote_identifier(name):
     """ADQL delimited identifier when ``name`` is not a regular one, e.g. ``"[Fe/H]"``.
+
+    Regular identifiers that are ADQL reserved words (`ADQL_RESERVED`) are
+    delimited too. (A delimited name is case-sensitive: ``"Size"`` is not ``size``.)
 
     Examples
     --------
     >>> from stellar_ml_ages.vo.adql import quote_identifier
-    >>> quote_identifier("Teff"), quote_identifier("[Fe/H]")
-    ('Teff', '"[Fe/H]"')
+    >>> quote_identifier("Teff"), quote_identifier("[Fe/H]"), quote_identifier("Size")
+    ('Teff', '"[Fe/H]"', '"Size"')
     """
-    if name.replace("_", "a").isalnum() and name[0].isalpha() and name.isascii():
+    if (name.replace("_", "a").isalnum() and name[0].isalpha() and name.isascii()
+            and name.upper() not in ADQL_RESERVED):
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -86,6 +104,12 @@ def _rectangle_vertices(region):
     """Corners of a sky rectangle, in the tangent frame of its center."""
     width = _radius(region.width / 2, "width / 2")
     height = _radius(region.height / 2, "height / 2")
+    if max(width.deg, height.deg) >= 90:
+        # The corners are placed in the tangent frame of the centre, which cannot
+        # hold a side of 180 deg or more; such a "rectangle" is not one on the sky.
+        raise RegionError(f"a rectangle must be narrower than 180 deg on each side, got "
+                          f"{region.width} x {region.height}; use a polygon or a compound "
+                          "of smaller regions")
     # regions: width along longitude at angle 0, rotated anticlockwise *as displayed*,
     # north up and east left, i.e. from west towards north: east towards south.
     angle = -Angle(region.angle).to_value(u.rad)

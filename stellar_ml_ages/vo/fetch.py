@@ -71,6 +71,21 @@ def _choose_columns(catalog, entries):
     return chosen
 
 
+#: Beyond this a "cross-match" pairs unrelated stars (and makes the server join slow).
+MAX_MATCH_RADIUS = 1 * u.deg
+
+
+def _check_match_radius(radius):
+    try:
+        value = u.Quantity(radius).to(u.arcsec)
+    except (TypeError, u.UnitsError):
+        raise RegionError(f"the match radius must be an angle, got {radius!r}") from None
+    if not (np.isscalar(value.value) or value.isscalar) or not (
+            0 < value < MAX_MATCH_RADIUS):
+        raise RegionError(f"the match radius must be above 0 and below {MAX_MATCH_RADIUS}, "
+                          f"got {radius}")
+
+
 def _select_list(names, alias=None):
     prefix = f"{alias}." if alias else ""
     return ", ".join(prefix + quote_identifier(name) for name in names)
@@ -269,6 +284,7 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     catalog = _catalog(catalog)
     if catalog.ra is None:
         raise RegionError(f"{catalog.title} has no position columns to match on")
+    _check_match_radius(radius)
     positions = sky_coordinates(table, ra, dec)
     upload = Table({"row_id": np.arange(len(table), dtype=np.int64),
                     "ra": positions.ra.deg, "dec": positions.dec.deg})

@@ -87,10 +87,13 @@ def _classify(error, url, query):
     import pyvo
 
     chain = _cause_chain(error)
-    if any(isinstance(e, requests.Timeout) for e in chain) or "timeout" in str(error).lower():
+    if any(isinstance(e, requests.Timeout) for e in chain):
         return TAPTimeoutError(f"no answer within {conf.timeout} s: {error}", url, query), True
+    # A rejection is a rejection, whatever its text says (a column named "timeout"...).
     if isinstance(error, pyvo.dal.DALQueryError):
         return TAPQueryError(f"the service rejected the query: {error}", url, query), False
+    if any(word in str(error).lower() for word in ("timed out", "timeout")):
+        return TAPTimeoutError(f"no answer within {conf.timeout} s: {error}", url, query), True
     code = getattr(error, "code", None)
     if any(isinstance(e, requests.ConnectionError) for e in chain):
         return TAPServiceError(f"cannot connect: {error}", url, query), True
