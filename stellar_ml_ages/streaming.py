@@ -24,16 +24,19 @@ CSV
     in-memory reader would have read the whole column differently.
 """
 
+import contextlib
 import dataclasses
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from astropy.utils.exceptions import AstropyUserWarning
 
 from .annotate import _annotate_call
 from .config import conf
@@ -149,7 +152,13 @@ def _parquet_blocks(path, rows):
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_batches([batch], schema=schema).cast(plain), buffer)
         buffer.seek(0)
-        yield Table.read(buffer, format="parquet")
+        with warnings.catch_warnings():
+            # Files not written by astropy (pandas, Spark) lack its string-length
+            # metadata; astropy then sizes strings from the data, as it should.
+            warnings.filterwarnings("ignore", message="No table::len::",
+                                    category=AstropyUserWarning)
+            block = Table.read(buffer, format="parquet")
+        yield block
     if first:
         yield Table.read(path, format="parquet")
 
@@ -242,8 +251,7 @@ class _FitsWriter:
                 i for i in range(0, len(cards), 80) if cards[i:i + 8] == b"NAXIS2  ")
             self.handle.write(head)
         elif not _same_header(header, self.header):
-            raise StreamingError("a block's FITS header differs from the first block's "
-                                 "(column formats or null values changed)")
+            raise StreamingError(_header_difference(header, self.header))
         self.handle.write(data)
         self.n_rows += len(table)
 
@@ -253,6 +261,35 @@ class _FitsWriter:
         self.handle.seek(self.naxis2_position)
         card = fits.Card("NAXIS2", self.n_rows, self.header.comments["NAXIS2"])
         self.handle.write(card.image.encode("ascii"))
+
+
+_REMEDY = ("annotate the file in memory (--in-memory), or with --block-rows large enough "
+           "for the first block to hold the longest value and a null of every column")
+
+
+def _header_difference(header, reference):
+    """Which column a later block's FITS header changes, and what to do about it."""
+    # Column cards first: NAXIS1 (the row width) changes with them but names nothing.
+    cards = sorted(header.cards, key=lambda card: not card.keyword.startswith(("TFORM",
+                                                                              "TNULL")))
+    for card in cards:
+        keyword = card.keyword
+        if keyword == "NAXIS2" or reference.get(keyword) == card.value:
+            continue
+        number = "".join(ch for ch in keyword if ch.isdigit())
+        column = header.get(f"TTYPE{number}", keyword) if number else keyword
+        before = reference.get(keyword, "absent")
+        if keyword.startswith("TFORM"):
+            what = f"has format {card.value} in a later block but {before} in the first " \
+                   "(longer text later in the file)"
+        elif keyword.startswith("TNULL"):
+            what = "has null values only in a later block (the first block set no TNULL)"
+        else:
+            what = f"changes {keyword} from {before!r} to {card.value!r} in a later block"
+        return f"column {column!r} {what}: FITS fixes a column's format in its header; {_REMEDY}"
+    missing = [c.keyword for c in reference.cards if c.keyword not in header]
+    return (f"a later block's FITS header lacks {', '.join(missing[:3])} of the first; "
+            f"{_REMEDY}")
 
 
 def _same_header(header, reference):
@@ -276,6 +313,9 @@ class _ParquetWriter:
         self.writer = None
         self.schema = None
         self.scratch = tempfile.TemporaryDirectory(prefix="stellar_ml_ages-")
+        #: Width of each text column in the first block, which astropy records in the
+        #: schema and would truncate longer later values to on reading.
+        self.string_lengths = {}
 
     def _arrow(self, table):
         import pyarrow.parquet as pq
@@ -289,6 +329,17 @@ class _ParquetWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        for column in table.itercols():
+            if column.dtype.kind in "US" and column.ndim == 1:
+                length = column.dtype.itemsize // (4 if column.dtype.kind == "U" else 1)
+                name = column.info.name
+                first = self.string_lengths.setdefault(name, length)
+                if length > first:
+                    # astropy reads a Parquet text column at the width in the file's
+                    # schema, which is the first block's: longer values would be cut.
+                    raise StreamingError(
+                        f"column {name!r} has text of {length} characters in a later block "
+                        f"but at most {first} in the first; {_REMEDY}")
         if self.schema is None:
             template = table[:1].copy()
             for column in template.itercols():
@@ -315,6 +366,13 @@ class _ParquetWriter:
 
     def close(self):
         self.writer.close()
+        self.scratch.cleanup()
+
+    def discard(self):
+        """After a failure: release the scratch directory (the output is deleted)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
         self.scratch.cleanup()
 
 
@@ -447,7 +505,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
     handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part",
                                          dir=directory)
     n_blocks = 0
-    run = None
+    run = writer = None
     try:
         with os.fdopen(handle, "w+b") as stream:
             writer = _WRITERS[output_format](stream)
@@ -471,6 +529,8 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         os.chmod(temporary, output_mode(output_path))
         os.replace(temporary, output_path)
     except BaseException:
+        if writer is not None and hasattr(writer, "discard"):
+            writer.discard()
         Path(temporary).unlink(missing_ok=True)
         raise
     finally:
