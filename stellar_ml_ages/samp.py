@@ -16,6 +16,7 @@ way.
 import contextlib
 import io
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -363,16 +364,56 @@ def select_rows(delivery, rows, to="topcat", *, hub=None, timeout=30):
 
 
 # -------------------------------------------------------------- receiving
+class _LoopbackRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only to another loopback URL."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlparse(newurl)
+        if target.scheme not in ("http", "https") or target.hostname not in LOOPBACK_HOSTS:
+            raise SAMPClientError(f"refusing to follow a redirect from {req.full_url!r} to "
+                                  f"{newurl!r}: only loopback URLs are read")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _read_file_url(parsed, url):
+    if parsed.netloc not in ("", "localhost"):
+        raise SAMPClientError(f"refusing to read {url!r}: a file URL on another host")
+    path = urllib.parse.unquote(parsed.path)
+    try:
+        info = os.stat(path)
+    except OSError as error:
+        raise SAMPClientError(f"cannot read {url!r}: {error.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        # A FIFO or a device would block the worker (or never end).
+        raise SAMPClientError(f"refusing to read {url!r}: not a regular file")
+    return path
+
+
 def _read_table_url(url, timeout):
-    """Read a VOTable from a file:// URL or an http URL on a loopback host."""
+    """Read a VOTable from a file:// URL or an http URL on a loopback host.
+
+    Redirects are followed only to loopback URLs; ``timeout`` bounds the whole
+    download, not each read, so a source that sends a byte at a time cannot hold
+    the worker; file URLs must name regular files.
+    """
     from .votable import read_votable
 
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme == "file":
-        return read_votable(urllib.parse.unquote(parsed.path))
+        return read_votable(_read_file_url(parsed, url))
     if parsed.scheme in ("http", "https") and parsed.hostname in LOOPBACK_HOSTS:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return read_votable(io.BytesIO(response.read()))
+        deadline = time.monotonic() + timeout
+        opener = urllib.request.build_opener(_LoopbackRedirects)
+        chunks = []
+        with opener.open(url, timeout=timeout) as response:
+            while True:
+                if time.monotonic() > deadline:
+                    raise SAMPClientError(f"reading {url!r} took more than {timeout} s")
+                chunk = response.read1(1 << 16)  # what has arrived, not a full buffer
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        return read_votable(io.BytesIO(b"".join(chunks)))
     raise SAMPClientError(f"refusing to read {url!r}: only file:// and loopback http URLs")
 
 
@@ -492,10 +533,12 @@ class AnnotationListener:
             if record["warnings"]:
                 result["warnings"] = " | ".join(record["warnings"])
             self._client.ereply(msg_id, "samp.ok", result=result)
-        except (StellarMLAgesError, OSError, ValueError) as error:
-            record.update(status="samp.error", error=str(error))
+        except Exception as error:  # every failure is answered: the sender must not wait
+            text = str(error) if isinstance(error, StellarMLAgesError | OSError | ValueError) \
+                else f"{type(error).__name__}: {error}"
+            record.update(status="samp.error", error=text)
             with contextlib.suppress(Exception):
-                self._client.ereply(msg_id, "samp.error", error={"samp.errortxt": str(error)})
+                self._client.ereply(msg_id, "samp.error", error={"samp.errortxt": text})
         finally:
             self.handled.append(record)
 

@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import astropy.units as u
 import numpy as np
@@ -267,3 +269,79 @@ def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
                  "--no-progress", "--samp", "--hub", str(tmp_path / "none")]) == EXIT_SERVICE
     assert "no SAMP hub is running" in capsys.readouterr().err
     assert (tmp_path / "b.vot").is_file()
+
+
+class _HostileHandler(BaseHTTPRequestHandler):
+    """Loopback HTTP source: a redirect off the machine, or a table a byte at a time."""
+
+    def do_GET(self):
+        if self.path == "/redirect":
+            self.send_response(302)
+            self.send_header("Location", "http://192.0.2.1/stars.vot")  # TEST-NET-1
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-votable+xml")
+        self.end_headers()
+        try:
+            for _ in range(600):  # 1 byte every 0.05 s: 30 s in all
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_source():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _ask(receiver, listener, url, timeout="60"):
+    return receiver.client.call_and_wait(
+        listener.client_id, {"samp.mtype": "table.load.votable",
+                             "samp.params": {"url": url}}, timeout)
+
+
+def test_listener_refuses_redirects_off_the_machine(hub, receiver, hostile_source):
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = _ask(receiver, listener, f"{hostile_source}/redirect")
+    assert reply["samp.status"] == "samp.error"
+    assert "192.0.2.1" in reply["samp.error"]["samp.errortxt"]
+    assert listener.handled[0]["status"] == "samp.error"
+
+
+def test_listener_gives_up_on_a_slow_drip_within_its_deadline(hub, receiver, hostile_source):
+    with AnnotationListener(model="giants", hub=hub[1], timeout=1.5) as listener:
+        started = time.monotonic()
+        reply = _ask(receiver, listener, f"{hostile_source}/drip", timeout="20")
+        elapsed = time.monotonic() - started
+    assert reply["samp.status"] == "samp.error"
+    assert "more than 1.5 s" in reply["samp.error"]["samp.errortxt"]
+    assert elapsed < 10
+
+
+def test_listener_refuses_a_fifo(hub, receiver, tmp_path):
+    fifo = tmp_path / "table.vot"
+    os.mkfifo(fifo)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = _ask(receiver, listener, fifo.as_uri(), timeout="20")
+    assert reply["samp.status"] == "samp.error"
+    assert "not a regular file" in reply["samp.error"]["samp.errortxt"]
+
+
+def test_every_worker_error_is_answered_and_counted_as_an_error(hub, receiver):
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = receiver.client.call_and_wait(
+            listener.client_id, {"samp.mtype": "table.load.votable",
+                                 "samp.params": {"url": ["not", "a", "url"]}}, "20")
+    assert reply["samp.status"] == "samp.error"
+    assert [record["status"] for record in listener.handled] == ["samp.error"]
