@@ -47,6 +47,7 @@ import re
 import sys
 import tempfile
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -270,8 +271,8 @@ def _cmd_annotate(args):
         )
     except StellarMLAgesError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, EOFError) as error:
-        # astropy and pyarrow raise all of these for unreadable files.
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zlib.error) as error:
+        # astropy, pyarrow and gzip raise all of these for unreadable files.
         raise _IOProblem(f"could not read {str(args.input)!r} or write {str(output)!r} "
                          f"block by block: {error}") from error
     print(f"{args.output}: {summary.n_rows} rows, {summary.n_in_domain} inside the domain "

@@ -74,6 +74,13 @@ def card_checksum(card):
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+def _finite_number(value, what):
+    """One finite real number (not a bool, list or string), as float."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        raise ModelFormatError(f"{what} must be a finite number, got {value!r:.80}")
+    return float(value)
+
+
 def _finite_numbers(values, what):
     array = np.asarray(values, dtype=object)
     try:
@@ -104,7 +111,7 @@ def validate_card(card, where="model card"):
     >>> validate_card(card)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    stellar_ml_ages.exceptions.ModelFormatError: model card: feature 'teff' std must be finite...
+    stellar_ml_ages.exceptions.ModelFormatError: model card: feature 'teff' std must be a finite...
     """
     from .features import FEATURES
 
@@ -125,7 +132,7 @@ def validate_card(card, where="model card"):
         stats = {}
         for key in ("mean", "std", "min", "max"):
             need(key in entry, f"feature {name!r} lacks {key!r}")
-            stats[key] = float(_finite_numbers(entry[key], f"{where}: feature {name!r} {key}"))
+            stats[key] = _finite_number(entry[key], f"{where}: feature {name!r} {key}")
         need(stats["std"] > 0, f"feature {name!r} std must be positive, got {stats['std']}")
         need(stats["min"] <= stats["mean"] <= stats["max"],
              f"feature {name!r} mean {stats['mean']} is outside its [min, max]")
@@ -134,8 +141,8 @@ def validate_card(card, where="model card"):
              f"feature {name!r} mean {stats['mean']} is not a possible {FEATURES[name].label} "
              f"in {FEATURES[name].unit.to_string() or 'dex'} (features swapped?)")
         if "training_noise" in entry:
-            noise = float(_finite_numbers(entry["training_noise"],
-                                          f"{where}: feature {name!r} training_noise"))
+            noise = _finite_number(entry["training_noise"],
+                                   f"{where}: feature {name!r} training_noise")
             need(noise >= 0, f"feature {name!r} training_noise is negative")
     targets = card.get("targets")
     need(isinstance(targets, list) and targets, "'targets' must be a non-empty list")

@@ -7,7 +7,18 @@ import pytest
 
 from stellar_ml_ages.features import get_feature
 
-from .fuzz_targets import mutate, resolver_target, seed_votable, votable_target
+from .fuzz_targets import (
+    STREAM_SUFFIXES,
+    card_target,
+    mutate,
+    mutate_card,
+    resolver_target,
+    seed_card,
+    seed_files,
+    seed_votable,
+    streaming_target,
+    votable_target,
+)
 
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
@@ -48,3 +59,30 @@ def test_column_resolver_accepts_or_refuses_cleanly(columns, n_rows):
     units = [unit for _, unit, _ in columns]
     values = [makers[kind]() for _, _, kind in columns]
     assert resolver_target(names, units, values, "giants") in ("refused", "annotated")
+
+
+def test_mutated_files_stream_or_exit_with_a_documented_code():
+    """FITS, gzip FITS, Parquet and CSV with flipped, cut or inserted bytes."""
+    rng = np.random.default_rng(2027)
+    seeds = seed_files()
+    outcomes = collections.Counter()
+    for suffix in STREAM_SUFFIXES:
+        assert streaming_target(seeds[suffix], suffix) == "annotated", suffix
+        for _ in range(6):
+            outcomes[streaming_target(mutate(seeds[suffix], rng), suffix)] += 1
+    assert outcomes["unreadable"] + outcomes["refused"] > 0, outcomes
+
+
+def test_edited_model_cards_are_refused_or_still_give_finite_predictions():
+    rng = np.random.default_rng(2028)
+    card_text, payload = seed_card()
+    assert card_target(card_text, payload, load_arrays=True) == "loaded"
+    outcomes = collections.Counter(card_target(mutate_card(card_text, rng), payload)
+                                   for _ in range(150))
+    assert outcomes["refused"] > 100, outcomes
+    # The few edits the schema lets through (a plausible re-stamped value) must still
+    # load and predict finite numbers.
+    rng = np.random.default_rng(7)
+    loaded = collections.Counter(card_target(mutate_card(card_text, rng), payload, True)
+                                 for _ in range(6))
+    assert set(loaded) <= {"refused", "loaded"}

@@ -1,10 +1,14 @@
-"""Fuzz the VOTable reader and the column resolver for a bounded time.
+"""Fuzz the readers and loaders for a bounded time.
 
     python tools/fuzz.py --seconds 120
 
-Both targets must succeed or raise the package's own errors
-(``tests/fuzz_targets.py``); anything else is printed with the input that
-caused it and makes the exit status 1. Randomness is fresh unless ``--seed``.
+Targets (``tests/fuzz_targets.py``): the VOTable reader, the column resolver,
+the streaming reader of ``stellar-ml-ages annotate`` (FITS, gzip FITS, Parquet,
+CSV with flipped, cut or inserted bytes: a documented exit code, never a
+traceback) and the model-card loader (edited cards, re-stamped half of the time:
+refused with a ModelError, or loaded and predicting finite numbers). Anything
+else is printed with the input that caused it and makes the exit status 1.
+Randomness is fresh unless ``--seed``.
 """
 
 import argparse
@@ -18,7 +22,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from stellar_ml_ages.features import get_feature
-from tests.fuzz_targets import mutate, resolver_target, seed_votable, votable_target
+from tests.fuzz_targets import (
+    STREAM_SUFFIXES,
+    card_target,
+    mutate,
+    mutate_card,
+    resolver_target,
+    seed_card,
+    seed_files,
+    seed_votable,
+    streaming_target,
+    votable_target,
+)
 
 ALIASES = [alias for name in ("teff", "logg", "fe_h", "mg_fe", "c_fe", "n_fe")
            for alias in get_feature(name).aliases]
@@ -55,24 +70,42 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     seed = seed_votable()
+    files = seed_files()
+    card_text, payload = seed_card()
     outcomes = collections.Counter()
     failures = 0
     deadline = time.monotonic() + args.seconds
     while time.monotonic() < deadline:
-        if rng.random() < 0.5:
+        draw = rng.random()
+        if draw < 0.3:
             data = mutate(seed, rng)
             try:
                 outcomes["votable " + votable_target(data)] += 1
             except Exception:
                 failures += 1
                 print(f"VOTable reader failure on {data[:200]!r}...\n{traceback.format_exc()}")
-        else:
+        elif draw < 0.55:
             columns = random_columns(rng)
             try:
                 outcomes["resolver " + resolver_target(*columns, "giants")] += 1
             except Exception:
                 failures += 1
                 print(f"resolver failure on {columns[:2]}\n{traceback.format_exc()}")
+        elif draw < 0.8:
+            suffix = str(rng.choice(STREAM_SUFFIXES))
+            data = mutate(files[suffix], rng)
+            try:
+                outcomes[f"stream{suffix} " + streaming_target(data, suffix)] += 1
+            except Exception:
+                failures += 1
+                print(f"streaming failure on a mutated {suffix}\n{traceback.format_exc()}")
+        else:
+            edited = mutate_card(card_text, rng)
+            try:
+                outcomes["card " + card_target(edited, payload, rng.random() < 0.1)] += 1
+            except Exception:
+                failures += 1
+                print(f"card loader failure on {edited[:300]!r}\n{traceback.format_exc()}")
     total = sum(outcomes.values()) + failures
     print(f"{total} inputs in {args.seconds:.0f} s: "
           + ", ".join(f"{k}: {v}" for k, v in sorted(outcomes.items()))
