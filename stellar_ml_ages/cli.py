@@ -51,6 +51,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from astropy.io.fits.verify import VerifyError
 from astropy.table import Table
 
 from . import __version__
@@ -271,7 +272,8 @@ def _cmd_annotate(args):
         )
     except StellarMLAgesError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, EOFError, zlib.error) as error:
+    except (OSError, ValueError, TypeError, KeyError, EOFError, zlib.error,
+            VerifyError) as error:
         # astropy, pyarrow and gzip raise all of these for unreadable files.
         raise _IOProblem(f"could not read {str(args.input)!r} or write {str(output)!r} "
                          f"block by block: {error}") from error

@@ -34,7 +34,7 @@ class ShippedModel:
 
     A model *object* is sent this way, not by name (a retrained model may keep a
     packaged name) and not pickled; each worker process checks both checksums
-    and builds the model once (`load_model_payload`), keyed by the card's checksum.
+    and builds the model once (``load_model_payload``), keyed by the card's checksum.
     """
 
     card_text: str

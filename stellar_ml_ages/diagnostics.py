@@ -120,7 +120,7 @@ class RunSummary:
                 self._n_sampled[j] += len(taken)
 
     def note_error_sources(self, error_sources):
-        """Record whether `propagate_errors` found any error column to propagate."""
+        """Record whether ``propagate_errors`` found any error column to propagate."""
         found = any(source is not None for source in error_sources.values())
         self.found_error_columns = bool(self.found_error_columns) or found
 

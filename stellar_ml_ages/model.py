@@ -541,7 +541,7 @@ class MassAgeModel:
         """The model as ``(card JSON text, array bytes)``: what `save` writes, in memory.
 
         Sent to other processes (Dask workers) instead of a pickled object;
-        `load_model_payload` checks both checksums before using it.
+        ``load_model_payload`` checks both checksums before using it.
 
         Examples
         --------

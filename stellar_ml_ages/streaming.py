@@ -107,17 +107,30 @@ def _fits_blocks(path, rows):
     # Test the bytes, not the name: a gzip file called x.fits used to be read as
     # table data (compressed bytes as values).
     _open_raw(path, "FITS").close()
-    with fits.open(path) as hdul:
-        index = next((i for i, hdu in enumerate(hdul)
-                      if isinstance(hdu, fits.BinTableHDU | fits.TableHDU)), None)
-        if index is None:
-            raise StreamingError(f"{str(path)!r} has no table HDU")
-        header = hdul[index].header.copy()
-        data_start = hdul.fileinfo(index)["datLoc"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", AstropyUserWarning)
+        with fits.open(path) as hdul:
+            index = next((i for i, hdu in enumerate(hdul)
+                          if isinstance(hdu, fits.BinTableHDU | fits.TableHDU)), None)
+            if index is None:
+                raise StreamingError(f"{str(path)!r} has no table HDU")
+            header = hdul[index].header.copy()
+            data_start = hdul.fileinfo(index)["datLoc"]
+    for warning in caught:
+        if "truncated" in str(warning.message):
+            raise StreamingError(f"{str(path)!r} is truncated: {warning.message}")
+        warnings.warn(warning.message, warning.category, stacklevel=2)
     if header.get("PCOUNT", 0):
         raise StreamingError(f"{str(path)!r} has variable-length array columns; "
                              "annotate it in memory (--in-memory)")
     n_rows, row_bytes = header["NAXIS2"], header["NAXIS1"]
+    if not (isinstance(n_rows, int) and isinstance(row_bytes, int)
+            and n_rows >= 0 and row_bytes > 0):
+        raise StreamingError(f"{str(path)!r}: a table HDU with NAXIS1={row_bytes!r}, "
+                             f"NAXIS2={n_rows!r} cannot be read")
+    if _compression(path) is None and os.path.getsize(path) < data_start + n_rows * row_bytes:
+        raise StreamingError(f"{str(path)!r} is truncated: its header gives {n_rows} rows of "
+                             f"{row_bytes} bytes, more than the file holds")
     yield n_rows
     primary = fits.PrimaryHDU().header.tostring().encode("ascii")
     with _open_raw(path, "FITS") as handle:
@@ -128,6 +141,12 @@ def _fits_blocks(path, rows):
             count = min(rows, n_rows - start)
             handle.seek(data_start + start * row_bytes)
             raw = handle.read(count * row_bytes)
+            if len(raw) < count * row_bytes:
+                # A header that promises more rows than the file holds (a truncated
+                # download, or a damaged NAXIS2): refuse instead of inventing rows.
+                raise StreamingError(
+                    f"{str(path)!r} is truncated: its header gives {n_rows} rows, but the "
+                    f"data end within row {start + len(raw) // max(row_bytes, 1)}")
             header["NAXIS2"] = count
             block = primary + header.tostring().encode("ascii") + raw + b"\0" * (-len(raw) % 2880)
             yield Table.read(io.BytesIO(block), format="fits", hdu=1)

@@ -416,3 +416,21 @@ def test_a_rejected_query_mentioning_timeout_is_not_retried_as_one():
     error = pyvo.dal.DALQueryError("column 'timeout' does not exist")
     classified, retry = _classify(error, "http://127.0.0.1:1/tap", "SELECT timeout FROM t")
     assert isinstance(classified, TAPQueryError) and not retry
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_fits_header_promising_more_rows_than_the_file_holds_is_refused(stars, tmp_path,
+                                                                         packed):
+    """Found by the fuzzer: a damaged NAXIS2 made the streamed read loop for ever."""
+    from stellar_ml_ages.streaming import annotate_file
+
+    plain = tmp_path / "stars.fits"
+    write_quietly(stars, plain)
+    data = bytearray(plain.read_bytes())
+    at = data.index(b"NAXIS2  = ")
+    data[at:at + 80] = fits.Card("NAXIS2", 10**9).image.encode("ascii")
+    source = tmp_path / ("damaged.fits.gz" if packed else "damaged.fits")
+    source.write_bytes(gzip.compress(bytes(data)) if packed else bytes(data))
+    with pytest.raises(StreamingError, match="truncated"):
+        annotate_file(source, tmp_path / "out.fits", input_format="fits",
+                      output_format="fits", model="giants", block_rows=64)

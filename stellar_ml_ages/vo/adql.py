@@ -50,7 +50,7 @@ ADQL_RESERVED = frozenset("""
 def quote_identifier(name):
     """ADQL delimited identifier when ``name`` is not a regular one, e.g. ``"[Fe/H]"``.
 
-    Regular identifiers that are ADQL reserved words (`ADQL_RESERVED`) are
+    Regular identifiers that are ADQL reserved words (``ADQL_RESERVED``) are
     delimited too. (A delimited name is case-sensitive: ``"Size"`` is not ``size``.)
 
     Examples
