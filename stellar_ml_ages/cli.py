@@ -236,6 +236,25 @@ def _annotate(args, table):
                   f"{reply['samp.status']} in {delivery.seconds:.2f} s")
 
 
+def _file_errors():
+    """What astropy, pyarrow, PyYAML and gzip raise for a damaged file (found by fuzzing).
+
+    The package itself raises no bare AssertionError; astropy's FITS cards do, for
+    names and values a damaged header makes up.
+    """
+    from astropy.table.meta import YamlParseError
+
+    errors = [OSError, ValueError, TypeError, KeyError, IndexError, EOFError, zlib.error,
+              VerifyError, YamlParseError, AssertionError, UnicodeError]
+    try:
+        import pyarrow
+
+        errors.append(pyarrow.lib.ArrowException)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
 def _streams(args):
     """Whether ``annotate`` can go block by block (bounded memory, same output)."""
     from .streaming import STREAMABLE_FORMATS
@@ -272,11 +291,9 @@ def _cmd_annotate(args):
         )
     except StellarMLAgesError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, EOFError, zlib.error,
-            VerifyError) as error:
-        # astropy, pyarrow and gzip raise all of these for unreadable files.
+    except _file_errors() as error:
         raise _IOProblem(f"could not read {str(args.input)!r} or write {str(output)!r} "
-                         f"block by block: {error}") from error
+                         f"block by block: {type(error).__name__}: {error}") from error
     print(f"{args.output}: {summary.n_rows} rows, {summary.n_in_domain} inside the domain "
           f"of {summary.model} ({summary.n_blocks} blocks){_reasons_text(summary.reasons)}")
 

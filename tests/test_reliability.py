@@ -434,3 +434,27 @@ def test_a_fits_header_promising_more_rows_than_the_file_holds_is_refused(stars,
     with pytest.raises(StreamingError, match="truncated"):
         annotate_file(source, tmp_path / "out.fits", input_format="fits",
                       output_format="fits", model="giants", block_rows=64)
+
+
+def test_nulls_first_appearing_in_a_later_block_are_named(stars, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from stellar_ml_ages.streaming import annotate_file
+
+    frame = stars.to_pandas().drop(columns=["POPULATION"])
+    frame["QUALITY"] = pd_nullable_ints(len(frame), null_from=150)
+    source = tmp_path / "stars.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), source)
+    with pytest.raises(StreamingError, match=r"column 'QUALITY' has format D in a later block "
+                                             r"but K in the first .*nulls.*--in-memory"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", AssumedUnitWarning)
+            annotate_file(source, tmp_path / "out.fits", input_format="parquet",
+                          output_format="fits", model="giants", block_rows=50)
+
+
+def pd_nullable_ints(n_rows, null_from):
+    pd = pytest.importorskip("pandas")
+    values = pd.array(np.arange(n_rows), dtype="Int64")
+    values[null_from:null_from + 3] = pd.NA
+    return values

@@ -169,6 +169,18 @@ def test_upload_crossmatch_keeps_every_row_in_order(local_vizier):
     assert (~np.ma.getmaskarray(tight["separation"])).sum() < found.sum()
 
 
+def test_upload_crossmatch_never_overwrites_the_users_columns(local_vizier):
+    mine = fetch_apokasc()[:200]
+    mine["TEFF"] = np.full(len(mine), 1234.0) * u.K  # the user's own, e.g. photometric
+    mine["separation"] = np.full(len(mine), -1.0)
+    matched = tap_crossmatch(mine, "lamost", 2 * u.arcsec)
+    np.testing.assert_array_equal(matched["TEFF"], mine["TEFF"])
+    np.testing.assert_array_equal(matched["separation"], mine["separation"])
+    found = ~np.ma.getmaskarray(matched["separation_lamost"])
+    assert found.any() and matched["separation_lamost"].unit == u.arcsec
+    assert np.all(np.asarray(matched["TEFF_lamost"])[found] > 3000)
+
+
 def test_maxrec_overflow_raises_or_warns(local_vizier):
     region = CircleSkyRegion(KEPLER, 3 * u.deg)
     with pytest.raises(TAPOverflowError, match="truncated at 25 rows"):
