@@ -18,6 +18,7 @@ from .demo import demo_table
 from .exceptions import (
     AmbiguousColumnError,
     AssumedUnitWarning,
+    CatalogError,
     ColumnUnitError,
     ColumnValueError,
     ExistingColumnError,
@@ -53,6 +54,7 @@ __all__ = [
     "OUTPUT_COLUMNS",
     "AmbiguousColumnError",
     "AssumedUnitWarning",
+    "CatalogError",
     "ColumnUnitError",
     "ColumnValueError",
     "ExistingColumnError",

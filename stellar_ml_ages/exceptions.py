@@ -10,6 +10,7 @@ from astropy.utils.exceptions import AstropyUserWarning
 __all__ = [
     "AmbiguousColumnError",
     "AssumedUnitWarning",
+    "CatalogError",
     "ColumnUnitError",
     "ColumnValueError",
     "ExistingColumnError",
@@ -120,6 +121,10 @@ class TrainingDataError(StellarMLAgesError):
 
 class VOTableReadError(StellarMLAgesError, ValueError):
     """A VOTable could not be parsed (malformed XML, bad values, truncated file...)."""
+
+
+class CatalogError(StellarMLAgesError):
+    """A survey catalog cannot be built or resumed as asked (see `stellar_ml_ages.catalog`)."""
 
 
 class StreamingError(StellarMLAgesError):

@@ -91,6 +91,16 @@ def seed_files():
     return seeds
 
 
+def mutated_file(seeds, suffix, rng):
+    """A damaged file of a kind: for gzip, half of the time a valid gzip of a damaged
+    FITS (a flipped compressed byte almost always just fails the CRC check)."""
+    import gzip
+
+    if suffix == ".fits.gz" and rng.random() < 0.5:
+        return gzip.compress(mutate(seeds[".fits"], rng), compresslevel=1)
+    return mutate(seeds[suffix], rng)
+
+
 def streaming_target(data, suffix, block_rows=40):
     """``stellar-ml-ages annotate`` streaming arbitrary bytes: a documented exit code.
 

@@ -12,6 +12,7 @@ from .fuzz_targets import (
     card_target,
     mutate,
     mutate_card,
+    mutated_file,
     resolver_target,
     seed_card,
     seed_files,
@@ -69,7 +70,7 @@ def test_mutated_files_stream_or_exit_with_a_documented_code():
     for suffix in STREAM_SUFFIXES:
         assert streaming_target(seeds[suffix], suffix) == "annotated", suffix
         for _ in range(6):
-            outcomes[streaming_target(mutate(seeds[suffix], rng), suffix)] += 1
+            outcomes[streaming_target(mutated_file(seeds, suffix, rng), suffix)] += 1
     assert outcomes["unreadable"] + outcomes["refused"] > 0, outcomes
 
 

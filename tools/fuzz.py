@@ -27,6 +27,7 @@ from tests.fuzz_targets import (
     card_target,
     mutate,
     mutate_card,
+    mutated_file,
     resolver_target,
     seed_card,
     seed_files,
@@ -93,7 +94,7 @@ def main(argv=None):
                 print(f"resolver failure on {columns[:2]}\n{traceback.format_exc()}")
         elif draw < 0.8:
             suffix = str(rng.choice(STREAM_SUFFIXES))
-            data = mutate(files[suffix], rng)
+            data = mutated_file(files, suffix, rng)
             try:
                 outcomes[f"stream{suffix} " + streaming_target(data, suffix)] += 1
             except Exception:

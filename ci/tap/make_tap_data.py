@@ -11,6 +11,7 @@ Usage: python make_tap_data.py OUTDIR [DATA_DIR]
 """
 
 import csv
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -128,7 +129,40 @@ def main(out_dir, data_dir=None):
     write(out / "ting2018.csv", ["source_id", "ra", "dec", "dnu", "dpi"],
           ((i + 1, f"{a % 360:.8f}", f"{d:.8f}", f"{v:.4f}", f"{p:.2f}")
            for i, (a, d, v, p) in enumerate(zip(ra[clump], dec[clump], dnu, dpi, strict=True))))
-    print(f"wrote {out}: apokasc2 {n} ({kind}), ddpayne {len(rows)}, ting2018 {clump.sum()}")
+    n_survey = write_survey(out / "survey.csv", rng,
+                            int(os.environ.get("STELLAR_ML_AGES_TAP_SURVEY_ROWS", "30000")))
+    print(f"wrote {out}: apokasc2 {n} ({kind}), ddpayne {len(rows)}, ting2018 {clump.sum()}, "
+          f"survey {n_survey}")
+
+
+def write_survey(path, rng, n_rows):
+    """An allStar-shaped table of giants, paged by a key that 1-3 rows share.
+
+    Written in blocks, so that a benchmark table of millions of rows needs little memory.
+    """
+    block, written, key = 100_000, 0, 0
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["obs_key", "apogee_id", "ra", "dec", "teff", "logg", "fe_h",
+                         "alpha_m", "c_fe", "n_fe", "aspcapflag"])
+        while written < n_rows:
+            n = min(block, n_rows - written)
+            group = rng.integers(1, 4, n)  # how many rows share each key
+            keys = key + np.repeat(np.arange(n), group)[:n] * 7  # gaps between keys too
+            key = int(keys[-1]) + 7
+            mass = np.exp(rng.normal(np.log(1.2), 0.3, n))
+            labels = labels_from_mass(mass, rng)
+            flags = np.where(rng.uniform(size=n) < 0.02, 1 << 23, 0)
+            ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
+            for i in range(n):
+                writer.writerow([int(keys[i]), f"2M{written + i:014d}", f"{ra[i]:.7f}",
+                                 f"{dec[i]:.7f}", f"{labels['teff'][i]:.1f}",
+                                 f"{labels['logg'][i]:.3f}", f"{labels['fe_h'][i]:.3f}",
+                                 f"{0.05 - 0.2 * labels['fe_h'][i]:.3f}",
+                                 f"{labels['c_fe'][i]:.3f}", f"{labels['n_fe'][i]:.3f}",
+                                 int(flags[i])])
+            written += n
+    return written
 
 
 if __name__ == "__main__":

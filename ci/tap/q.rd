@@ -62,6 +62,25 @@
     <column name="DeltaP" type="real" unit="s" ucd="time.period" description="Spectroscopic period spacing"/>
   </table>
 
+
+  <table id="survey" onDisk="True" adql="True">
+    <meta name="description">Synthetic APOGEE allStar-shaped survey table for the catalog-build
+      tests and benchmark: a non-unique paging key (obs_key; groups of 1-3 rows share one),
+      labels, an ASPCAPFLAG bitmask. Size: STELLAR_ML_AGES_TAP_SURVEY_ROWS (default 30,000).</meta>
+    <index columns="obs_key"/>
+    <column name="obs_key" type="bigint" required="True" ucd="meta.id" description="Paging key (not unique)"/>
+    <column name="apogee_id" type="text" ucd="meta.id;meta.main" description="Star identifier (unique)"/>
+    <column name="ra" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension"/>
+    <column name="dec" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination"/>
+    <column name="teff" type="real" unit="K" ucd="phys.temperature.effective" description="Teff"/>
+    <column name="logg" type="real" unit="[cm/s2]" ucd="phys.gravity" description="log g"/>
+    <column name="fe_h" type="real" unit="[-]" ucd="phys.abund.Fe" description="[Fe/H]"/>
+    <column name="alpha_m" type="real" unit="[-]" ucd="phys.abund" description="[alpha/M]"/>
+    <column name="c_fe" type="real" unit="[-]" ucd="phys.abund" description="[C/Fe]"/>
+    <column name="n_fe" type="real" unit="[-]" ucd="phys.abund" description="[N/Fe]"/>
+    <column name="aspcapflag" type="bigint" ucd="meta.code.qual" description="ASPCAP bitmask"/>
+  </table>
+
   <data id="import_ddpayne">
     <sources>data/ddpayne.csv</sources>
     <csvGrammar/>
@@ -126,6 +145,25 @@
         <map key="DEJ2000">float(@dec)</map>
         <map key="Deltanu">parseWithNull(@dnu, float, "")</map>
         <map key="DeltaP">parseWithNull(@dpi, float, "")</map>
+      </rowmaker>
+    </make>
+  </data>
+  <data id="import_survey">
+    <sources>data/survey.csv</sources>
+    <csvGrammar/>
+    <make table="survey">
+      <rowmaker>
+        <map key="obs_key">int(@obs_key)</map>
+        <map key="apogee_id">@apogee_id</map>
+        <map key="ra">float(@ra)</map>
+        <map key="dec">float(@dec)</map>
+        <map key="teff">float(@teff)</map>
+        <map key="logg">float(@logg)</map>
+        <map key="fe_h">float(@fe_h)</map>
+        <map key="alpha_m">float(@alpha_m)</map>
+        <map key="c_fe">float(@c_fe)</map>
+        <map key="n_fe">float(@n_fe)</map>
+        <map key="aspcapflag">int(@aspcapflag)</map>
       </rowmaker>
     </make>
   </data>

@@ -1,0 +1,540 @@
+"""Survey-scale catalogs: a TAP table, paged by a key, annotated, written as Parquet parts.
+
+A whole survey table (APOGEE DR17 allStar, 733,901 rows; LAMOST DR5, millions)
+does not fit one synchronous TAP query, and a network fault an hour in must not
+lose the hour. `build_catalog` therefore
+
+1. pages the table by a stable key (keyset pagination:
+   ``SELECT TOP n ... WHERE key > last ORDER BY key``), fetching every row that
+   shares the key a full page ends on with one more query, so that rows sharing
+   a key across a page boundary are neither lost nor repeated;
+2. annotates each page with `~stellar_ml_ages.add_mass_age` (locally, or on a
+   Dask cluster);
+3. writes each page as one Parquet part (``part-000000.parquet``, ...), by a
+   temporary file and a rename, and then records it in ``manifest.json``:
+   the query, the service, the model (name, version, sha256s), the package
+   version, the pages done with their first and last keys, rows, checksums and
+   flag counts.
+
+Rerunning the same call continues after the last recorded page; the parts come
+out byte for byte as an uninterrupted run writes them. A changed query, model or
+page size refuses to resume unless ``restart=True``.
+"""
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.table import vstack
+
+from . import __version__
+from .diagnostics import RunSummary, count_reasons
+from .exceptions import CatalogError
+from .registry import get_model
+from .vo.adql import quote_identifier
+from .vo.catalogs import CATALOGS
+from .vo.tap import run_query
+
+__all__ = ["PRESETS", "CatalogQuery", "CatalogSummary", "build_catalog", "read_manifest"]
+
+MANIFEST = "manifest.json"
+_MANIFEST_FORMAT = 1
+
+#: Named surveys: a catalog of `stellar_ml_ages.vo.catalogs` and its paging key.
+#: ``RAJ2000`` is a verified column of the DD-Payne table (ties are handled); LAMOST
+#: DR5 LASP has a unique ``ObsID``.
+PRESETS = {
+    "lamost-dd-payne": {"catalog": "lamost", "key": "RAJ2000"},
+    "lamost-lasp": {"catalog": "lasp", "key": "ObsID"},
+}
+
+
+@dataclass(frozen=True)
+class CatalogQuery:
+    """What to page through: a TAP service, a table, its key, columns and condition.
+
+    Parameters
+    ----------
+    service : str
+        TAP base URL.
+    table : str
+        ADQL table name (quoted if it needs to be, e.g. ``'"V/164/stellar5"'``).
+    key : str
+        A column with no nulls that orders the rows (unique or not).
+    columns : tuple of str, or "*"
+    where : str, optional
+        ADQL condition, e.g. a region or a quality cut.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.catalog import CatalogQuery
+    >>> query = CatalogQuery("http://127.0.0.1:8080/tap", "s.t", "k", ("k", "teff"), "logg < 3")
+    >>> print(query.page_query(1200, 1000))
+    SELECT TOP 1000 k, teff FROM s.t WHERE (logg < 3) AND k > 1200 ORDER BY k
+    >>> print(query.tie_query(1500))
+    SELECT k, teff FROM s.t WHERE (logg < 3) AND k = 1500
+    """
+
+    service: str
+    table: str
+    key: str
+    columns: tuple | str = "*"
+    where: str | None = None
+
+    def _select(self):
+        if self.columns == "*":
+            return "*"
+        names = list(self.columns)
+        if self.key not in names:
+            names.insert(0, self.key)
+        return ", ".join(quote_identifier(name) for name in names)
+
+    def _conditions(self, *more):
+        parts = [f"({self.where})"] if self.where else []
+        return " WHERE " + " AND ".join(parts + list(more)) if parts or more else ""
+
+    def page_query(self, after, page_rows):
+        """The next page: at most ``page_rows`` rows with key above ``after``."""
+        key = quote_identifier(self.key)
+        more = [] if after is None else [f"{key} > {_literal(after)}"]
+        return (f"SELECT TOP {int(page_rows)} {self._select()} FROM {self.table}"
+                f"{self._conditions(*more)} ORDER BY {key}")
+
+    def tie_query(self, value):
+        """Every row whose key equals ``value``."""
+        key = quote_identifier(self.key)
+        return (f"SELECT {self._select()} FROM {self.table}"
+                f"{self._conditions(f'{key} = {_literal(value)}')}")
+
+    def count_query(self, null_keys=False):
+        """``COUNT(*)`` of the rows, or of those without a key."""
+        more = [f"{quote_identifier(self.key)} IS NULL"] if null_keys else []
+        return f"SELECT COUNT(*) AS n FROM {self.table}{self._conditions(*more)}"
+
+    def as_dict(self):
+        return {"service": self.service, "table": self.table, "key": self.key,
+                "columns": self.columns if self.columns == "*" else list(self.columns),
+                "where": self.where}
+
+
+def _literal(value):
+    """An ADQL literal that compares exactly equal to the key value it came from."""
+    if isinstance(value, str | bytes | np.str_ | np.bytes_):
+        text = value.decode() if isinstance(value, bytes | np.bytes_) else str(value)
+        return "'" + text.replace("'", "''") + "'"
+    if isinstance(value, bool | np.bool_):
+        raise CatalogError(f"a boolean key ({value!r}) cannot order rows; choose another key")
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    number = float(value)
+    if not np.isfinite(number):
+        raise CatalogError(f"key value {value!r} is not finite; choose a key without NaN")
+    # repr of a double is the shortest decimal that reads back as the same double.
+    return repr(number)
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        value = value.decode()
+    return value
+
+
+@dataclass
+class CatalogSummary:
+    """What `build_catalog` did.
+
+    Attributes
+    ----------
+    directory : str
+    n_rows, n_pages : int
+        In the whole catalog (pages done before a resume included).
+    n_predicted : int
+        Rows with a prediction.
+    reasons : dict
+        Rows without prediction per `~stellar_ml_ages.MassAgeFlag` bit.
+    resumed_pages : int
+        Pages found done in the manifest when the call started.
+    seconds, tap_seconds, annotate_seconds, write_seconds : float
+        Wall time of this call, and the parts spent fetching, annotating, writing.
+    """
+
+    directory: str
+    n_rows: int = 0
+    n_pages: int = 0
+    n_predicted: int = 0
+    reasons: dict = field(default_factory=dict)
+    resumed_pages: int = 0
+    seconds: float = 0.0
+    tap_seconds: float = 0.0
+    annotate_seconds: float = 0.0
+    write_seconds: float = 0.0
+
+    def text(self):
+        reasons = ", ".join(f"{n} {name}" for name, n in self.reasons.items()) or "none"
+        rate = self.n_rows / self.seconds if self.seconds and not self.resumed_pages else None
+        return (f"{self.directory}: {self.n_rows} rows in {self.n_pages} parts, "
+                f"{self.n_predicted} with predictions; no prediction: {reasons}"
+                + (f"; {rate:,.0f} rows/s" if rate else "")
+                + (f" (resumed after {self.resumed_pages} pages)" if self.resumed_pages else ""))
+
+
+def read_manifest(directory):
+    """The manifest of a catalog directory, or None when it has none.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.catalog import read_manifest
+    >>> read_manifest("no/such/catalog") is None
+    True
+    """
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CatalogError(f"{str(path)!r} is not a readable manifest: {error}") from None
+    if manifest.get("format") != _MANIFEST_FORMAT:
+        raise CatalogError(f"{str(path)!r} has manifest format {manifest.get('format')!r}; "
+                           f"this stellar_ml_ages writes format {_MANIFEST_FORMAT}")
+    return manifest
+
+
+def _write_json(path, content):
+    temporary = path.with_name(f".{path.name}.part")
+    temporary.write_text(json.dumps(content, indent=1) + "\n")
+    os.replace(temporary, path)
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _settings(query, model, page_rows, options):
+    card = model.card
+    return {
+        "query": query.as_dict(),
+        "page_rows": int(page_rows),
+        "model": {"name": model.name, "version": card.get("model_version", ""),
+                  "arrays_sha256": card.get("arrays", {}).get("sha256", ""),
+                  "card_sha256": card.get("card_sha256", "")},
+        "annotate_options": {key: _jsonable(value) for key, value in sorted(options.items())},
+    }
+
+
+def _differences(old, new, prefix=""):
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            found.append(f"{prefix}{key} was {a!r}, now {b!r}")
+    return found
+
+
+def _plain_strings(page):
+    """VOTable text comes as object arrays; Parquet (through astropy) needs numpy strings."""
+    for name in page.colnames:
+        column = page[name]
+        if column.dtype.kind == "O" and column.ndim == 1:
+            values = [value.decode() if isinstance(value, bytes) else value
+                      for value in np.ma.getdata(column)]
+            if all(isinstance(value, str) for value in values):
+                mask = np.ma.getmaskarray(column)
+                page[name] = np.ma.MaskedArray(np.array(values, dtype=str), mask=mask) \
+                    if mask.any() else np.array(values, dtype=str)
+    return page
+
+
+def _sorted_ties(page, key):
+    """Rows in key order, and within a key in a fixed order (the service's is not)."""
+    keys = np.asarray(page[key])
+    if len(keys) < 2 or not np.any(keys[1:] == keys[:-1]):
+        return page
+    rows = [tuple(str(page[name][i]) for name in page.colnames) for i in range(len(page))]
+    order = sorted(range(len(page)), key=lambda i: (keys[i], rows[i]))
+    return page[order]
+
+
+def _pages(query, page_rows, after, timings):
+    """(page, first key, last key) after key value ``after``: every row once, in key order."""
+    while True:
+        started = time.perf_counter()
+        page = run_query(query.service, query.page_query(after, page_rows),
+                         maxrec=page_rows + 1)
+        if len(page) == 0:
+            timings["tap"] += time.perf_counter() - started
+            return
+        if len(page) >= page_rows:
+            last = _jsonable(page[query.key][-1])
+            head = page[np.asarray(page[query.key]) != page[query.key][-1]]
+            # Every row sharing the key the page ends on, however many: none is cut off
+            # by TOP, none comes again on the next page (which starts above it).
+            ties = run_query(query.service, query.tie_query(last))
+            page = vstack([head, ties], metadata_conflicts="silent") if len(head) else ties
+        else:
+            last = None
+        page = _sorted_ties(_plain_strings(page), query.key)
+        page.meta.pop("QUERY", None)  # one per page and per tie: provenance is the manifest
+        timings["tap"] += time.perf_counter() - started
+        yield page, _jsonable(page[query.key][0]), _jsonable(page[query.key][-1])
+        if last is None:
+            return
+        after = last
+
+
+def build_catalog(directory, query=None, *, preset=None, model="giants", page_rows=100_000,
+                  restart=False, dask=None, progress=False, **annotate_options):
+    """Page a TAP table, annotate every page, write Parquet parts and a manifest.
+
+    Parameters
+    ----------
+    directory : path-like
+        Output directory: ``part-NNNNNN.parquet`` files and ``manifest.json``.
+    query : `CatalogQuery`, optional
+        Service, table, key, columns and condition. Or ``preset``:
+    preset : str, optional
+        A name of `PRESETS` (e.g. ``"lamost-dd-payne"``), from the verified VO
+        defaults; ``query`` then may only narrow it (``where``).
+    model : str or `~stellar_ml_ages.model.MassAgeModel`
+    page_rows : int
+        Rows per TAP query and per part; memory grows with it, not with the table.
+    restart : bool
+        Start over (deleting the parts) when the directory holds a catalog built
+        with another query, model or page size; without it such a call refuses.
+    dask : str or ``distributed.Client``, optional
+        Annotate the pages on this Dask cluster (scheduler address or client)
+        while the next pages are fetched; the output is the same.
+    progress : bool
+        A progress bar with rows/s and ETA (the row count is asked first).
+    **annotate_options
+        Passed to `~stellar_ml_ages.add_mass_age` (``prefix``, ``allow_extrapolation``,
+        ``propagate_errors``, ``survey_flags``, ...).
+
+    Returns
+    -------
+    CatalogSummary
+
+    Raises
+    ------
+    CatalogError
+        The directory holds another catalog (without ``restart``), a part does not
+        match its recorded checksum, or the key has nulls.
+    TAPServiceError, TAPTimeoutError, TAPQueryError
+        From the service; the pages written so far stay, and the next call resumes.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.catalog import CatalogQuery, build_catalog
+    >>> query = CatalogQuery("http://127.0.0.1:8080/tap", "smatest.survey", "obs_key")
+    >>> summary = build_catalog("survey_catalog", query,
+    ...                         page_rows=50_000)  # doctest: +SKIP
+    >>> import pandas as pd                        # doctest: +SKIP
+    >>> stars = pd.read_parquet("survey_catalog")  # every part, one frame  # doctest: +SKIP
+    """
+    query = _resolve_query(query, preset)
+    if isinstance(page_rows, bool) or not isinstance(page_rows, int | np.integer) \
+            or page_rows < 2:
+        raise ValueError(f"page_rows must be an integer of at least 2, got {page_rows!r}")
+    model = get_model(model)
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    settings = _settings(query, model, page_rows, annotate_options)
+    manifest = _resume(directory, settings, restart)
+    summary = CatalogSummary(str(directory), resumed_pages=len(manifest["pages"]))
+    for page in manifest["pages"]:
+        summary.n_rows += page["rows"]
+        summary.n_predicted += page["predicted"]
+        for name, n in page["reasons"].items():
+            summary.reasons[name] = summary.reasons.get(name, 0) + n
+    summary.n_pages = len(manifest["pages"])
+    if manifest["complete"]:
+        return summary
+
+    null_keys = int(run_query(query.service, query.count_query(null_keys=True))["n"][0])
+    if null_keys:
+        raise CatalogError(f"{null_keys} rows of {query.table} have no {query.key}: keyset "
+                           "paging would never reach them; choose a key without nulls")
+    started = time.perf_counter()
+    timings = {"tap": 0.0, "annotate": 0.0, "write": 0.0}
+    after = manifest["pages"][-1]["last_key"] if manifest["pages"] else None
+    bar = _progress_bar(query, summary.n_rows) if progress else None
+    run = RunSummary(model)
+    annotate = _local_annotator(model, annotate_options, run) if dask is None else \
+        _dask_annotator(dask, model, annotate_options)
+    try:
+        for annotated, first_key, last_key in annotate(_pages(query, page_rows, after,
+                                                              timings), timings):
+            t0 = time.perf_counter()
+            _write_part(directory, manifest, annotated, first_key, last_key, annotate_options)
+            timings["write"] += time.perf_counter() - t0
+            page = manifest["pages"][-1]
+            summary.n_rows += page["rows"]
+            summary.n_predicted += page["predicted"]
+            summary.n_pages += 1
+            for name, n in page["reasons"].items():
+                summary.reasons[name] = summary.reasons.get(name, 0) + n
+            if bar is not None:
+                bar.update(page["rows"])
+        manifest["complete"] = True
+        manifest["finished"] = _now()
+        manifest["summary"] = {"rows": summary.n_rows, "predicted": summary.n_predicted,
+                               "reasons": summary.reasons}
+        _write_json(directory / MANIFEST, manifest)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary.seconds = time.perf_counter() - started
+    summary.tap_seconds = timings["tap"]
+    summary.annotate_seconds = timings["annotate"]
+    summary.write_seconds = timings["write"]
+    if dask is None:
+        run.warn(stacklevel=2)
+    return summary
+
+
+def _resolve_query(query, preset):
+    if preset is None:
+        if query is None:
+            raise ValueError("give a CatalogQuery or a preset name")
+        return query
+    if preset not in PRESETS:
+        raise CatalogError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    catalog = CATALOGS[PRESETS[preset]["catalog"]]
+    from .vo.fetch import _choose_columns
+
+    columns = tuple(_choose_columns(catalog, catalog.columns)) if catalog.columns != "*" \
+        else "*"
+    return CatalogQuery(catalog.url, catalog.table, PRESETS[preset]["key"], columns,
+                        None if query is None else query.where)
+
+
+def _now():
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def _resume(directory, settings, restart):
+    manifest = read_manifest(directory)
+    if manifest is not None:
+        recorded = {key: manifest.get(key) for key in settings}
+        changed = _differences(recorded, settings)
+        if changed and not restart:
+            raise CatalogError(
+                f"{str(directory)!r} holds a catalog built differently ("
+                + "; ".join(changed) + "): pass restart=True (--restart) to delete its parts "
+                "and start over, or choose another directory")
+        if not changed:
+            for page in manifest["pages"]:
+                part = directory / page["part"]
+                if not part.is_file() or _sha256(part) != page["sha256"]:
+                    raise CatalogError(f"part {str(part)!r} is missing or differs from the "
+                                       "manifest; pass restart=True (--restart) to rebuild")
+            _remove_orphans(directory, {page["part"] for page in manifest["pages"]})
+            return manifest
+    if restart or manifest is None:
+        _remove_orphans(directory, set())
+    return {"format": _MANIFEST_FORMAT, "package_version": __version__, **settings,
+            "pages": [], "complete": False, "started": _now(), "finished": None}
+
+
+def _remove_orphans(directory, keep):
+    for part in directory.glob("part-*.parquet"):
+        if part.name not in keep:
+            part.unlink()
+
+
+def _write_part(directory, manifest, annotated, first_key, last_key, options):
+    index = len(manifest["pages"])
+    name = f"part-{index:06d}.parquet"
+    temporary = directory / f".{name}.part"
+    flag_name = f"{options.get('prefix', '')}mass_age_flag{options.get('suffix', '')}"
+    flags = np.asarray(annotated[flag_name])
+    reasons = count_reasons(flags)
+    predicted = int(np.count_nonzero(~np.ma.getmaskarray(annotated[
+        f"{options.get('prefix', '')}mass{options.get('suffix', '')}"])))
+    annotated.write(temporary, format="parquet", overwrite=True)
+    os.replace(temporary, directory / name)
+    manifest["pages"].append({"part": name, "rows": len(annotated),
+                              "first_key": _jsonable(first_key),
+                              "last_key": _jsonable(last_key),
+                              "sha256": _sha256(directory / name), "predicted": predicted,
+                              "reasons": reasons})
+    _write_json(directory / MANIFEST, manifest)
+
+
+def _local_annotator(model, options, run):
+    from .annotate import _annotate_call
+
+    def annotate(pages, timings):
+        for page, first_key, last_key in pages:
+            t0 = time.perf_counter()
+            annotated = _annotate_call(page, model, summary=run, check_source=run.n_rows == 0,
+                                       row_offset=run.n_rows, **options).table
+            timings["annotate"] += time.perf_counter() - t0
+            yield annotated, first_key, last_key
+
+    return annotate
+
+
+def _annotate_remote(page, shipped, options):
+    """On a Dask worker: one page, with the model its card and arrays describe."""
+    import warnings
+
+    from .annotate import _annotate_call
+    from .dataframes import _resolve
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the client counts the flags itself
+        return _annotate_call(page, _resolve(shipped), **options).table
+
+
+def _dask_annotator(dask, model, options):
+    from .dataframes import ShippedModel
+
+    def annotate(pages, timings):
+        from distributed import Client
+
+        client = dask if isinstance(dask, Client) else Client(dask)
+        try:
+            shipped = client.scatter(ShippedModel.of(model), broadcast=True, hash=True)
+            window = max(2 * len(client.scheduler_info().get("workers", {})), 2)
+            pending = []
+            # Pages are fetched while the cluster annotates the ones before; parts are
+            # written in page order, so the output is the local run's.
+            for page, first_key, last_key in pages:
+                pending.append((client.submit(_annotate_remote, page, shipped, options,
+                                              pure=False), first_key, last_key))
+                if len(pending) >= window:
+                    yield _finished(*pending.pop(0), timings)
+            while pending:
+                yield _finished(*pending.pop(0), timings)
+        finally:
+            if client is not dask:
+                with contextlib.suppress(Exception):
+                    client.close()
+
+    return annotate
+
+
+def _finished(future, first_key, last_key, timings):
+    t0 = time.perf_counter()
+    annotated = future.result()
+    timings["annotate"] += time.perf_counter() - t0  # time spent waiting for the cluster
+    return annotated, first_key, last_key
+
+
+def _progress_bar(query, done):
+    from tqdm.auto import tqdm
+
+    total = int(run_query(query.service, query.count_query())["n"][0])
+    return tqdm(total=total, initial=done, unit="row", unit_scale=True, desc=query.table)
+

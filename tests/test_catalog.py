@@ -1,0 +1,197 @@
+"""Survey-scale catalogs against the real DaCHS server (issue "Survey-scale catalogs").
+
+The mirror's ``smatest.survey`` table pages by ``obs_key``, which groups of one to
+three rows share, so page boundaries fall inside groups.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table, vstack
+
+from stellar_ml_ages import CatalogError, TAPServiceError, __version__, get_model
+from stellar_ml_ages.catalog import MANIFEST, CatalogQuery, build_catalog, read_manifest
+from stellar_ml_ages.cli import main
+from stellar_ml_ages.vo import run_query
+
+TABLE = "smatest.survey"
+COLUMNS = ("obs_key", "apogee_id", "teff", "logg", "fe_h", "alpha_m", "c_fe", "n_fe",
+           "aspcapflag")
+
+
+@pytest.fixture(scope="module")
+def survey(tap_url):
+    """The mirror's survey table: every (obs_key, apogee_id), straight from the server."""
+    rows = run_query(tap_url, f"SELECT obs_key, apogee_id FROM {TABLE}", maxrec=10**7)
+    return tap_url, rows
+
+
+def _query(tap_url, where=None):
+    return CatalogQuery(tap_url, TABLE, "obs_key", COLUMNS, where)
+
+
+def _parts(directory):
+    return [Table.read(path) for path in sorted(directory.glob("part-*.parquet"))]
+
+
+def test_exact_adql_of_the_keyset_pages():
+    query = CatalogQuery("http://127.0.0.1:1/tap", '"V/164/stellar5"', "ObsID",
+                         ("Teff", "[Fe/H]"), "snrg > 50")
+    assert query.page_query(None, 500) == (
+        'SELECT TOP 500 ObsID, Teff, "[Fe/H]" FROM "V/164/stellar5" WHERE (snrg > 50) '
+        "ORDER BY ObsID")
+    assert query.page_query(290.25, 500).endswith("AND ObsID > 290.25 ORDER BY ObsID")
+    assert query.tie_query("O'Brien").endswith("AND ObsID = 'O''Brien'")
+    # A double key's literal reads back as the same double.
+    value = np.float64(0.1) + np.float64(0.2)
+    assert float(query.tie_query(value).rsplit("= ", 1)[1]) == value
+    with pytest.raises(CatalogError, match="not finite"):
+        query.tie_query(float("nan"))
+
+
+def test_every_row_exactly_once_across_tied_page_boundaries(survey, tmp_path):
+    tap_url, truth = survey
+    keys = np.sort(np.asarray(truth["obs_key"]))
+    page_rows = 997
+    # Boundaries of fixed-size pages fall inside groups that share a key: the case
+    # plain keyset paging gets wrong.
+    assert np.any(keys[page_rows - 1::page_rows][:-1] == keys[page_rows::page_rows][:len(
+        keys[page_rows - 1::page_rows][:-1])])
+    summary = build_catalog(tmp_path, _query(tap_url), page_rows=page_rows)
+    catalog = vstack(_parts(tmp_path))
+    assert len(catalog) == len(truth) == summary.n_rows
+    ids = np.asarray(catalog["apogee_id"])
+    assert len(np.unique(ids)) == len(ids)  # no row twice
+    assert set(ids) == set(np.asarray(truth["apogee_id"]))  # no row missing
+    assert np.all(np.diff(np.asarray(catalog["obs_key"])) >= 0)  # key order kept
+    manifest = read_manifest(tmp_path)
+    assert manifest["complete"] and len(manifest["pages"]) == summary.n_pages > 20
+    # Pages end where a key ends: no key is split between two parts.
+    for before, after in zip(manifest["pages"], manifest["pages"][1:], strict=False):
+        assert before["last_key"] < after["first_key"]
+    assert "mass" in catalog.colnames and "mass_age_flag" in catalog.colnames
+    assert summary.n_predicted == int(np.sum(~np.ma.getmaskarray(catalog["mass"])))
+    assert summary.reasons.get("SURVEY_FLAGGED", 0) == int(np.sum(
+        (np.asarray(catalog["aspcapflag"]) >> 23) & 1))
+
+
+def test_resume_after_a_fault_gives_byte_identical_parts(survey, tmp_path, monkeypatch):
+    tap_url, _ = survey
+    query = _query(tap_url, "obs_key < 20000")
+    clean = tmp_path / "clean"
+    build_catalog(clean, query, page_rows=500)
+
+    from stellar_ml_ages import catalog as catalog_module
+
+    real = catalog_module.run_query
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 7:
+            raise TAPServiceError("connection reset (injected)", tap_url)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(catalog_module, "run_query", failing)
+    broken = tmp_path / "broken"
+    with pytest.raises(TAPServiceError, match="injected"):
+        build_catalog(broken, query, page_rows=500)
+    done = read_manifest(broken)
+    assert 0 < len(done["pages"]) and not done["complete"]
+    monkeypatch.setattr(catalog_module, "run_query", real)
+    summary = build_catalog(broken, query, page_rows=500)
+    assert summary.resumed_pages == len(done["pages"])
+    names = sorted(p.name for p in clean.glob("part-*.parquet"))
+    assert names == sorted(p.name for p in broken.glob("part-*.parquet"))
+    for name in names:
+        assert (clean / name).read_bytes() == (broken / name).read_bytes(), name
+    # A complete catalog is not rebuilt.
+    again = build_catalog(broken, query, page_rows=500)
+    assert again.resumed_pages == again.n_pages == summary.n_pages
+
+
+def test_a_changed_query_or_model_refuses_to_resume(survey, tmp_path):
+    tap_url, _ = survey
+    build_catalog(tmp_path, _query(tap_url, "obs_key < 3000"), page_rows=400)
+    with pytest.raises(CatalogError, match=r"query\.where was 'obs_key < 3000', now"):
+        build_catalog(tmp_path, _query(tap_url, "obs_key < 4000"), page_rows=400)
+    with pytest.raises(CatalogError, match=r"model\.name"):
+        build_catalog(tmp_path, _query(tap_url, "obs_key < 3000"), page_rows=400,
+                      model="red-clump")
+    with pytest.raises(CatalogError, match="page_rows"):
+        build_catalog(tmp_path, _query(tap_url, "obs_key < 3000"), page_rows=300)
+    summary = build_catalog(tmp_path, _query(tap_url, "obs_key < 4000"), page_rows=400,
+                            restart=True)
+    assert summary.resumed_pages == 0
+    assert read_manifest(tmp_path)["query"]["where"] == "obs_key < 4000"
+
+
+def test_a_damaged_part_is_not_resumed_over(survey, tmp_path):
+    tap_url, _ = survey
+    query = _query(tap_url, "obs_key < 3000")
+    build_catalog(tmp_path, query, page_rows=400)
+    part = sorted(tmp_path.glob("part-*.parquet"))[0]
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(CatalogError, match="differs from the manifest"):
+        build_catalog(tmp_path, query, page_rows=400)
+
+
+def test_manifest_records_provenance(survey, tmp_path):
+    tap_url, _ = survey
+    summary = build_catalog(tmp_path, _query(tap_url, "obs_key < 5000"), page_rows=600,
+                            prefix="ml_")
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    giants = get_model("giants")
+    assert manifest["query"] == {"service": tap_url, "table": TABLE, "key": "obs_key",
+                                 "columns": list(COLUMNS), "where": "obs_key < 5000"}
+    assert manifest["model"] == {"name": giants.name,
+                                 "version": giants.card["model_version"],
+                                 "arrays_sha256": giants.card["arrays"]["sha256"],
+                                 "card_sha256": giants.card["card_sha256"]}
+    assert manifest["package_version"] == __version__
+    assert manifest["annotate_options"] == {"prefix": "ml_"}
+    assert sum(page["rows"] for page in manifest["pages"]) == summary.n_rows
+    assert manifest["summary"]["rows"] == summary.n_rows
+    first = Table.read(tmp_path / manifest["pages"][0]["part"])
+    assert first.meta["MLMODEL"] == giants.name and "ml_mass" in first.colnames
+
+
+def test_a_key_with_nulls_or_a_page_of_one_is_refused(survey, tmp_path):
+    tap_url, _ = survey
+    # APOKASC-2 has stars without a seismic mass: paging by it would never reach them.
+    query = CatalogQuery(tap_url, "smatest.apokasc2", "Mcor", ("KIC", "Mcor"))
+    with pytest.raises(CatalogError, match="have no Mcor"):
+        build_catalog(tmp_path, query)
+    with pytest.raises(ValueError, match="page_rows"):
+        build_catalog(tmp_path, _query(tap_url), page_rows=1)
+
+
+def test_the_command_line_builds_and_resumes(survey, tmp_path, capsys):
+    tap_url, _ = survey
+    arguments = ["catalog", str(tmp_path), "--service", tap_url, "--table", TABLE,
+                 "--key", "obs_key", "--columns", ",".join(COLUMNS), "--where",
+                 "obs_key < 4000", "--page-rows", "500", "--no-progress"]
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "parts" in out and "with predictions" in out
+    assert main(arguments) == 0
+    assert "resumed after" in capsys.readouterr().out
+    assert main([*arguments[:-5], "--where", "obs_key < 10", "--page-rows", "500"]) == 1
+    assert "--restart" in capsys.readouterr().err
+
+
+def test_dask_annotation_writes_the_same_parts(survey, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    tap_url, _ = survey
+    query = _query(tap_url, "obs_key < 6000")
+    build_catalog(tmp_path / "local", query, page_rows=700)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        build_catalog(tmp_path / "dask", query, page_rows=700, dask=client)
+    names = sorted(p.name for p in (tmp_path / "local").glob("part-*.parquet"))
+    assert names and names == sorted(p.name for p in (tmp_path / "dask").glob("part-*"))
+    for name in names:
+        assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
