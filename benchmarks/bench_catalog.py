@@ -51,6 +51,8 @@ else:
     t1 = time.perf_counter()
     annotated = add_mass_age(stars, model="giants")
     t2 = time.perf_counter()
+    from stellar_ml_ages.catalog import _plain_strings  # VOTable text -> Parquet text
+    _plain_strings(annotated)
     annotated.write(out + "/all.parquet", overwrite=True)
     result = {"rows": len(stars), "tap": t1 - t0, "annotate": t2 - t1,
               "write": time.perf_counter() - t2}

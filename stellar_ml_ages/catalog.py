@@ -256,12 +256,26 @@ def _plain_strings(page):
 
 
 def _sorted_ties(page, key):
-    """Rows in key order, and within a key in a fixed order (the service's is not)."""
+    """Rows in key order, and within a key in a fixed order (the service's is not).
+
+    Rows sharing a key are ordered by their other columns' values (vectorised:
+    ``numpy.lexsort``), so that a resumed build writes the bytes of an
+    uninterrupted one.
+    """
     keys = np.asarray(page[key])
     if len(keys) < 2 or not np.any(keys[1:] == keys[:-1]):
         return page
-    rows = [tuple(str(page[name][i]) for name in page.colnames) for i in range(len(page))]
-    order = sorted(range(len(page)), key=lambda i: (keys[i], rows[i]))
+    columns = []
+    for name in reversed(page.colnames):
+        column = page[name]
+        if name == key or column.ndim != 1:
+            continue
+        values = np.ma.getdata(column)
+        if values.dtype.kind == "O":
+            values = values.astype(str)
+        # Masked entries sort by a flag first, then by whatever value they hold.
+        columns += [values, np.ma.getmaskarray(column)]
+    order = np.lexsort([*columns, keys])
     return page[order]
 
 
@@ -303,7 +317,7 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     query : `CatalogQuery`, optional
         Service, table, key, columns and condition. Or ``preset``:
     preset : str, optional
-        A name of `PRESETS` (e.g. ``"lamost-dd-payne"``), from the verified VO
+        A name of ``PRESETS`` (e.g. ``"lamost-dd-payne"``), from the verified VO
         defaults; ``query`` then may only narrow it (``where``).
     model : str or `~stellar_ml_ages.model.MassAgeModel`
     page_rows : int
