@@ -558,7 +558,11 @@ def main(argv=None):
         print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
-        print("stellar-ml-ages: interrupted; no output was written", file=sys.stderr)
+        if args.command == "catalog":
+            print("stellar-ml-ages: interrupted; the parts written so far are kept: run the "
+                  "same command again to resume", file=sys.stderr)
+        else:
+            print("stellar-ml-ages: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 

@@ -103,60 +103,74 @@ def _open_raw(path, what):
     return open(path, "rb")
 
 
-def _content_size(path):
-    """Bytes of the file's content: its size, or for gzip its decompressed size.
+def _decompressed_copy(path):
+    """A plain temporary copy of a gzip file, decompressed in blocks (CRC checked).
 
-    A gzip file is decompressed once, in blocks, to check it (CRC and length)
-    before astropy reads its headers: astropy's FITS reader can exhaust memory on
-    a damaged deflate stream (found by fuzzing).
+    astropy's FITS reader can exhaust memory on a gzip file whose header is
+    damaged (found by fuzzing); the plain reader cannot, and it seeks freely.
     """
-    if _compression(path) != "gzip":
-        return os.path.getsize(path)
     import gzip
+    import shutil
     import zlib
 
-    total = 0
+    handle, copy = tempfile.mkstemp(prefix="stellar_ml_ages-", suffix=".fits")
     try:
-        with gzip.open(path, "rb") as handle:
-            while block := handle.read(1 << 20):
-                total += len(block)
+        with os.fdopen(handle, "wb") as target, gzip.open(path, "rb") as source:
+            shutil.copyfileobj(source, target, 1 << 20)
     except (OSError, EOFError, zlib.error) as error:
+        Path(copy).unlink(missing_ok=True)
         raise StreamingError(f"{str(path)!r} is a damaged gzip file: {error}") from None
-    return total
+    except BaseException:
+        Path(copy).unlink(missing_ok=True)
+        raise
+    return copy
 
 
 def _fits_blocks(path, rows):
     # Test the bytes, not the name: a gzip file called x.fits used to be read as
     # table data (compressed bytes as values).
-    _open_raw(path, "FITS").close()
-    content_size = _content_size(path)
+    kind = _compression(path)
+    _open_raw(path, "FITS").close()  # refuses the other compressions by name
+    if kind != "gzip":
+        yield from _plain_fits_blocks(path, rows, path)
+        return
+    copy = _decompressed_copy(path)
+    try:
+        yield from _plain_fits_blocks(copy, rows, path)
+    finally:
+        Path(copy).unlink(missing_ok=True)
+
+
+def _plain_fits_blocks(path, rows, shown):
+    """Blocks of an uncompressed FITS file; messages name ``shown`` (the user's file)."""
+    content_size = os.path.getsize(path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", AstropyUserWarning)
         with fits.open(path) as hdul:
             index = next((i for i, hdu in enumerate(hdul)
                           if isinstance(hdu, fits.BinTableHDU | fits.TableHDU)), None)
             if index is None:
-                raise StreamingError(f"{str(path)!r} has no table HDU")
+                raise StreamingError(f"{str(shown)!r} has no table HDU")
             header = hdul[index].header.copy()
             data_start = hdul.fileinfo(index)["datLoc"]
     for warning in caught:
         if "truncated" in str(warning.message):
-            raise StreamingError(f"{str(path)!r} is truncated: {warning.message}")
+            raise StreamingError(f"{str(shown)!r} is truncated: {warning.message}")
         warnings.warn(warning.message, warning.category, stacklevel=2)
     if header.get("PCOUNT", 0):
-        raise StreamingError(f"{str(path)!r} has variable-length array columns; "
+        raise StreamingError(f"{str(shown)!r} has variable-length array columns; "
                              "annotate it in memory (--in-memory)")
     n_rows, row_bytes = header["NAXIS2"], header["NAXIS1"]
     if not (isinstance(n_rows, int) and isinstance(row_bytes, int)
             and n_rows >= 0 and row_bytes > 0):
-        raise StreamingError(f"{str(path)!r}: a table HDU with NAXIS1={row_bytes!r}, "
+        raise StreamingError(f"{str(shown)!r}: a table HDU with NAXIS1={row_bytes!r}, "
                              f"NAXIS2={n_rows!r} cannot be read")
     if content_size < data_start + n_rows * row_bytes:
-        raise StreamingError(f"{str(path)!r} is truncated: its header gives {n_rows} rows of "
+        raise StreamingError(f"{str(shown)!r} is truncated: its header gives {n_rows} rows of "
                              f"{row_bytes} bytes, more than the file holds")
     yield n_rows
     primary = fits.PrimaryHDU().header.tostring().encode("ascii")
-    with _open_raw(path, "FITS") as handle:
+    with open(path, "rb") as handle:
         for start in range(0, n_rows, rows) if n_rows else [0]:
             # A small FITS file in memory: this block's rows, byte for byte, under
             # the table's header. astropy's reader then applies units, TNULL and
@@ -168,7 +182,7 @@ def _fits_blocks(path, rows):
                 # A header that promises more rows than the file holds (a truncated
                 # download, or a damaged NAXIS2): refuse instead of inventing rows.
                 raise StreamingError(
-                    f"{str(path)!r} is truncated: its header gives {n_rows} rows, but the "
+                    f"{str(shown)!r} is truncated: its header gives {n_rows} rows, but the "
                     f"data end within row {start + len(raw) // max(row_bytes, 1)}")
             header["NAXIS2"] = count
             block = primary + header.tostring().encode("ascii") + raw + b"\0" * (-len(raw) % 2880)
