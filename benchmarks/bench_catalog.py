@@ -87,7 +87,7 @@ def run_child(mode, args, out, kill_at=None):
 
 def _pages_done(directory):
     try:
-        return len(json.loads((Path(directory) / "manifest.json").read_text())["pages"])
+        return len(json.loads((Path(directory) / "_manifest.json").read_text())["pages"])
     except (OSError, ValueError, KeyError):
         return 0
 
@@ -114,7 +114,7 @@ def main(argv=None):
         run_child("catalog", args, scratch / "resumed", kill_at=half)
         killed_at = _pages_done(scratch / "resumed")
         rows_before = sum(page["rows"] for page in json.loads(
-            (scratch / "resumed" / "manifest.json").read_text())["pages"])
+            (scratch / "resumed" / "_manifest.json").read_text())["pages"])
         resume, resume_peak = run_child("catalog", args, scratch / "resumed")
         identical = all(
             (scratch / "catalog" / part.name).read_bytes() == part.read_bytes()

@@ -11,7 +11,7 @@ lose the hour. `build_catalog` therefore
 2. annotates each page with `~stellar_ml_ages.add_mass_age` (locally, or on a
    Dask cluster);
 3. writes each page as one Parquet part (``part-000000.parquet``, ...), by a
-   temporary file and a rename, and then records it in ``manifest.json``:
+   temporary file and a rename, and then records it in ``_manifest.json``:
    the query, the service, the model (name, version, sha256s), the package
    version, the pages done with their first and last keys, rows, checksums and
    flag counts.
@@ -26,12 +26,13 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from astropy.table import vstack
+from astropy.table import Column, vstack
 
 from . import __version__
 from .diagnostics import RunSummary, count_reasons
@@ -43,15 +44,17 @@ from .vo.tap import run_query
 
 __all__ = ["PRESETS", "CatalogQuery", "CatalogSummary", "build_catalog", "read_manifest"]
 
-MANIFEST = "manifest.json"
+#: Named with a leading underscore so that Parquet dataset readers (pandas, Dask,
+#: pyarrow) skip it when reading the directory.
+MANIFEST = "_manifest.json"
+_PART = re.compile(r"^part-\d{6}\.parquet$")
 _MANIFEST_FORMAT = 1
 
 #: Named surveys: a catalog of `stellar_ml_ages.vo.catalogs` and its paging key.
-#: ``RAJ2000`` is a verified column of the DD-Payne table (ties are handled); LAMOST
-#: DR5 LASP has a unique ``ObsID``.
+#: ``RAJ2000`` is a verified column of the DD-Payne table (ties are handled). (LASP
+#: has only Teff, log g and [Fe/H], which no model runs on alone: no preset.)
 PRESETS = {
     "lamost-dd-payne": {"catalog": "lamost", "key": "RAJ2000"},
-    "lamost-lasp": {"catalog": "lasp", "key": "ObsID"},
 }
 
 
@@ -219,8 +222,16 @@ def _sha256(path):
 
 
 def _settings(query, model, page_rows, options):
+    from .config import conf
+
     card = model.card
+    extra = {}
+    if options.get("propagate_errors"):
+        # Monte Carlo draws are seeded per block of conf.chunk_size rows.
+        extra["chunk_size"] = int(conf.chunk_size)
     return {
+        "package_version": __version__,
+        **extra,
         "query": query.as_dict(),
         "page_rows": int(page_rows),
         "model": {"name": model.name, "version": card.get("model_version", ""),
@@ -300,7 +311,10 @@ def _pages(query, page_rows, after, timings):
         page = _sorted_ties(_plain_strings(page), query.key)
         page.meta.pop("QUERY", None)  # one per page and per tie: provenance is the manifest
         timings["tap"] += time.perf_counter() - started
-        yield page, _jsonable(page[query.key][0]), _jsonable(page[query.key][-1])
+        # The key the next page starts after is the server's (its collation decides
+        # the order of text keys, not numpy's).
+        yield page, _jsonable(page[query.key][0]), (
+            last if last is not None else _jsonable(page[query.key][-1]))
         if last is None:
             return
         after = last
@@ -313,7 +327,7 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     Parameters
     ----------
     directory : path-like
-        Output directory: ``part-NNNNNN.parquet`` files and ``manifest.json``.
+        Output directory: ``part-NNNNNN.parquet`` files and ``_manifest.json``.
     query : `CatalogQuery`, optional
         Service, table, key, columns and condition. Or ``preset``:
     preset : str, optional
@@ -383,8 +397,8 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     after = manifest["pages"][-1]["last_key"] if manifest["pages"] else None
     bar = _progress_bar(query, summary.n_rows) if progress else None
     run = RunSummary(model)
-    annotate = _local_annotator(model, annotate_options, run) if dask is None else \
-        _dask_annotator(dask, model, annotate_options)
+    annotate = _local_annotator(model, annotate_options, run, summary.n_rows) \
+        if dask is None else _dask_annotator(dask, model, annotate_options)
     try:
         for annotated, first_key, last_key in annotate(_pages(query, page_rows, after,
                                                               timings), timings):
@@ -436,34 +450,80 @@ def _now():
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
+def _fresh(directory, settings):
+    _remove_orphans(directory, set())
+    manifest = {"format": _MANIFEST_FORMAT, **settings,
+                "pages": [], "complete": False, "started": _now(), "finished": None}
+    _write_json(directory / MANIFEST, manifest)  # at once: a crash now leaves a clean start
+    return manifest
+
+
 def _resume(directory, settings, restart):
     manifest = read_manifest(directory)
-    if manifest is not None:
-        recorded = {key: manifest.get(key) for key in settings}
-        changed = _differences(recorded, settings)
-        if changed and not restart:
+    if manifest is None:
+        foreign = [p.name for p in directory.iterdir()
+                   if not (_PART.match(p.name) or p.name.startswith("."))]
+        if foreign or any(_PART.match(p.name) for p in directory.iterdir()):
             raise CatalogError(
-                f"{str(directory)!r} holds a catalog built differently ("
-                + "; ".join(changed) + "): pass restart=True (--restart) to delete its parts "
-                "and start over, or choose another directory")
-        if not changed:
-            for page in manifest["pages"]:
-                part = directory / page["part"]
-                if not part.is_file() or _sha256(part) != page["sha256"]:
-                    raise CatalogError(f"part {str(part)!r} is missing or differs from the "
-                                       "manifest; pass restart=True (--restart) to rebuild")
-            _remove_orphans(directory, {page["part"] for page in manifest["pages"]})
-            return manifest
-    if restart or manifest is None:
-        _remove_orphans(directory, set())
-    return {"format": _MANIFEST_FORMAT, "package_version": __version__, **settings,
-            "pages": [], "complete": False, "started": _now(), "finished": None}
+                f"{str(directory)!r} is not empty and holds no catalog manifest ("
+                + ", ".join(sorted(p.name for p in directory.iterdir())[:5])
+                + "): choose an empty or new directory")
+        return _fresh(directory, settings)
+    recorded = {key: manifest.get(key) for key in settings}
+    changed = _differences(recorded, settings)
+    if restart:
+        return _fresh(directory, settings)
+    if changed:
+        raise CatalogError(
+            f"{str(directory)!r} holds a catalog built differently ("
+            + "; ".join(changed) + "): pass restart=True (--restart) to delete its parts "
+            "and start over, or choose another directory")
+    for page in manifest["pages"]:
+        part = directory / page["part"]
+        if not part.is_file() or _sha256(part) != page["sha256"]:
+            raise CatalogError(f"part {str(part)!r} is missing or differs from the "
+                               "manifest; pass restart=True (--restart) to rebuild")
+    _remove_orphans(directory, {page["part"] for page in manifest["pages"]})
+    return manifest
 
 
 def _remove_orphans(directory, keep):
-    for part in directory.glob("part-*.parquet"):
-        if part.name not in keep:
-            part.unlink()
+    """Parts (and temporaries) this package wrote that the manifest does not list."""
+    for path in directory.iterdir():
+        ours = _PART.match(path.name) or (path.name.startswith(".part-")
+                                           and path.name.endswith(".part"))
+        if ours and path.name not in keep:
+            path.unlink()
+
+
+def _for_parquet(table):
+    """Missing values as NaN (floats) or "" (text) instead of astropy's ``.mask`` columns.
+
+    astropy writes a ``<name>.mask`` column only into parts that have masked
+    values, and stores 0 under a masked prediction; a dataset reader (pandas,
+    Dask) takes its schema from the first part and would show those zeros.
+    Integer columns with missing values keep their mask (and ``.mask`` column).
+    """
+    for name in table.colnames:
+        column = table[name]
+        if not hasattr(column, "mask") or column.ndim != 1:
+            continue
+        mask = np.ma.getmaskarray(column)
+        kind = column.dtype.kind
+        if kind == "f":
+            values = np.array(np.ma.getdata(column), dtype=column.dtype)
+            values[mask] = np.nan
+        elif kind in "US" or not mask.any():
+            values = np.ma.getdata(column).copy()
+            if kind in "US":
+                values[mask] = ""
+        else:
+            continue
+        info = column.info
+        plain = Column(values, name=name, unit=column.unit, description=info.description,
+                       format=info.format, meta=info.meta)
+        table.replace_column(name, plain)
+    return table
 
 
 def _write_part(directory, manifest, annotated, first_key, last_key, options):
@@ -472,10 +532,11 @@ def _write_part(directory, manifest, annotated, first_key, last_key, options):
     temporary = directory / f".{name}.part"
     flag_name = f"{options.get('prefix', '')}mass_age_flag{options.get('suffix', '')}"
     flags = np.asarray(annotated[flag_name])
-    reasons = count_reasons(flags)
-    predicted = int(np.count_nonzero(~np.ma.getmaskarray(annotated[
-        f"{options.get('prefix', '')}mass{options.get('suffix', '')}"])))
-    annotated.write(temporary, format="parquet", overwrite=True)
+    withheld = np.ma.getmaskarray(annotated[
+        f"{options.get('prefix', '')}mass{options.get('suffix', '')}"])
+    reasons = count_reasons(flags[withheld])
+    predicted = int(np.count_nonzero(~withheld))
+    _for_parquet(annotated).write(temporary, format="parquet", overwrite=True)
     os.replace(temporary, directory / name)
     manifest["pages"].append({"part": name, "rows": len(annotated),
                               "first_key": _jsonable(first_key),
@@ -485,14 +546,14 @@ def _write_part(directory, manifest, annotated, first_key, last_key, options):
     _write_json(directory / MANIFEST, manifest)
 
 
-def _local_annotator(model, options, run):
+def _local_annotator(model, options, run, rows_before=0):
     from .annotate import _annotate_call
 
     def annotate(pages, timings):
         for page, first_key, last_key in pages:
             t0 = time.perf_counter()
             annotated = _annotate_call(page, model, summary=run, check_source=run.n_rows == 0,
-                                       row_offset=run.n_rows, **options).table
+                                       row_offset=rows_before + run.n_rows, **options).table
             timings["annotate"] += time.perf_counter() - t0
             yield annotated, first_key, last_key
 
@@ -501,14 +562,12 @@ def _local_annotator(model, options, run):
 
 def _annotate_remote(page, shipped, options):
     """On a Dask worker: one page, with the model its card and arrays describe."""
-    import warnings
-
     from .annotate import _annotate_call
     from .dataframes import _resolve
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the client counts the flags itself
-        return _annotate_call(page, _resolve(shipped), **options).table
+    # Its warnings are not issued (a worker has no user to see them, and warning
+    # filters are not thread-safe): the client counts the flags itself.
+    return _annotate_call(page, _resolve(shipped), **options).table
 
 
 def _dask_annotator(dask, model, options):

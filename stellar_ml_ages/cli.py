@@ -228,8 +228,9 @@ def _annotate(args, table):
     write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
     flags = np.asarray(annotated[f"{args.prefix}mass_age_flag{args.suffix}"])
     inside = (flags & int(OUT_OF_DOMAIN | NO_PREDICTION)) == 0
+    withheld = np.ma.getmaskarray(annotated[f"{args.prefix}mass{args.suffix}"])
     print(f"{args.output}: {len(annotated)} rows, {int(inside.sum())} inside the domain "
-          f"of {annotated.meta['MLMODEL']}{_reasons_text(count_reasons(flags))}")
+          f"of {annotated.meta['MLMODEL']}{_reasons_text(count_reasons(flags[withheld]))}")
     if args.samp:
         from .samp import send
 
@@ -400,7 +401,8 @@ def _cmd_catalog(args):
     # Only what differs from add_mass_age's defaults, so that the manifest reads the
     # same whether the catalog was built here or from Python.
     defaults = {"mapping": {}, "allow_extrapolation": False, "propagate_errors": False,
-                "survey_flags": True, "prefix": "", "suffix": ""}
+                "survey_flags": True, "prefix": "", "suffix": "", "state_column": None,
+                "overwrite": False}
     options = {key: value for key, value in _options(args).items()
                if key in defaults and value != defaults[key]}
     summary = build_catalog(args.output, query, preset=args.preset, model=args.model or "giants",
@@ -510,9 +512,9 @@ def build_parser():
     catalog = commands.add_parser(
         "catalog", help="build a survey catalog: TAP pages -> annotate -> Parquet parts, "
                         "resumable")
-    catalog.add_argument("output", help="directory for the Parquet parts and manifest.json")
+    catalog.add_argument("output", help="directory for the Parquet parts and _manifest.json")
     catalog.add_argument("--preset", default=None,
-                         help="a named survey: lamost-dd-payne, lamost-lasp")
+                         help="a named survey: lamost-dd-payne")
     catalog.add_argument("--service", default=None, help="TAP base URL")
     catalog.add_argument("--table", default=None, help="ADQL table name")
     catalog.add_argument("--key", default=None,

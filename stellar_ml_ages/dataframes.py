@@ -43,8 +43,11 @@ class ShippedModel:
 
     @classmethod
     def of(cls, model):
+        from .model import card_checksum
+
         card_text, payload = model.to_payload()
-        return cls(card_text, payload, model.card["card_sha256"])
+        # Format 1 and 2 cards carry no checksum of their own: the content names them.
+        return cls(card_text, payload, model.card.get("card_sha256") or card_checksum(model.card))
 
     def __repr__(self):
         return f"ShippedModel(card_sha256={self.card_sha256[:12]}..., {len(self.payload)} bytes)"

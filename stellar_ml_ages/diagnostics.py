@@ -98,7 +98,8 @@ class RunSummary:
         self.n_predicted += int(np.count_nonzero(predicted))
         self.n_in_domain += int(np.count_nonzero(
             (np.asarray(flags, dtype=np.int64) & int(_WITHHELD)) == 0))
-        for name, n in count_reasons(flags).items():
+        # Reasons of the rows left without a prediction (extrapolated rows have one).
+        for name, n in count_reasons(np.asarray(flags)[~np.asarray(predicted)]).items():
             self.reasons[name] = self.reasons.get(name, 0) + n
         if quality is not None:
             for rule, n in quality.counts.items():

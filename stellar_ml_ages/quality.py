@@ -126,7 +126,8 @@ def _named_flags(column):
 def _bits_set(table, name, bits):
     """{bit name: rows with that bit} of a bitmask (or flag-name text) column."""
     column = table[name]
-    if np.ma.getdata(column).dtype.kind in "SU":
+    # VOTable text of variable length (TAP, SAMP) arrives as an object array.
+    if np.ma.getdata(column).dtype.kind in "SUO":
         named = _named_flags(column)
         return {label: np.array([label in row for row in named], dtype=bool)
                 for label in bits.values()}
@@ -184,6 +185,10 @@ def survey_quality(table, input_columns):
     for lower, good in _GOOD_TEXT:
         if lower in names:
             column = names[lower]
+            if np.ma.getdata(table[column]).dtype.kind not in "SUO":
+                raise ColumnValueError(
+                    f"flag column {column!r} holds numbers; DD-Payne's {lower} is text "
+                    f"({good!r} is good): pass survey_flags=False to ignore the flags")
             rows = np.array([bool(found) and found != {good} for found in
                              ({part.lower() for part in row} for row in
                               _named_flags(table[column]))], dtype=bool)

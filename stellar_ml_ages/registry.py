@@ -8,6 +8,7 @@ model of the same name is reached by its card path.
 """
 
 import os
+import warnings
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,9 @@ from .exceptions import (
     AmbiguousColumnError,
     ColumnError,
     MissingColumnError,
+    ModelError,
     ModelNotFoundError,
+    StellarMLAgesWarning,
 )
 from .labelsource import _scale_of, table_label_source
 from .model import MassAgeModel, _read_card, load_model
@@ -68,7 +71,13 @@ def _user_cards():
     packaged = _packaged_cards()
     cards = {}
     for path in sorted(directory.glob("*.json")):
-        name = _read_card(path)["name"]
+        try:
+            name = _read_card(path)["name"]
+        except ModelError as error:
+            # One stray or broken file must not take the packaged models down with it.
+            warnings.warn(f"skipping {str(path)!r} in the user model directory: {error}",
+                          StellarMLAgesWarning, stacklevel=3)
+            continue
         if name not in packaged:
             cards.setdefault(name, path.resolve())
     return cards

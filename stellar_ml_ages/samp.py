@@ -403,7 +403,9 @@ def _read_table_url(url, timeout):
         return read_votable(_read_file_url(parsed, url))
     if parsed.scheme in ("http", "https") and parsed.hostname in LOOPBACK_HOSTS:
         deadline = time.monotonic() + timeout
-        opener = urllib.request.build_opener(_LoopbackRedirects)
+        # No proxy: a loopback URL must not travel through an http_proxy of the environment.
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}),
+                                             _LoopbackRedirects)
         chunks = []
         with opener.open(url, timeout=timeout) as response:
             while True:

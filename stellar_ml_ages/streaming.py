@@ -289,6 +289,16 @@ class _FitsWriter:
     def write(self, table):
         # astropy's own FITS writer, so units, TNULLs and serialised column metadata
         # are exactly those of Table.write.
+        if self.header is None:
+            self.widths = {name: table[name].dtype for name in table.colnames
+                           if table[name].dtype.kind in "US" and table[name].ndim == 1}
+        else:
+            # Shorter text than the first block's is padded to its width (FITS fixes a
+            # column's width in the header); longer text is refused below, by name.
+            for name, dtype in self.widths.items():
+                column = table[name]
+                if column.dtype.kind == dtype.kind and column.dtype.itemsize < dtype.itemsize:
+                    table[name] = column.astype(dtype)
         buffer = io.BytesIO()
         table.write(buffer, format="fits")
         written_bytes = buffer.getvalue()

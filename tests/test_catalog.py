@@ -71,9 +71,17 @@ def test_every_row_exactly_once_across_tied_page_boundaries(survey, tmp_path):
     for before, after in zip(manifest["pages"], manifest["pages"][1:], strict=False):
         assert before["last_key"] < after["first_key"]
     assert "mass" in catalog.colnames and "mass_age_flag" in catalog.colnames
-    assert summary.n_predicted == int(np.sum(~np.ma.getmaskarray(catalog["mass"])))
+    # No prediction is NaN (never 0) and no part has extra columns: the directory reads
+    # as one data set with pandas, whose reader skips the _manifest.json.
+    assert summary.n_predicted == int(np.sum(np.isfinite(np.asarray(catalog["mass"]))))
+    pd = pytest.importorskip("pandas")
+    frame = pd.read_parquet(tmp_path)
+    assert len(frame) == len(truth) and not any(c.endswith(".mask") for c in frame.columns)
+    assert frame["mass"].notna().sum() == summary.n_predicted
+    assert (frame["mass"].dropna() > 0.3).all()
     assert summary.reasons.get("SURVEY_FLAGGED", 0) == int(np.sum(
         (np.asarray(catalog["aspcapflag"]) >> 23) & 1))
+    assert sum(summary.reasons.values()) >= summary.n_rows - summary.n_predicted
 
 
 def test_resume_after_a_fault_gives_byte_identical_parts(survey, tmp_path, monkeypatch):
@@ -127,14 +135,26 @@ def test_a_changed_query_or_model_refuses_to_resume(survey, tmp_path):
     assert read_manifest(tmp_path)["query"]["where"] == "obs_key < 4000"
 
 
-def test_a_damaged_part_is_not_resumed_over(survey, tmp_path):
+def test_a_damaged_part_is_not_resumed_over_and_restart_recovers(survey, tmp_path):
     tap_url, _ = survey
     query = _query(tap_url, "obs_key < 3000")
-    build_catalog(tmp_path, query, page_rows=400)
+    first = build_catalog(tmp_path, query, page_rows=400)
     part = sorted(tmp_path.glob("part-*.parquet"))[0]
     part.write_bytes(part.read_bytes()[:-10])
     with pytest.raises(CatalogError, match="differs from the manifest"):
         build_catalog(tmp_path, query, page_rows=400)
+    again = build_catalog(tmp_path, query, page_rows=400, restart=True)
+    assert again.resumed_pages == 0 and again.n_rows == first.n_rows
+
+
+def test_a_directory_of_other_files_is_never_emptied(survey, tmp_path):
+    tap_url, _ = survey
+    (tmp_path / "part-0.parquet").write_bytes(b"a pyarrow file of the user's")
+    (tmp_path / "notes.txt").write_text("mine")
+    for restart in (False, True):
+        with pytest.raises(CatalogError, match="not empty and holds no catalog manifest"):
+            build_catalog(tmp_path, _query(tap_url, "obs_key < 100"), restart=restart)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "part-0.parquet"]
 
 
 def test_manifest_records_provenance(survey, tmp_path):

@@ -104,6 +104,20 @@ def test_dask_workers_run_the_model_object_they_were_given(tmp_path):
     assert np.nanmedian(spread / packaged_spread) > 1.5  # the workers used the wider model
 
 
+def test_models_from_cards_without_their_own_checksum_can_be_shipped(tmp_path):
+    from stellar_ml_ages.dataframes import ShippedModel, _resolve
+
+    card_text, payload = get_model("red-clump").to_payload()
+    card = json.loads(card_text)
+    card["format_version"] = 2
+    del card["card_sha256"]
+    (tmp_path / card["arrays"]["file"]).write_bytes(payload)
+    (tmp_path / "old.json").write_text(json.dumps(card))
+    old = load_model(tmp_path / "old.json")
+    shipped = ShippedModel.of(old)
+    assert _resolve(shipped).name == old.name
+
+
 def test_shipped_model_is_checked_on_arrival():
     from stellar_ml_ages.dataframes import ShippedModel, _resolve
 
@@ -458,3 +472,20 @@ def pd_nullable_ints(n_rows, null_from):
     values = pd.array(np.arange(n_rows), dtype="Int64")
     values[null_from:null_from + 3] = pd.NA
     return values
+
+
+def test_shorter_text_in_a_later_block_is_padded_in_fits(stars, tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    from stellar_ml_ages.streaming import annotate_file
+
+    reversed_stars = stars[::-1]  # red_clump (9 characters) first, then giant (5)
+    source = tmp_path / "stars.parquet"
+    pq.write_table(pa.Table.from_pandas(reversed_stars.to_pandas(), preserve_index=False),
+                   source)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AssumedUnitWarning)
+        annotate_file(source, tmp_path / "out.fits", input_format="parquet",
+                      output_format="fits", model="giants", block_rows=50)
+    back = Table.read(tmp_path / "out.fits")
+    assert [str(v).strip() for v in back["POPULATION"]] == list(reversed_stars["POPULATION"])

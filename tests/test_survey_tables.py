@@ -24,6 +24,7 @@ from stellar_ml_ages import (
     LabelSourceWarning,
     MassAgeFlag,
     MassAgeModel,
+    StellarMLAgesWarning,
     add_mass_age,
     conf,
     get_model,
@@ -438,3 +439,35 @@ def test_derived_labels_are_float64_in_training_and_prediction():
     trained = np.ma.getdata(_difference(mg_h, fe_h))
     np.testing.assert_array_equal(predicted, trained)
     assert np.any((mg_h - fe_h).astype(np.float64) != trained)  # float32 would differ
+
+
+def test_text_flags_from_a_votable_are_read_and_numeric_dd_payne_flags_refused():
+    # Variable-length VOTable text (TAP, SAMP) arrives as an object array.
+    flags = np.array(["STAR_BAD", "", None], dtype=object)
+    table = Table({"TEFF": [4700.0] * 3, "ASPCAPFLAGS": MaskedColumn(
+        flags, mask=[False, False, True])})
+    assert survey_quality(table, ["TEFF"]).bad.tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="qflag_chi2"):
+        survey_quality(Table({"qflag_chi2": [0, 1]}), [])
+
+
+def test_extrapolated_rows_are_not_counted_as_without_prediction(giants):
+    from stellar_ml_ages.annotate import _annotate_call
+    from tests.helpers import typical_star
+
+    table = typical_star(giants, n=2)
+    table["N_FE"][:] = 2.0  # far outside the hull
+    summary = _annotate_call(table, giants, allow_extrapolation=True)
+    assert summary.n_predicted == 2 and summary.reasons == {}
+    assert len(summary.messages()) == 0
+    withheld = _annotate_call(table, giants)
+    assert withheld.reasons["OUTSIDE_RANGE"] == 2
+
+
+def test_a_broken_file_in_the_user_model_directory_is_skipped(tmp_path, stars):
+    (tmp_path / "notes.json").write_text("{not a card")
+    with conf.set_temp("user_model_dir", str(tmp_path)):
+        with pytest.warns(StellarMLAgesWarning, match="skipping .*notes.json"):
+            names = list(list_models()["name"])
+    assert names[:3] == ["giants-apogee-dr17", "red-clump-apogee-dr17",
+                         "red-clump-seismic-apogee-dr17"]
