@@ -79,6 +79,16 @@ def _scale_of(name):
     return name
 
 
+def _compatible(table_scale, model_scale):
+    """Whether labels on ``table_scale`` suit a model trained on ``model_scale``.
+
+    "LAMOST" alone (an obsid column) cannot tell DD-Payne from LASP: it suits any
+    LAMOST-trained model, and only an APOGEE- or GALAH-trained one is a mismatch.
+    """
+    return table_scale == model_scale or (table_scale == "LAMOST"
+                                          and model_scale.startswith("LAMOST"))
+
+
 def _meta_strings(meta, depth=0):
     for key, value in meta.items():
         if isinstance(value, str):
@@ -176,11 +186,7 @@ def label_source_problem(table, model):
     trained_on = model.card.get("training_set", {}).get("label_source")
     if source is None or not trained_on:
         return None
-    model_scale = _scale_of(trained_on)
-    # A LAMOST-trained model covers every LAMOST DD-Payne-like table; "LAMOST" alone
-    # (an obsid column) cannot tell DD-Payne from LASP, so it only warns against APOGEE.
-    if source.scale == model_scale or (source.scale == "LAMOST"
-                                       and model_scale.startswith("LAMOST")):
+    if _compatible(source.scale, _scale_of(trained_on)):
         return None
     return (
         f"the table's labels come from {source.name} ({source.evidence}), but model "

@@ -25,7 +25,7 @@ from .exceptions import (
     ModelNotFoundError,
     StellarMLAgesWarning,
 )
-from .labelsource import _scale_of, table_label_source
+from .labelsource import _compatible, _scale_of, table_label_source
 from .model import MassAgeModel, _read_card, load_model
 
 __all__ = ["get_model", "list_models", "select_model", "user_model_dir"]
@@ -159,7 +159,7 @@ def select_model(table, mapping=None):
     if source is not None:
         def mismatch(path):
             trained_on = _read_card(path).get("training_set", {}).get("label_source", "")
-            return _scale_of(trained_on) != source.scale
+            return not _compatible(source.scale, _scale_of(trained_on))
 
         paths.sort(key=mismatch)  # stable: the preference order holds within each group
     for path in paths:
