@@ -417,14 +417,17 @@ def _cmd_reproduce(args):
     reproduce(args.data, args.out, quick=args.quick, progress=print)
 
 
-def _annotate_options(parser):
+def _annotate_options(parser, files=True):
+    """Options of add_mass_age; with ``files``, also those of one output file and SAMP."""
     parser.add_argument("--model", default=None,
-                        help="model name or alias (giants, red-clump) or card path; "
-                             "default: the first packaged model whose columns exist")
+                        help="model name or alias (giants, red-clump) or card path; default: "
+                             + ("the first packaged model whose columns exist" if files
+                                else "giants"))
     parser.add_argument("--map", action="append", metavar="FEATURE=COLUMN",
                         help="read FEATURE from COLUMN (repeatable), e.g. --map c_fe=A3_C_Fe")
-    parser.add_argument("--output-format", default=None, help="astropy format of OUT")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    if files:
+        parser.add_argument("--output-format", default=None, help="astropy format of OUT")
+        parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--overwrite-columns", action="store_true",
                         help="replace existing output columns (mass, age, ...) in the input")
     parser.add_argument("--allow-extrapolation", action="store_true",
@@ -446,10 +449,11 @@ def _annotate_options(parser):
     parser.add_argument("--suffix", default="", metavar="SUFFIX",
                         help="suffix of the output column names, e.g. _ml")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",
-                        help="also send the result over SAMP to CLIENT (e.g. topcat), or to "
-                             "every client that accepts tables if CLIENT is omitted")
-    _hub_option(parser)
+    if files:
+        parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",
+                            help="also send the result over SAMP to CLIENT (e.g. topcat), or "
+                                 "to every client that accepts tables if CLIENT is omitted")
+        _hub_option(parser)
 
 
 def _hub_option(parser):
@@ -527,7 +531,7 @@ def build_parser():
                          help="start over when OUTPUT holds a catalog built differently")
     catalog.add_argument("--dask", default=None, metavar="ADDRESS",
                          help="annotate pages on this Dask scheduler (tcp://host:8786)")
-    _annotate_options(catalog)
+    _annotate_options(catalog, files=False)
     catalog.set_defaults(run=_cmd_catalog)
 
     again = commands.add_parser("reproduce", help="rerun the paper's analysis and write a report")
