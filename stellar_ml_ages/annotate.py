@@ -104,7 +104,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     _set(flags, usable & ~in_range, MassAgeFlag.OUTSIDE_RANGE)
     _set(flags, usable & ~in_hull, MassAgeFlag.OUTSIDE_HULL)
 
-    predicted = (usable if allow_extrapolation else in_hull) & usable
+    predicted = usable if allow_extrapolation else in_hull  # the hull lies in usable
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
     row_errors = None if errors is None else features.input_errors(predicted)
     if summary is not None and errors is not None:

@@ -89,18 +89,14 @@ def _compression(path):
     return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
 
 
-def _open_raw(path, what):
-    """A binary stream of the file's content: gzip is decompressed, others refused."""
+def _streamable_compression(path, what):
+    """The file's compression, None or "gzip"; the others are refused by name."""
     kind = _compression(path)
-    if kind == "gzip":
-        import gzip
-
-        return gzip.open(path, "rb")  # forward seeks only, which is how blocks are read
-    if kind is not None:
+    if kind not in (None, "gzip"):
         raise StreamingError(f"{str(path)!r} is {kind}-compressed; {what} streams plain or "
                              "gzip files only: decompress it, or annotate it in memory "
                              "(--in-memory)")
-    return open(path, "rb")
+    return kind
 
 
 def _decompressed_copy(path):
@@ -129,9 +125,7 @@ def _decompressed_copy(path):
 def _fits_blocks(path, rows):
     # Test the bytes, not the name: a gzip file called x.fits used to be read as
     # table data (compressed bytes as values).
-    kind = _compression(path)
-    _open_raw(path, "FITS").close()  # refuses the other compressions by name
-    if kind != "gzip":
+    if _streamable_compression(path, "FITS") != "gzip":
         yield from _plain_fits_blocks(path, rows, path)
         return
     copy = _decompressed_copy(path)

@@ -184,13 +184,18 @@ def test_select_rows_and_point_at(hub, receiver, annotated):
         select_rows(delivery, [-1, 2], to="py-receiver", hub=hub[1])
 
 
+def _ask(receiver, listener, url, timeout="60", name=None):
+    """Send ``table.load.votable`` to the listener and wait for its reply."""
+    params = {"url": url} if name is None else {"url": url, "name": name}
+    return receiver.client.call_and_wait(
+        listener.client_id, {"samp.mtype": "table.load.votable", "samp.params": params}, timeout)
+
+
 def test_listener_annotates_and_sends_back(hub, receiver, stars, tmp_path):
     path = tmp_path / "in.vot"
     write_votable(stars, path)
     with AnnotationListener(model="giants", hub=hub[1]) as listener:
-        reply = receiver.client.call_and_wait(
-            listener.client_id, {"samp.mtype": "table.load.votable",
-                                 "samp.params": {"url": path.as_uri(), "name": "mine"}}, "60")
+        reply = _ask(receiver, listener, path.as_uri(), name="mine")
     assert reply["samp.status"] == "samp.ok"
     assert reply["samp.result"]["rows"] == str(len(stars))
     (back,) = receiver.tables
@@ -209,9 +214,7 @@ def test_listener_sends_the_warnings_back(hub, receiver, stars, tmp_path):
     path = tmp_path / "in.vot"
     write_votable(table, path)
     with AnnotationListener(model="giants", hub=hub[1]) as listener:
-        reply = receiver.client.call_and_wait(
-            listener.client_id, {"samp.mtype": "table.load.votable",
-                                 "samp.params": {"url": path.as_uri(), "name": "mine"}}, "60")
+        reply = _ask(receiver, listener, path.as_uri(), name="mine")
     assert reply["samp.status"] == "samp.ok"
     assert "log g values look linear" in reply["samp.result"]["warnings"]
     (back,) = receiver.tables
@@ -305,12 +308,6 @@ def hostile_source():
     server.server_close()
 
 
-def _ask(receiver, listener, url, timeout="60"):
-    return receiver.client.call_and_wait(
-        listener.client_id, {"samp.mtype": "table.load.votable",
-                             "samp.params": {"url": url}}, timeout)
-
-
 def test_listener_refuses_redirects_off_the_machine(hub, receiver, hostile_source):
     with AnnotationListener(model="giants", hub=hub[1]) as listener:
         reply = _ask(receiver, listener, f"{hostile_source}/redirect")
@@ -340,8 +337,6 @@ def test_listener_refuses_a_fifo(hub, receiver, tmp_path):
 
 def test_every_worker_error_is_answered_and_counted_as_an_error(hub, receiver):
     with AnnotationListener(model="giants", hub=hub[1]) as listener:
-        reply = receiver.client.call_and_wait(
-            listener.client_id, {"samp.mtype": "table.load.votable",
-                                 "samp.params": {"url": ["not", "a", "url"]}}, "20")
+        reply = _ask(receiver, listener, ["not", "a", "url"], timeout="20")
     assert reply["samp.status"] == "samp.error"
     assert [record["status"] for record in listener.handled] == ["samp.error"]
