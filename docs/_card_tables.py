@@ -73,11 +73,101 @@ def label_scale_table():
     return _table(header, rows)
 
 
+def slam_degraded_table():
+    """Out-of-fold errors and coverage with SLAM's noise, by S/N (tools/lamost_slam_report.py)."""
+    from stellar_ml_ages.slam import measurements
+
+    levels = measurements()["degraded"]["levels"]
+    header = ["labels", "in hull", "target", "median rel. err.", "scatter (ln)", "bias (ln)",
+              "[p16, p84] all", "RGB", "RC", "width x"]
+    rows = []
+    for name, entry in levels.items():
+        for target in ("mass", "age"):
+            stats = entry[target]
+            rows.append([name if target == "mass" else "", _percent(entry["in_hull"])
+                         if target == "mass" else "", target,
+                         _percent(stats["median_rel_error"]),
+                         f"{stats['robust_scatter_ln']:.3f}", f"{stats['bias']:+.3f}",
+                         _percent(stats["coverage_p16_p84"]), _percent(stats["coverage_RGB"]),
+                         _percent(stats["coverage_RC"]),
+                         f"{stats.get('width_vs_baseline', 1.0):.2f}"])
+    return _table(header, rows)
+
+
+def slam_zero_point_table():
+    from stellar_ml_ages.slam import measurements
+
+    found = measurements()
+    offsets = found["zero_points"]["dr14_minus_dr17"]
+    effect = found["zero_point_effect"]
+    header = ["label", "stars", "DR14 - DR17 (median)", "robust scatter", "mass change",
+              "age change"]
+    rows = []
+    for name, label in (("teff", "Teff"), ("fe_h", "[Fe/H]"), ("alpha_m", "[α/Fe]")):
+        entry = offsets[name]
+        rows.append([label, entry["n"], f"{entry['median']:+.3g} {entry['unit']}",
+                     f"{entry['robust_scatter']:.3g} {entry['unit']}",
+                     _signed_percent(effect[name]["mass_median_change"]),
+                     _signed_percent(effect[name]["age_median_change"])])
+    together = effect["all three"]
+    rows.append(["all three", "", "", "", _signed_percent(together["mass_median_change"]),
+                 _signed_percent(together["age_median_change"])])
+    return _table(header, rows)
+
+
+def slam_sensitivity_table():
+    from stellar_ml_ages.slam import measurements
+
+    header = ["assumed offset", "mass change", "age change"]
+    rows = [[name, _signed_percent(entry["mass_median_change"]),
+             _signed_percent(entry["age_median_change"])]
+            for name, entry in measurements()["sensitivity"].items()]
+    return _table(header, rows)
+
+
+def slam_findings():
+    """The degraded-label table in sentences, numbers read from the shipped measurements."""
+    from stellar_ml_ages.slam import measurements
+
+    levels = measurements()["degraded"]["levels"]
+    base = levels["APOGEE"]
+    lines = []
+    for snr in ("100", "50", "30"):
+        entry = levels[f"S/N {snr}"]
+        bare = levels[f"S/N {snr}, no propagation"]
+        every = levels[f"S/N {snr}, every star (extrapolated)"]
+        mass, age = entry["mass"], entry["age"]
+        lines.append(
+            f"- **S/N {snr}**: {_percent(entry['in_hull'])} of the giants inside the hull "
+            f"(APOGEE labels: {_percent(base['in_hull'])}); median relative error of mass "
+            f"{_percent(mass['median_rel_error'])} (APOGEE labels: "
+            f"{_percent(base['mass']['median_rel_error'])}), of age "
+            f"{_percent(age['median_rel_error'])} ({_percent(base['age']['median_rel_error'])}); "
+            f"intervals {mass['width_vs_baseline']:.1f}x (mass) and "
+            f"{age['width_vs_baseline']:.1f}x (age) as wide, holding "
+            f"{_percent(mass['coverage_p16_p84'])} and {_percent(age['coverage_p16_p84'])} of "
+            f"the true values (without propagation: {_percent(bare['mass']['coverage_p16_p84'])}"
+            f" and {_percent(bare['age']['coverage_p16_p84'])}). Every star, extrapolating "
+            f"outside the hull: mass {_percent(every['mass']['median_rel_error'])}, age "
+            f"{_percent(every['age']['median_rel_error'])}, coverage "
+            f"{_percent(every['mass']['coverage_p16_p84'])} and "
+            f"{_percent(every['age']['coverage_p16_p84'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def _signed_percent(value):
+    return f"{100 * value:+.1f}%"
+
+
 def write(directory):
     directory = Path(directory)
     directory.mkdir(exist_ok=True)
     (directory / "model_summary.rst").write_text(summary_table())
     (directory / "label_scale.rst").write_text(label_scale_table())
+    (directory / "slam_degraded.rst").write_text(slam_degraded_table())
+    (directory / "slam_zero_points.rst").write_text(slam_zero_point_table())
+    (directory / "slam_sensitivity.rst").write_text(slam_sensitivity_table())
+    (directory / "slam_findings.rst").write_text(slam_findings())
     for name in list_models()["name"]:
         short = get_model(name).aliases[0]
         (directory / f"coverage_{short}.rst").write_text(coverage_table(name))

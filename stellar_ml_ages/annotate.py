@@ -25,7 +25,7 @@ from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
 from .exceptions import ColumnValueError, ExistingColumnError
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
-from .labelsource import label_source_problem
+from .labelsource import label_source_problem, scale_note
 from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
@@ -210,8 +210,10 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         ``mass_age_flag`` (`~stellar_ml_ages.MassAgeFlag`), each with ``prefix``
         and ``suffix``. Predictions are masked where the flag says the model does
         not apply. ``meta`` records the model name, version, sha256, citation, the
-        columns read (``MLINPUTS``), choices between matching columns
-        (``MLCHOICE``) and the survey flags honoured (``MLQUAL``).
+        columns read (``MLINPUTS``), choices between matching columns, relations
+        and stand-ins (``MLCHOICE``), the survey flags honoured (``MLQUAL``) and,
+        for labels on the model's scale from another release (SLAM's LAMOST
+        labels), what is known of the zero points (``MLSCALE``).
 
     Raises
     ------
@@ -299,6 +301,7 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         problem = label_source_problem(table, model)
         if problem:
             summary.label_problems.append(problem)
+        summary.scale_note = scale_note(table, model)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)
@@ -341,6 +344,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                     np.concatenate(masks[name]), model)
     out.meta.update(_provenance(model, block, allow_extrapolation, propagate_errors,
                                 state_column, survey_flags))
+    if summary.scale_note:
+        out.meta["MLSCALE"] = summary.scale_note
     summary.table = out
     return summary
 

@@ -50,11 +50,17 @@ MANIFEST = "_manifest.json"
 _PART = re.compile(r"^part-\d{6}\.parquet$")
 _MANIFEST_FORMAT = 1
 
-#: Named surveys: a catalog of `stellar_ml_ages.vo.catalogs` and its paging key.
-#: ``RAJ2000`` is a verified column of the DD-Payne table (ties are handled). (LASP
-#: has only Teff, log g and [Fe/H], which no model runs on alone: no preset.)
+#: Named surveys: a catalog of ``stellar_ml_ages.vo.CATALOGS``, its paging key, whether
+#: pages are read as the catalog's fetcher reads them (renames, units, label source,
+#: its ``prepare`` step) and defaults of `~stellar_ml_ages.add_mass_age` options.
+#: ``RAJ2000`` is a verified column of the DD-Payne table (ties are handled); SLAM's
+#: right ascension is its table's own spelling, found by the service. (LASP has only
+#: Teff, log g and [Fe/H], which no model runs on alone: no preset.)
 PRESETS = {
     "lamost-dd-payne": {"catalog": "lamost", "key": "RAJ2000"},
+    "lamost-slam": {"catalog": "slam", "key": "ra", "as_fetched": True,
+                    # SLAM's noise is several times APOGEE's: intervals must carry it.
+                    "options": {"propagate_errors": True}},
 }
 
 
@@ -89,6 +95,9 @@ class CatalogQuery:
     key: str
     columns: tuple | str = "*"
     where: str | None = None
+    #: A key of ``stellar_ml_ages.vo.CATALOGS`` whose renames, units, label source
+    #: and ``prepare`` step are applied to every page (as its fetcher would).
+    catalog: str | None = None
 
     def _select(self):
         if self.columns == "*":
@@ -121,9 +130,12 @@ class CatalogQuery:
         return f"SELECT COUNT(*) AS n FROM {self.table}{self._conditions(*more)}"
 
     def as_dict(self):
-        return {"service": self.service, "table": self.table, "key": self.key,
-                "columns": self.columns if self.columns == "*" else list(self.columns),
-                "where": self.where}
+        settings = {"service": self.service, "table": self.table, "key": self.key,
+                    "columns": self.columns if self.columns == "*" else list(self.columns),
+                    "where": self.where}
+        if self.catalog is not None:
+            settings["read_as"] = self.catalog
+        return settings
 
 
 def _literal(value):
@@ -310,11 +322,16 @@ def _pages(query, page_rows, after, timings):
             last = None
         page = _sorted_ties(_plain_strings(page), query.key)
         page.meta.pop("QUERY", None)  # one per page and per tie: provenance is the manifest
-        timings["tap"] += time.perf_counter() - started
         # The key the next page starts after is the server's (its collation decides
         # the order of text keys, not numpy's).
-        yield page, _jsonable(page[query.key][0]), (
-            last if last is not None else _jsonable(page[query.key][-1]))
+        first_key = _jsonable(page[query.key][0])
+        last_key = last if last is not None else _jsonable(page[query.key][-1])
+        if query.catalog is not None:
+            from .vo.fetch import _finish
+
+            page = _finish(page, CATALOGS[query.catalog])
+        timings["tap"] += time.perf_counter() - started
+        yield page, first_key, last_key
         if last is None:
             return
         after = last
@@ -331,8 +348,10 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     query : `CatalogQuery`, optional
         Service, table, key, columns and condition. Or ``preset``:
     preset : str, optional
-        A name of ``PRESETS`` (e.g. ``"lamost-dd-payne"``), from the verified VO
-        defaults; ``query`` then may only narrow it (``where``).
+        A name of ``PRESETS`` (``"lamost-dd-payne"``, ``"lamost-slam"``), from the VO
+        defaults; ``query`` then may only narrow it (``where``). A preset may set
+        defaults of the annotation options (``lamost-slam``: ``propagate_errors=True``,
+        with SLAM's label errors); options given here win.
     model : str or `~stellar_ml_ages.model.MassAgeModel`
     page_rows : int
         Rows per TAP query and per part; memory grows with it, not with the table.
@@ -370,6 +389,8 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     >>> stars = pd.read_parquet("survey_catalog")  # every part, one frame  # doctest: +SKIP
     """
     query = _resolve_query(query, preset)
+    if preset is not None:
+        annotate_options = {**PRESETS[preset].get("options", {}), **annotate_options}
     if isinstance(page_rows, bool) or not isinstance(page_rows, int | np.integer) \
             or page_rows < 2:
         raise ValueError(f"page_rows must be an integer of at least 2, got {page_rows!r}")
@@ -437,13 +458,16 @@ def _resolve_query(query, preset):
         return query
     if preset not in PRESETS:
         raise CatalogError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
-    catalog = CATALOGS[PRESETS[preset]["catalog"]]
-    from .vo.fetch import _choose_columns
+    entry = PRESETS[preset]
+    catalog = CATALOGS[entry["catalog"]]
+    from .vo.fetch import _choose_columns, position_columns, table_name
 
     columns = tuple(_choose_columns(catalog, catalog.columns)) if catalog.columns != "*" \
         else "*"
-    return CatalogQuery(catalog.url, catalog.table, PRESETS[preset]["key"], columns,
-                        None if query is None else query.where)
+    key = position_columns(catalog)[0] if entry["key"] == "ra" else entry["key"]
+    return CatalogQuery(catalog.url, table_name(catalog), key, columns,
+                        None if query is None else query.where,
+                        catalog=catalog.key if entry.get("as_fetched") else None)
 
 
 def _now():

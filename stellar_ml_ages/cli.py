@@ -8,6 +8,8 @@ Subcommands
     renamed into place, so an interrupted run never leaves a half-written file.
     FITS, Parquet and CSV go block by block (`stellar_ml_ages.streaming`), so
     files larger than memory work; ``--in-memory`` reads them whole instead.
+    ``--slam-errors`` for LAMOST SLAM labels: each label's error becomes at least
+    SLAM's scatter at the star's S/N, propagated into the intervals.
 ``demo OUT``
     Annotate the bundled synthetic demo table.
 
@@ -190,7 +192,8 @@ def _options(args):
     """add_mass_age keywords from the annotate options."""
     return {"mapping": _mapping(args.map), "overwrite": args.overwrite_columns,
             "allow_extrapolation": args.allow_extrapolation,
-            "propagate_errors": args.propagate_errors, "state_column": _state_column(args),
+            "propagate_errors": bool(args.propagate_errors),
+            "state_column": _state_column(args),
             "survey_flags": not args.ignore_survey_flags, "prefix": args.prefix,
             "suffix": args.suffix}
 
@@ -218,13 +221,28 @@ def _check_writer(path, fmt):
                              "or choose another output format") from None
 
 
+def _slam_options(args, options):
+    """``--slam-errors``: SLAM's noise in the label errors, propagated unless told not to."""
+    if not getattr(args, "slam_errors", False):
+        return None
+    from .slam import slam_uncertainties
+
+    if args.propagate_errors is None:
+        options["propagate_errors"] = True
+    return lambda table: slam_uncertainties(table, mapping=options.get("mapping"))
+
+
 def _annotate(args, table):
     from .annotate import add_mass_age
     from .config import conf
 
     _check_writer(args.output, args.output_format)
+    options = _options(args)
+    prepare = _slam_options(args, options)
+    if prepare is not None:
+        table = prepare(table)
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
-    annotated = add_mass_age(table, model=args.model, progress=progress, **_options(args))
+    annotated = add_mass_age(table, model=args.model, progress=progress, **options)
     write_table(annotated, args.output, args.output_format, overwrite=args.overwrite)
     flags = np.asarray(annotated[f"{args.prefix}mass_age_flag{args.suffix}"])
     inside = (flags & int(OUT_OF_DOMAIN | NO_PREDICTION)) == 0
@@ -288,11 +306,13 @@ def _cmd_annotate(args):
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
     try:
         options = _options(args)
+        prepare = _slam_options(args, options)
         summary = annotate_file(
             args.input, output, input_format=_format_of(args.input, args.format),
             output_format=_format_of(output, args.output_format), model=args.model,
             block_rows=args.block_rows, overwrite=args.overwrite,
-            overwrite_columns=options.pop("overwrite"), progress=progress, **options,
+            overwrite_columns=options.pop("overwrite"), progress=progress, prepare=prepare,
+            **options,
         )
     except StellarMLAgesError:
         raise
@@ -405,6 +425,8 @@ def _cmd_catalog(args):
                 "overwrite": False}
     options = {key: value for key, value in _options(args).items()
                if key in defaults and value != defaults[key]}
+    if args.propagate_errors is not None:  # said either way: over a preset's default
+        options["propagate_errors"] = args.propagate_errors
     summary = build_catalog(args.output, query, preset=args.preset, model=args.model or "giants",
                             page_rows=args.page_rows, restart=args.restart, dask=args.dask,
                             progress=progress, **options)
@@ -432,8 +454,10 @@ def _annotate_options(parser, files=True):
                         help="replace existing output columns (mass, age, ...) in the input")
     parser.add_argument("--allow-extrapolation", action="store_true",
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
-    parser.add_argument("--propagate-errors", action="store_true",
-                        help="add the spread from the inputs' *_ERR columns (Monte Carlo)")
+    parser.add_argument("--propagate-errors", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="add the spread from the inputs' *_ERR columns (Monte Carlo); "
+                             "off by default, on for the lamost-slam catalog preset")
     parser.add_argument("--state-column", default=None, metavar="COLUMN",
                         help="column with each star's evolutionary state (RGB/RC or 1/2), "
                              "used to pick the interval calibration; default: EVSTATE-like "
@@ -478,6 +502,10 @@ def build_parser():
                                "(default: conf.chunk_size)")
     annotate.add_argument("--in-memory", action="store_true",
                           help="read the whole table at once even for FITS/Parquet/CSV")
+    annotate.add_argument("--slam-errors", action="store_true",
+                          help="LAMOST SLAM labels (Zhang+2020): raise each label's error to "
+                               "SLAM's scatter at the star's S/N (snrg column) and propagate "
+                               "the errors (unless --no-propagate-errors)")
     _annotate_options(annotate)
     annotate.set_defaults(run=_cmd_annotate)
 

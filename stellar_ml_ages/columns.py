@@ -6,15 +6,17 @@ Names are compared case-insensitively against the aliases in
 `stellar_ml_ages.features`; an alias wins over a loose alias (APOGEE allStar's
 calibrated ``TEFF`` over its uncalibrated ``TEFF_SPEC``), and the column passed
 over is recorded; a feature with no column of its own may be derived
-(``[Mg/Fe] = [Mg/H] - [Fe/H]``); an explicit ``mapping`` overrides everything.
+(``[Mg/Fe] = [Mg/H] - [Fe/H]``, SLAM's ``[C/N] = [C/M] - [N/M]``) or stood in for
+(``[M/H]`` for ``[Fe/H]``), and such choices are recorded; an explicit ``mapping``
+overrides everything.
 """
 
 from dataclasses import dataclass, field
 
 from .exceptions import AmbiguousColumnError, MissingColumnError
-from .features import FEATURES, get_feature
+from .features import FEATURES, Relation, get_feature
 
-__all__ = ["ColumnSource", "DifferenceSource", "SubstituteSource", "resolution_notes",
+__all__ = ["ColumnSource", "DerivedSource", "SubstituteSource", "resolution_notes",
            "resolve_columns", "resolve_error_columns"]
 
 
@@ -38,18 +40,33 @@ class ColumnSource:
 
 
 @dataclass(frozen=True)
-class DifferenceSource:
-    """A feature computed as the difference of two sources, e.g. ``MG_H - FE_H``."""
+class DerivedSource:
+    """A feature computed from other features' sources by a `~stellar_ml_ages.features.Relation`.
 
-    minuend: ColumnSource
-    subtrahend: ColumnSource
+    ``parts`` holds one source per term of ``relation``, e.g. ``MG_H`` and ``FE_H``
+    for ``[Mg/Fe] = [Mg/H] - [Fe/H]``.
+    """
+
+    relation: Relation
+    parts: tuple
 
     @property
     def columns(self):
-        return self.minuend.columns + self.subtrahend.columns
+        return sum((part.columns for part in self.parts), ())
+
+    def terms(self):
+        """``(sign, feature name, source)`` of each term."""
+        return tuple((sign, name, part)
+                     for (sign, name), part in zip(self.relation.terms, self.parts, strict=True))
 
     def __str__(self):
-        return f"{self.minuend} - {self.subtrahend}"
+        text = ""
+        for i, (sign, _, part) in enumerate(self.terms()):
+            if i == 0:
+                text = str(part) if sign > 0 else f"-{part}"
+            else:
+                text += f" {'+' if sign > 0 else '-'} {part}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -125,21 +142,29 @@ def _match_aliases(by_lower, feature):
     return None
 
 
-def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
+def _resolve_one(table, by_lower, feature, mapping, depth=0, seen=()):
+    """A feature's source: its column, else (at the top level) a relation, else a stand-in.
+
+    Terms of a relation are found by name or stand-in only, not by relations of
+    their own, so derivations never chain; ``seen`` stops stand-in cycles.
+    """
     if feature.name in mapping:
         return ColumnSource(_mapped_column(table, by_lower, feature, mapping[feature.name]))
     source = _match_aliases(by_lower, feature)
-    if source is not None or depth > 0:
+    if source is not None:
         return source
-    for minuend_name, subtrahend_name in feature.derived_from:
-        parts = [
-            _resolve_one(table, by_lower, get_feature(name), mapping, missing, depth + 1)
-            for name in (minuend_name, subtrahend_name)
-        ]
-        if all(parts):
-            return DifferenceSource(*parts)
+    if depth == 0:
+        for relation in feature.derived_from:
+            parts = [_resolve_one(table, by_lower, get_feature(name), mapping, depth + 1,
+                                  (*seen, feature.name))
+                     for name in relation.names]
+            if all(parts):
+                return DerivedSource(relation, tuple(parts))
     for stand_in in feature.substitutes:
-        source = _resolve_one(table, by_lower, get_feature(stand_in), mapping, missing)
+        if stand_in in seen:
+            continue
+        source = _resolve_one(table, by_lower, get_feature(stand_in), mapping, depth,
+                              (*seen, feature.name))
         if source is not None:
             return SubstituteSource(source, stand_in)
     return None
@@ -147,14 +172,12 @@ def _resolve_one(table, by_lower, feature, mapping, missing, depth=0):
 
 def _describe_aliases(feature):
     text = ", ".join(feature.aliases)
-    for minuend, subtrahend in feature.derived_from:
-        text += (
-            f"; or derived as {get_feature(minuend).label} - {get_feature(subtrahend).label}"
-            f" from {', '.join(get_feature(minuend).aliases)}"
-        )
+    for relation in feature.derived_from:
+        first = get_feature(relation.names[0])
+        text += f"; or derived as {relation} from {', '.join(first.aliases)}, ..."
     for stand_in in feature.substitutes:
         stand_in = get_feature(stand_in)
-        text += f"; or {stand_in.label} in its place ({_describe_aliases(stand_in)})"
+        text += f"; or {stand_in.label} in its place ({', '.join(stand_in.aliases)})"
     return text
 
 
@@ -174,8 +197,8 @@ def resolve_columns(table, features, mapping=None):
     Returns
     -------
     dict
-        Feature name to `ColumnSource` or `DifferenceSource`, in the order of
-        ``features``.
+        Feature name to `ColumnSource`, `DerivedSource` or `SubstituteSource`, in
+        the order of ``features``.
 
     Raises
     ------
@@ -198,7 +221,7 @@ def resolve_columns(table, features, mapping=None):
     resolved, missing = {}, []
     for name in features:
         feature = get_feature(name)
-        source = _resolve_one(table, by_lower, feature, mapping, missing)
+        source = _resolve_one(table, by_lower, feature, mapping)
         if source is None:
             missing.append(feature)
         else:
@@ -215,13 +238,26 @@ def resolve_columns(table, features, mapping=None):
 def _column_sources(source):
     if isinstance(source, SubstituteSource):
         return _column_sources(source.source)
-    if isinstance(source, DifferenceSource):
-        return _column_sources(source.minuend) + _column_sources(source.subtrahend)
+    if isinstance(source, DerivedSource):
+        return [column for part in source.parts for column in _column_sources(part)]
     return [source]
 
 
+def _stand_ins(name, source):
+    """(feature, stand-in feature, column text) of every stand-in inside a source."""
+    if isinstance(source, SubstituteSource):
+        return [(name, source.feature, str(source.source))]
+    if isinstance(source, DerivedSource):
+        return [found for _, part_name, part in source.terms()
+                for found in _stand_ins(part_name, part)]
+    return []
+
+
 def resolution_notes(resolved):
-    """Sentences on the choices `resolve_columns` made between matching columns.
+    """Sentences on the choices `resolve_columns` made.
+
+    Columns passed over for a better one, relations other than a feature's usual
+    one (SLAM's ``[C/N] = [C/M] - [N/M]``), and stand-ins with what they assume.
 
     Examples
     --------
@@ -230,13 +266,27 @@ def resolution_notes(resolved):
     >>> allstar = Table(names=["TEFF", "TEFF_SPEC", "LOGG"])
     >>> resolution_notes(resolve_columns(allstar, ["teff", "logg"]))
     ['Teff: TEFF used, TEFF_SPEC passed over']
+    >>> slam = Table(names=["[C/M]", "[N/M]", "[M/H]"])
+    >>> for note in resolution_notes(resolve_columns(slam, ["c_n", "n_fe"])):
+    ...     print(note)
+    [C/N] = [C/M] - [N/M] ([C/M] - [N/M])
+    [N/Fe] = [N/M] + [M/H] - [Fe/H] ([N/M] + [M/H] - [M/H] (as [M/H]))
+    [Fe/H] taken as [M/H] ([M/H]), assumed equal
     """
-    notes = []
+    notes, stand_ins = [], []
     for name, source in resolved.items():
         for part in _column_sources(source):
             if part.passed_over:
                 notes.append(f"{get_feature(name).label}: {part.column} used, "
                              f"{', '.join(part.passed_over)} passed over")
+        feature = get_feature(name)
+        # The usual derivation (C_FE - N_FE) shows in MLINPUTS; another one is a choice.
+        if isinstance(source, DerivedSource) and source.relation != feature.derived_from[0]:
+            notes.append(f"{feature.label} = {source.relation} ({source})")
+        stand_ins += _stand_ins(name, source)
+    for name, stand_in, column in dict.fromkeys(stand_ins):
+        notes.append(f"{get_feature(name).label} taken as {get_feature(stand_in).label} "
+                     f"({column}), assumed equal")
     return notes
 
 
@@ -285,13 +335,8 @@ def resolve_error_columns(table, resolved, mapping=None):
     def lookup(source, feature):
         if isinstance(source, SubstituteSource):
             return lookup(source.source, get_feature(source.feature))
-        if isinstance(source, DifferenceSource):
-            parts = [
-                lookup(part, get_feature(name))
-                for part, name in zip(
-                    (source.minuend, source.subtrahend), feature.derived_from[0], strict=True
-                )
-            ]
+        if isinstance(source, DerivedSource):
+            parts = [lookup(part, get_feature(name)) for _, name, part in source.terms()]
             return tuple(parts) if all(parts) else None
         candidates = [
             f"{source.column}_ERR", f"e_{source.column}", f"S_{source.column}",

@@ -82,6 +82,9 @@ class RunSummary:
         self.found_error_columns = None
         #: Texts of the call's `~stellar_ml_ages.LabelSourceWarning`, issued by `warn`.
         self.label_problems = []
+        #: What is known of the zero points between the table's labels and the model's
+        #: (`stellar_ml_ages.labelsource.scale_note`), for ``meta["MLSCALE"]``.
+        self.scale_note = None
         #: The annotated table, once the call has finished.
         self.table = None
         n = len(model.feature_names)

@@ -13,7 +13,49 @@ from dataclasses import dataclass, field
 
 import astropy.units as u
 
-__all__ = ["FEATURES", "Feature", "get_feature"]
+__all__ = ["FEATURES", "Feature", "Relation", "get_feature"]
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A feature as a signed sum of other features, e.g. ``[C/Fe] = [C/M] + [M/H] - [Fe/H]``.
+
+    Parameters
+    ----------
+    terms : tuple of (int, str)
+        ``(sign, feature name)`` pairs, sign +1 or -1.
+    note : str, optional
+        Where the relation comes from, for the docs and error messages.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.features import Relation
+    >>> print(Relation(((1, "c_m"), (1, "m_h"), (-1, "fe_h"))))
+    [C/M] + [M/H] - [Fe/H]
+    """
+
+    terms: tuple
+    note: str = field(default="", compare=False)
+
+    @classmethod
+    def difference(cls, minuend, subtrahend, note=""):
+        """``minuend - subtrahend``, the common case (``[Mg/Fe] = [Mg/H] - [Fe/H]``)."""
+        return cls(((1, minuend), (-1, subtrahend)), note)
+
+    @property
+    def names(self):
+        """The feature names of the terms, in order."""
+        return tuple(name for _, name in self.terms)
+
+    def __str__(self):
+        text = ""
+        for i, (sign, name) in enumerate(self.terms):
+            label = get_feature(name).label
+            if i == 0:
+                text = label if sign > 0 else f"-{label}"
+            else:
+                text += f" {'+' if sign > 0 else '-'} {label}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -36,13 +78,16 @@ class Feature:
         Names of related but less preferred columns (APOGEE's uncalibrated
         ``TEFF_SPEC`` next to the calibrated ``TEFF``): used only when no alias
         matches, so a survey file holding both resolves to the calibrated one.
-    derived_from : tuple of (str, str), optional
-        Pairs ``(minuend, subtrahend)`` of feature names whose difference gives this
-        feature, e.g. ``[Mg/Fe] = [Mg/H] - [Fe/H]``; used when no alias is present.
+    derived_from : tuple of `Relation`, optional
+        Relations that give this feature from others, tried in order when no alias
+        is present, e.g. ``[Mg/Fe] = [Mg/H] - [Fe/H]`` or, for SLAM's labels,
+        ``[N/Fe] = [N/M] + [M/H] - [Fe/H]``. A plain pair ``(minuend, subtrahend)``
+        is read as their difference.
     substitutes : tuple of str, optional
         Features that stand in for this one when neither an alias nor a derivation
         is found, e.g. [Mg/Fe] for [α/M] (in APOGEE DR17 the two agree to 0.02 dex
-        for giants); the substitution is recorded in the output's ``meta``.
+        for giants), or [M/H] for [Fe/H]; the substitution is recorded in the
+        output's ``meta``.
     valid_range : tuple of float
         Open interval, in the canonical unit, outside which a value cannot be a
         measurement (e.g. a negative Δν); such rows are flagged as invalid input.
@@ -69,6 +114,12 @@ class Feature:
     ucd: str = ""
     description: str = field(default="", compare=False)
 
+    def __post_init__(self):
+        relations = tuple(
+            entry if isinstance(entry, Relation) else Relation.difference(*entry)
+            for entry in self.derived_from)
+        object.__setattr__(self, "derived_from", relations)
+
     @property
     def error_aliases(self):
         """Column names of the feature's 1-sigma uncertainty, in priority order."""
@@ -87,26 +138,44 @@ def _abundance(element, *, ucd="phys.abund"):
         kind="abundance",
         unit=u.dex,
         aliases=(f"{tag}_FE", label, f"{element}_Fe", f"{tag}FE", f"{element}/Fe"),
-        derived_from=((f"{element.lower()}_h", "fe_h"),),
+        derived_from=(
+            Relation.difference(f"{element.lower()}_h", "fe_h"),
+            # ASPCAP defines [X/Fe] from [X/M] this way; SLAM's LAMOST labels are [X/M].
+            Relation(((1, f"{element.lower()}_m"), (1, "m_h"), (-1, "fe_h")),
+                     note="ASPCAP: [X/Fe] = [X/M] + [M/H] - [Fe/H]"),
+        ),
         valid_range=(-5.0, 5.0),
         ucd=ucd,
         description=f"{label} abundance ratio",
     )
 
 
-def _abundance_h(element):
+def _abundance_over(element, reference, *, joined_alias, valid_range, description):
+    """[X/M] or [X/H]: aliases ``X_M``, ``[X/M]``, ``X_M`` (element's case), ``X/M``."""
     tag = element.upper()
-    label = f"[{element}/H]"
+    label = f"[{element}/{reference}]"
+    aliases = (f"{tag}_{reference}", label, f"{element}_{reference}",
+               f"{tag}{reference}" if joined_alias else f"{element}/{reference}")
     return Feature(
-        name=f"{element.lower()}_h",
+        name=f"{element.lower()}_{reference.lower()}",
         label=label,
         kind="abundance",
         unit=u.dex,
-        aliases=(f"{tag}_H", label, f"{element}_H", f"{tag}H"),
-        valid_range=(-10.0, 5.0),
+        aliases=aliases,
+        valid_range=valid_range,
         ucd="phys.abund",
-        description=f"{label} abundance",
+        description=f"{label} {description}",
     )
+
+
+def _abundance_m(element):
+    return _abundance_over(element, "M", joined_alias=False, valid_range=(-5.0, 5.0),
+                           description="abundance ratio relative to the overall metallicity")
+
+
+def _abundance_h(element):
+    return _abundance_over(element, "H", joined_alias=True, valid_range=(-10.0, 5.0),
+                           description="abundance")
 
 
 _ELEMENTS = ("C", "N", "O", "Na", "Mg", "Ti", "Mn", "Co", "Ba")
@@ -141,9 +210,21 @@ _BASE_FEATURES = (
         kind="abundance",
         unit=u.dex,
         aliases=("FE_H", "[Fe/H]", "Fe_H", "FEH", "Fe/H"),
+        # SLAM's LAMOST labels have [M/H] only; the stand-in is recorded in meta.
+        substitutes=("m_h",),
         valid_range=(-10.0, 5.0),
         ucd="phys.abund.Fe",
         description="[Fe/H] iron abundance",
+    ),
+    Feature(
+        name="m_h",
+        label="[M/H]",
+        kind="abundance",
+        unit=u.dex,
+        aliases=("M_H", "[M/H]", "M/H"),
+        valid_range=(-10.0, 5.0),
+        ucd="phys.abund.Z",
+        description="[M/H] overall metallicity",
     ),
     Feature(
         name="dnu",
@@ -185,7 +266,9 @@ _CARBON_NITROGEN = Feature(
     kind="abundance",
     unit=u.dex,
     aliases=("C_N", "[C/N]", "C/N", "C_N_FE"),
-    derived_from=(("c_fe", "n_fe"),),
+    derived_from=(Relation.difference("c_fe", "n_fe"),
+                  # Exact: [C/N] = [C/M] - [N/M] = [C/Fe] - [N/Fe] whatever [M/H] is.
+                  Relation.difference("c_m", "n_m")),
     valid_range=(-5.0, 5.0),
     ucd="phys.abund",
     description="[C/N] abundance ratio, the first-dredge-up mass indicator",
@@ -194,6 +277,7 @@ _CARBON_NITROGEN = Feature(
 FEATURES = {f.name: f for f in (*_BASE_FEATURES, _ALPHA, _CARBON_NITROGEN)}
 FEATURES.update({f.name: f for f in map(_abundance, _ELEMENTS)})
 FEATURES.update({f.name: f for f in map(_abundance_h, _ELEMENTS)})
+FEATURES.update({f.name: f for f in map(_abundance_m, _ELEMENTS)})
 
 
 def get_feature(name):

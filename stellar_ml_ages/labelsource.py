@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from .exceptions import LabelSourceWarning
 
-__all__ = ["LabelSource", "check_label_source", "label_source_problem", "table_label_source"]
+__all__ = ["LabelSource", "check_label_source", "label_source_problem", "scale_note",
+           "table_label_source"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,43 @@ def _remedy(model, source):
         f"put the labels on the {model.card['training_set'].get('label_source')} scale first "
         "(offsets from stars in common) and set meta['LABELSRC'] to say so, or train a model "
         "on this survey's labels with 'stellar-ml-ages train SPEC --table FILE'")
+
+
+def _slam_note():
+    from .slam import zero_point_note
+
+    return zero_point_note()
+
+
+#: What is known about a compatible source's zero points against a model's labels:
+#: (table's label source, model's label source) -> a function giving the note.
+_SCALE_NOTES = {
+    ("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE DR17"): _slam_note,
+}
+
+
+def scale_note(table, model):
+    """What is known of the zero points between the table's labels and the model's, or None.
+
+    For a source on the model's scale but from another release (SLAM's LAMOST
+    labels, on the APOGEE DR15 scale, with a DR17 model): the offsets measured and
+    those not. `~stellar_ml_ages.add_mass_age` writes it to ``meta["MLSCALE"]``.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages import get_model
+    >>> from stellar_ml_ages.labelsource import scale_note
+    >>> stars = Table(names=["obsid", "[C/M]", "[N/M]"])
+    >>> scale_note(stars, get_model("giants")).startswith("SLAM labels are on the APOGEE DR15")
+    True
+    """
+    source = table_label_source(table)
+    trained_on = model.card.get("training_set", {}).get("label_source")
+    if source is None or not trained_on:
+        return None
+    note = _SCALE_NOTES.get((source.name, trained_on))
+    return None if note is None else note()
 
 
 def label_source_problem(table, model):

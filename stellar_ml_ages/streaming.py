@@ -492,7 +492,7 @@ def output_mode(path):
 
 def annotate_file(input_path, output_path, *, input_format, output_format, model=None,
                   block_rows=None, overwrite=False, overwrite_columns=False, progress=False,
-                  **options):
+                  prepare=None, **options):
     """Annotate a FITS, Parquet or CSV file block by block, with bounded memory.
 
     Parameters
@@ -516,6 +516,9 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         `~stellar_ml_ages.add_mass_age`).
     progress : bool
         Show a progress bar over rows.
+    prepare : callable, optional
+        Applied to each block before it is annotated (row by row only: e.g.
+        `stellar_ml_ages.slam.slam_uncertainties`); its new columns are written too.
     **options
         Passed to `~stellar_ml_ages.add_mass_age` (``mapping``,
         ``allow_extrapolation``, ``propagate_errors``, ...).
@@ -571,6 +574,8 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         with os.fdopen(handle, "w+b") as stream:
             writer = _WRITERS[output_format](stream)
             for block in blocks:
+                if prepare is not None:
+                    block = prepare(block)
                 if n_blocks == 0:
                     model = (select_model(block, options.get("mapping")) if model is None
                              else get_model(model))

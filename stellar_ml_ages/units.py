@@ -28,7 +28,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Column
 
-from .columns import DifferenceSource, SubstituteSource
+from .columns import ColumnSource, DerivedSource, SubstituteSource
 from .exceptions import AssumedUnitWarning, ColumnUnitError, ColumnValueError
 from .features import get_feature
 
@@ -282,13 +282,20 @@ def _stand_in(source, feature):
 
 def _read_source(table, source, feature, assumed):
     source, feature = _stand_in(source, feature)
-    if isinstance(source, DifferenceSource):
-        parts = []
-        for part, part_name in zip(
-            (source.minuend, source.subtrahend), feature.derived_from[0], strict=True
-        ):
-            parts.append(_read_source(table, part, get_feature(part_name), assumed))
-        return parts[0] - parts[1]
+    if isinstance(source, DerivedSource):
+        # Sum over distinct columns with merged coefficients, so a column entering
+        # with +1 and -1 ([N/M] + [M/H] - [M/H] standing in for [Fe/H]) cancels
+        # exactly rather than to rounding.
+        total = np.zeros(len(table))
+        coefficients, features = {}, {}
+        for column, coefficient, label, _ in _linear_terms(source, feature, None):
+            coefficients[column] = coefficients.get(column, 0.0) + coefficient
+            features[column] = get_feature(label)
+        for column, coefficient in coefficients.items():
+            if coefficient != 0.0:
+                total = total + coefficient * _read_source(
+                    table, ColumnSource(column), features[column], assumed)
+        return total
     values, was_assumed = column_to_canonical(table[source.column], feature, source.column)
     if was_assumed:
         assumed.append(f"{source.column} as {feature.unit.to_string() or 'dimensionless'}")
@@ -399,12 +406,11 @@ def feature_matrix(table, resolved, error_sources=None, *, warn=True):
 def _linear_terms(source, feature, error_source, sign=1.0):
     """(column, coefficient, label, error source) of every column a feature is read from."""
     source, feature = _stand_in(source, feature)
-    if isinstance(source, DifferenceSource):
-        parts = error_source if isinstance(error_source, tuple) else (None, None)
+    if isinstance(source, DerivedSource):
+        terms_of = source.terms()
+        parts = error_source if isinstance(error_source, tuple) else (None,) * len(terms_of)
         terms = []
-        for part, name, error, part_sign in zip(
-                (source.minuend, source.subtrahend), feature.derived_from[0], parts,
-                (1.0, -1.0), strict=True):
+        for (part_sign, name, part), error in zip(terms_of, parts, strict=True):
             terms += _linear_terms(part, get_feature(name), error, sign * part_sign)
         return terms
     return [(source.column, sign, feature.name, error_source)]

@@ -91,5 +91,7 @@ def local_vizier(tap_url):
             conf.set_temp("lamost_table", "smatest.ddpayne"), \
             conf.set_temp("apokasc2_table", "smatest.apokasc2"), \
             conf.set_temp("red_clump_table", "smatest.ting2018"), \
+            conf.set_temp("slam_table", ""), \
+            conf.set_temp("slam_table_prefix", "smatest.slam"), \
             conf.set_temp("retry_backoff", 0.05):
         yield tap_url

@@ -215,3 +215,39 @@ def test_dask_annotation_writes_the_same_parts(survey, tmp_path):
     assert names and names == sorted(p.name for p in (tmp_path / "dask").glob("part-*"))
     for name in names:
         assert (tmp_path / "local" / name).read_bytes() == (tmp_path / "dask" / name).read_bytes()
+
+
+# --- the LAMOST SLAM preset (issue "LAMOST giants with the packaged models") -----------------
+
+def test_lamost_slam_preset_builds_the_giant_catalog_with_slam_errors(local_vizier, tmp_path):
+    truth = run_query(local_vizier, "SELECT ObsID FROM smatest.slam_giants", maxrec=10**6)
+    summary = build_catalog(tmp_path / "slam", preset="lamost-slam", page_rows=700)
+    parts = vstack(_parts(tmp_path / "slam"))
+    assert len(parts) == len(truth) == summary.n_rows
+    assert sorted(parts["OBSID"]) == sorted(truth["ObsID"])  # every star once
+    manifest = read_manifest(tmp_path / "slam")
+    query = manifest["query"]
+    # The table found under the prefix, its own spellings, pages read as fetched.
+    assert query["table"] == "smatest.slam_giants" and query["key"] == "RAdeg"
+    assert "[a/M]" in query["columns"] and query["read_as"] == "slam"
+    assert manifest["annotate_options"]["propagate_errors"] is True
+    # Portable names; every label has an error at least SLAM's scatter at the star's S/N.
+    for name in ("TEFF_ERR", "LOGG_ERR", "M_H_ERR", "ALPHA_M_ERR", "C_M_ERR", "N_M_ERR"):
+        assert not np.any(np.isnan(np.asarray(parts[name], dtype=float))), name
+    floor = 49.0 * np.maximum(1.0, 100.0 / np.asarray(parts["SNRG"], dtype=float))
+    assert np.all(np.asarray(parts["TEFF_ERR"]) >= floor - 1e-3)
+    predicted = np.isfinite(np.asarray(parts["mass"], dtype=float))
+    assert predicted.mean() > 0.8
+    mass = np.asarray(parts["mass"], dtype=float)[predicted]
+    low = np.asarray(parts["mass_p16"], dtype=float)[predicted]
+    high = np.asarray(parts["mass_p84"], dtype=float)[predicted]
+    assert np.all((low <= mass) & (mass <= high)) and 0.5 < np.median(mass) < 2.5
+
+
+def test_lamost_slam_preset_from_the_command_line(local_vizier, tmp_path, capsys):
+    out = tmp_path / "slam-cli"
+    assert main(["catalog", str(out), "--preset", "lamost-slam", "--page-rows", "5000",
+                 "--no-propagate-errors", "--no-progress"]) == 0
+    manifest = read_manifest(out)
+    assert manifest["annotate_options"]["propagate_errors"] is False  # said, over the preset
+    assert "rows" in capsys.readouterr().out

@@ -3,7 +3,7 @@ from astropy.table import Table
 
 from stellar_ml_ages.columns import (
     ColumnSource,
-    DifferenceSource,
+    DerivedSource,
     resolve_columns,
     resolve_error_columns,
 )
@@ -27,7 +27,9 @@ def test_seismic_aliases():
 def test_ratio_derived_from_abundances_relative_to_hydrogen():
     table = Table(names=["MG_H", "FE_H"])
     resolved = resolve_columns(table, ["mg_fe"])
-    assert resolved["mg_fe"] == DifferenceSource(ColumnSource("MG_H"), ColumnSource("FE_H"))
+    assert isinstance(resolved["mg_fe"], DerivedSource)
+    assert resolved["mg_fe"].parts == (ColumnSource("MG_H"), ColumnSource("FE_H"))
+    assert str(resolved["mg_fe"]) == "MG_H - FE_H"
 
 
 def test_direct_column_wins_over_derivation():

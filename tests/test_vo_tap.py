@@ -36,6 +36,7 @@ from stellar_ml_ages.vo import (
     fetch_apokasc,
     fetch_lamost,
     fetch_red_clump,
+    fetch_slam,
     run_query,
     tap_crossmatch,
 )
@@ -241,6 +242,27 @@ def test_red_clump_training_table_uses_spectroscopic_seismology(local_vizier):
     assert abs(np.median(ratio) - 1) < 0.01 and 0.01 < np.std(ratio) < 0.06
 
 
+def test_slam_fetch_finds_its_table_and_gives_annotatable_giants(local_vizier, recwarn):
+    cluster = SkyCoord(150 * u.deg, 2 * u.deg)
+    giants = fetch_slam(coordinates=cluster, radius=0.6 * u.deg)
+    positions = run_query(local_vizier, "SELECT RAdeg, DEdeg FROM smatest.slam_giants")
+    inside = SkyCoord(positions["RAdeg"], positions["DEdeg"], unit="deg").separation(
+        cluster) < 0.6 * u.deg
+    assert len(giants) == inside.sum() > 50
+    # Portable names (RAdeg/[a/M] were the mirror's spellings), units, label source.
+    for name, unit in (("RA", u.deg), ("TEFF", u.K), ("TEFF_ERR", u.K), ("C_M", u.dex),
+                       ("ALPHA_M", u.dex), ("ALPHA_M_ERR", u.dex)):
+        assert giants[name].unit == unit, name
+    assert giants["ALPHA_M"].meta["service_name"] == "[a/M]"
+    assert giants.meta["LABELSRC"] == "LAMOST DR5 SLAM (APOGEE DR15 scale)"
+    assert "S/N from SNRG" in giants.meta["MLSLAMER"]
+    annotated = add_mass_age(giants, model="giants", propagate_errors=True)
+    assert not [w for w in recwarn if issubclass(w.category, LabelSourceWarning)]
+    assert "c_n=C_M - N_M" in annotated.meta["MLINPUTS"]
+    assert annotated.meta["MLSCALE"].startswith("SLAM labels are on the APOGEE DR15 scale")
+    assert np.mean(~np.ma.getmaskarray(annotated["mass"])) > 0.8
+
+
 @pytest.mark.remote_data
 def test_live_vizier_cone():
     stars = fetch_lamost(coordinates=KEPLER, radius=2 * u.arcmin, maxrec=500,
@@ -252,3 +274,12 @@ def test_live_vizier_cone():
 def test_live_red_clump_and_apokasc():
     assert len(fetch_red_clump(coordinates=KEPLER, radius=10 * u.arcmin)) >= 0
     assert len(fetch_apokasc()) > 6000
+
+
+@pytest.mark.remote_data
+def test_live_slam_table_has_the_labels():
+    """The SLAM table under J/ApJS/246/9/ and its label spellings, from VizieR itself."""
+    giants = fetch_slam(coordinates=KEPLER, radius=10 * u.arcmin)
+    for name in ("RA", "DEC", "TEFF", "LOGG", "M_H", "ALPHA_M", "C_M", "N_M"):
+        assert name in giants.colnames, name
+    assert len(giants) > 0 and np.nanmedian(np.asarray(giants["LOGG"], dtype=float)) < 3.8

@@ -2,7 +2,7 @@
 
 APOKASC-2: the real Table 5 rows from the training catalogs when they are found
 (argument, STELLAR_ML_AGES_DATA, or ../shared/data), else synthetic rows.
-LAMOST DD-Payne and red-clump rows are always synthetic: labels for APOKASC-2
+LAMOST DD-Payne, SLAM and red-clump rows are always synthetic: labels for APOKASC-2
 stars follow from their seismic masses through the toy relations of
 stellar_ml_ages.training.synthetic, at their positions plus a sub-arcsecond
 offset; field stars and a small cluster around (RA, Dec) = (150, 2) fill the rest.
@@ -129,10 +129,49 @@ def main(out_dir, data_dir=None):
     write(out / "ting2018.csv", ["source_id", "ra", "dec", "dnu", "dpi"],
           ((i + 1, f"{a % 360:.8f}", f"{d:.8f}", f"{v:.4f}", f"{p:.2f}")
            for i, (a, d, v, p) in enumerate(zip(ra[clump], dec[clump], dnu, dpi, strict=True))))
+    n_slam = write_slam(out / "slam_giants.csv", out / "slam_sources.csv", rng)
     n_survey = write_survey(out / "survey.csv", rng,
                             int(os.environ.get("STELLAR_ML_AGES_TAP_SURVEY_ROWS", "30000")))
     print(f"wrote {out}: apokasc2 {n} ({kind}), ddpayne {len(rows)}, ting2018 {clump.sum()}, "
-          f"survey {n_survey}")
+          f"slam {n_slam}, survey {n_survey}")
+
+
+def write_slam(path, decoy_path, rng, n_rows=2000):
+    """SLAM-like LAMOST giants (Zhang+2020 labels): the package's synthetic demo giants.
+
+    Labels are drawn from the giants model's training distribution
+    (stellar_ml_ages.demo), so most rows are inside its hull; [C/M], [N/M], [M/H]
+    carry the demo's [C/Fe], [N/Fe], [Fe/H] ([Fe/H] = [M/H] in the synthetic stars).
+    S/N_g spans 15-300; a tenth of the stars has no e_Teff (the fetcher fills it).
+    A second table under the same name prefix (slam_sources) has no labels: the
+    fetcher must pick the table with the labels.
+    """
+    from stellar_ml_ages.demo import make_demo_table
+
+    demo = make_demo_table(n_per_population=n_rows, seed=20261201)
+    demo = demo[demo["POPULATION"] == "giant"]
+    n = len(demo)
+    ra = np.concatenate([rng.uniform(275, 305, n - 80), rng.normal(150, 0.1, 80)])
+    dec = np.concatenate([rng.uniform(33, 53, n - 80), rng.normal(2, 0.1, 80)])
+    snr = np.exp(rng.uniform(np.log(15), np.log(300), n))
+    obsid = 101001 + np.sort(rng.choice(585_000_000, n, replace=False))
+
+    def value(name, i):
+        x = float(demo[name][i])
+        return f"{x:.4f}" if np.isfinite(x) else ""
+
+    rows = []
+    for i in range(n):
+        e_teff = "" if i % 10 == 3 else f"{max(49.0 * 100 / snr[i] * 0.6, 20.0):.1f}"
+        rows.append([int(obsid[i]), f"{ra[i] % 360:.7f}", f"{dec[i]:.7f}", value("TEFF", i),
+                     e_teff, value("LOGG", i), "0.080", value("FE_H", i), "0.030",
+                     value("ALPHA_M", i), value("C_FE", i), "0.050", value("N_FE", i),
+                     "0.090", f"{snr[i]:.1f}"])
+    write(path, ["obsid", "ra", "dec", "teff", "e_teff", "logg", "e_logg", "m_h", "e_m_h",
+                 "a_m", "c_m", "e_c_m", "n_m", "e_n_m", "snrg"], rows)
+    write(decoy_path, ["obsid", "ra", "dec"],
+          ([int(obsid[i]), f"{ra[i] % 360:.7f}", f"{dec[i]:.7f}"] for i in range(n)))
+    return n
 
 
 def write_survey(path, rng, n_rows):

@@ -1,8 +1,9 @@
 <resource schema="smatest">
   <meta name="title">stellar_ml_ages test mirror of VizieR and GAVO tables</meta>
   <meta name="description">Tables whose schemas mirror VizieR's J/ApJS/245/34/catalog
-    (LAMOST DR5 DD-Payne), J/ApJS/239/32/table5 (APOKASC-2) and J/ApJ/858/L7 (LAMOST
-    red clump), for the integration tests of stellar_ml_ages. APOKASC-2 rows are real
+    (LAMOST DR5 DD-Payne), J/ApJS/239/32/table5 (APOKASC-2), J/ApJ/858/L7 (LAMOST
+    red clump) and J/ApJS/246/9 (LAMOST SLAM giants), for the integration tests of
+    stellar_ml_ages. APOKASC-2 rows are real
     when the training catalogs are available; every LAMOST row is synthetic.</meta>
   <meta name="creationDate">2026-11-24T00:00:00Z</meta>
   <meta name="subject">Stellar abundances</meta>
@@ -62,6 +63,35 @@
     <column name="DeltaP" type="real" unit="s" ucd="time.period" description="Spectroscopic period spacing"/>
   </table>
 
+
+  <table id="slam_giants" onDisk="True" adql="True" primary="ObsID">
+    <meta name="description">Synthetic LAMOST DR5 K giants with SLAM labels, named as the
+      package's SLAM fetcher expects VizieR J/ApJS/246/9 to name them (the table's labels
+      are unconfirmed; this mirror uses the alternative spellings RAdeg, DEdeg, [a/M] and
+      has no e_[a/M], so that the fetcher's choice among spellings is exercised).</meta>
+    <column name="ObsID" type="bigint" required="True" ucd="meta.id;meta.main" description="LAMOST observation identifier"/>
+    <column name="RAdeg" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension (J2000)"/>
+    <column name="DEdeg" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination (J2000)"/>
+    <column name="Teff" type="real" unit="K" ucd="phys.temperature.effective" description="SLAM effective temperature"/>
+    <column name="e_Teff" type="real" unit="K" ucd="stat.error;phys.temperature.effective" description="Teff error"/>
+    <column name="logg" type="real" unit="[cm/s2]" ucd="phys.gravity" description="SLAM surface gravity"/>
+    <column name="e_logg" type="real" unit="[cm/s2]" ucd="stat.error;phys.gravity" description="log g error"/>
+    <column name="quoted/[M/H]" type="real" unit="[-]" ucd="phys.abund.Z" description="SLAM metallicity"/>
+    <column name="quoted/e_[M/H]" type="real" unit="[-]" ucd="stat.error;phys.abund.Z" description="[M/H] error"/>
+    <column name="quoted/[a/M]" type="real" unit="[-]" ucd="phys.abund" description="SLAM [alpha/M]"/>
+    <column name="quoted/[C/M]" type="real" unit="[-]" ucd="phys.abund" description="SLAM [C/M]"/>
+    <column name="quoted/e_[C/M]" type="real" unit="[-]" ucd="stat.error;phys.abund" description="[C/M] error"/>
+    <column name="quoted/[N/M]" type="real" unit="[-]" ucd="phys.abund" description="SLAM [N/M]"/>
+    <column name="quoted/e_[N/M]" type="real" unit="[-]" ucd="stat.error;phys.abund" description="[N/M] error"/>
+    <column name="snrg" type="real" ucd="instr.dispersion" description="g-band signal-to-noise ratio"/>
+  </table>
+
+  <table id="slam_sources" onDisk="True" adql="True" primary="ObsID">
+    <meta name="description">Positions only: a second table under the slam prefix, without labels.</meta>
+    <column name="ObsID" type="bigint" required="True" ucd="meta.id;meta.main" description="LAMOST observation identifier"/>
+    <column name="RAdeg" type="double precision" unit="deg" ucd="pos.eq.ra;meta.main" description="Right ascension (J2000)"/>
+    <column name="DEdeg" type="double precision" unit="deg" ucd="pos.eq.dec;meta.main" description="Declination (J2000)"/>
+  </table>
 
   <table id="survey" onDisk="True" adql="True">
     <meta name="description">Synthetic APOGEE allStar-shaped survey table for the catalog-build
@@ -148,6 +178,42 @@
       </rowmaker>
     </make>
   </data>
+  <data id="import_slam_giants">
+    <sources>data/slam_giants.csv</sources>
+    <csvGrammar/>
+    <make table="slam_giants">
+      <rowmaker>
+        <map key="ObsID">int(@obsid)</map>
+        <map key="RAdeg">float(@ra)</map>
+        <map key="DEdeg">float(@dec)</map>
+        <map key="Teff">parseWithNull(@teff, float, "")</map>
+        <map key="e_Teff">parseWithNull(@e_teff, float, "")</map>
+        <map key="logg">parseWithNull(@logg, float, "")</map>
+        <map key="e_logg">parseWithNull(@e_logg, float, "")</map>
+        <map key="quoted/[M/H]">parseWithNull(@m_h, float, "")</map>
+        <map key="quoted/e_[M/H]">parseWithNull(@e_m_h, float, "")</map>
+        <map key="quoted/[a/M]">parseWithNull(@a_m, float, "")</map>
+        <map key="quoted/[C/M]">parseWithNull(@c_m, float, "")</map>
+        <map key="quoted/e_[C/M]">parseWithNull(@e_c_m, float, "")</map>
+        <map key="quoted/[N/M]">parseWithNull(@n_m, float, "")</map>
+        <map key="quoted/e_[N/M]">parseWithNull(@e_n_m, float, "")</map>
+        <map key="snrg">parseWithNull(@snrg, float, "")</map>
+      </rowmaker>
+    </make>
+  </data>
+
+  <data id="import_slam_sources">
+    <sources>data/slam_sources.csv</sources>
+    <csvGrammar/>
+    <make table="slam_sources">
+      <rowmaker>
+        <map key="ObsID">int(@obsid)</map>
+        <map key="RAdeg">float(@ra)</map>
+        <map key="DEdeg">float(@dec)</map>
+      </rowmaker>
+    </make>
+  </data>
+
   <data id="import_survey">
     <sources>data/survey.csv</sources>
     <csvGrammar/>

@@ -448,9 +448,9 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
                  "mean": float(m), "std": float(sd), "min": float(lo), "max": float(hi)}
         level = noise.get(n, measured_noise[i])
         derived = get_feature(n).derived_from
-        if n not in noise and derived and all(part in noise for part in derived[0]):
+        if n not in noise and derived and all(part in noise for part in derived[0].names):
             # A difference of two labels: their noise in quadrature, as for users' errors.
-            level = float(np.hypot(*(noise[part] for part in derived[0])))
+            level = float(np.sqrt(sum(noise[part] ** 2 for part in derived[0].names)))
         if np.isfinite(level):
             entry["training_noise"] = float(level)
         if n in spec.input_noise:

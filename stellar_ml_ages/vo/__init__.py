@@ -17,6 +17,7 @@ from .fetch import (
     fetch_lamost,
     fetch_lasp,
     fetch_red_clump,
+    fetch_slam,
     tap_crossmatch,
 )
 from .tap import get_service, run_query
@@ -32,6 +33,7 @@ __all__ = [
     "fetch_lamost",
     "fetch_lasp",
     "fetch_red_clump",
+    "fetch_slam",
     "format_degrees",
     "get_service",
     "positions_from_2mass",

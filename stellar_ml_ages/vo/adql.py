@@ -14,7 +14,8 @@ from astropy.coordinates import ICRS, Angle, Longitude, SkyCoord
 
 from ..exceptions import RegionError
 
-__all__ = ["ADQL_RESERVED", "format_degrees", "quote_identifier", "region_to_adql"]
+__all__ = ["ADQL_RESERVED", "format_degrees", "quote_identifier", "quote_table_name",
+           "region_to_adql"]
 
 
 def format_degrees(angle):
@@ -61,6 +62,27 @@ def quote_identifier(name):
     """
     if (name.replace("_", "a").isalnum() and name[0].isalpha() and name.isascii()
             and name.upper() not in ADQL_RESERVED):
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_table_name(name):
+    """ADQL reference to a table: ``schema.table`` as is, anything else delimited.
+
+    TAP_SCHEMA lists VizieR's tables by their plain names (``J/ApJS/246/9/table1``),
+    which a query must delimit.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.vo.adql import quote_table_name
+    >>> quote_table_name("smatest.slam"), quote_table_name("J/ApJS/246/9/table1")
+    ('smatest.slam', '"J/ApJS/246/9/table1"')
+    """
+    name = name.strip()
+    if name.startswith('"'):
+        return name
+    parts = name.split(".")
+    if all(part and quote_identifier(part) == part for part in parts):
         return name
     return '"' + name.replace('"', '""') + '"'
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import conf
 
-__all__ = ["CATALOGS", "Catalog", "column_spellings", "positions_from_2mass"]
+__all__ = ["CATALOGS", "Catalog", "column_spellings", "is_optional", "positions_from_2mass"]
 
 _ELEMENTS = ("C", "N", "O", "Na", "Mg", "Ti", "Mn", "Co", "Ba")
 
@@ -54,6 +54,18 @@ class Catalog:
         table's ``meta["LABELSRC"]`` (`stellar_ml_ages.labelsource`).
     verified : str
         Which names were confirmed, and the source.
+    table_prefix_item : str or None
+        Name of a ``conf`` item with a table-name prefix: when the table item is
+        empty, the table is the one under this prefix, in the service's
+        TAP_SCHEMA, that has every required column.
+    prepare : callable or None
+        Applied to every fetched table (and catalog page) after the renames, e.g.
+        `stellar_ml_ages.slam.slam_uncertainties` for SLAM.
+
+    Notes
+    -----
+    An entry of ``columns`` that is a tuple containing None is optional: the first
+    spelling the service has is fetched, and none is fetched when it has none.
     """
 
     key: str
@@ -68,6 +80,8 @@ class Catalog:
     citation: str = ""
     label_source: str | None = None
     verified: str = ""
+    table_prefix_item: str | None = None
+    prepare: object = None
 
     @property
     def url(self):
@@ -76,6 +90,10 @@ class Catalog:
     @property
     def table(self):
         return getattr(conf, self.table_item)
+
+    @property
+    def table_prefix(self):
+        return getattr(conf, self.table_prefix_item) if self.table_prefix_item else None
 
 
 def _portable_names():
@@ -97,7 +115,44 @@ def _abundance_columns():
 
 def column_spellings(entry):
     """The alternative spellings of one ``Catalog.columns`` entry, preferred first."""
-    return (entry,) if isinstance(entry, str) else tuple(entry)
+    return (entry,) if isinstance(entry, str) else tuple(s for s in entry if s is not None)
+
+
+def is_optional(entry):
+    """Whether a ``Catalog.columns`` entry may be absent from the service's table."""
+    return not isinstance(entry, str) and None in entry
+
+
+def _slam_columns():
+    """Spellings of the SLAM table's columns (VizieR's conventions; see ``verified``)."""
+    labels = {"Teff": ("Teff",), "logg": ("logg",), "[M/H]": ("[M/H]",),
+              "[alpha/M]": ("[alpha/M]", "[a/M]"), "[C/M]": ("[C/M]",), "[N/M]": ("[N/M]",)}
+    columns = [("ObsID", "obsid", None), ("RAJ2000", "RAdeg"), ("DEJ2000", "DEdeg")]
+    for spellings in labels.values():
+        columns.append(spellings if len(spellings) > 1 else spellings[0])
+        columns.append((*(f"e_{name}" for name in spellings), None))
+    columns.append(("snrg", "S/Ng", "SNRg", "snr_g", None))
+    return tuple(columns)
+
+
+def _slam_renames():
+    names = {"ObsID": "OBSID", "obsid": "OBSID", "RAJ2000": "RA", "RAdeg": "RA",
+             "DEJ2000": "DEC", "DEdeg": "DEC", "Teff": "TEFF", "e_Teff": "TEFF_ERR",
+             "logg": "LOGG", "e_logg": "LOGG_ERR", "snrg": "SNRG", "S/Ng": "SNRG",
+             "SNRg": "SNRG", "snr_g": "SNRG"}
+    for label, portable in (("[M/H]", "M_H"), ("[alpha/M]", "ALPHA_M"), ("[a/M]", "ALPHA_M"),
+                            ("[C/M]", "C_M"), ("[N/M]", "N_M")):
+        names[label] = portable
+        names[f"e_{label}"] = f"{portable}_ERR"
+    return names
+
+
+def _slam_prepare(table):
+    from ..slam import REFERENCE_SNR, slam_uncertainties
+
+    # Without an S/N column the reference scatter is the floor, said in MLSLAMER.
+    snr = None if "SNRG" in table.colnames else REFERENCE_SNR
+    return slam_uncertainties(table, snr=snr)
 
 
 _DEX_UNITS = {_portable_names()[name]: u.dex for name in _abundance_columns()}
@@ -183,6 +238,31 @@ CATALOGS = {
                       "VizieR ReadMe; stellar5 labels ObsID, RAJ2000, DEJ2000, Teff, e_Teff, "
                       "logg, e_logg, [Fe/H], e_[Fe/H], snrg from several public TAP and "
                       "astroquery scripts"),
+        ),
+        Catalog(
+            key="slam",
+            title="LAMOST DR5 K giants, SLAM labels on the APOGEE DR15 scale "
+                  "(Zhang, Liu & Deng 2020)",
+            service_item="vizier_tap_url",
+            table_item="slam_table",
+            table_prefix_item="slam_table_prefix",
+            ra=("RAJ2000", "RAdeg"),
+            dec=("DEJ2000", "DEdeg"),
+            columns=_slam_columns(),
+            rename=_slam_renames(),
+            units={"RA": u.deg, "DEC": u.deg, "TEFF": u.K, "TEFF_ERR": u.K,
+                   "LOGG": u.dex(u.cm / u.s**2), "LOGG_ERR": u.dex,
+                   **{f"{name}{end}": u.dex for name in ("M_H", "ALPHA_M", "C_M", "N_M")
+                      for end in ("", "_ERR")}},
+            citation="Zhang, Liu & Deng 2020, ApJS 246, 9",
+            label_source="LAMOST DR5 SLAM (APOGEE DR15 scale)",
+            verified=("catalog J/ApJS/246/9 and its labels Teff, log g, [M/H], [alpha/M], "
+                      "[C/M], [N/M] with their scatters: the VizieR ReadMe's abstract; the "
+                      "table name and column labels are NOT confirmed (the stored ReadMe stops "
+                      "before its byte-by-byte description): the table is the one under "
+                      "J/ApJS/246/9/ whose TAP_SCHEMA columns hold the labels, and each "
+                      "label's spelling is chosen from that service's column list"),
+            prepare=_slam_prepare,
         ),
     )
 }

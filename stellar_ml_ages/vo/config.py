@@ -28,6 +28,14 @@ class Conf(_config.ConfigNamespace):
     # LAMOST DR5 LASP parameters are VizieR V/164 (ReadMe: tables dr5, stellar5, ...).
     lasp_table = _config.ConfigItem(
         '"V/164/stellar5"', "LAMOST DR5 LASP AFGK-star parameters (Luo+2019), ADQL name.")
+    # The table and column labels of J/ApJS/246/9 could not be read from a stored
+    # ReadMe: empty means "the table under slam_table_prefix whose TAP_SCHEMA columns
+    # hold the SLAM labels", decided by the service at query time.
+    slam_table = _config.ConfigItem(
+        "", "LAMOST DR5 SLAM K giants (Zhang+2020), ADQL name; empty: found under "
+            "slam_table_prefix in the service's TAP_SCHEMA.")
+    slam_table_prefix = _config.ConfigItem(
+        "J/ApJS/246/9/", "Table-name prefix searched when slam_table is empty.")
     xmatch_url = _config.ConfigItem(
         "http://cdsxmatch.u-strasbg.fr/xmatch/api/v1/sync",
         "CDS XMatch service (synchronous API), used by xmatch_vizier.")

@@ -14,12 +14,13 @@ from astropy.table import MaskedColumn, Table, vstack
 
 from ..exceptions import RegionError, TAPQueryError
 from ..training.crossmatch import sky_coordinates
-from .adql import format_degrees, quote_identifier, region_to_adql
-from .catalogs import CATALOGS, column_spellings, positions_from_2mass
+from .adql import format_degrees, quote_identifier, quote_table_name, region_to_adql
+from .catalogs import CATALOGS, column_spellings, is_optional, positions_from_2mass
 from .tap import run_query
 
 __all__ = ["build_lamost_training_table", "fetch", "fetch_apokasc", "fetch_lamost",
-           "fetch_lasp", "fetch_red_clump", "tap_crossmatch"]
+           "fetch_lasp", "fetch_red_clump", "fetch_slam", "position_columns", "table_name",
+           "tap_crossmatch"]
 
 
 def _catalog(catalog):
@@ -33,24 +34,95 @@ def _catalog(catalog):
 
 #: (service URL, table) -> the column names its TAP_SCHEMA lists, for this session.
 _SERVICE_COLUMNS = {}
+#: (service URL, table-name prefix) -> the ADQL name of the table found under it.
+_SERVICE_TABLES = {}
 
 
-def _service_columns(catalog):
-    """Column names of the catalog's table, from the service's own TAP_SCHEMA (cached)."""
-    key = (catalog.url, catalog.table)
+def _columns_of(url, table):
+    """Column names of one table, from the service's own TAP_SCHEMA (cached); None without."""
+    key = (url, table)
     if key not in _SERVICE_COLUMNS:
-        name = catalog.table.strip().strip('"').replace("'", "''")
+        name = table.strip().strip('"').replace("'", "''")
         query = f"SELECT column_name FROM TAP_SCHEMA.columns WHERE table_name = '{name}'"
         try:
-            found = run_query(catalog.url, query, maxrec=100_000)
+            found = run_query(url, query, maxrec=100_000)
         except TAPQueryError:
             return set()  # a service without TAP_SCHEMA.columns: use the first spellings
         _SERVICE_COLUMNS[key] = {str(value).strip().strip('"') for value in found["column_name"]}
     return _SERVICE_COLUMNS[key]
 
 
+def _service_columns(catalog):
+    """Column names of the catalog's table, from the service's own TAP_SCHEMA (cached)."""
+    return _columns_of(catalog.url, table_name(catalog))
+
+
+def _spelling(entry, available, lowered):
+    """The entry's spelling the service has: exact, else by case.
+
+    A regular identifier matched by case keeps the catalog's spelling (ADQL compares
+    it without case, and services such as DaCHS list it in lower case in TAP_SCHEMA
+    but return the declared case); a delimited one takes the service's.
+    """
+    spellings = column_spellings(entry)
+    exact = next((s for s in spellings if s in available), None)
+    if exact is not None:
+        return exact
+    for spelling in spellings:
+        found = lowered.get(spelling.lower())
+        if found is not None:
+            return spelling if quote_identifier(spelling) == spelling else found
+    return None
+
+
+def table_name(catalog):
+    """The ADQL name of a catalog's table: the configured one, else the one found.
+
+    A catalog whose table item is empty names a prefix instead (SLAM: VizieR
+    ``J/ApJS/246/9/``); the table is then the one under that prefix, in the
+    service's ``TAP_SCHEMA.tables``, that has every required column.
+
+    Raises
+    ------
+    TAPQueryError
+        No table, or several, under the prefix have the columns.
+    """
+    catalog = _catalog(catalog)
+    configured = (catalog.table or "").strip()
+    if configured or not catalog.table_prefix:
+        return configured
+    key = (catalog.url, catalog.table_prefix)
+    if key not in _SERVICE_TABLES:
+        prefix = catalog.table_prefix.replace("'", "''")
+        found = run_query(catalog.url, "SELECT table_name FROM TAP_SCHEMA.tables "
+                                       f"WHERE table_name LIKE '{prefix}%'", maxrec=10_000)
+        required = [entry for entry in (catalog.ra, catalog.dec, *catalog.columns)
+                    if entry is not None and not is_optional(entry)]
+        suitable, lacking = [], []
+        for name in (str(value).strip() for value in found["table_name"]):
+            available = _columns_of(catalog.url, name)
+            lowered = {column.lower(): column for column in available}
+            missing = [" or ".join(column_spellings(entry)) for entry in required
+                       if _spelling(entry, available, lowered) is None]
+            (lacking.append(f"{name} (no {', '.join(missing)})") if missing
+             else suitable.append(name))
+        if len(suitable) != 1:
+            what = ("several tables have them: " + ", ".join(suitable)) if suitable else (
+                "tables: " + ("; ".join(lacking) or "none"))
+            raise TAPQueryError(
+                f"no single table under {catalog.table_prefix!r} has the columns of "
+                f"{catalog.title} ({what}); set stellar_ml_ages.vo.conf.{catalog.table_item} "
+                "to the table's ADQL name", service=catalog.url)
+        _SERVICE_TABLES[key] = quote_table_name(suitable[0])
+    return _SERVICE_TABLES[key]
+
+
 def _choose_columns(catalog, entries):
-    """Service column names for the catalog's entries (alternatives settled by TAP_SCHEMA)."""
+    """Service column names for the catalog's entries (alternatives settled by TAP_SCHEMA).
+
+    Optional entries (`~stellar_ml_ages.vo.catalogs.is_optional`) the service lacks
+    are left out.
+    """
     if all(isinstance(entry, str) for entry in entries):
         return list(entries)
     available = _service_columns(catalog)
@@ -58,17 +130,27 @@ def _choose_columns(catalog, entries):
     chosen, unknown = [], []
     for entry in entries:
         spellings = column_spellings(entry)
-        found = next((s for s in spellings if s in available), None) or next(
-            (lowered[s.lower()] for s in spellings if s.lower() in lowered), None)
+        found = _spelling(entry, available, lowered)
+        if found is None and is_optional(entry):
+            continue
         if found is None and available and len(spellings) > 1:
             unknown.append(" or ".join(spellings))
         chosen.append(found or spellings[0])
     if unknown:
         raise TAPQueryError(
-            f"table {catalog.table} has no column {'; '.join(unknown)} (its columns: "
+            f"table {table_name(catalog)} has no column {'; '.join(unknown)} (its columns: "
             f"{', '.join(sorted(available))}); pass columns=[...] with its names, or set "
             "the table name in stellar_ml_ages.vo.conf", service=catalog.url)
     return chosen
+
+
+def position_columns(catalog):
+    """The service's names of the catalog's RA and Dec columns, or (None, None)."""
+    catalog = _catalog(catalog)
+    if catalog.ra is None:
+        return None, None
+    ra, dec = _choose_columns(catalog, [catalog.ra, catalog.dec])
+    return ra, dec
 
 
 #: Beyond this a "cross-match" pairs unrelated stars (and makes the server join slow).
@@ -114,6 +196,8 @@ def _finish(table, catalog):
     table.meta["CITATION"] = catalog.citation
     if catalog.label_source:
         table.meta["LABELSRC"] = catalog.label_source
+    if catalog.prepare is not None:
+        table = catalog.prepare(table)
     return table
 
 
@@ -137,7 +221,7 @@ def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, 
     Parameters
     ----------
     catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
-        ``"lamost"``, ``"apokasc2"``, ``"red_clump"`` or ``"lasp"``.
+        ``"lamost"``, ``"apokasc2"``, ``"red_clump"``, ``"lasp"`` or ``"slam"``.
     region : `regions.SkyRegion`, optional
         Circle, annulus, polygon, rectangle, or a compound of them.
     coordinates, radius : `~astropy.coordinates.SkyCoord`, `~astropy.units.Quantity`
@@ -174,10 +258,10 @@ def fetch(catalog, region=None, *, coordinates=None, radius=None, columns=None, 
     cone = region is not None or coordinates is not None
     if cone and catalog.ra is not None:
         conditions.append(region_to_adql(coordinates if region is None else region,
-                                         catalog.ra, catalog.dec, radius=radius))
+                                         *position_columns(catalog), radius=radius))
     if where:
         conditions.append(f"({where})")
-    query = f"SELECT {select} FROM {catalog.table}"
+    query = f"SELECT {select} FROM {table_name(catalog)}"
     if conditions:
         query += " WHERE " + " AND ".join(conditions)
     table = _finish(run_query(catalog.url, query, maxrec=maxrec, mode=mode,
@@ -245,6 +329,28 @@ def fetch_lasp(region=None, **kwargs):
     return fetch("lasp", region, **kwargs)
 
 
+def fetch_slam(region=None, **kwargs):
+    """LAMOST DR5 K giants with SLAM labels on the APOGEE scale (Zhang+2020); see `fetch`.
+
+    The labels are the packaged giants models' inputs ([C/N] = [C/M] - [N/M]; [Fe/H]
+    taken as [M/H], see `stellar_ml_ages.slam`). The label errors are already
+    SLAM's (`~stellar_ml_ages.slam.slam_uncertainties`): annotate with
+    ``propagate_errors=True`` so the intervals include them.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.coordinates import SkyCoord
+    >>> from stellar_ml_ages import add_mass_age
+    >>> from stellar_ml_ages.vo import fetch_slam
+    >>> giants = fetch_slam(coordinates=SkyCoord(290.5 * u.deg, 43.5 * u.deg),
+    ...                     radius=10 * u.arcmin)  # doctest: +REMOTE_DATA
+    >>> annotated = add_mass_age(giants, model="giants",
+    ...                          propagate_errors=True)  # doctest: +REMOTE_DATA
+    """
+    return fetch("slam", region, **kwargs)
+
+
 @u.quantity_input(radius=u.arcsec)
 def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None, dec=None,
                    mode="sync", maxrec=None, on_overflow="raise", cache=None, chunk_rows=2000):
@@ -291,11 +397,12 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     valid = np.isfinite(upload["ra"]) & np.isfinite(upload["dec"])
     upload = upload[valid]
     names = _choose_columns(catalog, list(catalog.columns if columns is None else columns))
-    point = f"POINT('ICRS', t.{quote_identifier(catalog.ra)}, t.{quote_identifier(catalog.dec)})"
+    ra_column, dec_column = position_columns(catalog)
+    point = f"POINT('ICRS', t.{quote_identifier(ra_column)}, t.{quote_identifier(dec_column)})"
     query = (
         f"SELECT u.row_id, {_select_list(names, 't')}, "
         f"DISTANCE(POINT('ICRS', u.ra, u.dec), {point}) AS match_distance "
-        f"FROM TAP_UPLOAD.stars AS u JOIN {catalog.table} AS t "
+        f"FROM TAP_UPLOAD.stars AS u JOIN {table_name(catalog)} AS t "
         f"ON 1 = CONTAINS({point}, CIRCLE('ICRS', u.ra, u.dec, {format_degrees(radius)}))"
     )
     # Services cap upload sizes (DaCHS: 500 kB for sync requests by default), so

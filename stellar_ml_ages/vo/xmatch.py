@@ -31,7 +31,7 @@ from ..exceptions import RegionError, TAPQueryError, TAPServiceError, TAPTimeout
 from ..training.crossmatch import sky_coordinates
 from .catalogs import CATALOGS, Catalog
 from .config import conf
-from .fetch import _finish
+from .fetch import _finish, table_name
 from .tap import _TRANSIENT_HTTP, _cause_chain
 
 __all__ = ["vizier_columns", "xmatch_vizier"]
@@ -58,7 +58,8 @@ def _vizier_table(catalog):
         if entry.service_item != "vizier_tap_url":
             raise ValueError(f"{entry.title} is not a VizieR table (its service is "
                              f"conf.{entry.service_item}); use tap_crossmatch for it")
-        return entry.table.strip().strip('"'), entry
+        # SLAM's table is found through VizieR's TAP_SCHEMA (its name is not configured).
+        return table_name(entry).strip().strip('"'), entry
     if isinstance(catalog, str):
         table_id = catalog.removeprefix("vizier:").strip()
         if "/" in table_id:

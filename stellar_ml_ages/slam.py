@@ -1,0 +1,206 @@
+"""LAMOST DR5 giants with SLAM labels, which are on the APOGEE label scale.
+
+Zhang, Liu & Deng 2020 (ApJS 246, 9; VizieR J/ApJS/246/9) trained the Stellar LAbel
+Machine on LAMOST DR5 spectra of stars in common with APOGEE DR15 and derived Teff,
+log g, [M/H], [α/M], [C/M] and [N/M] for about a million LAMOST K giants. Those are
+the packaged giants models' inputs, on the scale they were trained on, at a known,
+larger noise. This module holds what the package knows about them:
+
+*Label equivalences* (applied by the column resolver, `stellar_ml_ages.features`, and
+recorded in the output's ``meta["MLCHOICE"]``):
+
+- ``[C/N] = [C/M] - [N/M]``: exact, whatever the metallicity scale;
+- ``[X/Fe] = [X/M] + [M/H] - [Fe/H]``: ASPCAP's definition; where the table has no
+  [Fe/H] (SLAM's does not), [Fe/H] is taken as [M/H], which makes ``[N/Fe] = [N/M]``
+  and the [Fe/H] input the [M/H] column. How far that assumption can move masses and
+  ages is measured in docs/lamost.rst.
+
+*Noise*: the cross-validated scatters of SLAM against APOGEE at S/N_g ~ 100
+(``SCATTER_AT_REFERENCE``, the paper's abstract). Below S/N 100 the scatter is taken to
+grow as 100 / S/N (photon noise; an assumption: the paper gives the scatter at
+S/N ~ 100 only), and is not taken to shrink above it. `slam_uncertainties` writes,
+for each label, the larger of the star's own uncertainty (where the table has one)
+and this scatter, so that ``add_mass_age(..., propagate_errors=True)`` widens the
+intervals by SLAM's noise in excess of the training labels' own.
+"""
+
+import astropy.units as u
+import numpy as np
+from astropy.table import Column
+
+from .columns import resolve_columns, resolve_error_columns
+from .exceptions import MissingColumnError
+
+__all__ = ["REFERENCE_SNR", "SCATTER_AT_REFERENCE", "SLAM_LABELS", "SNR_ALIASES",
+           "measurements", "slam_scatter", "slam_uncertainties", "zero_point_note"]
+
+#: The labels SLAM gives for LAMOST giants, as feature names.
+SLAM_LABELS = ("teff", "logg", "m_h", "alpha_m", "c_m", "n_m")
+
+#: S/N_g at which `SCATTER_AT_REFERENCE` was measured.
+REFERENCE_SNR = 100.0
+
+#: Cross-validated scatter of SLAM against APOGEE DR15 at S/N_g ~ 100 (Zhang, Liu &
+#: Deng 2020, abstract): 49 K, 0.10, 0.037, 0.026, 0.058 and 0.106 dex.
+SCATTER_AT_REFERENCE = {
+    "teff": 49.0 * u.K,
+    "logg": 0.10 * u.dex,
+    "m_h": 0.037 * u.dex,
+    "alpha_m": 0.026 * u.dex,
+    "c_m": 0.058 * u.dex,
+    "n_m": 0.106 * u.dex,
+}
+
+#: Names of the g-band S/N column in LAMOST tables (VizieR's LAMOST DR5 uses ``snrg``).
+SNR_ALIASES = ("snrg", "S/Ng", "SNRG", "snr_g", "SNR_G", "SNg")
+
+
+def measurements():
+    """The measurements of ``tools/lamost_slam_report.py``, shipped with the package (dict).
+
+    ``zero_points``: APOGEE DR14 (= DR15) minus DR17 labels of the APOKASC giants;
+    ``zero_point_effect`` and ``sensitivity``: the median mass and age change of the
+    packaged giants model under those offsets and under assumed ones; ``degraded``:
+    out-of-fold errors and interval coverage with SLAM's noise by S/N.
+    """
+    import json
+    from importlib.resources import files
+
+    return json.loads(files("stellar_ml_ages").joinpath("data/lamost_slam.json").read_text())
+
+
+def zero_point_note():
+    """One paragraph on what is known of SLAM's DR15 -> DR17 zero point (for ``meta``).
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.slam import zero_point_note
+    >>> "DR17" in zero_point_note()
+    True
+    """
+    found = measurements()
+    offsets = found["zero_points"]["dr14_minus_dr17"]
+    effect = found["zero_point_effect"]["all three"]
+    assumption = found["sensitivity"]["[Fe/H] - [M/H] = +0.05 dex"]
+    return (
+        "SLAM labels are on the APOGEE DR15 scale (DR15 re-released DR14's ASPCAP values). "
+        f"DR14 - DR17 on {offsets['teff']['n']} APOKASC giants: Teff "
+        f"{offsets['teff']['median']:+.0f} K, [Fe/H] {offsets['fe_h']['median']:+.3f} dex, "
+        f"[alpha/Fe] {offsets['alpha_m']['median']:+.3f} dex; together they change masses by "
+        f"{100 * effect['mass_median_change']:+.1f}% and ages by "
+        f"{100 * effect['age_median_change']:+.1f}% (median, giants model). Not measured: "
+        "log g, [C/M], [N/M] and DR17's [Fe/H] - [M/H]; [Fe/H] is taken as [M/H] (a 0.05 dex "
+        f"difference moves masses by {100 * assumption['mass_median_change']:+.1f}%, ages by "
+        f"{100 * assumption['age_median_change']:+.1f}%). Offsets not applied; see the "
+        "LAMOST page of the documentation.")
+
+
+def slam_scatter(label, snr):
+    """SLAM's 1-sigma scatter of one label at g-band S/N ``snr`` (canonical unit, float).
+
+    ``SCATTER_AT_REFERENCE[label] * max(1, 100 / snr)``; NaN or non-positive S/N
+    gives the reference scatter (the least the label can be off by).
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.slam import slam_scatter
+    >>> float(slam_scatter("teff", 50.0)), float(slam_scatter("n_m", 200.0))
+    (98.0, 0.106)
+    """
+    reference = SCATTER_AT_REFERENCE[label].value
+    snr = np.asarray(snr, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(np.isfinite(snr) & (snr > 0), np.maximum(1.0, REFERENCE_SNR / snr), 1.0)
+    return reference * factor
+
+
+def _snr_values(table, snr):
+    if snr is not None and not isinstance(snr, str):
+        values = np.broadcast_to(np.asarray(u.Quantity(snr).to_value(u.dimensionless_unscaled),
+                                            dtype=np.float64), (len(table),))
+        return values, f"{float(np.median(values)):g} (given)"
+    names = (snr,) if isinstance(snr, str) else SNR_ALIASES
+    lowered = {name.lower(): name for name in table.colnames}
+    for name in names:
+        column = name if name in table.colnames else lowered.get(name.lower())
+        if column is not None:
+            return np.ma.filled(np.ma.asarray(table[column], dtype=np.float64), np.nan), column
+    raise MissingColumnError(
+        f"no g-band S/N column ({'tried ' + ', '.join(names)}); SLAM's noise depends on it: "
+        "pass snr='<column>' or a number (snr=100 assumes every star is at the reference "
+        "S/N and understates the errors of fainter ones)")
+
+
+def slam_uncertainties(table, snr=None, mapping=None):
+    """A copy of a SLAM table whose label uncertainties include SLAM's own scatter.
+
+    For each SLAM label (Teff, log g, [M/H], [α/M], [C/M], [N/M]) the error column
+    becomes the larger of the star's own uncertainty and `slam_scatter` at its S/N;
+    a label without an error column gets one (``<COLUMN>_ERR`` for allStar-style
+    names, else ``e_<column>``). The caller's table is
+    not changed; rows, order and masks are kept.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        LAMOST stars with SLAM labels (VizieR J/ApJS/246/9, the author's release, or
+        a user's file): the column resolver finds ``Teff``, ``logg``, ``[M/H]``,
+        ``[alpha/M]``, ``[C/M]``, ``[N/M]`` and their ``e_`` columns.
+    snr : str, float or None
+        The g-band S/N column name, or one value for every star; default: the first
+        of ``SNR_ALIASES`` in the table.
+    mapping : dict, optional
+        ``{feature: column}`` as for `~stellar_ml_ages.add_mass_age`.
+
+    Returns
+    -------
+    `~astropy.table.Table`
+        With ``meta["MLSLAMER"]`` naming the error columns written and the rule.
+
+    Raises
+    ------
+    MissingColumnError
+        A SLAM label or the S/N column is missing.
+
+    Examples
+    --------
+    >>> import astropy.units as u
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.slam import slam_uncertainties
+    >>> stars = Table({"Teff": [4700.0, 4650.0] * u.K, "e_Teff": [30.0, 150.0] * u.K,
+    ...                "logg": [2.5, 2.4], "[M/H]": [0.0, -0.2], "[alpha/M]": [0.05, 0.1],
+    ...                "[C/M]": [0.0, -0.1], "[N/M]": [0.2, 0.3], "snrg": [100.0, 25.0]})
+    >>> out = slam_uncertainties(stars)
+    >>> out["e_Teff"].tolist(), out["e_[N/M]"].round(3).tolist()
+    ([49.0, 196.0], [0.106, 0.424])
+    """
+    mapping = dict(mapping or {})
+    resolved = resolve_columns(table, SLAM_LABELS, mapping)
+    errors = resolve_error_columns(table, resolved, mapping)
+    snr_values, snr_source = _snr_values(table, snr)
+    out = table.copy(copy_data=True)
+    written = []
+    for label in SLAM_LABELS:
+        floor = slam_scatter(label, snr_values)
+        unit = u.K if label == "teff" else u.dex
+        source = errors[label]
+        if source is None or isinstance(source, tuple):
+            column = str(resolved[label])
+            # Each survey's own convention: allStar's TEFF_ERR, VizieR's e_Teff.
+            portable = column.replace("_", "").isalnum() and column.isupper()
+            name = f"{column}_ERR" if portable else f"e_{column}"
+            own = np.full(len(table), np.nan)
+        else:
+            name = source.column
+            own = np.ma.filled(np.ma.asarray(
+                u.Quantity(table[name]).to_value(unit) if table[name].unit is not None
+                else table[name], dtype=np.float64), np.nan)
+        combined = np.where(np.isfinite(own), np.fmax(own, floor), floor)
+        out[name] = Column(combined, unit=unit,
+                           description=f"max(own error, SLAM scatter at S/N from {snr_source})")
+        written.append(name)
+    # The same text for every block of a streamed file (FITS fixes its header).
+    out.meta["MLSLAMER"] = (
+        f"{', '.join(written)} = max(own error, SLAM cross-validated scatter at S/N_g "
+        f"{REFERENCE_SNR:g} x max(1, {REFERENCE_SNR:g}/S/N)); S/N from {snr_source}")
+    return out
