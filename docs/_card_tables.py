@@ -107,26 +107,43 @@ def slam_zero_point_table():
         entry = offsets[name]
         rows.append([label, entry["n"], f"{entry['median']:+.3g} {entry['unit']}",
                      f"{entry['robust_scatter']:.3g} {entry['unit']}",
-                     _signed_percent(effect[name]["mass_median_change"]),
-                     _signed_percent(effect[name]["age_median_change"])])
-    together = effect["all three"]
-    rows.append(["all three", "", "", "", _signed_percent(together["mass_median_change"]),
-                 _signed_percent(together["age_median_change"])])
+                     *_changes(effect[name])])
+    rows.append(["all three", "", "", "", *_changes(effect["all three"])])
     return _table(header, rows)
+
+
+def _changes(entry):
+    """'median (median absolute)' change of mass and of age."""
+    return [f"{_signed_percent(entry[f'{target}_median_change'])} "
+            f"({_percent(entry[f'{target}_median_abs_change'])})" for target in ("mass", "age")]
 
 
 def slam_sensitivity_table():
     from stellar_ml_ages.slam import measurements
 
     header = ["assumed offset", "mass change", "age change"]
-    rows = [[name, _signed_percent(entry["mass_median_change"]),
-             _signed_percent(entry["age_median_change"])]
-            for name, entry in measurements()["sensitivity"].items()]
+    rows = [[name, *_changes(entry)] for name, entry in measurements()["sensitivity"].items()]
+    return _table(header, rows)
+
+
+def slam_hull_table():
+    from stellar_ml_ages.slam import measurements
+
+    found = measurements()["degraded"]
+    labels = {"teff": "Teff", "logg": "log g", "m_h": "[M/H]", "alpha_m": "[α/M]",
+              "c_m": "[C/M]", "n_m": "[N/M]"}
+    alone = found["in_hull_one_label_degraded_snr100"]
+    header = ["label degraded alone (S/N 100)", "inside the hull"]
+    rows = [[labels[name], _percent(value)] for name, value in alone.items()]
+    rows.append(["all six", _percent(found["levels"]["S/N 100"]["in_hull"])])
+    rows.append(["none (APOGEE labels)", _percent(found["levels"]["APOGEE"]["in_hull"])])
     return _table(header, rows)
 
 
 def slam_findings():
     """The degraded-label table in sentences, numbers read from the shipped measurements."""
+    import math
+
     from stellar_ml_ages.slam import measurements
 
     levels = measurements()["degraded"]["levels"]
@@ -136,22 +153,36 @@ def slam_findings():
         entry = levels[f"S/N {snr}"]
         bare = levels[f"S/N {snr}, no propagation"]
         every = levels[f"S/N {snr}, every star (extrapolated)"]
+        upper = levels[f"S/N {snr}, full scatter (upper bound)"]
+        slam = levels[f"S/N {snr}, giants-slam"]
         mass, age = entry["mass"], entry["age"]
         lines.append(
-            f"- **S/N {snr}**: {_percent(entry['in_hull'])} of the giants inside the hull "
+            f"- **S/N {snr}**, giants: {_percent(entry['in_hull'])} of the giants inside the hull "
             f"(APOGEE labels: {_percent(base['in_hull'])}); median relative error of mass "
             f"{_percent(mass['median_rel_error'])} (APOGEE labels: "
             f"{_percent(base['mass']['median_rel_error'])}), of age "
             f"{_percent(age['median_rel_error'])} ({_percent(base['age']['median_rel_error'])}); "
-            f"intervals {mass['width_vs_baseline']:.1f}x (mass) and "
-            f"{age['width_vs_baseline']:.1f}x (age) as wide, holding "
+            f"masses biased by {_signed_percent(math.expm1(mass['bias']))}, ages by "
+            f"{_signed_percent(math.expm1(age['bias']))}; intervals "
+            f"{mass['width_vs_baseline']:.1f}x (mass) and {age['width_vs_baseline']:.1f}x (age) "
+            f"as wide as the same stars' with APOGEE labels, holding "
             f"{_percent(mass['coverage_p16_p84'])} and {_percent(age['coverage_p16_p84'])} of "
             f"the true values (without propagation: {_percent(bare['mass']['coverage_p16_p84'])}"
             f" and {_percent(bare['age']['coverage_p16_p84'])}). Every star, extrapolating "
             f"outside the hull: mass {_percent(every['mass']['median_rel_error'])}, age "
             f"{_percent(every['age']['median_rel_error'])}, coverage "
             f"{_percent(every['mass']['coverage_p16_p84'])} and "
-            f"{_percent(every['age']['coverage_p16_p84'])}.")
+            f"{_percent(every['age']['coverage_p16_p84'])}. Upper bound (SLAM's error taken as "
+            f"the whole published scatter): {_percent(upper['in_hull'])} inside the hull, mass "
+            f"{_percent(upper['mass']['median_rel_error'])}, age "
+            f"{_percent(upper['age']['median_rel_error'])}. **giants-slam**: "
+            f"{_percent(slam['in_hull'])} inside its hull, mass "
+            f"{_percent(slam['mass']['median_rel_error'])}, age "
+            f"{_percent(slam['age']['median_rel_error'])}, biases "
+            f"{_signed_percent(math.expm1(slam['mass']['bias']))} and "
+            f"{_signed_percent(math.expm1(slam['age']['bias']))}, coverage "
+            f"{_percent(slam['mass']['coverage_p16_p84'])} and "
+            f"{_percent(slam['age']['coverage_p16_p84'])}.")
     return "\n".join(lines) + "\n"
 
 
@@ -168,6 +199,7 @@ def write(directory):
     (directory / "slam_zero_points.rst").write_text(slam_zero_point_table())
     (directory / "slam_sensitivity.rst").write_text(slam_sensitivity_table())
     (directory / "slam_findings.rst").write_text(slam_findings())
+    (directory / "slam_hull.rst").write_text(slam_hull_table())
     for name in list_models()["name"]:
         short = get_model(name).aliases[0]
         (directory / f"coverage_{short}.rst").write_text(coverage_table(name))

@@ -59,7 +59,9 @@ _MANIFEST_FORMAT = 1
 PRESETS = {
     "lamost-dd-payne": {"catalog": "lamost", "key": "RAJ2000"},
     "lamost-slam": {"catalog": "slam", "key": "ra", "as_fetched": True,
-                    # SLAM's noise is several times APOGEE's: intervals must carry it.
+                    # Trained for SLAM's noise; stars noisier than it was trained for
+                    # get the rest propagated.
+                    "model": "giants-slam",
                     "options": {"propagate_errors": True}},
 }
 
@@ -302,6 +304,17 @@ def _sorted_ties(page, key):
     return page[order]
 
 
+def _key_column(page, key):
+    """The page's name of the key column: ADQL names a regular identifier without case."""
+    if key in page.colnames:
+        return key
+    matches = [name for name in page.colnames if name.lower() == key.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    raise CatalogError(f"the service's answer has no column {key!r} to page on "
+                       f"(columns: {', '.join(page.colnames)})")
+
+
 def _pages(query, page_rows, after, timings):
     """(page, first key, last key) after key value ``after``: every row once, in key order."""
     while True:
@@ -311,21 +324,22 @@ def _pages(query, page_rows, after, timings):
         if len(page) == 0:
             timings["tap"] += time.perf_counter() - started
             return
+        key = _key_column(page, query.key)
         if len(page) >= page_rows:
-            last = _jsonable(page[query.key][-1])
-            head = page[np.asarray(page[query.key]) != page[query.key][-1]]
+            last = _jsonable(page[key][-1])
+            head = page[np.asarray(page[key]) != page[key][-1]]
             # Every row sharing the key the page ends on, however many: none is cut off
             # by TOP, none comes again on the next page (which starts above it).
             ties = run_query(query.service, query.tie_query(last))
             page = vstack([head, ties], metadata_conflicts="silent") if len(head) else ties
         else:
             last = None
-        page = _sorted_ties(_plain_strings(page), query.key)
+        page = _sorted_ties(_plain_strings(page), key)
         page.meta.pop("QUERY", None)  # one per page and per tie: provenance is the manifest
         # The key the next page starts after is the server's (its collation decides
         # the order of text keys, not numpy's).
-        first_key = _jsonable(page[query.key][0])
-        last_key = last if last is not None else _jsonable(page[query.key][-1])
+        first_key = _jsonable(page[key][0])
+        last_key = last if last is not None else _jsonable(page[key][-1])
         if query.catalog is not None:
             from .vo.fetch import _finish
 
@@ -337,7 +351,7 @@ def _pages(query, page_rows, after, timings):
         after = last
 
 
-def build_catalog(directory, query=None, *, preset=None, model="giants", page_rows=100_000,
+def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=100_000,
                   restart=False, dask=None, progress=False, **annotate_options):
     """Page a TAP table, annotate every page, write Parquet parts and a manifest.
 
@@ -352,7 +366,8 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
         defaults; ``query`` then may only narrow it (``where``). A preset may set
         defaults of the annotation options (``lamost-slam``: ``propagate_errors=True``,
         with SLAM's label errors); options given here win.
-    model : str or `~stellar_ml_ages.model.MassAgeModel`
+    model : str or `~stellar_ml_ages.model.MassAgeModel`, optional
+        Default: the preset's model (``lamost-slam``: ``giants-slam``), else ``giants``.
     page_rows : int
         Rows per TAP query and per part; memory grows with it, not with the table.
     restart : bool
@@ -391,6 +406,9 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     query = _resolve_query(query, preset)
     if preset is not None:
         annotate_options = {**PRESETS[preset].get("options", {}), **annotate_options}
+    annotate_options = _not_default(annotate_options)
+    if model is None:
+        model = PRESETS.get(preset, {}).get("model", "giants")
     if isinstance(page_rows, bool) or not isinstance(page_rows, int | np.integer) \
             or page_rows < 2:
         raise ValueError(f"page_rows must be an integer of at least 2, got {page_rows!r}")
@@ -449,6 +467,29 @@ def build_catalog(directory, query=None, *, preset=None, model="giants", page_ro
     if dask is None:
         run.warn(stacklevel=2)
     return summary
+
+
+def _not_default(options):
+    """The options that differ from `~stellar_ml_ages.add_mass_age`'s defaults.
+
+    So the manifest (and whether a run may resume) does not depend on whether a
+    default was spelled out, from Python or the command line.
+    """
+    import inspect
+
+    from .annotate import add_mass_age
+
+    defaults = {name: parameter.default
+                for name, parameter in inspect.signature(add_mass_age).parameters.items()}
+    return {name: value for name, value in options.items()
+            if name not in defaults or not _same(value, defaults[name])}
+
+
+def _same(value, default):
+    try:
+        return bool(value == default) and type(value) is type(default)
+    except (TypeError, ValueError):
+        return False
 
 
 def _resolve_query(query, preset):

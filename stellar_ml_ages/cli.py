@@ -229,7 +229,15 @@ def _slam_options(args, options):
 
     if args.propagate_errors is None:
         options["propagate_errors"] = True
-    return lambda table: slam_uncertainties(table, mapping=options.get("mapping"))
+    if args.model is None:  # the model trained for SLAM's noise
+        args.model = "giants-slam"
+    snr = args.slam_snr
+    if snr is not None:
+        try:
+            snr = float(snr)
+        except ValueError:
+            pass  # a column name
+    return lambda table: slam_uncertainties(table, snr=snr, mapping=options.get("mapping"))
 
 
 def _annotate(args, table):
@@ -427,7 +435,7 @@ def _cmd_catalog(args):
                if key in defaults and value != defaults[key]}
     if args.propagate_errors is not None:  # said either way: over a preset's default
         options["propagate_errors"] = args.propagate_errors
-    summary = build_catalog(args.output, query, preset=args.preset, model=args.model or "giants",
+    summary = build_catalog(args.output, query, preset=args.preset, model=args.model,
                             page_rows=args.page_rows, restart=args.restart, dask=args.dask,
                             progress=progress, **options)
     print(summary.text())
@@ -443,8 +451,9 @@ def _annotate_options(parser, files=True):
     """Options of add_mass_age; with ``files``, also those of one output file and SAMP."""
     parser.add_argument("--model", default=None,
                         help="model name or alias (giants, red-clump) or card path; default: "
-                             + ("the first packaged model whose columns exist" if files
-                                else "giants"))
+                             + ("the first packaged model whose columns exist (giants-slam "
+                                "with --slam-errors)" if files
+                                else "giants (giants-slam for the lamost-slam preset)"))
     parser.add_argument("--map", action="append", metavar="FEATURE=COLUMN",
                         help="read FEATURE from COLUMN (repeatable), e.g. --map c_fe=A3_C_Fe")
     if files:
@@ -504,8 +513,12 @@ def build_parser():
                           help="read the whole table at once even for FITS/Parquet/CSV")
     annotate.add_argument("--slam-errors", action="store_true",
                           help="LAMOST SLAM labels (Zhang+2020): raise each label's error to "
-                               "SLAM's scatter at the star's S/N (snrg column) and propagate "
-                               "the errors (unless --no-propagate-errors)")
+                               "SLAM's at the star's S/N (snrg column), propagate the errors "
+                               "(unless --no-propagate-errors), model giants-slam (unless "
+                               "--model)")
+    annotate.add_argument("--slam-snr", default=None, metavar="COLUMN|VALUE",
+                          help="with --slam-errors: the g-band S/N column, or one S/N for "
+                               "every star (default: snrg, S/Ng, ... found by name)")
     _annotate_options(annotate)
     annotate.set_defaults(run=_cmd_annotate)
 

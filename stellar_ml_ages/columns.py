@@ -303,7 +303,9 @@ def resolve_error_columns(table, resolved, mapping=None):
 
     The error of ``COL`` is looked for as ``COL_ERR``, ``e_COL``, ``S_COL`` and
     ``COL_error`` (case-insensitively), then under the feature's other aliases.
-    A derived feature's error is the quadrature sum of its parts' errors.
+    A derived feature gets a tuple with each term's error source (None for a
+    term without one); its error is the quadrature sum over the columns that do
+    not cancel (`~stellar_ml_ages.units.feature_matrix`).
 
     Parameters
     ----------
@@ -336,8 +338,10 @@ def resolve_error_columns(table, resolved, mapping=None):
         if isinstance(source, SubstituteSource):
             return lookup(source.source, get_feature(source.feature))
         if isinstance(source, DerivedSource):
+            # Each term's own error, None where it has none: a term whose column
+            # cancels ([M/H] - [M/H]) needs none, and another feature may supply it.
             parts = [lookup(part, get_feature(name)) for _, name, part in source.terms()]
-            return tuple(parts) if all(parts) else None
+            return tuple(parts) if any(part is not None for part in parts) else None
         candidates = [
             f"{source.column}_ERR", f"e_{source.column}", f"S_{source.column}",
             f"{source.column}_error", *feature.error_aliases,

@@ -15,6 +15,7 @@ __all__ = [
     "ColumnValueError",
     "ExistingColumnError",
     "FlaggedRowsWarning",
+    "LabelNoiseWarning",
     "LabelSourceWarning",
     "MissingColumnError",
     "ModelChecksumError",
@@ -64,6 +65,14 @@ class LabelSourceWarning(StellarMLAgesWarning):
 
     Survey zero points differ by more than the models' precision, so predictions
     from such labels are biased; the message names both surveys and the remedy.
+    """
+
+
+class LabelNoiseWarning(StellarMLAgesWarning):
+    """Label errors were assumed where the table could not give them.
+
+    E.g. SLAM's scatter at the reference S/N for stars without a usable S/N
+    (`stellar_ml_ages.slam.slam_uncertainties`): it understates fainter stars' errors.
     """
 
 

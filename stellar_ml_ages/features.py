@@ -88,6 +88,10 @@ class Feature:
         is found, e.g. [Mg/Fe] for [α/M] (in APOGEE DR17 the two agree to 0.02 dex
         for giants), or [M/H] for [Fe/H]; the substitution is recorded in the
         output's ``meta``.
+    counterpart : str, optional
+        The training label this quantity is measured as where it stands in for it
+        (SLAM's [N/M] for [N/Fe], [M/H] for [Fe/H]): its training noise is the
+        counterpart's when input errors are propagated.
     valid_range : tuple of float
         Open interval, in the canonical unit, outside which a value cannot be a
         measurement (e.g. a negative Δν); such rows are flagged as invalid input.
@@ -110,6 +114,7 @@ class Feature:
     loose_aliases: tuple = ()
     derived_from: tuple = ()
     substitutes: tuple = ()
+    counterpart: str = ""
     valid_range: tuple = (float("-inf"), float("inf"))
     ucd: str = ""
     description: str = field(default="", compare=False)
@@ -150,7 +155,8 @@ def _abundance(element, *, ucd="phys.abund"):
     )
 
 
-def _abundance_over(element, reference, *, joined_alias, valid_range, description):
+def _abundance_over(element, reference, *, joined_alias, valid_range, description,
+                    counterpart=""):
     """[X/M] or [X/H]: aliases ``X_M``, ``[X/M]``, ``X_M`` (element's case), ``X/M``."""
     tag = element.upper()
     label = f"[{element}/{reference}]"
@@ -163,6 +169,7 @@ def _abundance_over(element, reference, *, joined_alias, valid_range, descriptio
         unit=u.dex,
         aliases=aliases,
         valid_range=valid_range,
+        counterpart=counterpart,
         ucd="phys.abund",
         description=f"{label} {description}",
     )
@@ -170,7 +177,8 @@ def _abundance_over(element, reference, *, joined_alias, valid_range, descriptio
 
 def _abundance_m(element):
     return _abundance_over(element, "M", joined_alias=False, valid_range=(-5.0, 5.0),
-                           description="abundance ratio relative to the overall metallicity")
+                           description="abundance ratio relative to the overall metallicity",
+                           counterpart=f"{element.lower()}_fe")
 
 
 def _abundance_h(element):
@@ -222,6 +230,7 @@ _BASE_FEATURES = (
         kind="abundance",
         unit=u.dex,
         aliases=("M_H", "[M/H]", "M/H"),
+        counterpart="fe_h",
         valid_range=(-10.0, 5.0),
         ucd="phys.abund.Z",
         description="[M/H] overall metallicity",

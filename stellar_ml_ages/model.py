@@ -31,6 +31,7 @@ import numpy as np
 
 from .evstate import normalize_states
 from .exceptions import ModelChecksumError, ModelFormatError, ModelNotFoundError, ModelVersionError
+from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
 
@@ -404,9 +405,16 @@ class MassAgeModel:
         return np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
 
     def _label_noise(self, label, features):
-        """Training noise of one input label (canonical units), per row."""
+        """Training noise of one input label (canonical units), per row.
+
+        A label measured as another training label (SLAM's [N/M] standing for [N/Fe],
+        `~stellar_ml_ages.features.Feature.counterpart`) has that label's noise.
+        """
         entries = {entry["name"]: (k, entry) for k, entry in enumerate(self.card["features"])}
-        level = self.card.get("training_set", {}).get("label_noise", {}).get(label)
+        recorded = self.card.get("training_set", {}).get("label_noise", {})
+        if label not in recorded and label not in entries and label in FEATURES:
+            label = FEATURES[label].counterpart or label
+        level = recorded.get(label)
         if level is None and label in entries:
             level = entries[label][1].get("training_noise", 0.0)
         noise = np.full(len(features), float(level or 0.0))

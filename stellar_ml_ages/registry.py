@@ -143,7 +143,8 @@ def select_model(table, mapping=None):
     """The first model whose input columns the table has.
 
     Models trained on the table's own survey (`stellar_ml_ages.labelsource`) are
-    tried first, then the others; within each, packaged models from the most
+    tried first, among them one trained for that survey's label noise (``giants-slam``
+    for LAMOST SLAM labels), then the others; within each, packaged models from the most
     general (``giants``, for RGB and red-clump stars alike) to the most specific,
     then the user's. The red-clump models are therefore chosen only by name, as
     only the user knows that the stars are in the clump.
@@ -157,11 +158,15 @@ def select_model(table, mapping=None):
     paths = list(_all_cards().values())
     source = table_label_source(table)
     if source is not None:
-        def mismatch(path):
-            trained_on = _read_card(path).get("training_set", {}).get("label_source", "")
-            return not _compatible(source.scale, _scale_of(trained_on))
+        def rank(path):
+            training_set = _read_card(path).get("training_set", {})
+            trained_on = training_set.get("label_source", "")
+            # A model trained for this survey's noise (giants-slam for SLAM) comes
+            # first, then any other on its scale, then the rest.
+            for_noise = training_set.get("noise_model", {}).get("label_source") == source.name
+            return (not _compatible(source.scale, _scale_of(trained_on)), not for_noise)
 
-        paths.sort(key=mismatch)  # stable: the preference order holds within each group
+        paths.sort(key=rank)  # stable: the preference order holds within each group
     for path in paths:
         card = _read_card(path)
         try:
@@ -194,8 +199,9 @@ def list_models():
     --------
     >>> from stellar_ml_ages import list_models
     >>> models = list_models()
-    >>> models["name"].tolist()
-    ['giants-apogee-dr17', 'red-clump-apogee-dr17', 'red-clump-seismic-apogee-dr17']
+    >>> models["name"].tolist()  # doctest: +NORMALIZE_WHITESPACE
+    ['giants-apogee-dr17', 'red-clump-apogee-dr17', 'red-clump-seismic-apogee-dr17',
+     'giants-slam-apogee-dr17']
     """
     rows = []
     packaged = _packaged_cards()

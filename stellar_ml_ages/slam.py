@@ -18,21 +18,31 @@ recorded in the output's ``meta["MLCHOICE"]``):
 *Noise*: the cross-validated scatters of SLAM against APOGEE at S/N_g ~ 100
 (``SCATTER_AT_REFERENCE``, the paper's abstract). Below S/N 100 the scatter is taken to
 grow as 100 / S/N (photon noise; an assumption: the paper gives the scatter at
-S/N ~ 100 only), and is not taken to shrink above it. `slam_uncertainties` writes,
-for each label, the larger of the star's own uncertainty (where the table has one)
-and this scatter, so that ``add_mass_age(..., propagate_errors=True)`` widens the
-intervals by SLAM's noise in excess of the training labels' own.
+S/N ~ 100 only), and is not taken to shrink above it (`slam_scatter`). That scatter
+is SLAM *minus APOGEE*: it contains APOGEE's own label noise, so SLAM's error against
+the noise-free label is ``sqrt(scatter**2 - apogee**2)`` (`slam_error`), with APOGEE's
+noise taken as that of the APOKASC training labels (``APOGEE_LABEL_NOISE``; the APOGEE
+labels of SLAM's fainter training stars are noisier, which would make SLAM's own
+error smaller: this choice errs towards wider intervals). `slam_uncertainties`
+writes, for each label, the larger of the star's own uncertainty (where the table
+has one) and `slam_error`, so that ``add_mass_age(..., propagate_errors=True)``
+widens the intervals by SLAM's noise in excess of the training labels' own.
 """
+
+import warnings
 
 import astropy.units as u
 import numpy as np
 from astropy.table import Column
 
-from .columns import resolve_columns, resolve_error_columns
-from .exceptions import MissingColumnError
+from .columns import _column_sources, resolve_columns, resolve_error_columns
+from .exceptions import LabelNoiseWarning, MissingColumnError
+from .features import get_feature
+from .units import _read_error
 
-__all__ = ["REFERENCE_SNR", "SCATTER_AT_REFERENCE", "SLAM_LABELS", "SNR_ALIASES",
-           "measurements", "slam_scatter", "slam_uncertainties", "zero_point_note"]
+__all__ = ["APOGEE_LABEL_NOISE", "REFERENCE_SNR", "SCATTER_AT_REFERENCE", "SLAM_LABELS",
+           "SNR_ALIASES", "measurements", "slam_error", "slam_scatter", "slam_uncertainties",
+           "zero_point_note"]
 
 #: The labels SLAM gives for LAMOST giants, as feature names.
 SLAM_LABELS = ("teff", "logg", "m_h", "alpha_m", "c_m", "n_m")
@@ -49,6 +59,18 @@ SCATTER_AT_REFERENCE = {
     "alpha_m": 0.026 * u.dex,
     "c_m": 0.058 * u.dex,
     "n_m": 0.106 * u.dex,
+}
+
+#: APOGEE's own 1-sigma label noise, taken as the median reported errors of the
+#: APOKASC-3 training labels (the giants model card's ``training_set.label_noise``, to
+#: two figures; [C/M], [N/M], [M/H] as [C/Fe], [N/Fe], [Fe/H]).
+APOGEE_LABEL_NOISE = {
+    "teff": 28.0 * u.K,
+    "logg": 0.058 * u.dex,
+    "m_h": 0.024 * u.dex,
+    "alpha_m": 0.022 * u.dex,
+    "c_m": 0.040 * u.dex,
+    "n_m": 0.044 * u.dex,
 }
 
 #: Names of the g-band S/N column in LAMOST tables (VizieR's LAMOST DR5 uses ``snrg``).
@@ -114,31 +136,71 @@ def slam_scatter(label, snr):
     return reference * factor
 
 
-def _snr_values(table, snr):
+def slam_error(label, snr):
+    """SLAM's 1-sigma error of one label against the noise-free label, at S/N ``snr``.
+
+    ``sqrt(slam_scatter(label, snr)**2 - APOGEE_LABEL_NOISE[label]**2)``: the published
+    scatter is SLAM minus APOGEE, whose own noise is taken out.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.slam import slam_error
+    >>> round(float(slam_error("teff", 100.0)), 1), round(float(slam_error("teff", 50.0)), 1)
+    (40.2, 93.9)
+    """
+    apogee = APOGEE_LABEL_NOISE[label].value
+    return np.sqrt(np.maximum(slam_scatter(label, snr) ** 2 - apogee**2, 0.0))
+
+
+def _snr_values(table, snr, missing_snr):
+    """Per-row S/N and where it came from; rows without a usable one get the reference."""
     if snr is not None and not isinstance(snr, str):
         values = np.broadcast_to(np.asarray(u.Quantity(snr).to_value(u.dimensionless_unscaled),
                                             dtype=np.float64), (len(table),))
-        return values, f"{float(np.median(values)):g} (given)"
-    names = (snr,) if isinstance(snr, str) else SNR_ALIASES
-    lowered = {name.lower(): name for name in table.colnames}
-    for name in names:
-        column = name if name in table.colnames else lowered.get(name.lower())
-        if column is not None:
-            return np.ma.filled(np.ma.asarray(table[column], dtype=np.float64), np.nan), column
-    raise MissingColumnError(
-        f"no g-band S/N column ({'tried ' + ', '.join(names)}); SLAM's noise depends on it: "
-        "pass snr='<column>' or a number (snr=100 assumes every star is at the reference "
-        "S/N and understates the errors of fainter ones)")
+        source = f"{float(np.median(values)):g} (given)"
+    else:
+        names = (snr,) if isinstance(snr, str) else SNR_ALIASES
+        lowered = {name.lower(): name for name in table.colnames}
+        column = next((name if name in table.colnames else lowered[name.lower()]
+                       for name in names
+                       if name in table.colnames or name.lower() in lowered), None)
+        if column is None:
+            message = (f"no g-band S/N column (tried {', '.join(names)}); SLAM's noise "
+                       "depends on it: pass snr='<column>' or a number")
+            if missing_snr == "raise":
+                raise MissingColumnError(message)
+            warnings.warn(f"{message}. SLAM's scatter at S/N {REFERENCE_SNR:g} is assumed for "
+                          f"all {len(table)} rows, which understates the errors of fainter "
+                          "stars", LabelNoiseWarning, stacklevel=3)
+            return np.full(len(table), REFERENCE_SNR), f"{REFERENCE_SNR:g} (assumed: no column)"
+        values = np.ma.filled(np.ma.asarray(table[column], dtype=np.float64), np.nan)
+        source = column
+    unusable = ~(np.isfinite(values) & (values > 0))
+    if unusable.any():
+        warnings.warn(f"{int(unusable.sum())} of {len(table)} rows have no usable S/N "
+                      f"({source}: masked, NaN or not positive); SLAM's scatter at S/N "
+                      f"{REFERENCE_SNR:g} is assumed for them, which understates the errors "
+                      "of fainter stars", LabelNoiseWarning, stacklevel=3)
+    return values, source
 
 
-def slam_uncertainties(table, snr=None, mapping=None):
-    """A copy of a SLAM table whose label uncertainties include SLAM's own scatter.
+def _own_errors(table, source, label):
+    """The star's own errors of one label, in its canonical unit (NaN where none)."""
+    if source is None:
+        return np.full(len(table), np.nan)
+    # Read as the pipeline reads errors: log g's may be in dex(cm / s2), a column
+    # without a unit is in the canonical one.
+    return _read_error(table, source, get_feature(label), [])
+
+
+def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise"):
+    """A copy of a SLAM table whose label uncertainties include SLAM's own error.
 
     For each SLAM label (Teff, log g, [M/H], [α/M], [C/M], [N/M]) the error column
-    becomes the larger of the star's own uncertainty and `slam_scatter` at its S/N;
+    becomes the larger of the star's own uncertainty and `slam_error` at its S/N;
     a label without an error column gets one (``<COLUMN>_ERR`` for allStar-style
-    names, else ``e_<column>``). The caller's table is
-    not changed; rows, order and masks are kept.
+    names, else ``e_<column>``). The caller's table is not changed; rows, order and
+    masks are kept.
 
     Parameters
     ----------
@@ -151,6 +213,8 @@ def slam_uncertainties(table, snr=None, mapping=None):
         of ``SNR_ALIASES`` in the table.
     mapping : dict, optional
         ``{feature: column}`` as for `~stellar_ml_ages.add_mass_age`.
+    missing_snr : {"raise", "warn"}
+        Without an S/N column: raise, or assume the reference S/N with a warning.
 
     Returns
     -------
@@ -160,47 +224,55 @@ def slam_uncertainties(table, snr=None, mapping=None):
     Raises
     ------
     MissingColumnError
-        A SLAM label or the S/N column is missing.
+        A SLAM label, or (with ``missing_snr="raise"``) the S/N column, is missing.
+
+    Warns
+    -----
+    LabelNoiseWarning
+        Rows without a usable S/N (masked, NaN, not positive), or no S/N column with
+        ``missing_snr="warn"``: the reference S/N is assumed for them.
 
     Examples
     --------
     >>> import astropy.units as u
     >>> from astropy.table import Table
     >>> from stellar_ml_ages.slam import slam_uncertainties
-    >>> stars = Table({"Teff": [4700.0, 4650.0] * u.K, "e_Teff": [30.0, 150.0] * u.K,
+    >>> stars = Table({"Teff": [4700.0, 4650.0] * u.K, "e_Teff": [60.0, 150.0] * u.K,
     ...                "logg": [2.5, 2.4], "[M/H]": [0.0, -0.2], "[alpha/M]": [0.05, 0.1],
     ...                "[C/M]": [0.0, -0.1], "[N/M]": [0.2, 0.3], "snrg": [100.0, 25.0]})
     >>> out = slam_uncertainties(stars)
-    >>> out["e_Teff"].tolist(), out["e_[N/M]"].round(3).tolist()
-    ([49.0, 196.0], [0.106, 0.424])
+    >>> out["e_Teff"].round(1).tolist(), out["e_[N/M]"].round(3).tolist()
+    ([60.0, 194.0], [0.096, 0.422])
     """
+    if missing_snr not in ("raise", "warn"):
+        raise ValueError(f"missing_snr must be 'raise' or 'warn', not {missing_snr!r}")
     mapping = dict(mapping or {})
     resolved = resolve_columns(table, SLAM_LABELS, mapping)
     errors = resolve_error_columns(table, resolved, mapping)
-    snr_values, snr_source = _snr_values(table, snr)
+    snr_values, snr_source = _snr_values(table, snr, missing_snr)
     out = table.copy(copy_data=True)
     written = []
     for label in SLAM_LABELS:
-        floor = slam_scatter(label, snr_values)
-        unit = u.K if label == "teff" else u.dex
+        floor = slam_error(label, snr_values)
         source = errors[label]
-        if source is None or isinstance(source, tuple):
-            column = str(resolved[label])
+        if isinstance(source, tuple):  # not a SLAM label column: its error is its own
+            source = None
+        if source is None:
+            # The column the label is read from (a stand-in's own, not "X (as Y)").
+            column = _column_sources(resolved[label])[0].column
             # Each survey's own convention: allStar's TEFF_ERR, VizieR's e_Teff.
             portable = column.replace("_", "").isalnum() and column.isupper()
             name = f"{column}_ERR" if portable else f"e_{column}"
-            own = np.full(len(table), np.nan)
         else:
             name = source.column
-            own = np.ma.filled(np.ma.asarray(
-                u.Quantity(table[name]).to_value(unit) if table[name].unit is not None
-                else table[name], dtype=np.float64), np.nan)
+        own = _own_errors(table, source, label)
         combined = np.where(np.isfinite(own), np.fmax(own, floor), floor)
-        out[name] = Column(combined, unit=unit,
-                           description=f"max(own error, SLAM scatter at S/N from {snr_source})")
+        out[name] = Column(combined, unit=u.K if label == "teff" else u.dex,
+                           description="max(own error, SLAM error at the star's S/N)")
         written.append(name)
     # The same text for every block of a streamed file (FITS fixes its header).
     out.meta["MLSLAMER"] = (
-        f"{', '.join(written)} = max(own error, SLAM cross-validated scatter at S/N_g "
-        f"{REFERENCE_SNR:g} x max(1, {REFERENCE_SNR:g}/S/N)); S/N from {snr_source}")
+        f"{', '.join(written)} = max(own error, SLAM error: sqrt(scatter**2 - APOGEE "
+        f"noise**2), scatter at S/N_g {REFERENCE_SNR:g} x max(1, {REFERENCE_SNR:g}/S/N)); "
+        f"S/N from {snr_source}")
     return out

@@ -418,7 +418,7 @@ def _linear_terms(source, feature, error_source, sign=1.0):
 
 def _column_error_terms(table, resolved, error_sources, assumed):
     """Per-column errors and the design that maps them onto the features."""
-    columns, labels, errors = {}, [], []
+    columns, labels, errors, found = {}, [], [], []
     rows = []
     for name in resolved:
         row = {}
@@ -428,6 +428,12 @@ def _column_error_terms(table, resolved, error_sources, assumed):
                 columns[column] = len(columns)
                 labels.append(label)
                 errors.append(_read_error(table, error_source, get_feature(label), assumed))
+                found.append(error_source is not None)
+            elif error_source is not None and not found[columns[column]]:
+                # Another feature reading the same column knows its error column.
+                errors[columns[column]] = _read_error(table, error_source, get_feature(label),
+                                                      assumed)
+                found[columns[column]] = True
             row[columns[column]] = row.get(columns[column], 0.0) + coefficient
         rows.append(row)
     design = np.zeros((len(resolved), len(columns)))

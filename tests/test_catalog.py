@@ -11,8 +11,16 @@ import pytest
 from astropy.table import Table, vstack
 
 from stellar_ml_ages import CatalogError, TAPServiceError, __version__, get_model
-from stellar_ml_ages.catalog import MANIFEST, CatalogQuery, build_catalog, read_manifest
+from stellar_ml_ages.catalog import (
+    MANIFEST,
+    CatalogQuery,
+    _key_column,
+    _not_default,
+    build_catalog,
+    read_manifest,
+)
 from stellar_ml_ages.cli import main
+from stellar_ml_ages.slam import slam_error
 from stellar_ml_ages.vo import run_query
 
 TABLE = "smatest.survey"
@@ -48,6 +56,21 @@ def test_exact_adql_of_the_keyset_pages():
     assert float(query.tie_query(value).rsplit("= ", 1)[1]) == value
     with pytest.raises(CatalogError, match="not finite"):
         query.tie_query(float("nan"))
+
+
+def test_manifest_options_do_not_depend_on_spelling_out_defaults():
+    # The command line's --no-propagate-errors and a Python call without it build the
+    # same catalog, so either may resume the other.
+    assert _not_default({"propagate_errors": False, "prefix": "", "survey_flags": True}) == {}
+    assert _not_default({"propagate_errors": True, "prefix": "ml_"}) == {
+        "propagate_errors": True, "prefix": "ml_"}
+
+
+def test_the_key_column_is_found_without_case():
+    page = Table({"RAdeg": [1.0], "x": [2.0]})
+    assert _key_column(page, "radeg") == "RAdeg" and _key_column(page, "RAdeg") == "RAdeg"
+    with pytest.raises(CatalogError, match="no column 'ObsID'"):
+        _key_column(page, "ObsID")
 
 
 def test_every_row_exactly_once_across_tied_page_boundaries(survey, tmp_path):
@@ -231,10 +254,11 @@ def test_lamost_slam_preset_builds_the_giant_catalog_with_slam_errors(local_vizi
     assert query["table"] == "smatest.slam_giants" and query["key"] == "RAdeg"
     assert "[a/M]" in query["columns"] and query["read_as"] == "slam"
     assert manifest["annotate_options"]["propagate_errors"] is True
+    assert manifest["model"]["name"] == "giants-slam-apogee-dr17"
     # Portable names; every label has an error at least SLAM's scatter at the star's S/N.
     for name in ("TEFF_ERR", "LOGG_ERR", "M_H_ERR", "ALPHA_M_ERR", "C_M_ERR", "N_M_ERR"):
         assert not np.any(np.isnan(np.asarray(parts[name], dtype=float))), name
-    floor = 49.0 * np.maximum(1.0, 100.0 / np.asarray(parts["SNRG"], dtype=float))
+    floor = slam_error("teff", np.asarray(parts["SNRG"], dtype=float))
     assert np.all(np.asarray(parts["TEFF_ERR"]) >= floor - 1e-3)
     predicted = np.isfinite(np.asarray(parts["mass"], dtype=float))
     assert predicted.mean() > 0.8
@@ -249,5 +273,7 @@ def test_lamost_slam_preset_from_the_command_line(local_vizier, tmp_path, capsys
     assert main(["catalog", str(out), "--preset", "lamost-slam", "--page-rows", "5000",
                  "--no-propagate-errors", "--no-progress"]) == 0
     manifest = read_manifest(out)
-    assert manifest["annotate_options"]["propagate_errors"] is False  # said, over the preset
+    # Said over the preset's default, and recorded as add_mass_age's own default.
+    assert "propagate_errors" not in manifest["annotate_options"]
+    assert manifest["model"]["name"] == "giants-slam-apogee-dr17"
     assert "rows" in capsys.readouterr().out

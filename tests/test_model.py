@@ -52,8 +52,10 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
         assert set(card["software"]) >= {"numpy", "scikit-learn", "astropy"}
         assert set(card["training_set"]["label_scale"]) == {
             "teff", "logg", "fe_h", "c_fe", "n_fe", "alpha_m"}
+        # A model trained for noisier labels (giants-slam) is measured on such labels.
+        limit = 0.40 if card["training_set"].get("noise_model") else 0.22
         for target in card["targets"]:
-            assert 0 < target["metrics"]["median_rel_error"] < 0.22
+            assert 0 < target["metrics"]["median_rel_error"] < limit
             assert target["metrics"]["protocol"] == "10-fold out of fold"
             # The promise of every packaged model: 68% +- 3% and 95% +- 2%, out of fold.
             assert 0.65 <= target["coverage_cv"]["p16_p84"] <= 0.71
@@ -77,7 +79,7 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
 def test_list_models_table(giants):
     models = list_models()
     assert list(models["name"]) == ["giants-apogee-dr17", "red-clump-apogee-dr17",
-                                    "red-clump-seismic-apogee-dr17"]
+                                    "red-clump-seismic-apogee-dr17", "giants-slam-apogee-dr17"]
     assert "[C/N] [dex]" in models["features"][0] and "age [Gyr]" in models["targets"][0]
     assert models["n_train"][0] == giants.card["training_set"]["n_train"]
 

@@ -12,14 +12,21 @@ import warnings
 import astropy.units as u
 import numpy as np
 import pytest
-from astropy.table import MaskedColumn, Table
+from astropy.table import Column, MaskedColumn, Table
 
-from stellar_ml_ages import add_mass_age, demo_table
+from stellar_ml_ages import add_mass_age, demo_table, get_model
 from stellar_ml_ages.columns import resolution_notes, resolve_columns, resolve_error_columns
-from stellar_ml_ages.exceptions import LabelSourceWarning, MissingColumnError, TAPQueryError
+from stellar_ml_ages.exceptions import (
+    LabelNoiseWarning,
+    LabelSourceWarning,
+    MissingColumnError,
+    TAPQueryError,
+)
 from stellar_ml_ages.slam import (
+    APOGEE_LABEL_NOISE,
     SCATTER_AT_REFERENCE,
     measurements,
+    slam_error,
     slam_scatter,
     slam_uncertainties,
 )
@@ -128,6 +135,18 @@ def test_slam_scatter_grows_below_the_reference_snr_only():
     assert set(SCATTER_AT_REFERENCE) == {"teff", "logg", "m_h", "alpha_m", "c_m", "n_m"}
 
 
+def test_slam_error_takes_apogee_noise_out_of_the_published_scatter():
+    # The published scatter is SLAM - APOGEE: SLAM's own error is the rest.
+    assert slam_error("teff", 100.0) == pytest.approx(np.sqrt(49.0**2 - 28.0**2))
+    assert slam_error("n_m", 50.0) == pytest.approx(np.sqrt(0.212**2 - 0.044**2))
+    assert slam_error("alpha_m", 100.0) < slam_scatter("alpha_m", 100.0)
+    # APOGEE's noise is the giants model's training-label noise (to two figures).
+    recorded = get_model("giants").card["training_set"]["label_noise"]
+    for label, counterpart in (("teff", "teff"), ("logg", "logg"), ("m_h", "fe_h"),
+                               ("alpha_m", "alpha_m"), ("c_m", "c_fe"), ("n_m", "n_fe")):
+        assert APOGEE_LABEL_NOISE[label].value == pytest.approx(recorded[counterpart], rel=0.02)
+
+
 def test_slam_uncertainties_keep_the_table_and_take_the_larger_error():
     stars, _ = slam_like(4)
     stars["snrg"] = [100.0, 50.0, 20.0, 200.0]
@@ -137,16 +156,81 @@ def test_slam_uncertainties_keep_the_table_and_take_the_larger_error():
     out = slam_uncertainties(stars)
     assert stars.colnames == before.colnames and all(
         np.array_equal(np.ma.getdata(stars[c]), np.ma.getdata(before[c])) for c in stars.colnames)
-    np.testing.assert_allclose(out["e_Teff"], [80.0, 98.0, 245.0, 49.0])  # own 80 > 49
+    expected = [80.0, slam_error("teff", 50.0), slam_error("teff", 20.0),
+                slam_error("teff", 100.0)]  # own 80 K is larger than SLAM's 40 K
+    np.testing.assert_allclose(out["e_Teff"], expected)
     assert out["e_Teff"].unit == u.K and out["e_[N/M]"].unit == u.dex
-    np.testing.assert_allclose(out["e_[N/M]"], [0.106, 0.212, 0.53, 0.106])
+    np.testing.assert_allclose(out["e_[N/M]"], slam_error("n_m", [100.0, 50.0, 20.0, 200.0]))
     assert list(out["obsid"]) == list(stars["obsid"])
     assert "S/N from snrg" in out.meta["MLSLAMER"]
     del stars["snrg"]
     with pytest.raises(MissingColumnError, match="snrg"):
         slam_uncertainties(stars)
     fixed = slam_uncertainties(stars, snr=50)
-    np.testing.assert_allclose(fixed["e_logg"], 0.2)
+    np.testing.assert_allclose(fixed["e_logg"], slam_error("logg", 50.0))
+    with pytest.warns(LabelNoiseWarning, match="all 4 rows"):
+        assumed = slam_uncertainties(stars, missing_snr="warn")
+    np.testing.assert_allclose(assumed["e_logg"], slam_error("logg", 100.0))
+    assert "assumed" in assumed.meta["MLSLAMER"]
+
+
+def test_slam_uncertainties_warn_on_unusable_snr_and_read_log_g_errors_in_dex():
+    stars, _ = slam_like(3)
+    stars["snrg"] = MaskedColumn([50.0, 0.0, 1.0], mask=[False, False, True])
+    # VizieR's [cm/s2] reads as dex(cm / s2); an error in it is a difference of logs.
+    stars["logg"].unit = u.dex(u.cm / u.s**2)
+    stars["e_logg"] = Column([0.5, 0.01, 0.3], unit=u.dex(u.cm / u.s**2))
+    with pytest.warns(LabelNoiseWarning, match="2 of 3 rows have no usable S/N"):
+        out = slam_uncertainties(stars)
+    np.testing.assert_allclose(out["e_logg"],
+                               [0.5, slam_error("logg", 100.0), 0.3])
+    assert out["e_logg"].unit == u.dex
+
+
+def test_a_stand_in_label_gets_an_error_column_named_after_its_own_column():
+    stars, _ = slam_like(2)
+    stars.rename_column("[alpha/M]", "MG_FE")
+    out = slam_uncertainties(stars)
+    assert "MG_FE_ERR" in out.colnames
+
+
+def test_slam_errors_are_propagated_as_excess_over_the_counterpart_training_noise():
+    """[C/M], [N/M], [M/H] errors lose the training noise of [C/Fe], [N/Fe], [Fe/H]."""
+    model = get_model("giants")
+    features = np.zeros((1, len(model.feature_names)))
+    for label, counterpart in (("c_m", "c_fe"), ("n_m", "n_fe"), ("m_h", "fe_h")):
+        np.testing.assert_array_equal(model._label_noise(label, features),
+                                      model._label_noise(counterpart, features))
+        assert model._label_noise(label, features)[0] > 0
+    # At an error equal to the training noise nothing is left to propagate.
+    stars, _ = slam_like(5)
+    for column, label in (("[C/M]", "c_fe"), ("[N/M]", "n_fe"), ("[M/H]", "fe_h")):
+        stars[f"e_{column}"] = model._label_noise(label, features)[0]
+    for column, label in (("Teff", "teff"), ("logg", "logg"), ("[alpha/M]", "alpha_m")):
+        stars[f"e_{column}"] = model._label_noise(label, features)[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain = add_mass_age(stars, model=model)
+        propagated = add_mass_age(stars, model=model, propagate_errors=True)
+    for name in ("mass_p16", "mass_p84", "age_p16", "age_p84"):
+        np.testing.assert_allclose(np.ma.filled(propagated[name], 0),
+                                   np.ma.filled(plain[name], 0), rtol=1e-12)
+
+
+def test_derived_errors_do_not_depend_on_feature_order():
+    stars = Table({"[C/M]": [0.0], "e_[C/M]": [0.06], "[N/M]": [0.3], "e_[N/M]": [0.1],
+                   "[M/H]": [0.0]})
+    found = []
+    for order in (["n_fe", "c_n", "fe_h"], ["c_n", "n_fe", "fe_h"]):
+        resolved = resolve_columns(stars, order)
+        matrix = feature_matrix(stars, resolved, resolve_error_columns(stars, resolved),
+                                warn=False)
+        found.append(dict(zip(order, matrix.errors[0], strict=True)))
+    for errors in found:
+        # [N/Fe] = [N/M] needs no [M/H] error (it cancels); [Fe/H] has none.
+        assert errors["n_fe"] == pytest.approx(0.1)
+        assert errors["c_n"] == pytest.approx(np.hypot(0.06, 0.1))
+        assert np.isnan(errors["fe_h"])
 
 
 def test_intervals_widen_with_slam_noise_and_more_at_low_snr():
@@ -176,17 +260,41 @@ def test_shipped_measurements_are_physical():
     # More nitrogen at fixed carbon means a more massive (younger) giant.
     nitrogen = found["sensitivity"]["[N/M] +0.05 dex"]
     assert nitrogen["mass_median_change"] > 0 > nitrogen["age_median_change"]
-    levels = found["degraded"]["levels"]
+    for entry in (*found["sensitivity"].values(), *found["zero_point_effect"].values()):
+        for target in ("mass", "age"):
+            assert entry[f"{target}_median_abs_change"] >= abs(
+                entry[f"{target}_median_change"]) - 1e-12
+    degraded = found["degraded"]
+    levels = degraded["levels"]
     for target in ("mass", "age"):
         errors = [levels[name][target]["robust_scatter_ln"]
                   for name in ("APOGEE", "S/N 100", "S/N 50", "S/N 30")]
         assert errors == sorted(errors)  # worse labels, larger errors
-        for name in ("S/N 100", "S/N 50", "S/N 30"):
-            # With SLAM's noise propagated the intervals hold, for RGB and clump alike ...
+        for snr in ("100", "50", "30"):
+            # Less noise than the upper bound keeps more stars inside the hull ...
+            upper = levels[f"S/N {snr}, full scatter (upper bound)"]
+            assert levels[f"S/N {snr}"]["in_hull"] >= upper["in_hull"]
+            # ... with SLAM's noise propagated the intervals hold, RGB and clump alike ...
             for group in ("coverage_p16_p84", "coverage_RGB", "coverage_RC"):
-                assert 0.6 < levels[name][target][group] < 0.78, (name, target, group)
+                assert 0.6 < levels[f"S/N {snr}"][target][group] < 0.78, (snr, target, group)
+            assert levels[f"S/N {snr}"][target]["width_vs_baseline"] > 1.0
         # ... and without it they are too narrow at low S/N.
         assert levels["S/N 30, no propagation"][target]["coverage_p16_p84"] < 0.6
+    hull = [levels[name]["in_hull"] for name in ("APOGEE", "S/N 100", "S/N 50", "S/N 30")]
+    assert hull == sorted(hull, reverse=True)
+    for snr in ("100", "50", "30"):
+        slam = levels[f"S/N {snr}, giants-slam"]
+        # Trained for SLAM's noise: more giants in its domain, at least as accurate
+        # below S/N 100, intervals that hold.
+        assert slam["in_hull"] > levels[f"S/N {snr}"]["in_hull"]
+        for target in ("mass", "age"):
+            for group in ("coverage_p16_p84", "coverage_RGB", "coverage_RC"):
+                assert 0.6 < slam[target][group] < 0.78, (snr, target, group)
+            if snr != "100":
+                assert slam[target]["median_rel_error"] < \
+                    levels[f"S/N {snr}"][target]["median_rel_error"]
+    for fraction in degraded["in_hull_one_label_degraded_snr100"].values():
+        assert levels["S/N 100"]["in_hull"] - 0.01 <= fraction <= levels["APOGEE"]["in_hull"]
 
 
 # --- fetcher: table discovery and column spellings, with recorded TAP_SCHEMA answers ---
@@ -272,9 +380,86 @@ def test_command_line_slam_errors_streamed_and_in_memory(tmp_path, capsys):
             warnings.simplefilter("ignore")
             results[mode] = Table.read(out)
     for table in results.values():
-        np.testing.assert_allclose(table["TEFF_ERR"], 49.0 * 100 / 30)  # filled at S/N 30
+        np.testing.assert_allclose(table["TEFF_ERR"], slam_error("teff", 30.0))  # at S/N 30
         assert table.meta["MLERRPRP"] is True
     for name in ("N_M_ERR", "mass", "age"):  # (interval draws are seeded per block)
         np.testing.assert_array_equal(np.asarray(results["streamed"][name]),
                                       np.asarray(results["memory"][name]))
     assert "rows" in capsys.readouterr().out
+
+
+# --- giants-slam: the giants model trained for SLAM's noise -----------------------------------
+
+def test_label_noise_draws_are_shared_by_the_features_a_label_feeds():
+    import dataclasses
+
+    from stellar_ml_ages.training import get_spec
+    from stellar_ml_ages.training.pipeline import add_input_noise
+
+    spec = dataclasses.replace(get_spec("giants"), label_noise={"c_fe": 0.1, "n_fe": 0.2})
+    kic = np.arange(1000, 6000)
+    clean = np.zeros((len(kic), len(spec.features)))
+    noisy = add_input_noise(spec, clean, kic)
+    column = {name: noisy[:, i] for i, name in enumerate(spec.features)}
+    assert np.std(column["n_fe"]) == pytest.approx(0.2, rel=0.05)
+    assert np.std(column["c_n"]) == pytest.approx(np.hypot(0.1, 0.2), rel=0.05)
+    # [C/N] = [C/Fe] - [N/Fe]: one [N/Fe] draw in both, so cov([C/N], [N/Fe]) = -0.2**2.
+    assert np.cov(column["c_n"], column["n_fe"])[0, 1] == pytest.approx(-0.04, rel=0.1)
+    assert np.all(column["teff"] == 0) and np.all(column["fe_h"] == 0)
+    # The draw belongs to the star, not to its row.
+    shuffled = add_input_noise(spec, clean[::-1], kic[::-1])
+    np.testing.assert_array_equal(shuffled[::-1], noisy)
+    np.testing.assert_array_equal(add_input_noise(spec, clean, kic, labels=False), clean)
+
+
+def test_giants_slam_card_records_the_noise_it_was_trained_for():
+    model = get_model("giants-slam")
+    noise_model = model.card["training_set"]["noise_model"]
+    assert noise_model["snr_g"] == 50.0 and "SLAM" in noise_model["label_source"]
+    features = np.zeros((1, len(model.feature_names)))
+    for label, counterpart in (("n_m", "n_fe"), ("c_m", "c_fe"), ("m_h", "fe_h"),
+                               ("teff", "teff"), ("logg", "logg")):
+        # Its training labels were as noisy as SLAM's at S/N 50 ...
+        assert model._label_noise(label, features)[0] == pytest.approx(
+            slam_error(label, 50.0), rel=0.05), label
+        assert model._label_noise(counterpart, features)[0] == pytest.approx(
+            model._label_noise(label, features)[0])
+    # ... so SLAM errors at S/N 50 add nothing, and those at S/N 25 do.
+    stars, _ = slam_like(60, snr=50.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        at_50 = add_mass_age(slam_uncertainties(stars), model=model, propagate_errors=True)
+        plain = add_mass_age(stars, model=model)
+        stars["snrg"] = 25.0
+        at_25 = add_mass_age(slam_uncertainties(stars), model=model, propagate_errors=True)
+    # (The card's noise is the catalog's measured noise plus the added; SLAM's error
+    # takes APOGEE's to two figures: a residue of a few 0.1%.)
+    np.testing.assert_allclose(np.ma.filled(at_50["mass_p84"], 0),
+                               np.ma.filled(plain["mass_p84"], 0), rtol=0.01)
+    width = {name: np.nanmedian(np.log(np.ma.filled(t["mass_p84"], np.nan)
+                                       / np.ma.filled(t["mass_p16"], np.nan)))
+             for name, t in (("50", at_50), ("25", at_25))}
+    assert width["25"] > width["50"]
+
+
+def test_model_none_picks_giants_slam_for_slam_tables_only():
+    stars, _ = slam_like(5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert add_mass_age(stars).meta["MLMODEL"] == "giants-slam-apogee-dr17"
+    assert add_mass_age(demo_table()[:5]).meta["MLMODEL"] == "giants-apogee-dr17"
+
+
+def test_giants_slam_keeps_more_noisy_giants_in_its_domain():
+    """Demo giants given SLAM's errors at S/N 50: more inside giants-slam's hull than giants'."""
+    stars, _ = slam_like()
+    rng = np.random.default_rng(5)
+    for column, label in (("Teff", "teff"), ("logg", "logg"), ("[M/H]", "m_h"),
+                          ("[alpha/M]", "alpha_m"), ("[C/M]", "c_m"), ("[N/M]", "n_m")):
+        stars[column] = stars[column] + slam_error(label, 50.0) * rng.standard_normal(len(stars))
+    inside = {}
+    for name in ("giants", "giants-slam"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inside[name] = np.mean(add_mass_age(stars, model=name)["in_hull"])
+    assert inside["giants-slam"] > inside["giants"] + 0.2

@@ -1,31 +1,39 @@
 """What a LAMOST user with SLAM labels (Zhang, Liu & Deng 2020) should expect.
 
-Two measurements on the shared APOKASC/APOGEE catalogs, written to one JSON file
-that docs/lamost.rst quotes:
+Measurements on the shared APOKASC/APOGEE catalogs, written to one JSON file that
+docs/lamost.rst and `stellar_ml_ages.slam` read (``stellar_ml_ages/data/lamost_slam.json``):
 
-``zero-points``
+``zero_points``
     SLAM's labels are on the APOGEE DR15 scale; DR15 re-released the DR14 ASPCAP
     values. APOKASC-2 Table 5 carries DR14 Teff, [Fe/H] and [α/Fe] for its stars,
     the shared DR17 files carry the final values: their differences are the part of
-    the DR15 -> DR17 zero point that can be measured here. The mass and age shifts
-    those offsets cause are measured with the packaged giants model.
+    the DR15 -> DR17 zero point that can be measured here.
 
 ``degraded``
-    K-fold by KIC hash: a giants model is trained on the other folds (APOGEE labels),
-    and the held-out stars' labels are degraded with SLAM's cross-validated scatters
-    at S/N_g = 100, 50, 30 (scatter taken to grow as 100/S/N below 100, an assumption),
-    written under SLAM's label names ([C/M], [N/M], [M/H], [alpha/M], Teff, logg with
-    e_ columns) and annotated through `add_mass_age` with ``propagate_errors=True``:
-    the same path a LAMOST user's table takes. Reported per S/N level: fraction inside
-    the training hull, median relative error and robust scatter against the seismic
-    truth, the [p16, p84] coverage (all, RGB, RC) and the interval width relative to
-    the APOGEE-quality baseline.
+    K-fold by KIC hash: a ``giants`` and a ``giants-slam`` model are trained on the
+    other folds, and the held-out stars' APOGEE labels get the noise that puts them as
+    far from the truth as SLAM's labels are at S/N_g = 100, 50, 30: SLAM's error
+    (`stellar_ml_ages.slam.slam_error`: the published scatter against APOGEE, taken
+    to grow as 100/S/N below 100, less APOGEE's noise) less the noise the APOGEE label
+    already has; an upper bound takes the whole published scatter as SLAM's error.
+    They are written under SLAM's names ([C/M], [N/M], [M/H], [alpha/M], Teff, logg,
+    snrg), given errors by `slam_uncertainties` and annotated through `add_mass_age`:
+    the path a LAMOST user's table takes. Reported per level: fraction inside the
+    hull, median relative error, robust scatter and bias against the seismic truth,
+    [p16, p84] coverage (all, RGB, RC), and interval width over the same star's with
+    APOGEE labels; with and without propagation, and for every star with
+    ``allow_extrapolation=True``. Also: the hull fraction with one label degraded.
+
+``zero_point_effect``, ``sensitivity``
+    Median (and median absolute) change of mass and age when the held-out stars'
+    labels are shifted by the measured DR14 - DR17 offsets, or by assumed ones, each
+    star predicted by the fold model that did not see it.
 
 Usage::
 
     python tools/lamost_slam_report.py --data-dir ../shared/data
 
-The degraded run trains ``--folds`` giants models (about a minute each on 2 cores).
+About 5 minutes on 2 cores (two models per fold).
 """
 
 import argparse
@@ -37,10 +45,17 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 from astropy.stats import mad_std
-from astropy.table import Column, Table, join
+from astropy.table import Column, Table, join, vstack
 
-from stellar_ml_ages import add_mass_age, get_model
-from stellar_ml_ages.slam import SCATTER_AT_REFERENCE, slam_scatter
+from stellar_ml_ages import add_mass_age
+from stellar_ml_ages.slam import (
+    APOGEE_LABEL_NOISE,
+    REFERENCE_SNR,
+    SCATTER_AT_REFERENCE,
+    slam_error,
+    slam_scatter,
+    slam_uncertainties,
+)
 from stellar_ml_ages.training import get_spec, load_training_table
 from stellar_ml_ages.training.catalogs import find_data_dir
 from stellar_ml_ages.training.evaluation import kic_folds
@@ -100,65 +115,57 @@ def zero_points(data_dir):
                                 "apokasc3/Table4_Apoor_RGB+RC_Gold.csv"}}
 
 
-def sensitivity(data_dir, shifts):
-    """Median mass and age change of the packaged giants model per set of label shifts.
+def _deviates(kic, salt):
+    """One standard normal deviate per star, from a hash of its KIC (row-order free)."""
+    from scipy.special import ndtri
 
-    ``shifts`` maps a name to ``{feature: shift}``, all applied together.
+    return ndtri(np.clip(kic_uniform(kic, salt), 1e-12, 1 - 1e-12))
+
+
+def _added_noise(label, snr, full_scatter):
+    """Noise to add to an APOGEE label so it is off from the truth as a SLAM label is.
+
+    The training labels already carry APOGEE's noise: SLAM's error against the truth,
+    `slam_error` (consistent model), needs sqrt(slam_error**2 - apogee**2) more; the
+    upper bound takes the published scatter as SLAM's error against the truth.
     """
-    spec = get_spec("giants")
-    table = load_training_table(spec, data_dir)
-    keep, features, _ = _select(table, spec)
-    stars = Table(features[keep], names=spec.features)
-    for name in spec.features:
-        stars[name].unit = u.dex(u.cm / u.s**2) if name == "logg" else (
-            u.K if name == "teff" else u.dex)
-    mapping = {name: name for name in spec.features}
-    model = get_model("giants")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        base = add_mass_age(stars, model=model, mapping=mapping, survey_flags=False)
-    out = {}
-    for name, moves in shifts.items():
-        moved = stars.copy()
-        for feature, shift in moves.items():
-            column = moved[feature]
-            moved[feature] = Column(np.asarray(column) + shift, unit=column.unit)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = add_mass_age(moved, model=model, mapping=mapping, survey_flags=False)
-        entry = {"shift": moves}
-        for target in ("mass", "age"):
-            ratio = np.ma.filled(result[target] / base[target], np.nan)
-            entry[f"{target}_median_change"] = float(np.nanmedian(ratio) - 1.0)
-        out[name] = entry
-    return out
+    apogee = APOGEE_LABEL_NOISE[label].value
+    target = slam_scatter(label, snr) if full_scatter else slam_error(label, snr)
+    return float(np.sqrt(max(target**2 - apogee**2, 0.0)))
 
 
-def _degraded_table(truth, kic, snr, salt):
-    """Truth labels written as a SLAM table with SLAM noise at one S/N."""
+def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None):
+    """Truth labels written as a SLAM table with SLAM's noise at one S/N.
+
+    The error columns are what `slam_uncertainties` writes for a SLAM table (the
+    upper bound: the published scatter). ``only`` degrades one label alone.
+    """
     stars = Table()
     for label, (column, feature, unit) in _SLAM_COLUMNS.items():
-        sigma = slam_scatter(label, snr)
-        # Independent, reproducible draws per star and label (KIC hash -> normal deviate).
-        uniform = kic_uniform(kic, f"{salt}-{label}-{snr:g}")
-        deviate = np.sqrt(2.0) * _erfinv(2.0 * uniform - 1.0)
-        stars[column] = (truth[feature] + sigma * deviate) * unit
-        stars[f"e_{column}"] = np.full(len(kic), sigma) * (u.K if label == "teff" else u.dex)
+        sigma = 0.0 if only not in (None, label) else _added_noise(label, snr, full_scatter)
+        stars[column] = (truth[feature] + sigma * _deviates(kic, f"{salt}-{label}-{snr:g}")) * unit
+        if full_scatter:
+            stars[f"e_{column}"] = np.full(len(kic), float(slam_scatter(label, snr))) * (
+                u.K if label == "teff" else u.dex)
     stars["snrg"] = np.full(len(kic), snr)
-    return stars
+    return slam_uncertainties(stars)
 
 
-def _erfinv(y):
-    from scipy.special import erfinv
+def _apogee_table(truth):
+    return Table({"TEFF": truth["teff"] * u.K, "LOGG": truth["logg"] * u.dex(u.cm / u.s**2),
+                  "FE_H": truth["fe_h"] * u.dex, "ALPHA_M": truth["alpha_m"] * u.dex,
+                  "C_FE": truth["c_fe"] * u.dex, "N_FE": truth["n_fe"] * u.dex})
 
-    return erfinv(np.clip(y, -1 + 1e-12, 1 - 1e-12))
 
+def _summarise(result, truth_mass, truth_age, states, baseline=None):
+    """Errors, coverage and interval widths of one level, all folds together.
 
-def _summarise(result, truth_mass, truth_age, states, baseline_width=None):
+    ``baseline`` (the APOGEE-label level's result) gives each star's interval width
+    with APOGEE labels; the width ratio is taken star by star on the stars both
+    levels predict.
+    """
     entry = {"n": len(result), "in_hull": float(np.mean(result["in_hull"]))}
-    predicted = ~np.ma.getmaskarray(result["mass"])
-    entry["predicted"] = float(np.mean(predicted))
-    widths = {}
+    entry["predicted"] = float(np.mean(~np.ma.getmaskarray(result["mass"])))
     for target, truth in (("mass", truth_mass), ("age", truth_age)):
         value = np.ma.filled(result[target], np.nan).astype(float)
         low = np.ma.filled(result[f"{target}_p16"], np.nan).astype(float)
@@ -166,27 +173,70 @@ def _summarise(result, truth_mass, truth_age, states, baseline_width=None):
         ok = np.isfinite(value) & np.isfinite(truth) & (truth > 0)
         log_ratio = np.log(value[ok] / truth[ok])
         inside = (truth[ok] >= low[ok]) & (truth[ok] <= high[ok])
-        width = 0.5 * np.log(high[ok] / low[ok])
-        widths[target] = float(np.median(width))
+        width = 0.5 * np.log(high / low)
         stats = {
             "n_with_truth": int(ok.sum()),
             "median_rel_error": float(np.median(np.abs(value[ok] / truth[ok] - 1.0))),
             "bias": float(np.median(log_ratio)),
             "robust_scatter_ln": float(mad_std(log_ratio)),
             "coverage_p16_p84": float(np.mean(inside)),
-            "median_half_width_ln": widths[target],
+            "median_half_width_ln": float(np.median(width[ok])),
         }
         for state in ("RGB", "RC"):
             rows = states[ok] == state
             stats[f"coverage_{state}"] = float(np.mean(inside[rows])) if rows.any() else None
             stats[f"n_{state}"] = int(rows.sum())
-        if baseline_width is not None:
-            stats["width_vs_baseline"] = widths[target] / baseline_width[target]
+        if baseline is not None:
+            base_width = 0.5 * np.log(
+                np.ma.filled(baseline[f"{target}_p84"], np.nan).astype(float)
+                / np.ma.filled(baseline[f"{target}_p16"], np.nan).astype(float))
+            both = np.isfinite(width) & np.isfinite(base_width) & (base_width > 0)
+            stats["width_vs_baseline"] = float(np.median(width[both] / base_width[both]))
         entry[target] = stats
-    return entry, widths
+    return entry
 
 
-def degraded(data_dir, n_folds, n_draws, salt="slam-degraded"):
+def _shifted(stars, moves):
+    moved = stars.copy()
+    for feature, shift in moves.items():
+        column = moved[feature]
+        moved[feature] = Column(np.asarray(column) + shift, unit=column.unit)
+    return moved
+
+
+#: Label shifts whose effect is measured with the fold models (feature -> shift, all
+#: applied together, on APOGEE-named columns). [Fe/H] = [M/H] + 0.05 with [Fe/H] taken
+#: as [M/H] lowers the [Fe/H] input by 0.05 and raises [N/Fe] (read as [N/M]) by 0.05,
+#: while [C/N] = [C/M] - [N/M] stays exact: C_FE and N_FE move together.
+_ASSUMED_SHIFTS = {
+    "[Fe/H] - [M/H] = +0.05 dex": {"FE_H": -0.05, "N_FE": 0.05, "C_FE": 0.05},
+    "[N/M] +0.05 dex": {"N_FE": 0.05},
+    "[C/M] +0.05 dex": {"C_FE": 0.05},
+    "log g +0.05 dex": {"LOGG": 0.05},
+    "Teff +50 K": {"TEFF": 50.0},
+}
+
+
+def _shift_effects(collected, shifts):
+    """Median signed and absolute change per shift set, over stars predicted both ways."""
+    out = {}
+    for name, moves in shifts.items():
+        entry = {"shift": moves}
+        for target in ("mass", "age"):
+            base = np.concatenate([np.ma.filled(b[target], np.nan).astype(float)
+                                   for b in collected["base"]])
+            moved = np.concatenate([np.ma.filled(m[target], np.nan).astype(float)
+                                    for m in collected[name]])
+            ratio = moved / base - 1.0
+            ratio = ratio[np.isfinite(ratio)]
+            entry[f"{target}_median_change"] = float(np.median(ratio))
+            entry[f"{target}_median_abs_change"] = float(np.median(np.abs(ratio)))
+        out[name] = entry
+    return out
+
+
+def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
+    """Out-of-fold evaluation: degraded labels by S/N, and label shifts, per fold model."""
     spec = get_spec("giants")
     table = load_training_table(spec, data_dir)
     keep, _, targets = _select(table, spec)
@@ -198,51 +248,67 @@ def degraded(data_dir, n_folds, n_draws, salt="slam-degraded"):
     truth_mass = np.asarray(targets["mass"][keep], dtype=float)
     truth_age = np.asarray(targets["age"][keep], dtype=float)
     fold = kic_folds(kic, n_folds, salt="slam-degraded-folds")
-    # (name, S/N, propagate_errors, allow_extrapolation)
-    levels = [("APOGEE", None, False, False),
-              *((f"S/N {s:g}", s, True, False) for s in SNR_LEVELS),
-              *((f"S/N {s:g}, no propagation", s, False, False) for s in SNR_LEVELS),
-              *((f"S/N {s:g}, every star (extrapolated)", s, True, True) for s in SNR_LEVELS)]
+    # (name, S/N, propagate_errors, allow_extrapolation, full scatter, model)
+    levels = [("APOGEE", None, False, False, False, "giants"),
+              *((f"S/N {s:g}", s, True, False, False, "giants") for s in SNR_LEVELS),
+              *((f"S/N {s:g}, no propagation", s, False, False, False, "giants")
+                for s in SNR_LEVELS),
+              *((f"S/N {s:g}, every star (extrapolated)", s, True, True, False, "giants")
+                for s in SNR_LEVELS),
+              *((f"S/N {s:g}, full scatter (upper bound)", s, True, False, True, "giants")
+                for s in SNR_LEVELS),
+              ("APOGEE, giants-slam", None, False, False, False, "giants-slam"),
+              *((f"S/N {s:g}, giants-slam", s, True, False, False, "giants-slam")
+                for s in SNR_LEVELS),
+              *((f"S/N {s:g}, giants-slam, every star (extrapolated)", s, True, True, False,
+                 "giants-slam") for s in SNR_LEVELS)]
+    slam_spec = get_spec("giants-slam")
     collected = {name: [] for name, *_ in levels}
-    rows_of = []
+    hull_alone = {label: [] for label in _SLAM_COLUMNS}
+    shifted = {"base": [], **{name: [] for name in shifts}}
+    columns = ["mass", "mass_p16", "mass_p84", "age", "age_p16", "age_p84", "in_hull"]
+    order = []
     for k in range(n_folds):
         started = time.perf_counter()
-        model = train_model(spec, selected, test_mask=fold == k).model
+        models = {"giants": train_model(spec, selected, test_mask=fold == k).model,
+                  "giants-slam": train_model(slam_spec, selected, test_mask=fold == k).model}
+        model = models["giants"]
         rows = np.flatnonzero(fold == k)
-        rows_of.append(rows)
+        order.append(rows)
         fold_truth = {name: values[rows] for name, values in truth.items()}
-        for name, snr, propagate, extrapolate in levels:
-            if snr is None:
-                stars = Table({"TEFF": fold_truth["teff"] * u.K,
-                               "LOGG": fold_truth["logg"] * u.dex(u.cm / u.s**2),
-                               "FE_H": fold_truth["fe_h"] * u.dex,
-                               "ALPHA_M": fold_truth["alpha_m"] * u.dex,
-                               "C_FE": fold_truth["c_fe"] * u.dex,
-                               "N_FE": fold_truth["n_fe"] * u.dex})
-            else:
-                stars = _degraded_table(fold_truth, kic[rows], snr, salt)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = add_mass_age(stars, model=model, propagate_errors=propagate,
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, snr, propagate, extrapolate, full, which in levels:
+                stars = _apogee_table(fold_truth) if snr is None else _degraded_table(
+                    fold_truth, kic[rows], snr, salt, full_scatter=full)
+                result = add_mass_age(stars, model=models[which], propagate_errors=propagate,
                                       allow_extrapolation=extrapolate, n_draws=n_draws, seed=k)
-            collected[name].append(result[["mass", "mass_p16", "mass_p84", "age", "age_p16",
-                                           "age_p84", "in_hull"]])
+                collected[name].append(result[columns])
+            for label in _SLAM_COLUMNS:
+                stars = _degraded_table(fold_truth, kic[rows], REFERENCE_SNR, salt, only=label)
+                hull_alone[label].append(np.asarray(add_mass_age(stars, model=model)["in_hull"]))
+            base = _apogee_table(fold_truth)
+            shifted["base"].append(add_mass_age(base, model=model)[columns])
+            for name, moves in shifts.items():
+                shifted[name].append(add_mass_age(_shifted(base, moves), model=model)[columns])
         print(f"fold {k + 1}/{n_folds}: {time.perf_counter() - started:.0f} s", flush=True)
-    order = np.concatenate(rows_of)
-    from astropy.table import vstack
-
+    order = np.concatenate(order)  # the stars in the order the folds were stacked
     report, baseline = {}, None
     for name, *_ in levels:
         result = vstack(collected[name])
-        entry, widths = _summarise(result, truth_mass[order], truth_age[order], states[order],
-                                   baseline)
+        report[name] = _summarise(result, truth_mass[order], truth_age[order], states[order],
+                                  baseline)
         if baseline is None:
-            baseline = widths
-        report[name] = entry
+            baseline = result
     return {"folds": n_folds, "n_draws": n_draws, "n_stars": len(selected),
             "scatter_at_snr100": {k: f"{v.value:g} {v.unit}"
                                   for k, v in SCATTER_AT_REFERENCE.items()},
-            "levels": report}
+            "apogee_label_noise": {k: f"{v.value:g} {v.unit}"
+                                   for k, v in APOGEE_LABEL_NOISE.items()},
+            "levels": report,
+            "in_hull_one_label_degraded_snr100": {
+                label: float(np.mean(np.concatenate(values)))
+                for label, values in hull_alone.items()}}, _shift_effects(shifted, shifts)
 
 
 def main(argv=None):
@@ -251,29 +317,22 @@ def main(argv=None):
     parser.add_argument("--out", default="stellar_ml_ages/data/lamost_slam.json")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--n-draws", type=int, default=32)
-    parser.add_argument("--skip-degraded", action="store_true")
     args = parser.parse_args(argv)
     data_dir = find_data_dir(args.data_dir)
     out = {"command": "python tools/lamost_slam_report.py --data-dir DATA "
                       f"--folds {args.folds} --n-draws {args.n_draws}"}
     out["zero_points"] = zero_points(data_dir)
     offsets = out["zero_points"]["dr14_minus_dr17"]
-    measured = {name: offsets[name]["median"] for name in ("teff", "fe_h", "alpha_m")}
-    out["zero_point_effect"] = sensitivity(
-        data_dir, {**{name: {name: shift} for name, shift in measured.items()},
-                   "all three": measured})
-    # What unmeasured zero points would do. [Fe/H] = [M/H] + 0.05 read as [M/H] lowers
-    # the [Fe/H] input by 0.05 and raises [N/Fe] = [N/M] + [M/H] - [Fe/H] by 0.05.
-    out["sensitivity"] = sensitivity(data_dir, {
-        "[Fe/H] - [M/H] = +0.05 dex": {"fe_h": -0.05, "n_fe": 0.05},
-        "[N/M] +0.05 dex": {"n_fe": 0.05, "c_n": -0.05},
-        "[C/M] +0.05 dex": {"c_n": 0.05},
-        "log g +0.05 dex": {"logg": 0.05},
-        "Teff +50 K": {"teff": 50.0},
-    })
-    print(json.dumps(out, indent=1), flush=True)
-    if not args.skip_degraded:
-        out["degraded"] = degraded(data_dir, args.folds, args.n_draws)
+    measured = {"TEFF": offsets["teff"]["median"], "FE_H": offsets["fe_h"]["median"],
+                "ALPHA_M": offsets["alpha_m"]["median"]}
+    shifts = {"teff": {"TEFF": measured["TEFF"]}, "fe_h": {"FE_H": measured["FE_H"]},
+              "alpha_m": {"ALPHA_M": measured["ALPHA_M"]}, "all three": measured,
+              **_ASSUMED_SHIFTS}
+    degraded, effects = evaluate(data_dir, args.folds, args.n_draws, shifts)
+    out["zero_point_effect"] = {name: effects[name]
+                                for name in ("teff", "fe_h", "alpha_m", "all three")}
+    out["sensitivity"] = {name: effects[name] for name in _ASSUMED_SHIFTS}
+    out["degraded"] = degraded
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out.get("degraded", {}), indent=1))
 

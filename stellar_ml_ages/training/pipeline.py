@@ -258,8 +258,11 @@ def _select(table, spec):
     return keep, features, targets
 
 
-def add_input_noise(spec, features, kic):
+def add_input_noise(spec, features, kic, labels=True):
     """Features with the spec's training input noise added, one seeded draw per star.
+
+    ``labels=False`` leaves out ``spec.label_noise`` (the fractional ``input_noise``
+    stays).
 
     The draw of a star depends only on its KIC and the spec's seed (not on row
     order), so cross-validation folds and the final model see the same noisy value.
@@ -274,7 +277,38 @@ def add_input_noise(spec, features, kic):
         normal = ndtri(np.clip(kic_uniform(kic, f"input-noise:{spec.seed}:{name}"),
                                1e-12, 1 - 1e-12))
         noisy[:, column] *= 1.0 + fraction * normal
+    if labels and spec.label_noise:
+        # One draw per star and *label*: a feature made of several labels ([C/N] =
+        # [C/Fe] - [N/Fe]) moves with the features that share them ([N/Fe]).
+        draws = {label: sigma * ndtri(np.clip(
+                     kic_uniform(kic, f"label-noise:{spec.seed}:{label}"), 1e-12, 1 - 1e-12))
+                 for label, sigma in spec.label_noise.items()}
+        for column, name in enumerate(spec.features):
+            for sign, label in _label_terms(name, draws):
+                noisy[:, column] += sign * draws[label]
     return noisy
+
+
+def _label_terms(name, labels):
+    """(sign, label) of the noisy labels a feature is made of: itself, or its usual relation."""
+    if name in labels:
+        return ((1, name),)
+    derived = get_feature(name).derived_from
+    if derived and all(label in labels for label in derived[0].names):
+        return derived[0].terms
+    return ()
+
+
+def label_noise_levels(spec, noise):
+    """Each feature's training noise once ``spec.label_noise`` is added (canonical units).
+
+    ``noise`` maps a label to the noise it had in the catalog; the added noise goes in
+    quadrature, through a feature's labels ([C/N]: both [C/Fe]'s and [N/Fe]'s).
+    """
+    levels = dict(noise)
+    for label, sigma in spec.label_noise.items():
+        levels[label] = float(np.hypot(noise.get(label, 0.0), sigma))
+    return levels
 
 
 def _within_limits(predicted, true, max_abs, max_rel):
@@ -366,6 +400,10 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     kic = np.asarray(selected["KIC"])
     states = training_states(selected)
     features = add_input_noise(spec, all_features[keep], kic)
+    # The cleaning pass looks for catalog outliers (a bad seismic mass), not for stars
+    # whose added label noise happened to mislead: it sees the labels without it.
+    cleaning_features = add_input_noise(spec, all_features[keep], kic, labels=False) \
+        if spec.label_noise else features
     targets = {name: values[keep] for name, values in all_targets.items()}
     if test_mask is None:
         is_test = kic_test_mask(kic, spec.test_fraction)
@@ -382,13 +420,14 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         rows = train & np.isfinite(values)
         test_rows = scored[name]
         if protocol == "paper":
-            kept_rows, test_kept = _clean(spec, name, features[rows], np.log(values[rows]),
-                                          features[test_rows], np.log(values[test_rows]))
+            kept_rows, test_kept = _clean(spec, name, cleaning_features[rows],
+                                          np.log(values[rows]), cleaning_features[test_rows],
+                                          np.log(values[test_rows]))
             scored[name][np.flatnonzero(test_rows)[~test_kept]] = False
             say(f"{spec.name}: paper protocol removed {int((~test_kept).sum())} {name} "
                 "test stars")
         else:
-            kept_rows = _clean(spec, name, features[rows], np.log(values[rows]))
+            kept_rows = _clean(spec, name, cleaning_features[rows], np.log(values[rows]))
         kept[name] = np.zeros(len(selected), dtype=bool)
         kept[name][np.flatnonzero(rows)[kept_rows]] = True
         removed = int(rows.sum() - kept_rows.sum())
@@ -438,7 +477,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         })
         say(f"{spec.name}: {name} forest has {compact.n_nodes} nodes, depth {compact.max_depth}")
 
-    noise = table.meta.get("label_noise") or {}
+    noise = label_noise_levels(spec, table.meta.get("label_noise") or {})
     measured_noise = feature_noise_levels(selected[any_kept], spec.features)
     feature_cards = []
     for i, (n, m, sd, lo, hi) in enumerate(zip(
@@ -479,9 +518,11 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             "label_source": spec.label_source,
             "catalogs": dict(table.meta.get("files", {})),
             "label_scale": table.meta.get("label_scale", {}),
-            # Median reported 1-sigma error of each training label (canonical units):
-            # what propagate_errors counts as already included, per input column.
-            "label_noise": dict(table.meta.get("label_noise", {})),
+            # Median reported 1-sigma error of each training label (canonical units),
+            # with any noise the spec adds: what propagate_errors counts as already
+            # included, per input column.
+            "label_noise": noise,
+            **({"noise_model": dict(spec.noise_model)} if spec.noise_model else {}),
             "evolutionary_states": list(spec.evolutionary_states),
             "n_selected": len(selected),
             "n_train": int(any_kept.sum()),

@@ -6,6 +6,8 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 __all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec",
            "get_spec"]
 
@@ -63,6 +65,15 @@ class ModelSpec:
         Feature name to a fractional 1-sigma noise added to that training input (one
         seeded draw per star) so that the forest and its intervals are built for
         inputs of that quality, e.g. ``{"dnu": 0.02}``.
+    label_noise : dict
+        Label name (``"teff"``, ``"c_fe"``, ...) to an absolute 1-sigma noise, in
+        canonical units, added to that training label (one seeded draw per star and
+        label; features made of several labels, like [C/N], get their labels' draws):
+        a model for another survey's noisier labels, e.g. SLAM's (``giants-slam``).
+        The card's training noise includes it, so ``propagate_errors`` adds only what
+        a user's errors exceed it by.
+    noise_model : dict
+        Where ``label_noise`` comes from (recorded in the card's ``training_set``).
     calibration_groups : tuple of str
         Evolutionary states calibrated separately (besides all stars pooled).
     candidate_features : tuple of str
@@ -97,6 +108,8 @@ class ModelSpec:
     label_source: str = "APOGEE DR17"
     training_table: str = "apokasc2"
     input_noise: dict = None
+    label_noise: dict = None
+    noise_model: dict = None
     calibration_groups: tuple = ()
     candidate_features: tuple = ()
     target_limits: dict = None
@@ -105,6 +118,10 @@ class ModelSpec:
         # Plain None defaults (not default factories) keep the documented signature simple.
         if self.input_noise is None:
             object.__setattr__(self, "input_noise", {})
+        if self.label_noise is None:
+            object.__setattr__(self, "label_noise", {})
+        if self.noise_model is None:
+            object.__setattr__(self, "noise_model", {})
         if self.target_limits is None:
             object.__setattr__(self, "target_limits", dict(DEFAULT_TARGET_LIMITS))
 
@@ -121,6 +138,7 @@ class ModelSpec:
             "test_fraction": self.test_fraction,
             "seed": self.seed,
             "input_noise": dict(self.input_noise),
+            **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
         }
 
 
@@ -141,6 +159,23 @@ CANDIDATE_LABELS = (*SPECTROSCOPIC_LABELS, "c_n")
 #: Fractional Δν noise the seismic red-clump model is trained and calibrated for.
 SEISMIC_DNU_NOISE = 0.02
 
+#: S/N_g of the SLAM errors the giants-slam model is trained with: inputs noisier
+#: than that are propagated; cleaner ones get intervals on the safe (wide) side.
+SLAM_TRAINING_SNR = 50.0
+#: SLAM label -> the training label it stands for.
+_SLAM_COUNTERPARTS = {"teff": "teff", "logg": "logg", "m_h": "fe_h", "alpha_m": "alpha_m",
+                      "c_m": "c_fe", "n_m": "n_fe"}
+
+
+def _slam_label_noise(snr):
+    """Noise to add to APOGEE training labels so they are off as SLAM's are at ``snr``."""
+    from ..slam import APOGEE_LABEL_NOISE, slam_error
+
+    return {counterpart: float(np.sqrt(max(
+        float(slam_error(label, snr)) ** 2 - APOGEE_LABEL_NOISE[label].value ** 2, 0.0)))
+        for label, counterpart in _SLAM_COUNTERPARTS.items()}
+
+
 def _full_range(**settings):
     """A packaged v2 spec: both targets, the full-range table, every star trained on."""
     common = {
@@ -154,6 +189,11 @@ def _full_range(**settings):
     return ModelSpec(**{**common, **settings})
 
 
+#: What both giants models learn from: the cross-validated selection's features and
+#: order (docs/reproduce.rst), RGB and clump stars, intervals calibrated per state.
+_GIANTS = {"features": ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
+           "evolutionary_states": ("RGB", "RC"), "calibration_groups": ("RGB", "RC")}
+
 PACKAGED_SPECS = {
     spec.name: spec
     for spec in (
@@ -165,10 +205,32 @@ PACKAGED_SPECS = {
                 "and alpha-rich) from APOGEE DR17 [C/N], Teff, log g, [alpha/M], [N/Fe], "
                 "[Fe/H] ([C/N] = C_FE - N_FE); no seismic input."
             ),
-            # The cross-validated selection's choice and order (docs/reproduce.rst).
-            features=("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
-            evolutionary_states=("RGB", "RC"),
-            calibration_groups=("RGB", "RC"),
+            **_GIANTS,
+        ),
+        _full_range(
+            name="giants-slam-apogee-dr17",
+            aliases=("giants-slam",),
+            description=(
+                "Mass and age of red giants, as giants-apogee-dr17, trained on APOGEE DR17 "
+                "labels given the errors of LAMOST SLAM labels (Zhang+2020) at S/N_g 50: "
+                "for LAMOST DR5 giants with SLAM's [C/M], [N/M], [M/H], [alpha/M], Teff, "
+                "log g."
+            ),
+            **_GIANTS,
+            label_noise=_slam_label_noise(SLAM_TRAINING_SNR),
+            noise_model={
+                "label_source": "LAMOST DR5 SLAM (APOGEE DR15 scale)",
+                "snr_g": SLAM_TRAINING_SNR,
+                "description": ("SLAM's error against the true label at S/N_g 50: its "
+                                "cross-validated scatter against APOGEE (Zhang, Liu & Deng "
+                                "2020) x 100/50, less APOGEE's own noise "
+                                "(stellar_ml_ages.slam.slam_error), added to the training "
+                                "labels less the noise they already had"),
+            },
+            # Noisy inputs leave fine leaves nothing to resolve (measured: the same errors
+            # as 5-star leaves and 300 trees, at a fifth of the size).
+            min_samples_leaf=15,
+            n_estimators=200,
         ),
         _full_range(
             name="red-clump-apogee-dr17",

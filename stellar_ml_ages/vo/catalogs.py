@@ -148,11 +148,11 @@ def _slam_renames():
 
 
 def _slam_prepare(table):
-    from ..slam import REFERENCE_SNR, slam_uncertainties
+    from ..slam import slam_uncertainties
 
-    # Without an S/N column the reference scatter is the floor, said in MLSLAMER.
-    snr = None if "SNRG" in table.colnames else REFERENCE_SNR
-    return slam_uncertainties(table, snr=snr)
+    # A table without an S/N column gets the reference S/N's error, with a warning
+    # (and "assumed" in MLSLAMER): the service decides which columns there are.
+    return slam_uncertainties(table, missing_snr="warn")
 
 
 _DEX_UNITS = {_portable_names()[name]: u.dex for name in _abundance_columns()}

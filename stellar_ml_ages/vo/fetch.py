@@ -40,9 +40,9 @@ _SERVICE_TABLES = {}
 
 def _columns_of(url, table):
     """Column names of one table, from the service's own TAP_SCHEMA (cached); None without."""
-    key = (url, table)
+    key = (url, table.strip().strip('"'))
     if key not in _SERVICE_COLUMNS:
-        name = table.strip().strip('"').replace("'", "''")
+        name = key[1].replace("'", "''")
         query = f"SELECT column_name FROM TAP_SCHEMA.columns WHERE table_name = '{name}'"
         try:
             found = run_query(url, query, maxrec=100_000)
@@ -99,7 +99,9 @@ def table_name(catalog):
         required = [entry for entry in (catalog.ra, catalog.dec, *catalog.columns)
                     if entry is not None and not is_optional(entry)]
         suitable, lacking = [], []
-        for name in (str(value).strip() for value in found["table_name"]):
+        # LIKE's "_" matches any character: keep the names that really start so.
+        names = [str(value).strip() for value in found["table_name"]]
+        for name in (n for n in names if n.startswith(catalog.table_prefix)):
             available = _columns_of(catalog.url, name)
             lowered = {column.lower(): column for column in available}
             missing = [" or ".join(column_spellings(entry)) for entry in required
