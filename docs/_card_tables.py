@@ -99,16 +99,20 @@ def slam_zero_point_table():
 
     found = measurements()
     offsets = found["zero_points"]["dr14_minus_dr17"]
-    effect = found["zero_point_effect"]
-    header = ["label", "stars", "DR14 - DR17 (median)", "robust scatter", "mass change",
-              "age change"]
+    header = ["label", "stars", "DR14 - DR17 (median)", "robust scatter", "model",
+              "mass change", "age change"]
     rows = []
-    for name, label in (("teff", "Teff"), ("fe_h", "[Fe/H]"), ("alpha_m", "[α/Fe]")):
-        entry = offsets[name]
-        rows.append([label, entry["n"], f"{entry['median']:+.3g} {entry['unit']}",
-                     f"{entry['robust_scatter']:.3g} {entry['unit']}",
-                     *_changes(effect[name])])
-    rows.append(["all three", "", "", "", *_changes(effect["all three"])])
+    for name, label in (("teff", "Teff"), ("fe_h", "[Fe/H]"), ("alpha_m", "[α/Fe]"),
+                        ("all three", "all three")):
+        entry = offsets.get(name)
+        for model, suffix in (("giants", ""), ("giants-slam", "_giants_slam")):
+            first = model == "giants"
+            rows.append([label if first else "",
+                         entry["n"] if entry and first else "",
+                         f"{entry['median']:+.3g} {entry['unit']}" if entry and first else "",
+                         f"{entry['robust_scatter']:.3g} {entry['unit']}"
+                         if entry and first else "",
+                         model, *_changes(found[f"zero_point_effect{suffix}"][name])])
     return _table(header, rows)
 
 
@@ -121,8 +125,12 @@ def _changes(entry):
 def slam_sensitivity_table():
     from stellar_ml_ages.slam import measurements
 
-    header = ["assumed offset", "mass change", "age change"]
-    rows = [[name, *_changes(entry)] for name, entry in measurements()["sensitivity"].items()]
+    found = measurements()
+    header = ["assumed offset", "model", "mass change", "age change"]
+    rows = []
+    for name in found["sensitivity"]:
+        rows.append([name, "giants", *_changes(found["sensitivity"][name])])
+        rows.append(["", "giants-slam", *_changes(found["sensitivity_giants_slam"][name])])
     return _table(header, rows)
 
 
@@ -155,6 +163,8 @@ def slam_findings():
         every = levels[f"S/N {snr}, every star (extrapolated)"]
         upper = levels[f"S/N {snr}, full scatter (upper bound)"]
         slam = levels[f"S/N {snr}, giants-slam"]
+        full = levels[f"S/N {snr}, giants-slam, full scatter (upper bound)"]
+        corr = levels[f"S/N {snr}, giants-slam, correlated Teff-log g-[M/H] errors"]
         mass, age = entry["mass"], entry["age"]
         lines.append(
             f"- **S/N {snr}**, giants: {_percent(entry['in_hull'])} of the giants inside the hull "
@@ -182,7 +192,14 @@ def slam_findings():
             f"{_signed_percent(math.expm1(slam['mass']['bias']))} and "
             f"{_signed_percent(math.expm1(slam['age']['bias']))}, coverage "
             f"{_percent(slam['mass']['coverage_p16_p84'])} and "
-            f"{_percent(slam['age']['coverage_p16_p84'])}.")
+            f"{_percent(slam['age']['coverage_p16_p84'])}"
+            + (" (by construction: the noise it was trained for)" if snr == "50" else "")
+            + "; with noise it does not assume, coverage "
+            f"{_percent(full['mass']['coverage_p16_p84'])} and "
+            f"{_percent(full['age']['coverage_p16_p84'])} (whole published scatter), "
+            f"{_percent(corr['mass']['coverage_p16_p84'])} and "
+            f"{_percent(corr['age']['coverage_p16_p84'])} (correlated Teff, log g, [M/H] "
+            "errors).")
     return "\n".join(lines) + "\n"
 
 

@@ -311,8 +311,9 @@ def _key_column(page, key):
     matches = [name for name in page.colnames if name.lower() == key.lower()]
     if len(matches) == 1:
         return matches[0]
-    raise CatalogError(f"the service's answer has no column {key!r} to page on "
-                       f"(columns: {', '.join(page.colnames)})")
+    what = (f"several columns {', '.join(matches)} for the key {key!r}" if matches else
+            f"no column {key!r} to page on")
+    raise CatalogError(f"the service's answer has {what} (columns: {', '.join(page.colnames)})")
 
 
 def _pages(query, page_rows, after, timings):
@@ -486,10 +487,9 @@ def _not_default(options):
 
 
 def _same(value, default):
-    try:
-        return bool(value == default) and type(value) is type(default)
-    except (TypeError, ValueError):
-        return False
+    """Equal as the manifest would record them (numpy scalars as Python ones)."""
+    value, default = _jsonable(value), _jsonable(default)
+    return type(value) is type(default) and value == default
 
 
 def _resolve_query(query, preset):

@@ -224,6 +224,8 @@ def _check_writer(path, fmt):
 def _slam_options(args, options):
     """``--slam-errors``: SLAM's noise in the label errors, propagated unless told not to."""
     if not getattr(args, "slam_errors", False):
+        if getattr(args, "slam_snr", None) is not None:
+            raise argparse.ArgumentTypeError("--slam-snr goes with --slam-errors")
         return None
     from .slam import slam_uncertainties
 

@@ -170,10 +170,10 @@ def _remedy(model, source):
         "on this survey's labels with 'stellar-ml-ages train SPEC --table FILE'")
 
 
-def _slam_note():
+def _slam_note(model):
     from .slam import zero_point_note
 
-    return zero_point_note()
+    return zero_point_note(model)
 
 
 #: What is known about a compatible source's zero points against a model's labels:
@@ -204,7 +204,7 @@ def scale_note(table, model):
     if source is None or not trained_on:
         return None
     note = _SCALE_NOTES.get((source.name, trained_on))
-    return None if note is None else note()
+    return None if note is None else note(model)
 
 
 def label_source_problem(table, model):

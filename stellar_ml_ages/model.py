@@ -180,6 +180,15 @@ def validate_card(card, where="model card"):
              "array sha256 must be 64 lower-case hex digits")
 
 
+def _stood_in_for(label):
+    """Training labels that ``label`` can be read as: its counterpart ([N/M] for [N/Fe])
+    and the features it substitutes for ([Mg/Fe] for [α/M])."""
+    if label not in FEATURES:
+        return []
+    names = [FEATURES[label].counterpart] if FEATURES[label].counterpart else []
+    return names + [feature.name for feature in FEATURES.values() if label in feature.substitutes]
+
+
 class MassAgeModel:
     """A trained model: standardisation, applicability domain and one forest per target.
 
@@ -407,13 +416,15 @@ class MassAgeModel:
     def _label_noise(self, label, features):
         """Training noise of one input label (canonical units), per row.
 
-        A label measured as another training label (SLAM's [N/M] standing for [N/Fe],
-        `~stellar_ml_ages.features.Feature.counterpart`) has that label's noise.
+        A label read as another training label (SLAM's [N/M] standing for [N/Fe],
+        `~stellar_ml_ages.features.Feature.counterpart`; [Mg/Fe] substituting for
+        [α/M]) has that label's noise.
         """
         entries = {entry["name"]: (k, entry) for k, entry in enumerate(self.card["features"])}
         recorded = self.card.get("training_set", {}).get("label_noise", {})
-        if label not in recorded and label not in entries and label in FEATURES:
-            label = FEATURES[label].counterpart or label
+        if label not in recorded and label not in entries:
+            label = next((name for name in _stood_in_for(label)
+                          if name in recorded or name in entries), label)
         level = recorded.get(label)
         if level is None and label in entries:
             level = entries[label][1].get("training_noise", 0.0)

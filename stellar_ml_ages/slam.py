@@ -91,26 +91,32 @@ def measurements():
     return json.loads(files("stellar_ml_ages").joinpath("data/lamost_slam.json").read_text())
 
 
-def zero_point_note():
+def zero_point_note(model="giants"):
     """One paragraph on what is known of SLAM's DR15 -> DR17 zero point (for ``meta``).
+
+    The mass and age changes are those of ``model`` (``"giants"`` or ``"giants-slam"``,
+    or a model of that name), measured out of fold.
 
     Examples
     --------
     >>> from stellar_ml_ages.slam import zero_point_note
-    >>> "DR17" in zero_point_note()
+    >>> "DR17" in zero_point_note("giants-slam")
     True
     """
     found = measurements()
+    name = getattr(model, "name", model)
+    suffix = "_giants_slam" if str(name).startswith("giants-slam") else ""
     offsets = found["zero_points"]["dr14_minus_dr17"]
-    effect = found["zero_point_effect"]["all three"]
-    assumption = found["sensitivity"]["[Fe/H] - [M/H] = +0.05 dex"]
+    effect = found[f"zero_point_effect{suffix}"]["all three"]
+    assumption = found[f"sensitivity{suffix}"]["[Fe/H] - [M/H] = +0.05 dex"]
+    which = "giants-slam" if suffix else "giants"
     return (
         "SLAM labels are on the APOGEE DR15 scale (DR15 re-released DR14's ASPCAP values). "
         f"DR14 - DR17 on {offsets['teff']['n']} APOKASC giants: Teff "
         f"{offsets['teff']['median']:+.0f} K, [Fe/H] {offsets['fe_h']['median']:+.3f} dex, "
         f"[alpha/Fe] {offsets['alpha_m']['median']:+.3f} dex; together they change masses by "
         f"{100 * effect['mass_median_change']:+.1f}% and ages by "
-        f"{100 * effect['age_median_change']:+.1f}% (median, giants model). Not measured: "
+        f"{100 * effect['age_median_change']:+.1f}% (median, {which} model). Not measured: "
         "log g, [C/M], [N/M] and DR17's [Fe/H] - [M/H]; [Fe/H] is taken as [M/H] (a 0.05 dex "
         f"difference moves masses by {100 * assumption['mass_median_change']:+.1f}%, ages by "
         f"{100 * assumption['age_median_change']:+.1f}%). Offsets not applied; see the "

@@ -64,6 +64,10 @@ def test_manifest_options_do_not_depend_on_spelling_out_defaults():
     assert _not_default({"propagate_errors": False, "prefix": "", "survey_flags": True}) == {}
     assert _not_default({"propagate_errors": True, "prefix": "ml_"}) == {
         "propagate_errors": True, "prefix": "ml_"}
+    assert _not_default({"mapping": None, "state_column": None, "n_draws": np.int64(32),
+                         "allow_extrapolation": np.bool_(False)}) == {}
+    assert _not_default({"mapping": {"teff": "T"}, "n_draws": 64}) == {
+        "mapping": {"teff": "T"}, "n_draws": 64}
 
 
 def test_the_key_column_is_found_without_case():

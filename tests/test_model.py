@@ -53,8 +53,9 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
         assert set(card["training_set"]["label_scale"]) == {
             "teff", "logg", "fe_h", "c_fe", "n_fe", "alpha_m"}
         # A model trained for noisier labels (giants-slam) is measured on such labels.
-        limit = 0.40 if card["training_set"].get("noise_model") else 0.22
+        noisy = bool(card["training_set"].get("noise_model"))
         for target in card["targets"]:
+            limit = {"mass": 0.12, "age": 0.35}[target["name"]] if noisy else 0.22
             assert 0 < target["metrics"]["median_rel_error"] < limit
             assert target["metrics"]["protocol"] == "10-fold out of fold"
             # The promise of every packaged model: 68% +- 3% and 95% +- 2%, out of fold.

@@ -179,19 +179,32 @@ def test_slam_uncertainties_warn_on_unusable_snr_and_read_log_g_errors_in_dex():
     stars["snrg"] = MaskedColumn([50.0, 0.0, 1.0], mask=[False, False, True])
     # VizieR's [cm/s2] reads as dex(cm / s2); an error in it is a difference of logs.
     stars["logg"].unit = u.dex(u.cm / u.s**2)
-    stars["e_logg"] = Column([0.5, 0.01, 0.3], unit=u.dex(u.cm / u.s**2))
+    stars["e_logg"] = Column([0.5, 0.01, 0.01], unit=u.dex(u.cm / u.s**2))
     with pytest.warns(LabelNoiseWarning, match="2 of 3 rows have no usable S/N"):
         out = slam_uncertainties(stars)
-    np.testing.assert_allclose(out["e_logg"],
-                               [0.5, slam_error("logg", 100.0), 0.3])
+    # Own 0.5 dex is kept; the rows without a usable S/N get the S/N-100 error.
+    np.testing.assert_allclose(out["e_logg"], [0.5, slam_error("logg", 100.0),
+                                               slam_error("logg", 100.0)])
     assert out["e_logg"].unit == u.dex
 
 
 def test_a_stand_in_label_gets_an_error_column_named_after_its_own_column():
-    stars, _ = slam_like(2)
+    stars, _ = slam_like(40, snr=30.0)
+    with_alpha = slam_uncertainties(stars)
     stars.rename_column("[alpha/M]", "MG_FE")
-    out = slam_uncertainties(stars)
-    assert "MG_FE_ERR" in out.colnames
+    with_mg = slam_uncertainties(stars)
+    assert "MG_FE_ERR" in with_mg.colnames
+    # [Mg/Fe] standing in for [α/M] has [α/M]'s training noise subtracted, as [α/M]
+    # would: the same intervals either way.
+    out = {}
+    for name, table in (("alpha", with_alpha), ("mg", with_mg)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out[name] = add_mass_age(table, model="giants-slam", propagate_errors=True)
+    assert np.sum(~np.ma.getmaskarray(out["alpha"]["mass"])) > 20
+    for column in ("mass_p16", "mass_p84", "age_p16", "age_p84"):
+        np.testing.assert_array_equal(np.ma.filled(out["mg"][column], 0),
+                                      np.ma.filled(out["alpha"][column], 0))
 
 
 def test_slam_errors_are_propagated_as_excess_over_the_counterpart_training_noise():
@@ -212,6 +225,7 @@ def test_slam_errors_are_propagated_as_excess_over_the_counterpart_training_nois
         warnings.simplefilter("ignore")
         plain = add_mass_age(stars, model=model)
         propagated = add_mass_age(stars, model=model, propagate_errors=True)
+    assert np.sum(~np.ma.getmaskarray(plain["mass"])) >= 3
     for name in ("mass_p16", "mass_p84", "age_p16", "age_p84"):
         np.testing.assert_allclose(np.ma.filled(propagated[name], 0),
                                    np.ma.filled(plain[name], 0), rtol=1e-12)
@@ -260,7 +274,12 @@ def test_shipped_measurements_are_physical():
     # More nitrogen at fixed carbon means a more massive (younger) giant.
     nitrogen = found["sensitivity"]["[N/M] +0.05 dex"]
     assert nitrogen["mass_median_change"] > 0 > nitrogen["age_median_change"]
-    for entry in (*found["sensitivity"].values(), *found["zero_point_effect"].values()):
+    # giants-slam has learnt how little a noisy [N/M] says: it moves less.
+    assert found["sensitivity_giants_slam"]["[N/M] +0.05 dex"]["mass_median_abs_change"] < \
+        nitrogen["mass_median_abs_change"]
+    for entry in (*found["sensitivity"].values(), *found["zero_point_effect"].values(),
+                  *found["sensitivity_giants_slam"].values(),
+                  *found["zero_point_effect_giants_slam"].values()):
         for target in ("mass", "age"):
             assert entry[f"{target}_median_abs_change"] >= abs(
                 entry[f"{target}_median_change"]) - 1e-12
@@ -285,11 +304,14 @@ def test_shipped_measurements_are_physical():
     for snr in ("100", "50", "30"):
         slam = levels[f"S/N {snr}, giants-slam"]
         # Trained for SLAM's noise: more giants in its domain, at least as accurate
-        # below S/N 100, intervals that hold.
+        # below S/N 100, intervals that hold - also for noise it was not trained for.
         assert slam["in_hull"] > levels[f"S/N {snr}"]["in_hull"]
         for target in ("mass", "age"):
-            for group in ("coverage_p16_p84", "coverage_RGB", "coverage_RC"):
-                assert 0.6 < slam[target][group] < 0.78, (snr, target, group)
+            for level in ("", ", full scatter (upper bound)",
+                          ", correlated Teff-log g-[M/H] errors"):
+                found = levels[f"S/N {snr}, giants-slam{level}"][target]
+                for group in ("coverage_p16_p84", "coverage_RGB", "coverage_RC"):
+                    assert 0.6 < found[group] < 0.78, (snr, target, level, group)
             if snr != "100":
                 assert slam[target]["median_rel_error"] < \
                     levels[f"S/N {snr}"][target]["median_rel_error"]
@@ -410,6 +432,16 @@ def test_label_noise_draws_are_shared_by_the_features_a_label_feeds():
     shuffled = add_input_noise(spec, clean[::-1], kic[::-1])
     np.testing.assert_array_equal(shuffled[::-1], noisy)
     np.testing.assert_array_equal(add_input_noise(spec, clean, kic, labels=False), clean)
+    # Noise on one part of [C/N] only: [C/N] gets that part's draw.
+    partial = dataclasses.replace(get_spec("giants"), label_noise={"n_fe": 0.2})
+    noisy = add_input_noise(partial, clean, kic)
+    np.testing.assert_array_equal(noisy[:, spec.features.index("c_n")],
+                                  -noisy[:, spec.features.index("n_fe")])
+    # A spec without label noise is untouched (the packaged APOGEE models' specs).
+    plain = get_spec("giants")
+    assert "label_noise" not in plain.hyperparameters
+    features = np.random.default_rng(1).normal(size=(len(kic), len(plain.features)))
+    np.testing.assert_array_equal(add_input_noise(plain, features, kic), features)
 
 
 def test_giants_slam_card_records_the_noise_it_was_trained_for():
@@ -434,6 +466,7 @@ def test_giants_slam_card_records_the_noise_it_was_trained_for():
         at_25 = add_mass_age(slam_uncertainties(stars), model=model, propagate_errors=True)
     # (The card's noise is the catalog's measured noise plus the added; SLAM's error
     # takes APOGEE's to two figures: a residue of a few 0.1%.)
+    assert np.sum(~np.ma.getmaskarray(plain["mass"])) > 40
     np.testing.assert_allclose(np.ma.filled(at_50["mass_p84"], 0),
                                np.ma.filled(plain["mass_p84"], 0), rtol=0.01)
     width = {name: np.nanmedian(np.log(np.ma.filled(t["mass_p84"], np.nan)

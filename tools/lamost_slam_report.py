@@ -134,16 +134,28 @@ def _added_noise(label, snr, full_scatter):
     return float(np.sqrt(max(target**2 - apogee**2, 0.0)))
 
 
-def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None):
+#: Correlation given to the Teff, log g and [M/H] errors in the misspecified-noise test
+#: (spectroscopic degeneracy: a hotter fit is also one of higher gravity and
+#: metallicity); the error columns, and the models, take them as independent.
+CORRELATION = 0.6
+
+
+def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None, correlated=False):
     """Truth labels written as a SLAM table with SLAM's noise at one S/N.
 
     The error columns are what `slam_uncertainties` writes for a SLAM table (the
-    upper bound: the published scatter). ``only`` degrades one label alone.
+    upper bound: the published scatter). ``only`` degrades one label alone;
+    ``correlated`` correlates the Teff, log g and [M/H] errors (`CORRELATION`).
     """
+    deviates = {label: _deviates(kic, f"{salt}-{label}-{snr:g}") for label in _SLAM_COLUMNS}
+    if correlated:
+        for label in ("logg", "m_h"):
+            deviates[label] = (CORRELATION * deviates["teff"]
+                               + np.sqrt(1 - CORRELATION**2) * deviates[label])
     stars = Table()
     for label, (column, feature, unit) in _SLAM_COLUMNS.items():
         sigma = 0.0 if only not in (None, label) else _added_noise(label, snr, full_scatter)
-        stars[column] = (truth[feature] + sigma * _deviates(kic, f"{salt}-{label}-{snr:g}")) * unit
+        stars[column] = (truth[feature] + sigma * deviates[label]) * unit
         if full_scatter:
             stars[f"e_{column}"] = np.full(len(kic), float(slam_scatter(label, snr))) * (
                 u.K if label == "teff" else u.dex)
@@ -248,24 +260,31 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
     truth_mass = np.asarray(targets["mass"][keep], dtype=float)
     truth_age = np.asarray(targets["age"][keep], dtype=float)
     fold = kic_folds(kic, n_folds, salt="slam-degraded-folds")
-    # (name, S/N, propagate_errors, allow_extrapolation, full scatter, model)
-    levels = [("APOGEE", None, False, False, False, "giants"),
-              *((f"S/N {s:g}", s, True, False, False, "giants") for s in SNR_LEVELS),
-              *((f"S/N {s:g}, no propagation", s, False, False, False, "giants")
-                for s in SNR_LEVELS),
-              *((f"S/N {s:g}, every star (extrapolated)", s, True, True, False, "giants")
-                for s in SNR_LEVELS),
-              *((f"S/N {s:g}, full scatter (upper bound)", s, True, False, True, "giants")
-                for s in SNR_LEVELS),
-              ("APOGEE, giants-slam", None, False, False, False, "giants-slam"),
-              *((f"S/N {s:g}, giants-slam", s, True, False, False, "giants-slam")
-                for s in SNR_LEVELS),
-              *((f"S/N {s:g}, giants-slam, every star (extrapolated)", s, True, True, False,
-                 "giants-slam") for s in SNR_LEVELS)]
+    # (name, S/N, propagate_errors, allow_extrapolation, noise, model); noise is
+    # "slam" (slam_error, the model giants-slam is trained for), "full" (the whole
+    # published scatter: upper bound) or "correlated" (slam_error with correlated
+    # Teff, log g, [M/H] errors): the last two are noise the models do not assume.
+    levels = [("APOGEE", None, False, False, "slam", "giants")]
+    for model in ("giants", "giants-slam"):
+        tag = "" if model == "giants" else ", giants-slam"
+        if model == "giants-slam":
+            levels.append(("APOGEE, giants-slam", None, False, False, "slam", model))
+        for snr in SNR_LEVELS:
+            levels += [(f"S/N {snr:g}{tag}", snr, True, False, "slam", model),
+                       (f"S/N {snr:g}{tag}, every star (extrapolated)", snr, True, True,
+                        "slam", model),
+                       (f"S/N {snr:g}{tag}, full scatter (upper bound)", snr, True, False,
+                        "full", model),
+                       (f"S/N {snr:g}{tag}, correlated Teff-log g-[M/H] errors", snr, True,
+                        False, "correlated", model)]
+            if model == "giants":
+                levels.append((f"S/N {snr:g}, no propagation", snr, False, False, "slam",
+                               model))
     slam_spec = get_spec("giants-slam")
     collected = {name: [] for name, *_ in levels}
     hull_alone = {label: [] for label in _SLAM_COLUMNS}
-    shifted = {"base": [], **{name: [] for name in shifts}}
+    shifted = {model: {"base": [], **{name: [] for name in shifts}}
+               for model in ("giants", "giants-slam")}
     columns = ["mass", "mass_p16", "mass_p84", "age", "age_p16", "age_p84", "in_hull"]
     order = []
     for k in range(n_folds):
@@ -278,9 +297,10 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
         fold_truth = {name: values[rows] for name, values in truth.items()}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            for name, snr, propagate, extrapolate, full, which in levels:
+            for name, snr, propagate, extrapolate, noise, which in levels:
                 stars = _apogee_table(fold_truth) if snr is None else _degraded_table(
-                    fold_truth, kic[rows], snr, salt, full_scatter=full)
+                    fold_truth, kic[rows], snr, salt, full_scatter=noise == "full",
+                    correlated=noise == "correlated")
                 result = add_mass_age(stars, model=models[which], propagate_errors=propagate,
                                       allow_extrapolation=extrapolate, n_draws=n_draws, seed=k)
                 collected[name].append(result[columns])
@@ -288,9 +308,11 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
                 stars = _degraded_table(fold_truth, kic[rows], REFERENCE_SNR, salt, only=label)
                 hull_alone[label].append(np.asarray(add_mass_age(stars, model=model)["in_hull"]))
             base = _apogee_table(fold_truth)
-            shifted["base"].append(add_mass_age(base, model=model)[columns])
-            for name, moves in shifts.items():
-                shifted[name].append(add_mass_age(_shifted(base, moves), model=model)[columns])
+            for which, found in shifted.items():
+                found["base"].append(add_mass_age(base, model=models[which])[columns])
+                for name, moves in shifts.items():
+                    found[name].append(
+                        add_mass_age(_shifted(base, moves), model=models[which])[columns])
         print(f"fold {k + 1}/{n_folds}: {time.perf_counter() - started:.0f} s", flush=True)
     order = np.concatenate(order)  # the stars in the order the folds were stacked
     report, baseline = {}, None
@@ -308,7 +330,8 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
             "levels": report,
             "in_hull_one_label_degraded_snr100": {
                 label: float(np.mean(np.concatenate(values)))
-                for label, values in hull_alone.items()}}, _shift_effects(shifted, shifts)
+                for label, values in hull_alone.items()}}, {
+                which: _shift_effects(found, shifts) for which, found in shifted.items()}
 
 
 def main(argv=None):
@@ -329,9 +352,11 @@ def main(argv=None):
               "alpha_m": {"ALPHA_M": measured["ALPHA_M"]}, "all three": measured,
               **_ASSUMED_SHIFTS}
     degraded, effects = evaluate(data_dir, args.folds, args.n_draws, shifts)
-    out["zero_point_effect"] = {name: effects[name]
-                                for name in ("teff", "fe_h", "alpha_m", "all three")}
-    out["sensitivity"] = {name: effects[name] for name in _ASSUMED_SHIFTS}
+    # Per model: the giants fold models, and the giants-slam ones.
+    for which, suffix in (("giants", ""), ("giants-slam", "_giants_slam")):
+        out[f"zero_point_effect{suffix}"] = {
+            name: effects[which][name] for name in ("teff", "fe_h", "alpha_m", "all three")}
+        out[f"sensitivity{suffix}"] = {name: effects[which][name] for name in _ASSUMED_SHIFTS}
     out["degraded"] = degraded
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out.get("degraded", {}), indent=1))

@@ -290,12 +290,14 @@ def add_input_noise(spec, features, kic, labels=True):
 
 
 def _label_terms(name, labels):
-    """(sign, label) of the noisy labels a feature is made of: itself, or its usual relation."""
+    """(sign, label) of the noisy labels a feature is made of: itself, or those of its
+    usual relation that are noisy ([C/N] with noise on [N/Fe] only gets that draw, as
+    the card's quadrature sum assumes)."""
     if name in labels:
         return ((1, name),)
     derived = get_feature(name).derived_from
-    if derived and all(label in labels for label in derived[0].names):
-        return derived[0].terms
+    if derived:
+        return tuple((sign, label) for sign, label in derived[0].terms if label in labels)
     return ()
 
 
