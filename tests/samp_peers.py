@@ -59,9 +59,19 @@ class RecordingReceiver:
         if self.on_message is not None:
             self.on_message(mtype, params)
         self.received.set()
+        if self.behaviour == "silent":
+            return
+        # Reply a moment later, from another thread, as a real client that does some
+        # work would: the hub registers a synchronous call's message id only after
+        # handing the message on, and a reply arriving before that is never seen by
+        # call_and_wait (astropy/astropy#7985, "Occasional SAMPProxyError"; it timed a
+        # CI run out once).
+        threading.Timer(0.05, self._reply, args=(msg_id,)).start()
+
+    def _reply(self, msg_id):
         if self.behaviour == "ok":
             self.client.ereply(msg_id, "samp.ok", result={})
-        elif self.behaviour == "error":
+        else:
             self.client.ereply(msg_id, "samp.error",
                                error={"samp.errortxt": "cannot load this (test receiver)"})
 
