@@ -41,8 +41,8 @@ from .features import get_feature
 from .units import _read_error
 
 __all__ = ["APOGEE_LABEL_NOISE", "REFERENCE_SNR", "SCATTER_AT_REFERENCE", "SLAM_LABELS",
-           "SNR_ALIASES", "measurements", "slam_error", "slam_scatter", "slam_uncertainties",
-           "zero_point_note"]
+           "SNR_ALIASES", "measurements", "noise_to_add", "slam_error", "slam_scatter",
+           "slam_uncertainties", "zero_point_note"]
 
 #: The labels SLAM gives for LAMOST giants, as feature names.
 SLAM_LABELS = ("teff", "logg", "m_h", "alpha_m", "c_m", "n_m")
@@ -156,6 +156,25 @@ def slam_error(label, snr):
     """
     apogee = APOGEE_LABEL_NOISE[label].value
     return np.sqrt(np.maximum(slam_scatter(label, snr) ** 2 - apogee**2, 0.0))
+
+
+def noise_to_add(label, snr, full_scatter=False):
+    """Noise that puts an APOGEE label as far from the truth as SLAM's, at S/N ``snr``.
+
+    An APOGEE label already carries ``APOGEE_LABEL_NOISE``: it needs
+    ``sqrt(slam_error**2 - apogee**2)`` more (or, with ``full_scatter``, taking the
+    whole published scatter as SLAM's error: the upper bound). Used to train
+    ``giants-slam`` and to test it.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.slam import noise_to_add
+    >>> round(noise_to_add("n_m", 50.0), 3)
+    0.203
+    """
+    apogee = APOGEE_LABEL_NOISE[label].value
+    target = slam_scatter(label, snr) if full_scatter else float(slam_error(label, snr))
+    return float(np.sqrt(max(target**2 - apogee**2, 0.0)))
 
 
 def _snr_values(table, snr, missing_snr):

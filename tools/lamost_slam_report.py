@@ -52,7 +52,7 @@ from stellar_ml_ages.slam import (
     APOGEE_LABEL_NOISE,
     REFERENCE_SNR,
     SCATTER_AT_REFERENCE,
-    slam_error,
+    noise_to_add,
     slam_scatter,
     slam_uncertainties,
 )
@@ -62,7 +62,7 @@ from stellar_ml_ages.training.evaluation import kic_folds
 from stellar_ml_ages.training.pipeline import (
     _canonical_matrix,
     _select,
-    kic_uniform,
+    kic_normal,
     train_model,
     training_states,
 )
@@ -115,25 +115,6 @@ def zero_points(data_dir):
                                 "apokasc3/Table4_Apoor_RGB+RC_Gold.csv"}}
 
 
-def _deviates(kic, salt):
-    """One standard normal deviate per star, from a hash of its KIC (row-order free)."""
-    from scipy.special import ndtri
-
-    return ndtri(np.clip(kic_uniform(kic, salt), 1e-12, 1 - 1e-12))
-
-
-def _added_noise(label, snr, full_scatter):
-    """Noise to add to an APOGEE label so it is off from the truth as a SLAM label is.
-
-    The training labels already carry APOGEE's noise: SLAM's error against the truth,
-    `slam_error` (consistent model), needs sqrt(slam_error**2 - apogee**2) more; the
-    upper bound takes the published scatter as SLAM's error against the truth.
-    """
-    apogee = APOGEE_LABEL_NOISE[label].value
-    target = slam_scatter(label, snr) if full_scatter else slam_error(label, snr)
-    return float(np.sqrt(max(target**2 - apogee**2, 0.0)))
-
-
 #: Correlation given to the Teff, log g and [M/H] errors in the misspecified-noise test
 #: (spectroscopic degeneracy: a hotter fit is also one of higher gravity and
 #: metallicity); the error columns, and the models, take them as independent.
@@ -147,14 +128,14 @@ def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None, correl
     upper bound: the published scatter). ``only`` degrades one label alone;
     ``correlated`` correlates the Teff, log g and [M/H] errors (`CORRELATION`).
     """
-    deviates = {label: _deviates(kic, f"{salt}-{label}-{snr:g}") for label in _SLAM_COLUMNS}
+    deviates = {label: kic_normal(kic, f"{salt}-{label}-{snr:g}") for label in _SLAM_COLUMNS}
     if correlated:
         for label in ("logg", "m_h"):
             deviates[label] = (CORRELATION * deviates["teff"]
                                + np.sqrt(1 - CORRELATION**2) * deviates[label])
     stars = Table()
     for label, (column, feature, unit) in _SLAM_COLUMNS.items():
-        sigma = 0.0 if only not in (None, label) else _added_noise(label, snr, full_scatter)
+        sigma = 0.0 if only not in (None, label) else noise_to_add(label, snr, full_scatter)
         stars[column] = (truth[feature] + sigma * deviates[label]) * unit
         if full_scatter:
             stars[f"e_{column}"] = np.full(len(kic), float(slam_scatter(label, snr))) * (

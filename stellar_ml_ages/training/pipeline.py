@@ -50,6 +50,13 @@ def kic_uniform(kic, salt):
     ])
 
 
+def kic_normal(kic, salt):
+    """A standard normal deviate per star from `kic_uniform`: row-order independent."""
+    from scipy.special import ndtri
+
+    return ndtri(np.clip(kic_uniform(kic, salt), 1e-12, 1 - 1e-12))
+
+
 def kic_test_mask(kic, fraction, salt="stellar_ml_ages-test-split"):
     """True for stars in the test split, chosen by a salted sha256 of the KIC number."""
     return kic_uniform(kic, salt) < fraction
@@ -267,21 +274,16 @@ def add_input_noise(spec, features, kic, labels=True):
     The draw of a star depends only on its KIC and the spec's seed (not on row
     order), so cross-validation folds and the final model see the same noisy value.
     """
-    from scipy.special import ndtri
-
     noisy = np.array(features, dtype=np.float64, copy=True)
     for name, fraction in spec.input_noise.items():
         if name not in spec.features:  # e.g. a selection run without that candidate
             continue
         column = spec.features.index(name)
-        normal = ndtri(np.clip(kic_uniform(kic, f"input-noise:{spec.seed}:{name}"),
-                               1e-12, 1 - 1e-12))
-        noisy[:, column] *= 1.0 + fraction * normal
+        noisy[:, column] *= 1.0 + fraction * kic_normal(kic, f"input-noise:{spec.seed}:{name}")
     if labels and spec.label_noise:
         # One draw per star and *label*: a feature made of several labels ([C/N] =
         # [C/Fe] - [N/Fe]) moves with the features that share them ([N/Fe]).
-        draws = {label: sigma * ndtri(np.clip(
-                     kic_uniform(kic, f"label-noise:{spec.seed}:{label}"), 1e-12, 1 - 1e-12))
+        draws = {label: sigma * kic_normal(kic, f"label-noise:{spec.seed}:{label}")
                  for label, sigma in spec.label_noise.items()}
         for column, name in enumerate(spec.features):
             for sign, label in _label_terms(name, draws):

@@ -6,8 +6,6 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
-import numpy as np
-
 __all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec",
            "get_spec"]
 
@@ -162,18 +160,14 @@ SEISMIC_DNU_NOISE = 0.02
 #: S/N_g of the SLAM errors the giants-slam model is trained with: inputs noisier
 #: than that are propagated; cleaner ones get intervals on the safe (wide) side.
 SLAM_TRAINING_SNR = 50.0
-#: SLAM label -> the training label it stands for.
-_SLAM_COUNTERPARTS = {"teff": "teff", "logg": "logg", "m_h": "fe_h", "alpha_m": "alpha_m",
-                      "c_m": "c_fe", "n_m": "n_fe"}
-
-
 def _slam_label_noise(snr):
-    """Noise to add to APOGEE training labels so they are off as SLAM's are at ``snr``."""
-    from ..slam import APOGEE_LABEL_NOISE, slam_error
+    """Noise to add to APOGEE training labels so they are off as SLAM's are at ``snr``,
+    keyed by the training label each SLAM label stands for ([N/M] -> [N/Fe])."""
+    from ..features import get_feature
+    from ..slam import SLAM_LABELS, noise_to_add
 
-    return {counterpart: float(np.sqrt(max(
-        float(slam_error(label, snr)) ** 2 - APOGEE_LABEL_NOISE[label].value ** 2, 0.0)))
-        for label, counterpart in _SLAM_COUNTERPARTS.items()}
+    return {get_feature(label).counterpart or label: noise_to_add(label, snr)
+            for label in SLAM_LABELS}
 
 
 def _full_range(**settings):
