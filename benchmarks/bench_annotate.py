@@ -46,6 +46,7 @@ from stellar_ml_ages import add_mass_age, get_model
 from stellar_ml_ages.features import get_feature
 
 PAPER_ROWS = 948_216
+FIVE_QUANTILES = (0.025, 0.05, 0.5, 0.95, 0.975)
 
 
 class PeakMemory:
@@ -226,6 +227,11 @@ def compare(args):
     warm_runs = [timed(add_mass_age, catalog, model)[1:] for _ in range(args.repeat)]
     warm_seconds = float(np.median([seconds for seconds, _ in warm_runs]))
     warm_peak = max(peak for _, peak in warm_runs)
+    # Five further quantile columns per target (issue: no more than 1.5x the default).
+    quantile_runs = [timed(add_mass_age, catalog, model, quantiles=FIVE_QUANTILES)[1:]
+                     for _ in range(args.repeat)]
+    quantile_seconds = float(np.median([seconds for seconds, _ in quantile_runs]))
+    quantile_peak = max(peak for _, peak in quantile_runs)
 
     baseline, fit_seconds, _ = timed(fit_baseline, train_x, train_y, n_trees)
     base_all, baseline_seconds, baseline_peak = timed(baseline_predict_all, baseline, x)
@@ -246,6 +252,9 @@ def compare(args):
                   f"{first_note}; {predicted.mean():.1%} in hull"),
         stage_row("add_mass_age, next table", warm_seconds, warm_peak,
                   f"all steps; median of {args.repeat} ({spread} s)"),
+        stage_row("add_mass_age, 5 extra quantiles", quantile_seconds, quantile_peak,
+                  f"quantiles={FIVE_QUANTILES}; {quantile_seconds / warm_seconds:.2f}x the "
+                  "default call"),
     ]
     print(f"# model load and kernel compile before these: {load_seconds:.2f} s")
     print_table(rows)

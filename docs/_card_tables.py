@@ -207,6 +207,205 @@ def _signed_percent(value):
     return f"{100 * value:+.1f}%"
 
 
+def _population():
+    import json
+
+    from stellar_ml_ages.population import DECONVOLUTION_ITERATIONS
+
+    path = Path(__file__).resolve().parent.parent / "stellar_ml_ages" / "data"
+    report = json.loads((path / "population.json").read_text())
+    return report, DECONVOLUTION_ITERATIONS
+
+
+def population_groups_table(target):
+    """KS distances and old/heavy fractions by group (tools/population_report.py)."""
+    report, iterations = _population()
+    threshold = report["thresholds"][target]
+    unit = "Gyr" if target == "age" else "Msun"
+    header = ["group", "stars", "KS: points", "KS: stacked", f"KS: deconvolved ({iterations})",
+              f"> {threshold:g} {unit}: truth", "points", "stacked", "stacked 95% band",
+              "deconvolved"]
+    rows = []
+    for entry in report[target]["groups"]:
+        above = entry["above"]
+        band = entry["above_band95"]
+        rows.append([entry["group"], entry["n"], f"{entry['ks_points']:.3f}",
+                     f"{entry['ks_stacked']:.3f}", f"{entry[f'ks_em{iterations}']:.3f}",
+                     f"{above['truth']:.3f}", f"{above['points']:.3f}",
+                     f"{above['stacked']:.3f}", f"{band[0]:.3f}-{band[1]:.3f}",
+                     f"{entry[f'above_em{iterations}']:.3f}"])
+    return _table(header, rows)
+
+
+def population_em_table():
+    """KS distance of the deconvolution by number of EM iterations."""
+    report, _ = _population()
+    counts = sorted(int(key[len("ks_em"):]) for key in report["age"]["groups"][0]
+                    if key.startswith("ks_em"))
+    header = ["target", "group", "stacked", *(f"EM {n}" for n in counts)]
+    rows = []
+    for target in ("age", "mass"):
+        for entry in report[target]["groups"]:
+            rows.append([target, entry["group"], f"{entry['ks_stacked']:.3f}",
+                         *(f"{entry[f'ks_em{n}']:.3f}" for n in counts)])
+    return _table(header, rows)
+
+
+def population_coverage_table():
+    """Out-of-fold coverage of the extra quantiles, by state, with and without the state."""
+    report, _ = _population()
+    header = ["target", "calibration", "group", "stars", "[p16, p84]", "[p5, p95]",
+              "[p2.5, p97.5]", "[p0.5, p99.5]", "PIT KS"]
+    rows = []
+    for target in ("mass", "age"):
+        for calibration, key in (("by state", "coverage"), ("pooled", "coverage_pooled")):
+            for group, entry in report[target][key].items():
+                rows.append([target, calibration, group, entry["n"],
+                             _percent(entry["p16_p84"]), _percent(entry["p5_p95"]),
+                             _percent(entry["p2.5_p97.5"]), _percent(entry["p0.5_p99.5"]),
+                             f"{entry['pit_ks']:.3f}"])
+    return _table(header, rows)
+
+
+def population_tails_table():
+    report, _ = _population()
+    header = ["target", "stars", "median bias of the point estimate", "[p16, p84] coverage"]
+    rows = []
+    for target in ("mass", "age"):
+        tails = report[target]["tails"]
+        for label in ("lowest 10%", "highest 10%"):
+            rows.append([target, f"{label} of true values", _signed_percent(
+                tails[label]["median_rel_bias"]), _percent(tails[label]["coverage_68"])])
+        rows.append([target, "log slope, predicted on true",
+                     f"{tails['log_slope_predicted_on_true']:.2f}", ""])
+    return _table(header, rows)
+
+
+def population_trends_table():
+    report, _ = _population()
+    header = ["binned in", "bin", "stars", "true median age", "point estimates",
+              "stacked median (68% band)", "true [p16, p84]", "point [p16, p84]",
+              "stacked [p16, p84]"]
+    rows = []
+    for column, entries in report["trends"].items():
+        for entry in entries:
+            if not entry["n"]:
+                continue
+            band = entry["stacked_median_band"]
+            rows.append([column, f"{entry['low']:+.2f} to {entry['high']:+.2f}", entry["n"],
+                         f"{entry['true_median']:.2f}", f"{entry['point_median']:.2f}",
+                         f"{entry['stacked_median']:.2f} ({band[0]:.2f}-{band[1]:.2f})",
+                         f"{entry['true_p16']:.1f}-{entry['true_p84']:.1f}",
+                         f"{entry['point_p16']:.1f}-{entry['point_p84']:.1f}",
+                         f"{entry['stacked_p16']:.1f}-{entry['stacked_p84']:.1f}"])
+    return _table(header, rows)
+
+
+#: Groups shown in the population figure, in panel order.
+_FIGURE_GROUPS = ("[Fe/H] < -0.3", "[Fe/H] > 0.2", "alpha-rich", "RGB", "RC", "old-selected")
+
+
+def population_figure(path):
+    """Age distributions out of fold: truth, point estimates, stacked (with its 95%
+    bootstrap band) and deconvolved, for a few groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    report, iterations = _population()
+    groups = {entry["group"]: entry for entry in report["age"]["groups"]}
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6), sharex=True)
+    for ax, label in zip(axes.ravel(), _FIGURE_GROUPS, strict=True):
+        entry = groups[label]
+        bins = entry["bins"]
+        edges = np.asarray(bins["edges"])
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        width = np.diff(edges)
+        ax.bar(centres, np.asarray(bins["truth"]) / width, width=width, color="0.85",
+               label="true (seismic)")
+        ax.step(edges[:-1], np.asarray(bins["points"]) / width, where="post", color="C1",
+                label="histogram of point ages")
+        low, high = (np.asarray([np.nan if v is None else v for v in band]) / width
+                     for band in bins["band95"])
+        ax.fill_between(centres, low, high, color="C0", alpha=0.3, lw=0)
+        ax.plot(centres, np.asarray(bins["stacked"]) / width, color="C0",
+                label="stacked (95% band)")
+        ax.plot(centres, np.asarray(bins[f"em{iterations}"]) / width, color="C3", ls="--",
+                label=f"deconvolved ({iterations} EM iterations)")
+        ax.set_title(f"{label} ({entry['n']} stars)", fontsize=10)
+        ax.set_xlim(0, 16)
+    for ax in axes[1]:
+        ax.set_xlabel("age [Gyr]")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("stars per Gyr (fraction)")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def population_trend_figure(path):
+    """Median age per bin of [Fe/H] and [α/M]: truth, point estimates, stacked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    report, _ = _population()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, (column, label) in zip(axes, (("FE_H", "[Fe/H]"), ("ALPHA_M", "[α/M]")),
+                                   strict=True):
+        entries = [entry for entry in report["trends"][column] if entry["n"]]
+        x = np.array([0.5 * (entry["low"] + entry["high"]) for entry in entries])
+        truth = np.array([entry["true_median"] for entry in entries])
+        ax.fill_between(x, [entry["true_p16"] for entry in entries],
+                        [entry["true_p84"] for entry in entries], color="0.85",
+                        label="true [p16, p84]")
+        ax.plot(x, truth, "k-o", label="true median")
+        ax.plot(x, [entry["point_median"] for entry in entries], "C1-s",
+                label="median of point ages")
+        ax.plot(x, [entry["point_p16"] for entry in entries], "C1--", label="point p16/p84")
+        ax.plot(x, [entry["point_p84"] for entry in entries], "C1--")
+        band = np.array([entry["stacked_median_band"] for entry in entries])
+        ax.errorbar(x, [entry["stacked_median"] for entry in entries],
+                    yerr=[np.array([e["stacked_median"] for e in entries]) - band[:, 0],
+                          band[:, 1] - np.array([e["stacked_median"] for e in entries])],
+                    fmt="C0-D", label="stacked median (68% band)")
+        ax.plot(x, [entry["stacked_p16"] for entry in entries], "C0:", label="stacked p16/p84")
+        ax.plot(x, [entry["stacked_p84"] for entry in entries], "C0:")
+        ax.set_xlabel(label)
+    axes[0].set_ylabel("age [Gyr]")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def rgb_experiment_table():
+    """Out-of-fold RGB errors of model variants (tools/rgb_age_experiment.py)."""
+    import json
+
+    path = Path(__file__).resolve().parent.parent / "stellar_ml_ages" / "data"
+    results = json.loads((path / "rgb_age_experiment.json").read_text())
+    header = ["variant", "RGB stars", "age: median rel. err. (fold noise)", "on common stars",
+              "mass", "mass on common stars", "[p16, p84] age / mass"]
+    rows = []
+    for label, entry in results.items():
+        if label == "generated":
+            continue
+        age, mass = entry["age"], entry["mass"]
+        rows.append([label, age["n_rgb"],
+                     f"{100 * age['median_rel_error']:.2f}% (±{100 * age['fold_noise']:.2f})",
+                     f"{100 * age['median_rel_error_common']:.2f}%",
+                     f"{100 * mass['median_rel_error']:.2f}%",
+                     f"{100 * mass['median_rel_error_common']:.2f}%",
+                     f"{_percent(age['coverage_68'])} / {_percent(mass['coverage_68'])}"])
+    return _table(header, rows)
+
+
 def write(directory):
     directory = Path(directory)
     directory.mkdir(exist_ok=True)
@@ -217,6 +416,15 @@ def write(directory):
     (directory / "slam_sensitivity.rst").write_text(slam_sensitivity_table())
     (directory / "slam_findings.rst").write_text(slam_findings())
     (directory / "slam_hull.rst").write_text(slam_hull_table())
+    for target in ("age", "mass"):
+        (directory / f"population_{target}.rst").write_text(population_groups_table(target))
+    (directory / "population_em.rst").write_text(population_em_table())
+    (directory / "population_coverage.rst").write_text(population_coverage_table())
+    (directory / "population_tails.rst").write_text(population_tails_table())
+    (directory / "population_trends.rst").write_text(population_trends_table())
+    (directory / "rgb_experiment.rst").write_text(rgb_experiment_table())
+    population_figure(directory / "population_age.png")
+    population_trend_figure(directory / "population_trends.png")
     for name in list_models()["name"]:
         short = get_model(name).aliases[0]
         (directory / f"coverage_{short}.rst").write_text(coverage_table(name))

@@ -15,6 +15,7 @@ except ImportError:  # pragma: no cover - only in a source tree never built
 from .annotate import OUTPUT_COLUMNS, add_mass_age
 from .config import conf
 from .demo import demo_table
+from .distributions import PredictiveDistribution, predictive_distribution
 from .exceptions import (
     AmbiguousColumnError,
     AssumedUnitWarning,
@@ -31,6 +32,7 @@ from .exceptions import (
     ModelFormatError,
     ModelNotFoundError,
     ModelVersionError,
+    QuantileLevelError,
     RegionError,
     SAMPClientError,
     SAMPError,
@@ -49,6 +51,7 @@ from .exceptions import (
 )
 from .flags import MassAgeFlag
 from .model import MassAgeModel, load_model
+from .population import population_distribution, population_trend
 from .registry import get_model, list_models
 
 __all__ = [
@@ -70,6 +73,8 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelVersionError",
+    "PredictiveDistribution",
+    "QuantileLevelError",
     "RegionError",
     "SAMPClientError",
     "SAMPError",
@@ -92,4 +97,7 @@ __all__ = [
     "get_model",
     "list_models",
     "load_model",
+    "population_distribution",
+    "population_trend",
+    "predictive_distribution",
 ]

@@ -23,14 +23,15 @@ from .columns import resolution_notes, resolve_columns, resolve_error_columns
 from .config import conf
 from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
-from .exceptions import ColumnValueError, ExistingColumnError
+from .exceptions import ColumnValueError, ExistingColumnError, QuantileLevelError
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
 from .labelsource import label_source_problem, scale_note
 from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
 
-__all__ = ["OUTPUT_COLUMNS", "add_mass_age"]
+__all__ = ["OUTPUT_COLUMNS", "add_mass_age", "calibration_grid", "quantile_levels",
+           "quantile_suffix"]
 
 _TARGET_META = {
     "mass": {"ucd": "phys.mass", "what": "Stellar mass"},
@@ -43,20 +44,104 @@ OUTPUT_COLUMNS = ("mass", "mass_p16", "mass_p84", "age", "age_p16", "age_p84",
                   "in_hull", "mass_age_flag")
 
 
-def _output_names(model, prefix="", suffix=""):
+def quantile_suffix(probability):
+    """Column-name ending of a predictive quantile: ``_p16`` for 0.16, ``_p2_5`` for 0.025.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.annotate import quantile_suffix
+    >>> quantile_suffix(0.025), quantile_suffix(0.5), quantile_suffix(0.995)
+    ('_p2_5', '_p50', '_p99_5')
+    """
+    return "_p" + f"{round(100 * float(probability), 6):g}".replace(".", "_")
+
+
+def quantile_levels(model, quantiles=()):
+    """Probabilities of every quantile column a call writes: 0.16, 0.84, then ``quantiles``.
+
+    ``quantiles`` is a sequence of probabilities inside the model's calibrated
+    range (the outermost levels of its calibration grid, 0.005 and 0.995 for the
+    packaged models), or ``"all"`` for the whole calibration grid, which is enough
+    to rebuild each row's predictive distribution from the table alone
+    (`~stellar_ml_ages.distributions.predictive_distribution`).
+
+    Returns
+    -------
+    dict
+        ``{column-name ending: probability}``, ``_p16`` and ``_p84`` first, the
+        others in increasing probability.
+
+    Raises
+    ------
+    QuantileLevelError
+        A level outside the calibrated range, not a number, or two levels that
+        would share a column name.
+    """
+    grid = calibration_grid(model)
+    if isinstance(quantiles, str):
+        if quantiles != "all":
+            raise QuantileLevelError(f"quantiles must be probabilities or 'all', not {quantiles!r}")
+        quantiles = grid
+    elif quantiles is None:
+        quantiles = ()
+    elif np.ndim(quantiles) == 0:
+        quantiles = (quantiles,)
+    levels = dict(_QUANTILES)
+    extra = {}
+    for value in quantiles:
+        if isinstance(value, bool) or not isinstance(value, int | float | np.floating):
+            raise QuantileLevelError(
+                f"quantile levels are probabilities between 0 and 1; got {value!r}")
+        probability = float(value)
+        if not grid[0] - 1e-12 <= probability <= grid[-1] + 1e-12:
+            raise QuantileLevelError(
+                f"quantile level {probability!r} is outside the range model "
+                f"{model.name!r} is calibrated for ({grid[0]:g} to {grid[-1]:g}); levels are "
+                "probabilities (0.025 for the 2.5th percentile)")
+        ending = quantile_suffix(probability)
+        known = levels.get(ending, extra.get(ending))
+        if known is not None and abs(known - probability) > 1e-9:
+            raise QuantileLevelError(f"quantile levels {known!r} and {probability!r} would share "
+                                     f"the column ending {ending!r}")
+        if ending not in levels:
+            extra[ending] = probability
+    levels.update(sorted(extra.items(), key=lambda item: item[1]))
+    return levels
+
+
+def calibration_grid(model):
+    """The probabilities at which ``model``'s predictive distribution is calibrated."""
+    probability = []
+    for target in model.target_names:
+        calibration = model.target(target).get("calibration") or {}
+        probability = calibration.get("probability", probability)
+    if len(probability) < 2:
+        return tuple(_QUANTILES.values())
+    return tuple(float(p) for p in probability)
+
+
+def _output_names(model, prefix="", suffix="", levels=None):
     """{base name: column name} of every output column, in writing order."""
+    levels = _QUANTILES if levels is None else levels
     names = []
     for target in model.target_names:
-        names += [target, *(target + ending for ending in _QUANTILES)]
+        names += [target, *(target + ending for ending in levels)]
     names += ["in_hull", "mass_age_flag"]
     return {name: f"{prefix}{name}{suffix}" for name in names}
 
 
+def _same_name(table, name):
+    """The table's columns that ``name`` would clash with: FITS and VOTable readers do
+    not tell ``MASS`` from ``mass``, so names are compared without case."""
+    return [column for column in table.colnames if column.lower() == name.lower()]
+
+
 def _check_existing(table, names, overwrite):
-    clash = [name for name in names if name in table.colnames]
+    clash = [column for name in names for column in _same_name(table, name)]
     if clash and not overwrite:
         raise ExistingColumnError(
-            f"the table already has column(s) {', '.join(clash)}; pass prefix='...' or "
+            f"the table already has column(s) {', '.join(clash)} (names compared without "
+            "case, as FITS and VOTable readers compare them); pass prefix='...' or "
             "suffix='...' to write the new columns under other names, overwrite=True to "
             "replace them, or rename them first"
         )
@@ -81,7 +166,7 @@ def _input_columns(resolved):
 
 
 def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
-              state_column=None, survey_flags=True, summary=None):
+              state_column=None, survey_flags=True, summary=None, levels=None):
     """Steps 1-4 for one block of rows: arrays of predictions, flags and hull membership."""
     resolved = resolve_columns(table, model.feature_names, mapping)
     errors = resolve_error_columns(table, resolved, mapping) if propagate_errors else None
@@ -110,7 +195,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     if summary is not None and errors is not None:
         summary.note_error_sources(errors)
     predictions = model.predict(
-        features.values[predicted], quantiles=tuple(_QUANTILES.values()),
+        features.values[predicted], quantiles=tuple((levels or _QUANTILES).values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
         states=None if states is None else states[predicted],
     )
@@ -147,7 +232,8 @@ def _masked(values, predicted, n_rows):
 
 def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                  allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
-                 progress=False, state_column=None, survey_flags=True, prefix="", suffix=""):
+                 progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
+                 quantiles=()):
     """Add machine-learned stellar mass and age, with uncertainties, to a table.
 
     Parameters
@@ -200,6 +286,14 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         Added to every output column name (``prefix="ml_"`` writes ``ml_mass``,
         ``ml_mass_p16``, ..., ``ml_mass_age_flag``), so a table's own ``mass`` or
         ``age`` column is kept.
+    quantiles : sequence of float or "all"
+        Further quantiles of each row's calibrated predictive distribution to write
+        beside ``*_p16`` and ``*_p84``, as probabilities: ``(0.025, 0.975)`` adds
+        ``mass_p2_5``, ``mass_p97_5``, ``age_p2_5``, ``age_p97_5``. ``"all"`` writes
+        the model's whole calibration grid (15 levels from 0.005 to 0.995), from
+        which `~stellar_ml_ages.distributions.predictive_distribution` rebuilds each
+        row's distribution without the model's inputs. Levels must lie inside that
+        grid's range.
 
     Returns
     -------
@@ -213,7 +307,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         columns read (``MLINPUTS``), choices between matching columns, relations
         and stand-ins (``MLCHOICE``), the survey flags honoured (``MLQUAL``) and,
         for labels on the model's scale from another release (SLAM's LAMOST
-        labels), what is known of the zero points (``MLSCALE``).
+        labels), what is known of the zero points (``MLSCALE``), and the probabilities
+        of the quantile columns written (``MLQUANT``).
 
     Raises
     ------
@@ -268,7 +363,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                              allow_extrapolation=allow_extrapolation,
                              propagate_errors=propagate_errors, n_draws=n_draws, seed=seed,
                              progress=progress, state_column=state_column,
-                             survey_flags=survey_flags, prefix=prefix, suffix=suffix)
+                             survey_flags=survey_flags, prefix=prefix, suffix=suffix,
+                             quantiles=quantiles)
     summary.warn(stacklevel=2)
     return summary.table
 
@@ -276,7 +372,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
 def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                    allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
                    progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
-                   summary=None, check_source=True, row_offset=0):
+                   summary=None, check_source=True, row_offset=0, quantiles=()):
     """`add_mass_age` without its warnings: they go to ``summary``, which is returned.
 
     A streamed run passes one ``summary`` for all of its blocks (and checks the
@@ -292,7 +388,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                              or n_draws < 1):
         raise ValueError(f"n_draws must be a positive integer with propagate_errors=True, "
                          f"got {n_draws!r}")
-    names = _output_names(model, prefix, suffix)
+    levels = quantile_levels(model, quantiles)
+    names = _output_names(model, prefix, suffix, levels)
     _check_existing(table, names.values(), overwrite)
     state_column = resolve_state_column(table, state_column)
     if summary is None:
@@ -317,14 +414,14 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         rows = table[start:start + step] if n_rows else table
         try:
             block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
-                              n_draws, seed, state_column, survey_flags, summary)
+                              n_draws, seed, state_column, survey_flags, summary, levels)
         except ColumnValueError as error:
             if getattr(error, "row", None) is None:
                 raise
             # Row numbers in messages count from the top of the caller's table.
             raise ColumnValueError(error.describe(error.row + row_offset + start)) from None
         for target, result in block.predictions.items():
-            for name, key in ((target, "value"), *((target + s, q) for s, q in _QUANTILES.items())):
+            for name, key in ((target, "value"), *((target + s, q) for s, q in levels.items())):
                 values, mask = _masked(result[key], block.predicted, len(rows))
                 columns[name].append(values)
                 masks[name].append(mask)
@@ -344,6 +441,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                     np.concatenate(masks[name]), model)
     out.meta.update(_provenance(model, block, allow_extrapolation, propagate_errors,
                                 state_column, survey_flags))
+    # Which predictive quantiles the table carries, for reading them back.
+    out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
     if summary.scale_note:
         out.meta["MLSCALE"] = summary.scale_note
     summary.table = out
@@ -366,6 +465,7 @@ def _column_info(name, model):
     if not percentile:
         return unit, meta["ucd"], f"{meta['what']}, random-forest estimate"
     # No UCD word exists for a percentile; the quantity's own UCD keeps TOPCAT's plots sensible.
+    percentile = percentile.replace("_", ".")
     return unit, meta["ucd"], f"{meta['what']}, {percentile}th percentile of prediction"
 
 
@@ -377,8 +477,8 @@ def _add_column(out, name, column_name, values, mask, model):
     else:
         column = Column(values, name=column_name, unit=unit, description=description,
                         meta={"ucd": ucd})
-    if column_name in out.colnames:
-        out.remove_column(column_name)
+    for existing in _same_name(out, column_name):
+        out.remove_column(existing)
     out[column_name] = column
     out[column_name].info.description = description
     out[column_name].info.meta = {"ucd": ucd}

@@ -188,6 +188,23 @@ def _mapping(items):
     return mapping
 
 
+def _quantiles(text):
+    """``--quantiles``: comma-separated probabilities, or ``all``."""
+    if text.strip() == "all":
+        return "all"
+    try:
+        levels = tuple(float(item) for item in text.split(",") if item.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--quantiles takes probabilities such as 0.025,0.975, or 'all'; got {text!r}"
+        ) from None
+    if not levels or not all(0 < level < 1 for level in levels):
+        raise argparse.ArgumentTypeError(
+            f"--quantiles takes probabilities between 0 and 1 (0.025 for the 2.5th "
+            f"percentile), or 'all'; got {text!r}")
+    return levels
+
+
 def _options(args):
     """add_mass_age keywords from the annotate options."""
     return {"mapping": _mapping(args.map), "overwrite": args.overwrite_columns,
@@ -195,7 +212,7 @@ def _options(args):
             "propagate_errors": bool(args.propagate_errors),
             "state_column": _state_column(args),
             "survey_flags": not args.ignore_survey_flags, "prefix": args.prefix,
-            "suffix": args.suffix}
+            "suffix": args.suffix, "quantiles": args.quantiles}
 
 
 def _reasons_text(reasons):
@@ -432,7 +449,7 @@ def _cmd_catalog(args):
     # same whether the catalog was built here or from Python.
     defaults = {"mapping": {}, "allow_extrapolation": False, "propagate_errors": False,
                 "survey_flags": True, "prefix": "", "suffix": "", "state_column": None,
-                "overwrite": False}
+                "overwrite": False, "quantiles": ()}
     options = {key: value for key, value in _options(args).items()
                if key in defaults and value != defaults[key]}
     if args.propagate_errors is not None:  # said either way: over a preset's default
@@ -483,6 +500,11 @@ def _annotate_options(parser, files=True):
                              "own mass/age columns)")
     parser.add_argument("--suffix", default="", metavar="SUFFIX",
                         help="suffix of the output column names, e.g. _ml")
+    parser.add_argument("--quantiles", type=_quantiles, default=(), metavar="P1,P2,...|all",
+                        help="further predictive quantiles to write, as probabilities (e.g. "
+                             "0.025,0.975 adds mass_p2_5, mass_p97_5, age_p2_5, age_p97_5), or "
+                             "'all' for the whole calibration grid (15 levels: enough to "
+                             "rebuild each star's distribution for population studies)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     if files:
         parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",

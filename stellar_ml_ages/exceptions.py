@@ -23,6 +23,7 @@ __all__ = [
     "ModelFormatError",
     "ModelNotFoundError",
     "ModelVersionError",
+    "QuantileLevelError",
     "RegionError",
     "SAMPClientError",
     "SAMPError",
@@ -102,6 +103,10 @@ class ColumnUnitError(StellarMLAgesError, ValueError):
 
 class ColumnValueError(StellarMLAgesError, ValueError):
     """An input column has a dtype or shape that cannot hold the feature."""
+
+
+class QuantileLevelError(StellarMLAgesError, ValueError):
+    """A requested predictive quantile is not a probability the model is calibrated at."""
 
 
 class ModelError(StellarMLAgesError):

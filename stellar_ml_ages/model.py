@@ -167,6 +167,17 @@ def validate_card(card, where="model card"):
                         _finite_numbers(group[key], f"{where}: {what} calibration bins {key}")
         if "calibrated_range" in target:
             _finite_numbers(target["calibrated_range"], f"{where}: {what} calibrated_range")
+        prior = target.get("prior")
+        if prior is not None:
+            need(isinstance(prior, dict), f"{what} prior must be an object")
+            edges = _finite_numbers(prior.get("log_edges", []), f"{where}: {what} prior edges")
+            fraction = _finite_numbers(prior.get("fraction", []),
+                                       f"{where}: {what} prior fraction")
+            need(len(edges) >= 2 and len(fraction) == len(edges) - 1
+                 and np.all(np.diff(edges) > 0) and np.all(fraction >= 0)
+                 and abs(fraction.sum() - 1) < 1e-6,
+                 f"{what} prior needs increasing edges and one non-negative fraction per "
+                 "bin, summing to 1")
     arrays = card.get("arrays")
     need(isinstance(arrays, dict), "'arrays' must be an object")
     if arrays:  # a model being assembled in memory has none yet

@@ -18,7 +18,7 @@ from stellar_ml_ages import (
     add_mass_age,
     get_model,
 )
-from tests.helpers import typical_star
+from tests.helpers import typical_star, write_quietly
 
 
 def _snapshot(table):
@@ -153,6 +153,24 @@ def test_existing_columns_need_overwrite(stars):
         add_mass_age(annotated, model="giants")
     again = add_mass_age(annotated, model="giants", overwrite=True)
     np.testing.assert_array_equal(again["mass"].filled(0), annotated["mass"].filled(0))
+
+
+@pytest.mark.parametrize("name", ["MASS", "Mass", "AGE_P16", "In_Hull"])
+def test_a_column_differing_only_in_case_is_an_existing_column(stars, name, tmp_path):
+    """FITS and VOTable readers do not tell MASS from mass: the same error as an exact
+    clash, and overwrite=True replaces it instead of writing both."""
+    table = stars.copy()
+    table[name] = np.ones(len(table))
+    with pytest.raises(ExistingColumnError, match=name):
+        add_mass_age(table, model="giants")
+    replaced = add_mass_age(table, model="giants", overwrite=True)
+    assert name not in replaced.colnames
+    lower = [column.lower() for column in replaced.colnames]
+    assert len(lower) == len(set(lower))
+    path = tmp_path / "out.fits"
+    write_quietly(replaced, path)
+    assert "mass" in Table.read(path).colnames or "MASS" in Table.read(path).colnames
+    assert table.colnames[-1] == name  # the caller's table is untouched
 
 
 def test_model_selection_and_clear_errors(stars, giants):

@@ -68,6 +68,8 @@ def test_manifest_options_do_not_depend_on_spelling_out_defaults():
                          "allow_extrapolation": np.bool_(False)}) == {}
     assert _not_default({"mapping": {"teff": "T"}, "n_draws": 64}) == {
         "mapping": {"teff": "T"}, "n_draws": 64}
+    assert _not_default({"quantiles": ()}) == {}
+    assert _not_default({"quantiles": (0.025, 0.975)}) == {"quantiles": (0.025, 0.975)}
 
 
 def test_the_key_column_is_found_without_case():
@@ -202,6 +204,22 @@ def test_manifest_records_provenance(survey, tmp_path):
     assert manifest["summary"]["rows"] == summary.n_rows
     first = Table.read(tmp_path / manifest["pages"][0]["part"])
     assert first.meta["MLMODEL"] == giants.name and "ml_mass" in first.colnames
+
+
+def test_catalog_parts_carry_the_whole_predictive_distribution(survey, tmp_path):
+    """--quantiles all: each part rebuilds its stars' distributions without the model's
+    inputs, for population studies of the whole catalog."""
+    from stellar_ml_ages.distributions import predictive_distribution
+
+    tap_url, _ = survey
+    build_catalog(tmp_path, _query(tap_url, "obs_key < 3000"), page_rows=600, quantiles="all")
+    manifest = json.loads((tmp_path / MANIFEST).read_text())
+    assert manifest["annotate_options"] == {"quantiles": "all"}
+    part = Table.read(tmp_path / manifest["pages"][0]["part"])
+    assert {"age_p0_5", "age_p99_5", "mass_p2_5"} <= set(part.colnames)
+    dist = predictive_distribution(part, "age")
+    assert dist.meta["source"] == "quantile columns"
+    assert np.array_equal(dist.predicted, np.isfinite(np.ma.filled(part["age"], np.nan)))
 
 
 def test_a_key_with_nulls_or_a_page_of_one_is_refused(survey, tmp_path):

@@ -117,16 +117,17 @@ def test_card_metrics_are_the_out_of_fold_ones(out_of_fold):
 def test_dr17_labels_and_calibrated_labels_agree(full_range_table):
     """On stars with final DR17 labels, the packaged model gives the same masses from them."""
     model = get_model("giants")
-    calibrated = add_mass_age(full_range_table, model=model, state_column=False)
+    # The table carries the seismic MASS and AGE: the output goes beside them, prefixed.
+    calibrated = add_mass_age(full_range_table, model=model, state_column=False, prefix="ml_")
     final = full_range_table.copy()
     for name in ("TEFF", "LOGG", "FE_H", "C_FE", "N_FE", "ALPHA_M"):
         final[name] = final[f"{name}_DR17"]
     # Only the overlap has final DR17 labels: the rest is missing, and the call says so.
     with pytest.warns(FlaggedRowsWarning, match="MISSING_INPUT.*Teff is missing"):
-        final = add_mass_age(final, model=model, state_column=False)
-    both = ~np.ma.getmaskarray(calibrated["mass"]) & ~np.ma.getmaskarray(final["mass"])
+        final = add_mass_age(final, model=model, state_column=False, prefix="ml_")
+    both = ~np.ma.getmaskarray(calibrated["ml_mass"]) & ~np.ma.getmaskarray(final["ml_mass"])
     assert both.sum() > 3000
-    ratio = np.asarray(final["mass"])[both] / np.asarray(calibrated["mass"])[both]
+    ratio = np.asarray(final["ml_mass"])[both] / np.asarray(calibrated["ml_mass"])[both]
     # The corrections remove the zero points: no systematic offset, small scatter.
     assert abs(np.median(ratio) - 1) < 0.01
     assert np.median(np.abs(ratio - 1)) < 0.04
@@ -151,3 +152,65 @@ def test_training_is_deterministic(full_range_table):
     card = first.model.card["training_set"]
     assert card["n_test"] == len(first.test_table)
     assert card["n_train"] + card["n_test"] <= card["n_selected"]
+
+
+def _giants_distributions(out_of_fold, target):
+    """Out-of-fold giants predictions, truth, the scored rows and their distributions."""
+    from stellar_ml_ages.distributions import PredictiveDistribution
+
+    predictions = out_of_fold("giants")
+    truth = np.asarray(predictions[f"{target}_true"])
+    scored = np.asarray(predictions["in_hull"]) & np.isfinite(truth)
+    dist = PredictiveDistribution(target, predictions.meta["probability"],
+                                  np.asarray(predictions[f"{target}_quantiles"]))
+    return predictions, truth, scored, dist
+
+
+def _alpha_rich(predictions):
+    """α-rich giants: above the line tools/population_report.py uses."""
+    return np.asarray(predictions["alpha_m"]) > 0.12 - 0.10 * np.asarray(predictions["fe_h"])
+
+
+@pytest.mark.parametrize("target", ["mass", "age"])
+def test_extra_quantiles_hold_out_of_fold(out_of_fold, target):
+    """The whole predictive distribution is calibrated, not only [p16, p84]."""
+    predictions, truth, scored, dist = _giants_distributions(out_of_fold, target)
+    states = np.asarray(predictions["EVSTATE"])
+    for label, rows in (("all", scored), ("RGB", scored & (states == "RGB")),
+                        ("RC", scored & (states == "RC"))):
+        part, t = dist[rows], truth[rows]
+        inside95 = (t >= part.quantile(0.025)) & (t <= part.quantile(0.975))
+        inside90 = (t >= part.quantile(0.05)) & (t <= part.quantile(0.95))
+        assert 0.93 <= np.mean(inside95) <= 0.97, label
+        assert 0.87 <= np.mean(inside90) <= 0.93, label
+        # PIT of the truth close to uniform: the calibrated distribution's shape holds.
+        pit = np.sort(part.pit(t))
+        assert np.max(np.abs(pit - (np.arange(len(pit)) + 0.5) / len(pit))) < 0.04, label
+
+
+@pytest.mark.parametrize("target, threshold", [("age", 8.0), ("mass", 1.4)])
+def test_stacked_distributions_recover_the_true_population(out_of_fold, target, threshold):
+    """Out of fold, in [Fe/H], [α/M] and state groups: stacking is close to the truth, the
+    histogram of point estimates is not (docs/population.rst)."""
+    from scipy.stats import ks_2samp
+
+    predictions, truth, scored, dist = _giants_distributions(out_of_fold, target)
+    fe_h = np.asarray(predictions["fe_h"])
+    states = np.asarray(predictions["EVSTATE"])
+    rich = _alpha_rich(predictions)
+    groups = {"[Fe/H] < -0.3": fe_h < -0.3, "-0.3..0": (fe_h >= -0.3) & (fe_h < 0),
+              "0..0.2": (fe_h >= 0) & (fe_h < 0.2), "> 0.2": fe_h >= 0.2,
+              "alpha-poor": ~rich, "alpha-rich": rich, "RGB": states == "RGB",
+              "RC": states == "RC"}
+    points = np.asarray(predictions[target])
+    for label, mask in groups.items():
+        rows = scored & mask
+        t = np.sort(truth[rows])
+        stacked = dist[rows].stacked_cdf(t)
+        n = len(t)
+        ks = max(np.max(np.abs(stacked - np.arange(1, n + 1) / n)),
+                 np.max(np.abs(stacked - np.arange(n) / n)))
+        assert ks <= 0.055, (label, ks)
+        assert ks < 0.7 * ks_2samp(points[rows], t).statistic, label
+        stacked_above = 1 - dist[rows].stacked_cdf([threshold])[0]
+        assert abs(stacked_above - np.mean(t > threshold)) <= 0.04, label

@@ -119,12 +119,14 @@ def test_calibration_by_state_holds_where_pooled_fails():
     test = _heteroscedastic_catalog(3000, seed=6)
     states = np.asarray(test["EVSTATE"])
     truth = np.asarray(test["MASS"])
-    grouped = add_mass_age(test, model=model, allow_extrapolation=True)
-    pooled = add_mass_age(test, model=model, allow_extrapolation=True, state_column=False)
+    # The catalog carries the true MASS: the predictions go beside it, prefixed.
+    grouped = add_mass_age(test, model=model, allow_extrapolation=True, prefix="ml_")
+    pooled = add_mass_age(test, model=model, allow_extrapolation=True, state_column=False,
+                          prefix="ml_")
 
     def covered(table, rows):
-        return np.mean((truth[rows] >= table["mass_p16"][rows])
-                       & (truth[rows] <= table["mass_p84"][rows]))
+        return np.mean((truth[rows] >= table["ml_mass_p16"][rows])
+                       & (truth[rows] <= table["ml_mass_p84"][rows]))
 
     for state in ("RGB", "RC"):
         assert 0.62 < covered(grouped, states == state) < 0.74, state

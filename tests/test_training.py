@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
+from astropy.table import Table
 
 from stellar_ml_ages import FlaggedRowsWarning, add_mass_age, get_model
 from stellar_ml_ages.cli import EXIT_OK, main
@@ -33,8 +34,8 @@ def test_lamost_specs_train_from_vizier_shaped_tables(name):
     # The trained model annotates a table with the same survey column names.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        annotated = add_mass_age(result.test_table, model=result.model)
-    inside = ~np.ma.getmaskarray(annotated[result.model.target_names[0]])
+        annotated = add_mass_age(result.test_table, model=result.model, prefix="ml_")
+    inside = ~np.ma.getmaskarray(annotated["ml_" + result.model.target_names[0]])
     # The hull gets stricter with dimension and sparser training sets: 9 features and
     # 250 training stars hold about a fifth of a comparable test set...
     assert inside.mean() > (0.1 if len(spec.features) >= 9 else 0.5)
@@ -49,10 +50,10 @@ def test_trained_model_learns_the_dredge_up_relation():
                                cleaning_estimators=40)
     result = train_model(spec, make_synthetic_catalog(spec, 1500, seed=3))
     test = result.test_table
-    annotated = add_mass_age(test, model=result.model)
-    ok = ~annotated["mass"].mask
+    annotated = add_mass_age(test, model=result.model, prefix="ml_")
+    ok = ~annotated["ml_mass"].mask
     carbon_to_nitrogen = np.asarray(test["C_FE"] - test["N_FE"])[ok]
-    assert np.corrcoef(carbon_to_nitrogen, annotated["mass"][ok])[0, 1] < -0.8
+    assert np.corrcoef(carbon_to_nitrogen, annotated["ml_mass"][ok])[0, 1] < -0.8
 
 
 def test_paper_protocol_also_cleans_the_test_split():
@@ -97,6 +98,14 @@ def test_cli_trains_from_a_catalog_table(tmp_path, capsys):
     assert "median relative error" in capsys.readouterr().out
     model = get_model(str(tmp_path / "giants-lamost-dr5.json"))
     assert model.feature_names == spec.features
+    # The card records the prior its distributions are made under, centred where the
+    # training masses are.
+    prior = model.target("mass")["prior"]
+    assert sum(prior["fraction"]) == pytest.approx(1.0)
+    centres = np.exp(np.convolve(prior["log_edges"], [0.5, 0.5], mode="valid"))
+    median = centres[np.searchsorted(np.cumsum(prior["fraction"]), 0.5)]
+    masses = Table.read(path)["MASS"]
+    assert median == pytest.approx(np.median(masses), rel=0.1)
 
 
 @pytest.mark.shared_data
@@ -141,6 +150,8 @@ def test_packaged_specs_match_packaged_models(full_range_table):
         assert model.card["hyperparameters"]["min_samples_leaf"] == spec.min_samples_leaf
         assert model.card["training_set"]["label_scale"].keys() == \
             full_range_table.meta["label_scale"].keys()
+        for target in model.target_names:
+            assert model.target(target)["prior"]["n"] > 1000
 
 
 def test_crossmatch_is_one_to_one_within_radius():

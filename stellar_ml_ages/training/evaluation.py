@@ -12,6 +12,7 @@ import numpy as np
 from astropy.table import Table
 
 from .pipeline import (
+    CALIBRATION_PROBABILITIES,
     _canonical_matrix,
     _select,
     add_input_noise,
@@ -22,7 +23,7 @@ from .pipeline import (
 )
 
 __all__ = ["coverage", "cross_validated_predictions", "dilution", "group_coverage", "kic_folds",
-           "train_and_validate"]
+           "stacked_prior", "train_and_validate"]
 
 _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
@@ -55,7 +56,11 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         features (with the spec's input noise, as predicted), and per target
         ``<t>_true`` (NaN where the star lacks it), ``<t>``, ``<t>_p2.5``, ``<t>_p16``,
         ``<t>_p84``, ``<t>_p97.5`` and ``<t>_pit`` with the star's evolutionary state
-        given, and ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it.
+        given, ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it, and
+        ``<t>_quantiles`` (``<t>_quantiles_pooled`` without the state): the whole
+        calibrated predictive distribution (the quantiles at ``meta["probability"]``,
+        the calibration grid), as
+        `~stellar_ml_ages.distributions.PredictiveDistribution` reads it.
     """
     keep, features, targets = _select(table, spec)
     selected = table[keep]
@@ -80,18 +85,25 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         for suffix in ("", *(f"_p{100 * q:g}" for q in _QUANTILES), "_pit", "_p16_pooled",
                        "_p84_pooled"):
             out[f"{target}{suffix}"] = np.full(len(selected), np.nan)
+        for suffix in ("_quantiles", "_quantiles_pooled"):
+            out[f"{target}{suffix}"] = np.full(
+                (len(selected), len(CALIBRATION_PROBABILITIES)), np.nan)
     for k in range(n_folds):
         result = train_model(spec, selected, test_mask=fold == k, progress=progress)
         rows = np.flatnonzero(fold == k)
         test_features = inputs[rows]
         out["in_hull"][rows] = result.model.in_hull(test_features)
-        predictions = result.model.predict(test_features, quantiles=_QUANTILES,
+        predictions = result.model.predict(test_features,
+                                           quantiles=(*_QUANTILES, *CALIBRATION_PROBABILITIES),
                                            states=states[rows])
-        pooled = result.model.predict(test_features, quantiles=(0.16, 0.84))
+        pooled = result.model.predict(test_features, quantiles=CALIBRATION_PROBABILITIES)
         for target in spec.targets:
             out[target][rows] = predictions[target]["value"]
             for q in _QUANTILES:
                 out[f"{target}_p{100 * q:g}"][rows] = predictions[target][q]
+            for suffix, source in (("_quantiles", predictions), ("_quantiles_pooled", pooled)):
+                out[f"{target}{suffix}"][rows] = np.column_stack(
+                    [source[target][q] for q in CALIBRATION_PROBABILITIES])
             out[f"{target}_p16_pooled"][rows] = pooled[target][0.16]
             out[f"{target}_p84_pooled"][rows] = pooled[target][0.84]
             truth = out[f"{target}_true"][rows]
@@ -101,6 +113,7 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
                     states=states[rows])
             out[f"{target}_pit"][rows[~np.isfinite(truth)]] = np.nan
     out.meta["n_folds"] = n_folds
+    out.meta["probability"] = list(CALIBRATION_PROBABILITIES)
     out.meta["model"] = spec.name
     return out
 
@@ -244,13 +257,55 @@ def dilution(predictions, target, bins=None):
             "bias_by_true": bias}
 
 
+#: Bins (equal widths in ln y) of the prior recorded in the card.
+PRIOR_BINS = 48
+
+
+def stacked_prior(predictions, target, n_bins=PRIOR_BINS):
+    """The prior the model's predictive distributions are made under, for the card.
+
+    The average of the training stars' out-of-fold predictive distributions (stars
+    inside the hull, with a true value): the distribution of ln y that a calibrated
+    model implies for its training population. Recorded as ``prior`` so that
+    `~stellar_ml_ages.population.population_distribution` can replace it by a
+    population's own (``method="deconvolved"``): each star's likelihood is its
+    predictive distribution over *this* prior, which makes the training population a
+    fixed point of the deconvolution (the histogram of true values is not exactly
+    that, and its empty tails turn into spurious likelihood peaks).
+
+    Returns
+    -------
+    dict
+        ``log_edges`` (ln of the target in its unit), ``fraction`` per bin (summing
+        to 1), ``n`` stars, ``source``.
+    """
+    from ..distributions import PredictiveDistribution
+
+    truth = np.asarray(predictions[f"{target}_true"], dtype=np.float64)
+    rows = np.asarray(predictions["in_hull"]) & np.isfinite(truth)
+    dist = PredictiveDistribution(target, predictions.meta["probability"],
+                                  np.asarray(predictions[f"{target}_quantiles"])[rows])
+    low = np.nanmin(np.log(dist.quantile(0.0).value))
+    high = np.nanmax(np.log(dist.quantile(1.0).value))
+    log_edges = np.linspace(low, high, n_bins + 1)
+    cdf = dist.stacked_cdf(np.exp(log_edges))
+    fraction = np.diff(cdf) / (cdf[-1] - cdf[0])
+    return {"log_edges": [float(round(e, 12)) for e in log_edges],
+            "fraction": [float(round(f, 12)) for f in fraction / fraction.sum()],
+            "n": int(rows.sum()),
+            "source": f"average of the training stars' {predictions.meta['n_folds']}-fold "
+                      "out-of-fold predictive distributions, inside the hull"}
+
+
 def train_and_validate(spec, table, n_folds=4, progress=None):
     """Train on the spec's split and add out-of-fold metrics to the model card.
 
     With ``spec.test_fraction == 0`` (the packaged models) the final forests see
     every star, and the card's ``metrics`` and ``coverage`` are the pooled
     out-of-fold ones; otherwise ``coverage_cv`` is added next to the split's.
-    Either way every target gets ``coverage_cv`` and ``coverage_by_group``.
+    Either way every target gets ``coverage_cv``, ``coverage_by_group``,
+    ``dilution`` and the ``prior`` its distributions are made under
+    (`stacked_prior`).
 
     Returns
     -------
@@ -268,6 +323,7 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
                                  "median_rel_error": measured["cv_median_rel_error"]}
         target["coverage_by_group"] = group_coverage(predictions, name)
         target["dilution"] = dilution(predictions, name)
+        target["prior"] = stacked_prior(predictions, name)
         if spec.test_fraction == 0:
             target["metrics"] = {"n": measured["n"], "protocol": f"{n_folds}-fold out of fold",
                                  **{k[3:]: v for k, v in measured.items() if k.startswith("cv_")}}

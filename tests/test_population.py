@@ -1,0 +1,332 @@
+"""Predictive distributions, extra quantile columns and population tools.
+
+The population tools are checked on synthetic worlds with a known answer: stars
+whose ages are drawn from a prior and whose labels are noisy functions of age, so
+each star's exact posterior (its predictive distribution) is known. Stacking those
+posteriors must recover the population's true age distribution where the point
+estimates (posterior means) do not; and a population drawn from another prior
+must be recovered by the deconvolution, not by stacking.
+"""
+
+import astropy.units as u
+import numpy as np
+import pytest
+from astropy.table import MaskedColumn, QTable, Table
+from scipy.special import ndtri
+from scipy.stats import ks_2samp, norm
+
+from stellar_ml_ages import QuantileLevelError, add_mass_age
+from stellar_ml_ages.annotate import quantile_levels, quantile_suffix
+from stellar_ml_ages.cli import main
+from stellar_ml_ages.distributions import PredictiveDistribution, predictive_distribution
+from stellar_ml_ages.population import (
+    deconvolve,
+    population_distribution,
+    population_trend,
+)
+from stellar_ml_ages.training.evaluation import stacked_prior
+from stellar_ml_ages.training.pipeline import CALIBRATION_PROBABILITIES
+from tests.helpers import write_quietly
+
+GRID = np.asarray(CALIBRATION_PROBABILITIES)
+#: The synthetic world: ln(age / Gyr) ~ N(PRIOR_MEAN, PRIOR_SIGMA); a label measures
+#: ln age with noise LABEL_NOISE.
+PRIOR_MEAN, PRIOR_SIGMA, LABEL_NOISE = np.log(4.0), 0.6, 0.5
+
+
+def _posteriors(label, noise):
+    """Exact Gaussian posterior of ln age given the label, under the training prior."""
+    precision = 1 / PRIOR_SIGMA**2 + 1 / noise**2
+    mean = (PRIOR_MEAN / PRIOR_SIGMA**2 + label / noise**2) / precision
+    return mean, np.sqrt(1 / precision)
+
+
+def _world_quantiles(n_stars, rng, mean, sigma, noise):
+    log_age = rng.normal(mean, sigma, n_stars)
+    label = log_age + rng.normal(0, noise, n_stars)
+    centre, width = _posteriors(label, noise)
+    return log_age, label, centre, width, np.exp(centre[:, None] + width * ndtri(GRID)[None, :])
+
+
+def _card_prior(noise):
+    """The prior a card records: the training stars' stacked predictive distributions
+    (`stacked_prior`), for a training set drawn from the world's prior."""
+    log_age, _, _, _, quantiles = _world_quantiles(20_000, np.random.default_rng(99),
+                                                   PRIOR_MEAN, PRIOR_SIGMA, noise)
+    predictions = Table({"age_true": np.exp(log_age), "in_hull": np.ones(len(log_age), bool),
+                         "age_quantiles": quantiles})
+    predictions.meta.update(probability=list(GRID), n_folds=1)
+    return stacked_prior(predictions, "age")
+
+
+def synthetic_world(n_stars, seed=0, mean=PRIOR_MEAN, sigma=PRIOR_SIGMA, noise=LABEL_NOISE):
+    """True ages from N(mean, sigma) in ln, labels, and posteriors under the training prior."""
+    rng = np.random.default_rng(seed)
+    log_age, label, centre, width, quantiles = _world_quantiles(n_stars, rng, mean, sigma,
+                                                                noise)
+    dist = PredictiveDistribution("age", GRID, quantiles * u.Gyr,
+                                  point=np.exp(centre + width**2 / 2) * u.Gyr,
+                                  prior=_card_prior(noise))
+    table = Table({"LABEL": label, "X": log_age + rng.normal(0, 0.1, n_stars)})
+    return np.exp(log_age), dist, table
+
+
+def _ks_to_truth(dist, truth):
+    truth = np.sort(truth)
+    stacked = dist.stacked_cdf(truth * u.Gyr)
+    n = len(truth)
+    return max(np.max(np.abs(stacked - np.arange(1, n + 1) / n)),
+               np.max(np.abs(stacked - np.arange(n) / n)))
+
+
+# ------------------------------------------------------------ PredictiveDistribution
+def test_quantiles_and_cdf_invert_each_other_and_follow_a_lognormal():
+    mean, sigma = np.log([2.0, 5.0]), np.array([0.2, 0.4])
+    quantiles = np.exp(mean[:, None] + sigma[:, None] * ndtri(GRID)) * u.Gyr
+    dist = PredictiveDistribution("age", GRID, quantiles)
+    for p in (0.005, 0.16, 0.3, 0.5, 0.84, 0.97):
+        values = dist.quantile(p)
+        assert values.unit == u.Gyr
+        assert np.allclose(np.diag(dist.cdf(values)), p, atol=1e-9)
+    # Linear interpolation in ln between the grid's quantiles: close to the lognormal.
+    grid = np.geomspace(0.5, 20, 200) * u.Gyr
+    exact = norm.cdf((np.log(grid.value)[None, :] - mean[:, None]) / sigma[:, None])
+    assert np.max(np.abs(dist.cdf(grid) - exact)) < 0.015
+    # Proper distributions: 0 far below, 1 far above, never decreasing.
+    cdf = dist.cdf(np.geomspace(1e-3, 1e3, 500) * u.Gyr)
+    assert np.all(cdf[:, 0] == 0) and np.all(cdf[:, -1] == 1)
+    assert np.all(np.diff(cdf, axis=1) >= 0)
+    # Any unit convertible to the target's.
+    assert np.allclose(dist.cdf(2000 * u.Myr), dist.cdf(2 * u.Gyr))
+
+
+def test_samples_and_pit_follow_the_distribution():
+    truth, dist, _ = synthetic_world(3000, seed=1)
+    draws = dist.sample(rng=5, size=400)
+    assert draws.shape == (3000, 400) and draws.unit == u.Gyr
+    below = np.mean(draws.value < dist.quantile(0.16).value[:, None])
+    assert below == pytest.approx(0.16, abs=0.005)
+    # The true ages are draws from the exact posteriors: their PIT is uniform.
+    pit = dist.pit(truth * u.Gyr)
+    assert ks_2samp(pit, np.linspace(0, 1, 3000)).statistic < 0.035
+
+
+def test_rows_without_prediction_stay_empty_and_bad_input_is_refused():
+    quantiles = np.array([[1.0, 2.0, 3.0], [np.nan, np.nan, np.nan]])
+    dist = PredictiveDistribution("mass", [0.16, 0.5, 0.84], quantiles, unit=u.solMass)
+    assert list(dist.predicted) == [True, False]
+    assert np.isnan(dist.quantile(0.5)[1]) and np.isnan(dist.cdf(1.5 * u.solMass)[1])
+    assert np.isnan(dist.sample(0)[1]) and len(dist[dist.predicted]) == 1
+    with pytest.raises(ValueError, match="must not decrease"):
+        PredictiveDistribution("mass", [0.16, 0.5, 0.84], [[3.0, 2.0, 1.0]])
+    with pytest.raises(ValueError, match="increase inside"):
+        PredictiveDistribution("mass", [0.5, 0.16], [[1.0, 2.0]])
+    with pytest.raises(ValueError, match="levels per row"):
+        PredictiveDistribution("mass", [0.16, 0.84], [[1.0, 2.0, 3.0]])
+    with pytest.raises(ValueError, match="no training prior"):
+        dist.prior_fractions([1, 2] * u.solMass)
+
+
+# ------------------------------------------------------------------ populations
+def test_stacking_recovers_the_population_where_point_estimates_compress_it():
+    truth, dist, table = synthetic_world(6000, seed=2)
+    ages = population_distribution(table, "age", bins=np.arange(0, 30.5, 0.5) * u.Gyr,
+                                   distribution=dist, n_bootstrap=100, band=0.95)
+    assert ages["low"].unit == u.Gyr and ages["density"].unit == 1 / u.Gyr
+    assert np.all(ages["n_stars"] == 6000)
+    assert _ks_to_truth(dist, truth) < 0.02
+    assert ks_2samp(dist.point.value if hasattr(dist.point, "value") else dist.point,
+                    truth).statistic > 0.05
+    # The fraction of old stars: stacking gets it, the point estimates do not.
+    k = int(np.flatnonzero(np.isclose(ages["high"].value, 8.0))[0])
+    old = 1 - ages["cumulative"][k]
+    true_old = np.mean(truth > 8.0)
+    points_old = np.mean(dist.point > 8.0)
+    assert old == pytest.approx(true_old, abs=0.015)
+    assert points_old < true_old - 0.03
+    band = (1 - ages["cumulative_high"][k], 1 - ages["cumulative_low"][k])
+    assert band[0] <= true_old <= band[1]
+    assert np.sum(ages["point_fraction"]) == pytest.approx(1.0)
+
+
+def test_a_selection_on_the_labels_is_still_recovered_by_stacking():
+    """p(age | labels) does not change when stars are chosen by their labels."""
+    truth, dist, table = synthetic_world(8000, seed=3)
+    young_labels = table["LABEL"] < np.log(3.0)
+    ages = population_distribution(table, "age", bins=np.arange(0, 30.5, 0.5) * u.Gyr,
+                                   by={"young labels": young_labels, "rest": ~young_labels},
+                                   distribution=dist, n_bootstrap=0)
+    assert set(ages["group"]) == {"young labels", "rest"}
+    assert _ks_to_truth(dist[young_labels], truth[young_labels]) < 0.03
+    assert _ks_to_truth(dist[~young_labels], truth[~young_labels]) < 0.03
+    assert np.all(np.isnan(ages["fraction_low"]))  # no bootstrap asked for
+
+
+def test_another_prior_needs_the_deconvolution():
+    """A population older than the training prior: stacking pulls it towards the prior,
+    the EM deconvolution recovers it."""
+    # Labels as good as the packaged models' ages (about 20%): deconvolving a narrow
+    # population from much noisier likelihoods is ill-posed whatever the method.
+    truth, dist, table = synthetic_world(6000, seed=4, mean=np.log(8.0), sigma=0.3, noise=0.2)
+    edges = np.arange(0, 30.5, 0.5)
+    stacked = population_distribution(table, "age", bins=edges * u.Gyr, distribution=dist,
+                                      n_bootstrap=0)
+    deconvolved = population_distribution(table, "age", bins=edges * u.Gyr,
+                                          distribution=dist, method="deconvolved",
+                                          n_bootstrap=30, band=0.95)
+    true_fraction = np.histogram(truth, edges)[0] / len(truth)
+
+    def ks(fraction):
+        return np.max(np.abs(np.cumsum(fraction) - np.cumsum(true_fraction)))
+
+    assert ks(stacked["fraction"]) > 0.1
+    assert ks(deconvolved["fraction"]) < 0.05
+    assert np.sum(deconvolved["fraction"]) == pytest.approx(1.0)
+    assert "deconvolved" in deconvolved.meta["method"]
+    # The median: deconvolved close to the truth, stacked pulled towards 4 Gyr.
+    median = edges[1:][np.searchsorted(np.cumsum(deconvolved["fraction"]), 0.5)]
+    assert abs(median - np.median(truth)) <= 0.75
+
+
+def test_deconvolve_of_a_population_like_the_prior_stays_at_the_prior():
+    prior = np.array([0.2, 0.5, 0.3])
+    # Each star's probabilities are exactly the prior's: nothing to learn.
+    fraction = deconvolve(np.tile(prior, (100, 1)), prior)
+    assert np.allclose(fraction, prior)
+
+
+def test_population_trend_follows_a_known_relation():
+    rng = np.random.default_rng(6)
+    n = 6000
+    x = rng.uniform(-0.5, 0.5, n)
+    log_age = np.log(5.0) - 1.5 * x + rng.normal(0, 0.15, n)   # older at low x
+    width = 0.2
+    centre = log_age + rng.normal(0, width, n)  # a calibrated (not compressed) posterior
+    quantiles = np.exp(centre[:, None] + width * ndtri(GRID)[None, :]) * u.Gyr
+    dist = PredictiveDistribution("age", GRID, quantiles, point=np.exp(centre) * u.Gyr)
+    table = QTable({"FE_H": x * u.dex})
+    edges = np.linspace(-0.5, 0.5, 6)
+    trend = population_trend(table, "FE_H", "age", bins=edges * u.dex, distribution=dist,
+                             n_bootstrap=100)
+    assert trend["low"].unit == u.dex and trend["p50"].unit == u.Gyr
+    for row in trend:
+        inside = (x >= row["low"].value) & (x < row["high"].value)
+        true_median = np.median(np.exp(log_age[inside]))
+        assert row["p50"].value == pytest.approx(true_median, rel=0.05)
+        assert row["p16"] < row["p50"] < row["p84"]
+        assert row["p50_low"] <= row["p50"] <= row["p50_high"]
+    assert np.all(np.diff(trend["p50"].value) < 0)  # the relation's sign survives
+
+
+def test_grouping_options_and_clear_errors():
+    truth, dist, table = synthetic_world(500, seed=7)
+    table["STATE"] = np.where(np.arange(500) % 2, "RGB", "RC")
+    by_state = population_distribution(table, "age", bins=[0, 5, 30] * u.Gyr, by="STATE",
+                                       distribution=dist, n_bootstrap=0)
+    assert list(by_state["group"]) == ["STATE = RC"] * 2 + ["STATE = RGB"] * 2
+    by_bins = population_distribution(table, "age", bins=[0, 5, 30], by="X",
+                                      by_bins=[0, 1.5, 5], distribution=dist, n_bootstrap=0)
+    assert by_bins["group"][0] == "0 <= X < 1.5"
+    mask = population_distribution(table, "age", bins=[0, 5, 30], by=truth > 4,
+                                   distribution=dist, n_bootstrap=0)
+    assert mask["n_stars"][0] == int(np.sum(truth > 4))
+    with pytest.raises(ValueError, match="boolean mask of 500 rows"):
+        population_distribution(table, "age", by=np.ones(3, dtype=bool), distribution=dist)
+    with pytest.raises(ValueError, match="increasing finite edges"):
+        population_distribution(table, "age", bins=[5, 1], distribution=dist)
+    with pytest.raises(KeyError, match="'NOPE'"):
+        population_distribution(table, "age", by="NOPE", by_bins=[0, 1], distribution=dist)
+    with pytest.raises(ValueError, match="method must be one of"):
+        population_distribution(table, "age", method="median", distribution=dist)
+    with pytest.raises(ValueError, match="band is the probability"):
+        population_distribution(table, "age", band=68, distribution=dist)
+    with pytest.raises(ValueError, match="rows for a table"):
+        population_distribution(table[:-1], "age", distribution=dist)
+    with pytest.raises(ValueError, match="quantiles must be probabilities"):
+        population_trend(table, "X", "age", bins=[0, 1], quantiles=(50,), distribution=dist)
+
+
+# ------------------------------------------------------------ add_mass_age quantiles
+def test_extra_quantile_columns_are_ordered_named_and_recorded(stars, giants):
+    before = stars.copy()
+    annotated = add_mass_age(stars, model="giants", quantiles=(0.975, 0.025, 0.5))
+    assert annotated.colnames[-14:] == [
+        "mass", "mass_p16", "mass_p84", "mass_p2_5", "mass_p50", "mass_p97_5",
+        "age", "age_p16", "age_p84", "age_p2_5", "age_p50", "age_p97_5",
+        "in_hull", "mass_age_flag"]
+    assert annotated.meta["MLQUANT"] == "0.025, 0.16, 0.5, 0.84, 0.975"
+    assert annotated["age_p2_5"].unit == u.Gyr
+    assert "2.5th percentile" in annotated["age_p2_5"].description
+    for target in ("mass", "age"):
+        order = [f"{target}_p2_5", f"{target}_p16", f"{target}_p50", f"{target}_p84",
+                 f"{target}_p97_5"]
+        values = np.ma.column_stack([annotated[name] for name in order])
+        predicted = ~np.ma.getmaskarray(annotated[target])
+        assert np.all(np.diff(values[predicted], axis=1) >= 0)
+        # Masked exactly where the point estimate is.
+        for name in order:
+            assert np.array_equal(np.ma.getmaskarray(annotated[name]), ~predicted)
+    assert stars.colnames == before.colnames  # the caller's table is untouched
+
+
+def test_quantile_levels_are_checked(stars, giants):
+    assert quantile_suffix(0.025) == "_p2_5" and quantile_suffix(0.16) == "_p16"
+    assert len(quantile_levels(giants, "all")) == len(GRID)
+    with pytest.raises(QuantileLevelError, match=r"0\.001 is outside the range .*0\.005"):
+        add_mass_age(stars, model="giants", quantiles=(0.001,))
+    with pytest.raises(QuantileLevelError, match="probabilities"):
+        add_mass_age(stars, model="giants", quantiles=("high",))
+    with pytest.raises(QuantileLevelError, match="share"):
+        quantile_levels(giants, (0.100000002, 0.1))
+
+
+def test_predictive_distribution_from_columns_equals_the_model_run(stars):
+    from_model = predictive_distribution(stars, "age", model="giants")
+    annotated = add_mass_age(stars, model="giants", quantiles="all")
+    from_columns = predictive_distribution(annotated, "age")
+    assert from_columns.meta["source"] == "quantile columns"
+    assert from_model.meta["source"] == "model run"
+    assert np.array_equal(from_columns.predicted, from_model.predicted)
+    grid = np.geomspace(0.3, 20, 50) * u.Gyr
+    ok = from_model.predicted
+    assert np.allclose(from_columns.cdf(grid)[ok], from_model.cdf(grid)[ok], atol=1e-12)
+    # The model run reproduces add_mass_age's own intervals.
+    assert np.allclose(from_model.quantile(0.16).value[ok],
+                       np.asarray(annotated["age_p16"])[ok])
+    # A table annotated without the grid: the model named in its meta is run again.
+    plain = add_mass_age(stars, model="red-clump")
+    again = predictive_distribution(plain, "age")
+    assert again.meta["model"] == "red-clump-apogee-dr17"
+    assert again.prior is not None
+
+
+def test_population_functions_on_a_real_model_run(stars):
+    before = stars.copy()
+    ages = population_distribution(stars, "age", model="giants", n_bootstrap=20,
+                                   bins=[0, 2, 4, 8, 20] * u.Gyr)
+    assert ages.meta["model"] == "giants-apogee-dr17"
+    assert int(ages["n_stars"][0] + ages["n_without_prediction"][0]) == len(stars)
+    assert np.all(ages["fraction_low"] <= ages["fraction_high"])
+    assert np.sum(ages["fraction"]) == pytest.approx(1.0, abs=0.02)
+    assert stars.colnames == before.colnames and stars.meta == before.meta
+
+
+def test_cli_writes_quantiles_streamed_as_in_memory(tmp_path, stars):
+    source = tmp_path / "stars.fits"
+    write_quietly(stars, source)
+    streamed, in_memory = tmp_path / "streamed.fits", tmp_path / "memory.fits"
+    for output, extra in ((streamed, []), (in_memory, ["--in-memory"])):
+        assert main(["annotate", str(source), str(output), "--model", "giants",
+                     "--quantiles", "0.025,0.975", "--no-progress", *extra]) == 0
+    a, b = Table.read(streamed), Table.read(in_memory)
+    for name in ("age_p2_5", "age_p97_5", "mass_p2_5", "mass_p97_5"):
+        assert np.array_equal(np.ma.filled(a[name], -1), np.ma.filled(b[name], -1))
+    with pytest.raises(SystemExit):
+        main(["demo", str(tmp_path / "x.ecsv"), "--quantiles", "2.5,97.5"])
+
+
+def test_masked_input_rows_have_no_distribution(stars):
+    table = stars.copy()
+    table["TEFF"] = MaskedColumn(table["TEFF"], mask=np.arange(len(table)) < 5)
+    dist = predictive_distribution(table, "mass", model="giants")
+    assert not dist.predicted[:5].any()
