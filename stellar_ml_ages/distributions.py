@@ -235,7 +235,9 @@ class PredictiveDistribution:
         """
         if self.prior is None:
             raise ValueError("these predictive distributions carry no training prior (the "
-                             "model card has none): retrain the model with this version")
+                             "model card has none): train the model with cross-validation "
+                             "(stellar-ml-ages train SPEC --folds 10, or "
+                             "training.evaluation.train_and_validate), which records it")
         from scipy.interpolate import PchipInterpolator
 
         log_edges = np.asarray(self.prior["log_edges"], dtype=np.float64)
