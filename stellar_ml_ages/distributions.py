@@ -125,10 +125,7 @@ class PredictiveDistribution:
     def _to_space(self, values):
         values = values.to_value(self.unit) if isinstance(values, u.Quantity) else values
         values = np.asarray(values, dtype=np.float64)
-        if not self.log:
-            return values
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), -np.inf)
+        return _log_of_positive(values) if self.log else values
 
     def _from_space(self, values):
         return (np.exp(values) if self.log else values) * self.unit
@@ -162,13 +159,14 @@ class PredictiveDistribution:
         >>> dist.quantile(0.16)
         <Quantity [1.] solMass>
         """
+        from .model import MassAgeModel
+
         probability = float(probability)
         if not 0.0 <= probability <= 1.0:
             raise ValueError(f"probability must lie in [0, 1], got {probability!r}")
-        p = self._knot_probability
-        k = int(np.clip(np.searchsorted(p, probability, side="right") - 1, 0, len(p) - 2))
-        weight = (probability - p[k]) / (p[k + 1] - p[k])
-        values = (1 - weight) * self._knots[:, k] + weight * self._knots[:, k + 1]
+        # The interpolation in probability `add_mass_age` uses for its quantile columns.
+        values = MassAgeModel._interp_probabilities(self._knot_probability, self._knots.T,
+                                                    [probability])[0]
         return self._from_space(np.where(self.predicted, values, np.nan))
 
     def cdf(self, values):
@@ -243,10 +241,8 @@ class PredictiveDistribution:
         log_edges = np.asarray(self.prior["log_edges"], dtype=np.float64)
         cumulative = np.concatenate([[0.0], np.cumsum(self.prior["fraction"])])
         points = self._to_space(_as_1d(edges, "edges"))
-        if not self.log:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                points = np.where(points > 0, np.log(np.where(points > 0, points, 1.0)),
-                                  -np.inf)
+        if not self.log:  # the prior is recorded in ln y whatever the interpolation
+            points = _log_of_positive(points)
         # A smooth (monotone, continuously differentiable) distribution function through
         # the recorded one: a prior whose density jumps at its own bin edges would put
         # spurious steps into every likelihood (predictive / prior).
@@ -273,6 +269,12 @@ class PredictiveDistribution:
         weight = (uniform - p[segment]) / (p[segment + 1] - p[segment])
         draws = np.where(self.predicted[:, None], left + weight * (right - left), np.nan)
         return self._from_space(draws.reshape(shape))
+
+
+def _log_of_positive(values):
+    """ln of ``values``, -inf for zero and negative ones (below any positive target)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(values > 0, np.log(np.where(values > 0, values, 1.0)), -np.inf)
 
 
 def _with_tails(probability, knots):
@@ -303,7 +305,7 @@ def _levels_in_table(table, target, prefix, suffix):
         return None
     try:
         grid = calibration_grid(get_model(table.meta["MLMODEL"]))
-    except Exception:  # a model not installed here: the columns must then speak for it
+    except (ModelError, KeyError):  # a model not installed here: the columns speak for it
         grid = levels if len(levels) >= 9 else None
     if grid is None or not set(np.round(grid, 9)) <= set(np.round(levels, 9)):
         return None
@@ -377,7 +379,7 @@ def _card_prior(model_name, target):
 
     try:
         return get_model(model_name).target(target).get("prior")
-    except Exception:  # a model not installed here, or without that target
+    except (ModelError, KeyError, TypeError):  # not installed here, unnamed, or no such target
         return None
 
 
@@ -388,12 +390,19 @@ def _plain(column):
 
 def _run_model(table, target, model, options):
     from .annotate import _annotate_call, calibration_grid, quantile_suffix
+    from .registry import get_model, select_model
 
-    if model is None and "MLMODEL" in table.meta:
-        model = table.meta["MLMODEL"]
     for forbidden in ("prefix", "suffix", "quantiles", "copy", "overwrite"):
         if forbidden in options:
             raise TypeError(f"predictive_distribution() sets {forbidden!r} itself")
+    if model is None and "MLMODEL" in table.meta:
+        model = table.meta["MLMODEL"]
+    # Resolved once, as add_mass_age resolves it, and checked before any work.
+    model = (select_model(table, options.get("mapping")) if model is None
+             else get_model(model))
+    if target not in model.target_names:
+        raise ModelError(f"model {model.name!r} does not predict {target!r}; it "
+                         f"predicts {', '.join(model.target_names)}")
     # A shallow copy with its own meta: the caller's table and meta stay as they were.
     view = table.__class__(table, copy=False)
     view.meta = copy.deepcopy(table.meta)
@@ -401,20 +410,13 @@ def _run_model(table, target, model, options):
                              quantiles="all", **options)
     summary.warn(stacklevel=3)
     annotated = summary.table
-    model_name = annotated.meta["MLMODEL"]
-    from .registry import get_model
-
-    the_model = get_model(model) if model is not None else get_model(model_name)
-    if target not in the_model.target_names:
-        raise ModelError(f"model {model_name!r} does not predict {target!r}; it "
-                                 f"predicts {', '.join(the_model.target_names)}")
-    grid = calibration_grid(the_model)
+    grid = calibration_grid(model)
     names = [f"{_SCRATCH}{target}{quantile_suffix(p)}" for p in grid]
     quantiles = np.column_stack([_plain(annotated[name]) for name in names])
-    transform = the_model.target(target).get("transform", "identity")
-    meta = {"source": "model run", "model": model_name, "state": annotated.meta.get("MLSTATE"),
+    transform = model.target(target).get("transform", "identity")
+    meta = {"source": "model run", "model": model.name, "state": annotated.meta.get("MLSTATE"),
             "propagate_errors": annotated.meta.get("MLERRPRP")}
     return PredictiveDistribution(target, grid, quantiles,
                                   point=_plain(annotated[f"{_SCRATCH}{target}"]),
                                   unit=annotated[names[0]].unit, log=transform == "ln",
-                                  meta=meta, prior=the_model.target(target).get("prior"))
+                                  meta=meta, prior=model.target(target).get("prior"))

@@ -24,6 +24,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import QTable
 
+from .annotate import quantile_suffix
 from .distributions import PredictiveDistribution, predictive_distribution
 
 __all__ = ["DECONVOLUTION_ITERATIONS", "deconvolve", "population_distribution",
@@ -364,7 +365,7 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
     x_values, x_unit = _column_values(table, x, "x")
     edges = _edges(bins, x_unit, "bins")
     rng = np.random.default_rng(seed)
-    names = [_percent_name(p) for p in probabilities]
+    names = [quantile_suffix(p)[1:] for p in probabilities]
     out = QTable()
     columns = {key: [] for key in ("low", "high", "x_median", "n_stars", "point_median")}
     for name in names:
@@ -403,10 +404,6 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
                           n_bootstrap, band, seed))
     out.meta["x"] = x
     return out
-
-
-def _percent_name(probability):
-    return "p" + f"{round(100 * float(probability), 6):g}".replace(".", "_")
 
 
 def _meta(dist, target, method, n_bootstrap, band, seed):
