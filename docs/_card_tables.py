@@ -57,17 +57,67 @@ def coverage_table(name):
     return _table(header, rows)
 
 
+def state_bin_table(name):
+    """68% coverage and median ln bias by state and bin of the true value (the card's
+    ``coverage_by_state_and_true_value``, out of fold)."""
+    model = get_model(name)
+    header = ["target", "state", "true value", "n", "[p16, p84]", "median ln bias"]
+    rows = []
+    for target in model.card["targets"]:
+        for cell in target.get("coverage_by_state_and_true_value", []):
+            if cell["n"]:
+                rows.append([target["name"], cell["state"],
+                             f"{cell['bin']} {target['unit']}" if cell["bin"] != "all" else "all",
+                             cell["n"], _percent(cell["p16_p84"]),
+                             f"{cell['median_log_bias']:+.3f}"])
+    return _table(header, rows) if rows else "(not recorded in this card)\n"
+
+
+def models_report_table():
+    """Version 2 against version 3 of the giants recipe, out of fold
+    (tools/models_report.py)."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / "models_report.json"
+    report = json.loads(path.read_text())
+    header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
+              "slope RGB / RC", "worst state x true-value bin [p16, p84]"]
+    rows = []
+
+    def two(value):  # the variants differ by tenths of a percent
+        return f"{100 * value:.2f}%"
+
+    for name, variant in report["variants"].items():
+        for target, e in variant["scores"].items():
+            rows.append([name, target, two(e["median_rel_error_all"]),
+                         two(e["median_rel_error_in_hull"]),
+                         two(e["median_rel_error_RGB"]), two(e["median_rel_error_RC"]),
+                         f"{two(e['dr17_input']['median_rel_error'])} "
+                         f"({e['dr17_input']['n']})",
+                         f"{e['log_slope_RGB']:.2f} / {e['log_slope_RC']:.2f}",
+                         _percent(e["worst_bin_coverage"])])
+    note = (f"\n{report['n_folds']} KIC-hash folds, spec ``{report['spec']}``; run "
+            f"{report['date']} at commit {report['commit']}.\n")
+    return _table(header, rows) + note
+
+
 def label_scale_table():
     card = get_model("giants").card
-    header = ["label", "preliminary column", "DR17 reference", "n", "median offset",
-              "trends kept", "scatter before", "after", "training noise"]
+    header = ["label", "final DR17 / mapped", "preliminary column", "DR17 reference", "n",
+              "median offset", "trends kept", "scale term", "scatter before", "after",
+              "training noise"]
     noise = {f["name"]: f.get("training_noise") for f in card["features"]}
+    origin = card["training_set"].get("label_origin", {})
     rows = []
     for name, c in card["training_set"]["label_scale"].items():
         trends = ", ".join(f"{k} {v['slope']:+.3g}" for k, v in c["trends"].items()) or "none"
         level = noise.get(name)
-        rows.append([name, c["source"], c["reference"].split(":")[-1], c["n_overlap"],
+        count = origin.get(name)
+        rows.append([name, f"{count['final_dr17']} / {count['mapped']}" if count else "-",
+                     c["source"], c["reference"].split(":")[-1], c["n_overlap"],
                      f"{c['median_offset_before']:+.3f}", trends,
+                     "kept" if "self" in c["trends"]
+                     else c.get("scale_not_kept", {}).get("reason", "-"),
                      f"{c['robust_scatter_before']:.3f}", f"{c['robust_scatter_after']:.3f}",
                      "-" if level is None else f"{level:.3g}"])
     return _table(header, rows)
@@ -423,8 +473,10 @@ def write(directory):
     (directory / "population_tails.rst").write_text(population_tails_table())
     (directory / "population_trends.rst").write_text(population_trends_table())
     (directory / "rgb_experiment.rst").write_text(rgb_experiment_table())
+    (directory / "models_report.rst").write_text(models_report_table())
     population_figure(directory / "population_age.png")
     population_trend_figure(directory / "population_trends.png")
     for name in list_models()["name"]:
         short = get_model(name).aliases[0]
         (directory / f"coverage_{short}.rst").write_text(coverage_table(name))
+        (directory / f"state_bins_{short}.rst").write_text(state_bin_table(name))

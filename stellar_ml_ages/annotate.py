@@ -23,9 +23,14 @@ from .columns import resolution_notes, resolve_columns, resolve_error_columns
 from .config import conf
 from .diagnostics import RunSummary
 from .evstate import normalize_states, resolve_state_column
-from .exceptions import ColumnValueError, ExistingColumnError, QuantileLevelError
+from .exceptions import (
+    ColumnValueError,
+    ExistingColumnError,
+    OutputNameError,
+    QuantileLevelError,
+)
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
-from .labelsource import label_source_problem, scale_note
+from .labelsource import label_noise_problem, label_source_problem, scale_note
 from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
@@ -147,12 +152,32 @@ def _check_existing(table, names, overwrite):
         )
 
 
+def _stale_outputs(table, names, prefix, suffix):
+    """Columns an earlier annotation with the same prefix and suffix wrote that this one
+    will not: ``age*`` after a mass-only model, ``*_p2_5`` after a run with more
+    quantiles. Left in place beside the new columns they would describe another run."""
+    from .training.pipeline import CALIBRATION_PROBABILITIES
+
+    levels = {*CALIBRATION_PROBABILITIES, *_QUANTILES.values()}
+    for text in str(table.meta.get("MLQUANT", "")).split(","):
+        try:
+            levels.add(float(text))
+        except ValueError:
+            continue
+    endings = ["", *(quantile_suffix(p) for p in sorted(levels) if 0 < p < 1)]
+    written = {name.lower() for name in names}
+    candidates = {f"{prefix}{target}{ending}{suffix}".lower()
+                  for target in _TARGET_META for ending in endings}
+    return [column for column in table.colnames
+            if column.lower() in candidates and column.lower() not in written]
+
+
 def _check_affix(prefix, suffix):
     for what, text in (("prefix", prefix), ("suffix", suffix)):
         if not isinstance(text, str):
             raise TypeError(f"{what} must be a string, not {type(text).__name__}")
         if text and not all(ch.isalnum() or ch in "_-." for ch in text):
-            raise ValueError(
+            raise OutputNameError(
                 f"{what} {text!r} may hold only letters, digits, '_', '-' and '.': output "
                 "column names must survive FITS, VOTable and ADQL")
 
@@ -257,7 +282,9 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         ``{feature: column}`` overrides, e.g. ``{"c_fe": "A3_C_Fe"}``; keys
         ``"<feature>_err"`` name uncertainty columns.
     overwrite : bool
-        Replace output columns that already exist instead of raising.
+        Replace output columns that already exist instead of raising; output
+        columns of an earlier run (same prefix and suffix) that this run does not
+        write, such as ``age*`` when the model now gives mass only, are removed.
     allow_extrapolation : bool
         Also predict for stars outside the training hull or range (never for
         missing, invalid or survey-flagged inputs); such rows get the
@@ -398,6 +425,9 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         problem = label_source_problem(table, model)
         if problem:
             summary.label_problems.append(problem)
+        noise_problem = label_noise_problem(table, model, propagate_errors)
+        if noise_problem:
+            summary.noise_problems.append(noise_problem)
         summary.scale_note = scale_note(table, model)
 
     n_rows = len(table)
@@ -436,6 +466,9 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     # written again they would fail verification (astropy recomputes on request).
     for key in ("CHECKSUM", "DATASUM"):
         out.meta.pop(key, None)
+    if overwrite:
+        for column in _stale_outputs(out, names.values(), prefix, suffix):
+            out.remove_column(column)
     for name, column_name in names.items():
         _add_column(out, name, column_name, np.concatenate(columns[name]),
                     np.concatenate(masks[name]), model)

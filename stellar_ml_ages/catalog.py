@@ -238,6 +238,9 @@ def _sha256(path):
 def _settings(query, model, page_rows, options):
     from .config import conf
 
+    # A model built in memory has no checksums until stamped: stamp it (as saving
+    # would), so that a resume can tell it from any other model.
+    model.to_payload()
     card = model.card
     extra = {}
     if options.get("propagate_errors"):

@@ -628,6 +628,11 @@ def main(argv=None):
     except StellarMLAgesError as error:
         print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_REFUSED
+    except OSError as error:
+        # A file where a directory is expected, a missing directory, no permission:
+        # the system's own words name the path, in one line rather than a traceback.
+        print(f"stellar-ml-ages: error: {error}", file=sys.stderr)
+        return EXIT_IO
     except KeyboardInterrupt:
         if args.command == "catalog":
             print("stellar-ml-ages: interrupted; the parts written so far are kept: run the "

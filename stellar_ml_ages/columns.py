@@ -94,6 +94,29 @@ def _names_by_lower(table):
     return by_lower
 
 
+def _split_mapping(mapping):
+    """``({feature: column}, {feature: error column})`` from a user's mapping.
+
+    Keys are feature names, labels or aliases; ``"<feature>_err"`` keys name the
+    feature's uncertainty column.
+    """
+    values, errors = {}, {}
+    for key, column in (mapping or {}).items():
+        if not isinstance(key, str):
+            raise MissingColumnError(f"mapping key {key!r} must be a string")
+        if key.lower().endswith("_err") and key not in FEATURES:
+            try:
+                errors[_feature_for_key(key[:-4])] = column
+            except MissingColumnError:
+                raise MissingColumnError(
+                    f"mapping key {key!r} names the error column of {key[:-4]!r}, which is "
+                    f"not a known feature; use one of {', '.join(sorted(FEATURES))} "
+                    "followed by '_err'") from None
+        else:
+            values[_feature_for_key(key)] = column
+    return values, errors
+
+
 def _feature_for_key(key):
     """Map a mapping key (feature name, label or alias) to a feature name."""
     if key in FEATURES:
@@ -216,7 +239,7 @@ def resolve_columns(table, features, mapping=None):
     >>> str(resolved["teff"]), str(resolved["mg_fe"])
     ('Teff', 'MG_H - FE_H')
     """
-    mapping = {_feature_for_key(k): v for k, v in (mapping or {}).items()}
+    mapping = _split_mapping(mapping)[0]
     by_lower = _names_by_lower(table)
     resolved, missing = {}, []
     for name in features:
@@ -331,7 +354,7 @@ def resolve_error_columns(table, resolved, mapping=None):
     >>> str(errors["teff"]), errors["logg"]
     ('TEFF_ERR', None)
     """
-    mapping = mapping or {}
+    error_mapping = _split_mapping(mapping)[1]
     by_lower = _names_by_lower(table)
 
     def lookup(source, feature):
@@ -350,10 +373,9 @@ def resolve_error_columns(table, resolved, mapping=None):
 
     errors = {}
     for name, source in resolved.items():
-        key = f"{name}_err"
-        if key in mapping:
+        if name in error_mapping:
             errors[name] = ColumnSource(
-                _mapped_column(table, by_lower, get_feature(name), mapping[key])
+                _mapped_column(table, by_lower, get_feature(name), error_mapping[name])
             )
         else:
             errors[name] = lookup(source, get_feature(name))

@@ -18,6 +18,7 @@ from .config import conf
 from .exceptions import (
     AssumedUnitWarning,
     FlaggedRowsWarning,
+    LabelNoiseWarning,
     LabelSourceWarning,
     StellarMLAgesWarning,
 )
@@ -78,10 +79,14 @@ class RunSummary:
         self.reasons = {}
         self.survey_flags = {}
         self.assumed_units = {}
+        #: Error columns with impossible values: column -> rows.
+        self.bad_errors = {}
         #: With propagate_errors: whether any input had an error column (None: not asked).
         self.found_error_columns = None
         #: Texts of the call's `~stellar_ml_ages.LabelSourceWarning`, issued by `warn`.
         self.label_problems = []
+        #: Texts of the call's `~stellar_ml_ages.LabelNoiseWarning` (noise not accounted for).
+        self.noise_problems = []
         #: What is known of the zero points between the table's labels and the model's
         #: (`stellar_ml_ages.labelsource.scale_note`), for ``meta["MLSCALE"]``.
         self.scale_note = None
@@ -109,6 +114,8 @@ class RunSummary:
                 self.survey_flags[rule] = self.survey_flags.get(rule, 0) + n
         for text in features.assumed_units:
             self.assumed_units[text] = None
+        for column, n in features.bad_errors:
+            self.bad_errors[column] = self.bad_errors.get(column, 0) + n
         low, high = self.model.feature_bounds
         values = features.values
         finite = np.isfinite(values)
@@ -193,6 +200,7 @@ class RunSummary:
         threads: nothing touches the global warning filters.
         """
         found = [(LabelSourceWarning, text) for text in self.label_problems]
+        found += [(LabelNoiseWarning, text) for text in self.noise_problems]
         if self.found_error_columns is False:
             found.append((StellarMLAgesWarning, (
                 "propagate_errors=True, but no input has an error column (looked for "
@@ -202,6 +210,12 @@ class RunSummary:
             found.append((AssumedUnitWarning,
                           "no unit on column(s): " + "; ".join(self.assumed_units)
                           + ". Give the columns units to silence this warning."))
+        for column, n in self.bad_errors.items():
+            # A defect of the data, however few rows: said whatever the fraction withheld.
+            found.append((FlaggedRowsWarning, (
+                f"error column {column!r} is negative, infinite or wider than every possible "
+                f"value in {n} rows: they are flagged INVALID_INPUT and get no prediction; "
+                "fix or mask those errors")))
         threshold = _fraction(conf.flagged_warning_fraction)
         if self.n_rows and self.n_without_prediction > threshold * self.n_rows:
             causes = self.likely_causes()

@@ -21,8 +21,10 @@ __all__ = [
     "ModelChecksumError",
     "ModelError",
     "ModelFormatError",
+    "ModelIntegrityWarning",
     "ModelNotFoundError",
     "ModelVersionError",
+    "OutputNameError",
     "QuantileLevelError",
     "RegionError",
     "SAMPClientError",
@@ -69,11 +71,17 @@ class LabelSourceWarning(StellarMLAgesWarning):
     """
 
 
-class LabelNoiseWarning(StellarMLAgesWarning):
-    """Label errors were assumed where the table could not give them.
+class ModelIntegrityWarning(StellarMLAgesWarning):
+    """A model card that cannot be checked as fully as a current one (no own checksum)."""
 
-    E.g. SLAM's scatter at the reference S/N for stars without a usable S/N
-    (`stellar_ml_ages.slam.slam_uncertainties`): it understates fainter stars' errors.
+
+class LabelNoiseWarning(StellarMLAgesWarning):
+    """The labels' noise is not what the intervals account for.
+
+    E.g. SLAM's scatter at the reference S/N assumed for stars without a usable S/N
+    (`stellar_ml_ages.slam.slam_uncertainties`): it understates fainter stars' errors;
+    or SLAM labels given to a model trained for APOGEE's noise without propagating
+    their errors.
     """
 
 
@@ -103,6 +111,10 @@ class ColumnUnitError(StellarMLAgesError, ValueError):
 
 class ColumnValueError(StellarMLAgesError, ValueError):
     """An input column has a dtype or shape that cannot hold the feature."""
+
+
+class OutputNameError(StellarMLAgesError, ValueError):
+    """A prefix or suffix would make output column names that files and ADQL cannot hold."""
 
 
 class QuantileLevelError(StellarMLAgesError, ValueError):

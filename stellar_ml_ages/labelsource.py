@@ -16,7 +16,8 @@ What a table says about itself, first match wins:
 2. a VizieR catalog identifier anywhere in ``meta`` (VOTables from VizieR carry
    it as the table name, e.g. ``J/ApJS/245/34/catalog``);
 3. a survey's column signature (APOGEE ``APOGEE_ID`` + ``ASPCAPFLAG``, GALAH
-   ``sobject_id``, LAMOST ``obsid``).
+   ``sobject_id``, LAMOST DD-Payne's VizieR ``[C/Fe]``, ``[N/Fe]`` and ``[Ba/Fe]``,
+   LAMOST ``obsid``, SLAM's ``obsid`` + ``[C/M]``).
 
 A table that says nothing is not warned about.
 """
@@ -27,8 +28,8 @@ from dataclasses import dataclass
 
 from .exceptions import LabelSourceWarning
 
-__all__ = ["LabelSource", "check_label_source", "label_source_problem", "scale_note",
-           "table_label_source"]
+__all__ = ["LabelSource", "check_label_source", "label_noise_problem", "label_source_problem",
+           "scale_note", "table_label_source"]
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,11 @@ def table_label_source(table):
         return LabelSource("APOGEE", "APOGEE", "columns APOGEE_ID and ASPCAPFLAG")
     if "sobject_id" in names or "flag_sp" in names:
         return LabelSource("GALAH", "GALAH", "column sobject_id / flag_sp")
+    if {"[c/fe]", "[n/fe]", "[ba/fe]"} <= names and not {"c_m", "[c/m]"} & names:
+        # VizieR's spelling of the DD-Payne catalog (J/ApJS/245/34): [Ba/Fe] beside the
+        # C and N abundances is a LAMOST DR5 DD-Payne table, with or without its obsid.
+        return LabelSource("LAMOST DR5 DD-Payne", "LAMOST DD-Payne",
+                           "columns [C/Fe], [N/Fe] and [Ba/Fe] (VizieR J/ApJS/245/34 names)")
     if "obsid" in names:
         if {"c_m", "[c/m]", "n_m", "[n/m]"} & names:
             return LabelSource("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE",
@@ -232,6 +238,42 @@ def label_source_problem(table, model):
         f"more than the model's precision, so masses and ages would be biased. Remedy: "
         f"{_remedy(model, source)}. If the labels are already on the {trained_on} scale, "
         f"set table.meta['LABELSRC'] = {trained_on!r}.")
+
+
+def label_noise_problem(table, model, propagate_errors):
+    """The warning text when a table's labels are noisier than the model was trained for
+    and nothing propagates it, else None.
+
+    SLAM's LAMOST labels carry errors several times APOGEE's: ``giants`` given them
+    as they are gives [p16, p84] intervals that hold about half the time (47%
+    measured), not 68%. A model trained for that noise (its card's
+    ``noise_model.label_source`` is the table's source: ``giants-slam``) or error
+    propagation is what makes them hold.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages import get_model
+    >>> from stellar_ml_ages.labelsource import label_noise_problem
+    >>> slam = Table(names=["obsid", "[C/M]", "[N/M]"])
+    >>> label_noise_problem(slam, get_model("giants"), False)[:39]
+    "the table's labels come from LAMOST DR5"
+    >>> label_noise_problem(slam, get_model("giants-slam"), False) is None
+    True
+    """
+    source = table_label_source(table)
+    if source is None or "SLAM" not in source.name.upper() or propagate_errors:
+        return None
+    noise_model = model.card.get("training_set", {}).get("noise_model", {})
+    if noise_model.get("label_source") == source.name:
+        return None
+    return (
+        f"the table's labels come from {source.name} ({source.evidence}), whose errors are "
+        f"several times those of the labels model {model.name!r} was trained on, and no "
+        "errors are propagated: its [p16, p84] intervals would hold the truth about half the "
+        "time, not 68%. Remedy: model='giants-slam' (trained for SLAM's errors at S/N 50), "
+        "or propagate_errors=True with SLAM's errors in the table "
+        "(stellar_ml_ages.slam.slam_uncertainties; command line: --slam-errors)")
 
 
 def check_label_source(table, model, stacklevel=2):

@@ -22,6 +22,7 @@ model in memory (`MassAgeModel.to_payload`) travels as the same two parts.
 import hashlib
 import io
 import json
+import warnings
 import zipfile
 from functools import cached_property
 from pathlib import Path
@@ -30,13 +31,19 @@ import astropy.units as u
 import numpy as np
 
 from .evstate import normalize_states
-from .exceptions import ModelChecksumError, ModelFormatError, ModelNotFoundError, ModelVersionError
+from .exceptions import (
+    ModelChecksumError,
+    ModelFormatError,
+    ModelIntegrityWarning,
+    ModelNotFoundError,
+    ModelVersionError,
+)
 from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
-           "sha256_of", "validate_card"]
+           "sha256_of", "validate_card", "with_oblique_inputs"]
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
@@ -145,6 +152,29 @@ def validate_card(card, where="model card"):
             noise = _finite_number(entry["training_noise"],
                                    f"{where}: feature {name!r} training_noise")
             need(noise >= 0, f"feature {name!r} training_noise is negative")
+    distribution = card.get("training_set", {}).get("feature_distribution", {})
+    if isinstance(distribution, dict) and "mean" in distribution:
+        recorded = _finite_numbers(distribution["mean"],
+                                   f"{where}: training_set feature_distribution mean")
+        means = np.array([entry["mean"] for entry in features], dtype=np.float64)
+        need(len(recorded) == len(means)
+             and np.allclose(recorded, means, rtol=1e-9, atol=1e-12),
+             "features do not match training_set.feature_distribution (reordered or edited "
+             "feature entries?)")
+    oblique = card.get("oblique_inputs", [])
+    need(isinstance(oblique, list), "'oblique_inputs' must be a list")
+    for entry in oblique:
+        need(isinstance(entry, dict) and entry.get("of") in seen,
+             f"oblique input {entry.get('name') if isinstance(entry, dict) else entry!r} must "
+             "name one of the card's features in 'of'")
+        weights = _finite_numbers(entry.get("weights", []),
+                                  f"{where}: oblique input {entry['of']!r} weights")
+        need(len(weights) == len(features),
+             f"oblique input {entry['of']!r} has {len(weights)} weights for {len(features)} "
+             "features")
+        _finite_number(entry.get("offset"), f"{where}: oblique input {entry['of']!r} offset")
+        scale = _finite_number(entry.get("scale"), f"{where}: oblique input {entry['of']!r} scale")
+        need(scale > 0, f"oblique input {entry['of']!r} scale must be positive, got {scale}")
     targets = card.get("targets")
     need(isinstance(targets, list) and targets, "'targets' must be a non-empty list")
     for target in targets:
@@ -161,10 +191,30 @@ def validate_card(card, where="model card"):
             for key in ("probability", "z"):
                 if key in calibration:
                     _finite_numbers(calibration[key], f"{where}: {what} calibration {key}")
-            for group in (calibration.get("bins") or {}).values():
+            probability = np.asarray(calibration.get("probability", []), dtype=np.float64)
+            need(np.all((probability > 0) & (probability < 1))
+                 and np.all(np.diff(probability) > 0),
+                 f"{what} calibration probabilities must increase within (0, 1)")
+            tables = [("pooled", calibration.get("z", []))]
+            for group, entry in (calibration.get("bins") or {}).items():
+                need(isinstance(entry, dict),
+                     f"{what} calibration bins {group!r} must be an object")
                 for key in ("centre", "z"):
-                    if isinstance(group, dict) and key in group:
-                        _finite_numbers(group[key], f"{where}: {what} calibration bins {key}")
+                    if key in entry:
+                        _finite_numbers(entry[key], f"{where}: {what} calibration bins {key}")
+                need(np.all(np.diff(np.asarray(entry.get("centre", []), dtype=np.float64)) > 0),
+                     f"{what} calibration bins {group!r}: centres must increase")
+                tables += [(f"bins {group!r}", z) for z in entry.get("z", [])]
+            for label, z in tables:
+                z = np.asarray(z, dtype=np.float64)
+                if not len(z):
+                    continue
+                # Quantile offsets grow with probability, with the point estimate between
+                # the lower and upper ones: a negated or shuffled table fails here.
+                need(len(z) == len(probability) and np.all(np.diff(z) >= 0)
+                     and np.all(z[probability < 0.5] <= 0) and np.all(z[probability > 0.5] >= 0),
+                     f"{what} calibration {label} offsets must be one per probability, "
+                     "non-decreasing, <= 0 below the median and >= 0 above it")
         if "calibrated_range" in target:
             _finite_numbers(target["calibrated_range"], f"{where}: {what} calibrated_range")
         prior = target.get("prior")
@@ -189,6 +239,31 @@ def validate_card(card, where="model card"):
         need(isinstance(digest, str) and len(digest) == 64
              and all(c in "0123456789abcdef" for c in digest),
              "array sha256 must be 64 lower-case hex digits")
+
+
+def with_oblique_inputs(standardized, entries):
+    """Standardised features followed by the oblique inputs ``entries`` describe.
+
+    An oblique input is a feature less its linear fit on the other features, in
+    z-scores: ``(z @ weights + offset) / scale``. Teff at fixed log g and
+    composition, say, tracks mass along the giant branch, and axis-aligned splits
+    can only approximate it by staircases. The hull stays on the features.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.model import with_oblique_inputs
+    >>> entry = {"of": "teff", "weights": [1.0, -0.5], "offset": 0.0, "scale": 0.5}
+    >>> with_oblique_inputs(np.array([[1.0, 2.0]]), [entry])
+    array([[1., 2., 0.]])
+    """
+    standardized = np.asarray(standardized, dtype=np.float64)
+    if not entries:
+        return standardized
+    weights = np.array([e["weights"] for e in entries], dtype=np.float64)
+    offset = np.array([e["offset"] for e in entries], dtype=np.float64)
+    scale = np.array([e["scale"] for e in entries], dtype=np.float64)
+    return np.hstack([standardized, (standardized @ weights.T + offset) / scale])
 
 
 def _stood_in_for(label):
@@ -243,7 +318,7 @@ class MassAgeModel:
             if target not in forests:
                 raise ModelFormatError(f"model {self.name!r}: no forest for target {target!r}")
             try:
-                forests[target].validate(n_features)
+                forests[target].validate(n_features + len(card.get("oblique_inputs", [])))
             except ValueError as error:
                 raise ModelFormatError(f"model {self.name!r}, target {target!r}: {error}") from None
 
@@ -301,6 +376,11 @@ class MassAgeModel:
         """z-scores of features given in canonical units, shape (n_rows, n_features)."""
         mean, scale = self._scaling
         return (np.asarray(features, dtype=np.float64) - mean) / scale
+
+    def forest_inputs(self, standardized):
+        """What the forests split on: the z-scores, then the card's oblique inputs
+        (`with_oblique_inputs`)."""
+        return with_oblique_inputs(standardized, self.card.get("oblique_inputs", []))
 
     def in_range(self, features):
         """Whether every feature lies inside the training [min, max]."""
@@ -382,8 +462,8 @@ class MassAgeModel:
         states : array-like of str, optional
             Evolutionary state of each row (``"RGB"``, ``"RC"``), selecting its calibration.
         """
-        mean, variance = self.forests[target].predict_moments(self.standardize(features),
-                                                              chunk_size)
+        mean, variance = self.forests[target].predict_moments(
+            self.forest_inputs(self.standardize(features)), chunk_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (self._forward_transform(target, values) - mean) / np.sqrt(variance)
         probability = np.asarray(self.target(target)["calibration"]["probability"])
@@ -501,10 +581,10 @@ class MassAgeModel:
             and one array per requested quantile, keyed by probability, in the
             target's unit (`target_unit`).
         """
-        standardized = self.standardize(features)
+        standardized = self.forest_inputs(self.standardize(features))
         if feature_errors is not None:
             rng = np.random.default_rng(seed)
-            draws = [self.standardize(np.asarray(features) + shift)
+            draws = [self.forest_inputs(self.standardize(np.asarray(features) + shift))
                      for shift in self._perturbations(features, feature_errors, rng, n_draws)]
         results = {}
         for target in self.target_names:
@@ -538,11 +618,22 @@ class MassAgeModel:
         return cls(card, forests, domain)
 
     def _array_bytes(self):
+        """The ``.npz`` file's bytes, the same for the same arrays.
+
+        `numpy.savez_compressed` stamps each member with the time of writing, so a
+        retrained model with identical arrays would get another sha256; the members
+        are written here with a fixed date instead (`numpy.load` reads either).
+        """
         arrays = {"hull_vertices": self.domain.vertices}
         for target, forest in self.forests.items():
             arrays.update(forest.to_arrays(prefix=f"{target}."))
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
+        with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for key, value in arrays.items():
+                member = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                member.compress_type = zipfile.ZIP_DEFLATED
+                with archive.open(member, "w", force_zip64=True) as stream:
+                    np.lib.format.write_array(stream, np.asanyarray(value), allow_pickle=False)
         return buffer.getvalue()
 
     def _stamp(self, payload):
@@ -609,7 +700,12 @@ def _parse_card(text, where):
             f"{where} has format version {version}, newer than the "
             f"{FORMAT_VERSION} this stellar_ml_ages reads; upgrade the package"
         )
-    validate_card(card, where)
+    if version < _CHECKSUM_VERSION and "card_sha256" not in card:
+        warnings.warn(
+            f"{where} has format version {version}, without a checksum of its own content: "
+            "an edit of the card would go unnoticed. Save it again with this version "
+            "(load_model(...).save(directory)) to add one.", ModelIntegrityWarning,
+            stacklevel=4)
     if version >= _CHECKSUM_VERSION or "card_sha256" in card:
         recorded = card.get("card_sha256")
         actual = card_checksum(card)
@@ -617,6 +713,8 @@ def _parse_card(text, where):
             raise ModelChecksumError(
                 f"{where} has content sha256 {actual}, but records {recorded!r}: the card "
                 "was edited or corrupted; reinstall the package or retrain the model")
+    # The checksum first: an edited card is named as such, not by what the edit broke.
+    validate_card(card, where)
     return card
 
 
@@ -703,5 +801,13 @@ def _from_bytes(card, payload, where):
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
         raise ModelFormatError(f"{where} is unreadable: {error}") from None
     model = MassAgeModel(card, forests, domain)
+    low, high = model.standardize(np.vstack(model.feature_bounds))
+    slack = 1e-6 * (high - low)
+    outside = np.any((domain.vertices < low - slack) | (domain.vertices > high + slack), axis=0)
+    if outside.any():
+        names = ", ".join(np.asarray(model.feature_names)[outside])
+        raise ModelFormatError(
+            f"{where}: hull vertices lie outside the card's [min, max] of {names}: card and "
+            "arrays disagree on the features (reordered or edited feature entries?)")
     model._payload = payload
     return model

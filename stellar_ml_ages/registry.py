@@ -63,12 +63,26 @@ def user_model_dir():
     return Path(configured).expanduser() if configured.strip() else None
 
 
+def _packaged_names():
+    """Every name and alias of a packaged model: what ``model="giants"`` must always mean."""
+    names = set()
+    for name, path in _packaged_cards().items():
+        names.add(name)
+        names.update(_read_card(path).get("aliases", ()))
+    return names
+
+
 def _user_cards():
-    """{model name: card path} of the user's models; packaged names are left out."""
+    """{model name: card path} of the user's models.
+
+    A user model named like a packaged model or one of its aliases is left out, with
+    a warning: ``"giants"`` always means the packaged model (the user's is reached by
+    its card path).
+    """
     directory = user_model_dir()
     if directory is None or not directory.is_dir():
         return {}
-    packaged = _packaged_cards()
+    packaged = _packaged_names()
     cards = {}
     for path in sorted(directory.glob("*.json")):
         try:
@@ -78,8 +92,13 @@ def _user_cards():
             warnings.warn(f"skipping {str(path)!r} in the user model directory: {error}",
                           StellarMLAgesWarning, stacklevel=3)
             continue
-        if name not in packaged:
-            cards.setdefault(name, path.resolve())
+        if name in packaged:
+            warnings.warn(
+                f"the user model {str(path)!r} is called {name!r}, a packaged model's name or "
+                "alias, which always means the packaged model; use its card path to run it, "
+                "or retrain it under another name", StellarMLAgesWarning, stacklevel=3)
+            continue
+        cards.setdefault(name, path.resolve())
     return cards
 
 

@@ -221,7 +221,8 @@ class FeatureMatrix:
     missing : ndarray of bool, shape (n_rows,)
         Any feature masked, NaN or infinite.
     invalid : ndarray of bool, shape (n_rows,)
-        Any feature outside its physically possible range (e.g. Δν <= 0).
+        Any feature outside its physically possible range (e.g. Δν <= 0), or, with
+        error sources, an error that is negative, infinite or wider than that range.
     sources : dict
         Feature name to the column(s) it was read from.
     """
@@ -242,6 +243,9 @@ class FeatureMatrix:
     column_labels: tuple = ()
     #: Columns read without a unit, as ``"TEFF as K"``.
     assumed_units: tuple = ()
+    #: Error columns with impossible values in some rows: ``(column, n_rows)``; those
+    #: rows are ``invalid``.
+    bad_errors: tuple = ()
 
     def input_errors(self, rows=slice(None)):
         """The column errors of ``rows`` as an `InputErrors`, or None without errors."""
@@ -370,10 +374,13 @@ def feature_matrix(table, resolved, error_sources=None, *, warn=True):
             invalid |= np.isfinite(values) & ~((values > low) & (values < high))
         columns.append(values)
     errors = column_errors = design = None
-    labels = ()
+    labels, bad_errors = (), ()
     if error_sources is not None:
-        column_errors, design, labels = _column_error_terms(table, resolved, error_sources,
-                                                            assumed)
+        column_errors, design, labels, error_names = _column_error_terms(
+            table, resolved, error_sources, assumed)
+        bad_rows, bad_errors = _impossible_errors(column_errors, labels, error_names)
+        invalid |= bad_rows
+        column_errors[bad_rows] = np.nan  # withheld rows: nothing of them is propagated
         # Each feature's own error: its columns' errors in quadrature (a difference's
         # parts are taken as independent); NaN where any of them is unknown.
         errors = np.column_stack([
@@ -400,6 +407,7 @@ def feature_matrix(table, resolved, error_sources=None, *, warn=True):
         error_design=design,
         column_labels=labels,
         assumed_units=tuple(dict.fromkeys(assumed)),
+        bad_errors=bad_errors,
     )
 
 
@@ -418,7 +426,7 @@ def _linear_terms(source, feature, error_source, sign=1.0):
 
 def _column_error_terms(table, resolved, error_sources, assumed):
     """Per-column errors and the design that maps them onto the features."""
-    columns, labels, errors, found = {}, [], [], []
+    columns, labels, errors, found, names = {}, [], [], [], []
     rows = []
     for name in resolved:
         row = {}
@@ -429,11 +437,13 @@ def _column_error_terms(table, resolved, error_sources, assumed):
                 labels.append(label)
                 errors.append(_read_error(table, error_source, get_feature(label), assumed))
                 found.append(error_source is not None)
+                names.append(None if error_source is None else str(error_source))
             elif error_source is not None and not found[columns[column]]:
                 # Another feature reading the same column knows its error column.
                 errors[columns[column]] = _read_error(table, error_source, get_feature(label),
                                                       assumed)
                 found[columns[column]] = True
+                names[columns[column]] = str(error_source)
             row[columns[column]] = row.get(columns[column], 0.0) + coefficient
         rows.append(row)
     design = np.zeros((len(resolved), len(columns)))
@@ -441,4 +451,21 @@ def _column_error_terms(table, resolved, error_sources, assumed):
         for j, coefficient in row.items():
             design[i, j] = coefficient
     values = np.column_stack(errors) if errors else np.empty((len(table), 0))
-    return values, design, tuple(labels)
+    return values, design, tuple(labels), tuple(names)
+
+
+def _impossible_errors(column_errors, labels, names):
+    """Rows whose error in some column is negative, infinite or wider than every
+    possible value of its label (1e300 K), and ``(column, n_rows)`` per such column."""
+    bad_rows = np.zeros(len(column_errors), dtype=bool)
+    found = []
+    for j, (label, name) in enumerate(zip(labels, names, strict=True)):
+        low, high = get_feature(label).valid_range
+        span = high - low if np.isfinite(high - low) else np.inf
+        error = column_errors[:, j]
+        with np.errstate(invalid="ignore"):
+            bad = (error < 0) | np.isposinf(error) | np.isneginf(error) | (error > span)
+        if bad.any():
+            bad_rows |= bad
+            found.append((name, int(bad.sum())))
+    return bad_rows, tuple(found)

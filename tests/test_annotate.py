@@ -173,6 +173,54 @@ def test_a_column_differing_only_in_case_is_an_existing_column(stars, name, tmp_
     assert table.colnames[-1] == name  # the caller's table is untouched
 
 
+def test_overwrite_removes_outputs_of_an_earlier_run_that_are_not_rewritten(stars, giants):
+    """M5 (#26): a mass-only model after a mass-and-age run leaves no stale age columns,
+    nor quantile columns the new run does not write."""
+    from stellar_ml_ages.model import MassAgeModel
+
+    card = {**giants.card, "name": "mass-only", "aliases": [],
+            "targets": [t for t in giants.card["targets"] if t["name"] == "mass"]}
+    mass_only = MassAgeModel.from_parts(card, {"mass": giants.forests["mass"]}, giants.domain)
+    first = add_mass_age(stars, model="giants", quantiles=(0.025, 0.975))
+    first["age_note"] = "kept"  # not an output column
+    again = add_mass_age(first, model=mass_only, overwrite=True)
+    assert not {"age", "age_p16", "age_p84", "age_p2_5", "age_p97_5", "mass_p2_5",
+                "mass_p97_5"} & set(again.colnames)
+    assert {"mass", "mass_p16", "mass_p84", "in_hull", "mass_age_flag", "age_note"} <= set(
+        again.colnames)
+    # Other prefixes are another run's columns and stay.
+    prefixed = add_mass_age(first, model=mass_only, prefix="v3_")
+    assert {"age", "age_p2_5", "v3_mass"} <= set(prefixed.colnames)
+
+
+def test_error_columns_can_be_named_by_feature_err_keys(stars):
+    """M6 (#26): the documented ``{"<feature>_err": column}`` mapping keys work."""
+    table = stars.copy()
+    table["sigma_teff"] = 300.0 * table["TEFF"].unit
+    wide = add_mass_age(table, model="giants", mapping={"teff_err": "sigma_teff"},
+                        propagate_errors=True)
+    plain = add_mass_age(table, model="giants")
+    width = np.ma.median(wide["mass_p84"] - wide["mass_p16"])
+    assert width > 1.1 * np.ma.median(plain["mass_p84"] - plain["mass_p16"])
+    with pytest.raises(MissingColumnError, match="'tef_err' names the error column of 'tef'"):
+        add_mass_age(table, model="giants", mapping={"tef_err": "sigma_teff"})
+
+
+def test_impossible_errors_flag_their_rows_and_name_the_column(giants):
+    """L5 (#26): a negative, infinite or absurd (1e300 K) error is not propagated as if
+    it were a measurement: the row is flagged INVALID_INPUT and the column named."""
+    table = typical_star(giants, 6)
+    table["TEFF_ERR"] = [50.0, -50.0, np.inf, 1e300, np.nan, 0.0] * u.K
+    with pytest.warns(FlaggedRowsWarning, match="error column 'TEFF_ERR' is negative, "
+                                                "infinite or wider .* in 3 rows"):
+        out = add_mass_age(table, model="giants", propagate_errors=True)
+    flagged = (np.asarray(out["mass_age_flag"]) & MassAgeFlag.INVALID_INPUT) != 0
+    assert flagged.tolist() == [False, True, True, True, False, False]
+    assert out["mass"].mask.tolist() == flagged.tolist()
+    # Without propagation the error columns are not read, so nothing is withheld.
+    assert not add_mass_age(table, model="giants")["mass"].mask.any()
+
+
 def test_model_selection_and_clear_errors(stars, giants):
     assert add_mass_age(stars).meta["MLMODEL"] == giants.name
     with pytest.raises(MissingColumnError, match="no packaged model applies"):

@@ -164,6 +164,32 @@ def test_a_changed_query_or_model_refuses_to_resume(survey, tmp_path):
     assert read_manifest(tmp_path)["query"]["where"] == "obs_key < 4000"
 
 
+def test_another_in_memory_model_of_the_same_name_refuses_to_resume(survey, tmp_path):
+    """M4 (#26): a model built in memory gets its checksums before the manifest records
+    it, so a resume with a different one (same name) is refused like a file model."""
+    from stellar_ml_ages.model import MassAgeModel
+
+    tap_url, _ = survey
+    giants = get_model("giants")
+
+    def rebuilt(shift):
+        card = json.loads(json.dumps(giants.card))
+        for key in ("arrays", "card_sha256"):
+            card.pop(key, None)
+        card["targets"][0]["calibration"]["z"] = [
+            z * (1 + shift) for z in card["targets"][0]["calibration"]["z"]]
+        return MassAgeModel.from_parts(card, giants.forests, giants.domain)
+
+    query = _query(tap_url, "obs_key < 3000")
+    build_catalog(tmp_path, query, page_rows=400, model=rebuilt(0.0))
+    recorded = read_manifest(tmp_path)["model"]
+    assert len(recorded["card_sha256"]) == 64 and len(recorded["arrays_sha256"]) == 64
+    # The same in-memory model again resumes; a different one does not.
+    assert build_catalog(tmp_path, query, page_rows=400, model=rebuilt(0.0)).n_pages
+    with pytest.raises(CatalogError, match=r"model\.card_sha256"):
+        build_catalog(tmp_path, query, page_rows=400, model=rebuilt(0.5))
+
+
 def test_a_damaged_part_is_not_resumed_over_and_restart_recovers(survey, tmp_path):
     tap_url, _ = survey
     query = _query(tap_url, "obs_key < 3000")

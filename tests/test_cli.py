@@ -105,6 +105,27 @@ def test_unwritable_output_directory_exits_3(tmp_path, capsys, suffix):
     assert "/proc" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("suffix", [".ecsv", ".fits"])
+def test_a_file_where_a_directory_is_expected_is_one_line(tmp_path, capsys, suffix):
+    """L3 (#26): NotADirectoryError (and any other OSError) as a one-line error."""
+    source = tmp_path / f"stars{suffix}"
+    write_quietly(demo_table(), source)
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file")
+    output = blocker / f"out{suffix}"
+    assert main(["annotate", str(source), str(output), "--model", "giants"]) == EXIT_IO
+    err = capsys.readouterr().err
+    assert "not_a_directory" in err and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_a_prefix_that_files_cannot_hold_is_refused_in_one_line(demo_file, tmp_path, capsys):
+    """L3 (#26): ``--prefix "a b"`` is the package's error, not a traceback."""
+    assert main(["annotate", str(demo_file), str(tmp_path / "o.ecsv"), "--model", "giants",
+                 "--prefix", "a b"]) == EXIT_REFUSED
+    err = capsys.readouterr().err
+    assert "prefix 'a b' may hold only letters" in err and "Traceback" not in err
+
+
 def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
     """Ctrl-C after some blocks: the previous OUT is untouched and no partial file is left."""
     from stellar_ml_ages import streaming

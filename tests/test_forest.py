@@ -102,7 +102,8 @@ def test_compiled_kernel_on_the_packaged_forests(model_name):
 
     model = get_model(model_name)
     rng = np.random.default_rng(11)
-    query = rng.standard_normal((700, len(model.feature_names))) * 2.0
+    # What the forests split on: the z-scores and any oblique inputs.
+    query = model.forest_inputs(rng.standard_normal((700, len(model.feature_names))) * 2.0)
     for target, forest in model.forests.items():
         assert forest.n_nodes > np.iinfo(np.int16).max, target
         mean, variance = forest.predict_moments(query)

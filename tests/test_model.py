@@ -132,6 +132,66 @@ def test_newer_format_and_broken_cards(artifact):
         load_model(artifact)
 
 
+def _restamped(artifact, edit):
+    """The card edited by ``edit`` and re-stamped, as a deliberate edit would be."""
+    card = json.loads(artifact.read_text())
+    edit(card)
+    card["card_sha256"] = card_checksum(card)
+    artifact.write_text(json.dumps(card))
+
+
+def test_semantic_edits_of_a_restamped_card_are_refused(artifact):
+    """L6 (#26): what a checksum cannot catch once re-stamped, the schema does."""
+    original = artifact.read_text()
+
+    def negate(card):
+        calibration = card["targets"][0]["calibration"]
+        calibration["z"] = [-z for z in calibration["z"]]
+
+    _restamped(artifact, negate)
+    with pytest.raises(ModelFormatError, match="non-decreasing, <= 0 below the median"):
+        load_model(artifact)
+
+    def negate_bins(card):
+        bins = card["targets"][1]["calibration"]["bins"]["RGB"]
+        bins["z"][0] = [-z for z in bins["z"][0]]
+
+    artifact.write_text(original)
+    _restamped(artifact, negate_bins)
+    with pytest.raises(ModelFormatError, match="bins 'RGB' offsets"):
+        load_model(artifact)
+
+    def swap(card):
+        card["features"][1], card["features"][2] = card["features"][2], card["features"][1]
+
+    artifact.write_text(original)
+    _restamped(artifact, swap)
+    with pytest.raises(ModelFormatError, match="feature_distribution"):
+        load_model(artifact)
+
+    def swap_everywhere(card):  # the training distribution edited to match
+        swap(card)
+        mean = card["training_set"]["feature_distribution"]["mean"]
+        mean[1], mean[2] = mean[2], mean[1]
+        card["training_set"]["feature_distribution"].pop("covariance")
+
+    artifact.write_text(original)
+    _restamped(artifact, swap_everywhere)
+    with pytest.raises(ModelFormatError, match="hull vertices lie outside"):
+        load_model(artifact)
+
+
+def test_a_card_without_its_own_checksum_loads_with_a_warning(artifact):
+    from stellar_ml_ages import ModelIntegrityWarning
+
+    card = json.loads(artifact.read_text())
+    card["format_version"] = 2
+    del card["card_sha256"]
+    artifact.write_text(json.dumps(card))
+    with pytest.warns(ModelIntegrityWarning, match="format version 2, without a checksum"):
+        assert load_model(artifact).name == card["name"]
+
+
 def test_missing_files(artifact):
     artifact.with_suffix(".npz").unlink()
     with pytest.raises(ModelNotFoundError, match="missing"):

@@ -103,6 +103,21 @@ def test_slam_table_gives_the_allstar_masses_and_records_the_choices():
     assert "not measured" in annotated.meta["MLSCALE"].lower()
 
 
+def test_slam_labels_to_an_apogee_noise_model_without_propagation_are_called_out():
+    """Silent case 1 of #26: SLAM labels given to ``giants`` as they are get intervals
+    that hold about half the time; the user is told once, with both remedies."""
+    stars, _ = slam_like(20)
+    stars = stars[np.isfinite(np.asarray(stars["Teff"]))]
+    with pytest.warns(LabelNoiseWarning, match="giants-slam.*propagate_errors=True") as caught:
+        add_mass_age(stars, model="giants", survey_flags=False)
+    assert sum(issubclass(w.category, LabelNoiseWarning) for w in caught) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelNoiseWarning)
+        add_mass_age(stars, model="giants-slam", survey_flags=False)
+        with_errors = slam_uncertainties(stars)
+        add_mass_age(with_errors, model="giants", propagate_errors=True, survey_flags=False)
+
+
 def test_scale_note_only_for_slam_and_guard_still_warns_for_dd_payne():
     stars, _ = slam_like(5)
     stars.meta["LABELSRC"] = "LAMOST DR5 DD-Payne"

@@ -21,6 +21,7 @@ from stellar_ml_ages import (
     AssumedUnitWarning,
     ExistingColumnError,
     FlaggedRowsWarning,
+    LabelNoiseWarning,
     LabelSourceWarning,
     MassAgeFlag,
     MassAgeModel,
@@ -294,6 +295,22 @@ def test_labels_from_another_survey_are_called_out(stars, describe, survey):
     assert remedy in message
 
 
+def test_dd_payne_labels_under_vizier_names_are_recognised_without_obsid(stars):
+    """Silent case 2 of #26: a DD-Payne table from VizieR, obsid dropped, still warns."""
+    table = Table()
+    for vizier, allstar in (("Teff", "TEFF"), ("logg", "LOGG"), ("[Fe/H]", "FE_H"),
+                            ("[C/Fe]", "C_FE"), ("[N/Fe]", "N_FE"), ("[Mg/Fe]", "ALPHA_M")):
+        table[vizier] = stars[allstar]
+    table["[Ba/Fe]"] = np.zeros(len(table))
+    source = table_label_source(table)
+    assert source.name == "LAMOST DR5 DD-Payne" and "[Ba/Fe]" in source.evidence
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_mass_age(table, model="giants")
+    messages = [str(w.message) for w in caught if issubclass(w.category, LabelSourceWarning)]
+    assert len(messages) == 1 and "LAMOST DR5 DD-Payne (columns [C/Fe]" in messages[0]
+
+
 def test_apogee_and_apogee_scale_tables_pass_silently(stars):
     allstar = allstar_like(20)
     assert table_label_source(allstar).scale == "APOGEE"
@@ -302,6 +319,8 @@ def test_apogee_and_apogee_scale_tables_pass_silently(stars):
     slam.meta["name"] = "J/ApJS/246/9/catalog"  # LAMOST SLAM: on the APOGEE DR15 scale
     with warnings.catch_warnings():
         warnings.simplefilter("error", LabelSourceWarning)
+        # On the scale, but noisier than APOGEE: said by a LabelNoiseWarning instead.
+        warnings.simplefilter("ignore", LabelNoiseWarning)
         add_mass_age(slam, model="giants")
     relabelled = stars.copy()
     relabelled.add_column(np.arange(len(relabelled)), name="obsid")
@@ -462,6 +481,24 @@ def test_extrapolated_rows_are_not_counted_as_without_prediction(giants):
     assert len(summary.messages()) == 0
     withheld = _annotate_call(table, giants)
     assert withheld.reasons["OUTSIDE_RANGE"] == 2
+
+
+@pytest.mark.parametrize("name", ["giants", "giants-slam", "red-clump-apogee-dr17"])
+def test_a_user_model_named_like_a_packaged_one_never_replaces_it(giants, tmp_path, stars, name):
+    """H1 (#26): a user model saved as "giants" (an alias) or under a packaged name is
+    not what ``model="giants"`` runs; the user is told and pointed to its card path."""
+    impostor = _retagged(giants, "LAMOST DR5 DD-Payne", name)
+    card_path = impostor.save(tmp_path)
+    packaged = get_model(name)
+    with conf.set_temp("user_model_dir", str(tmp_path)):
+        with pytest.warns(StellarMLAgesWarning, match=f"called '{name}'.*card path"):
+            assert get_model(name) is packaged
+        with pytest.warns(StellarMLAgesWarning):
+            names = list(list_models()["name"])
+        assert names.count(packaged.name) == 1 and name not in names[4:]
+    # Its card path still reaches it.
+    assert get_model(str(card_path)).card["training_set"]["label_source"] == (
+        "LAMOST DR5 DD-Payne")
 
 
 def test_a_broken_file_in_the_user_model_directory_is_skipped(tmp_path, stars):

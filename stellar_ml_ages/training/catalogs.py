@@ -219,20 +219,38 @@ def _lookup(index, kic, column):
     return out
 
 
-def load_full_range_training_table(data_dir=None):
+#: Decimals the mapped (fitted) labels are rounded to, far below their noise: the
+#: last bits of a least-squares fit can differ between runs (threaded BLAS), and a
+#: last-bit change may flip a cleaning decision; rounded, retraining is byte-identical.
+_MAPPED_DECIMALS = {"teff": 3, "logg": 6, "fe_h": 6, "c_fe": 6, "n_fe": 6, "alpha_m": 6}
+
+
+def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_method="deming"):
     """Preliminary APOKASC-3 giants at every mass, labels on the DR17 allStar scale.
 
     Joins, by KIC, the preliminary APOKASC-3 labels (Teff, log g, [Fe/H], [α/Fe],
     [C/M], [N/M] and the consensus evolutionary state), the APOKASC-3 seismic masses
     and the APOKASC v7.0.5 ages (``apokasc3_prelim/``), and Δν from APOKASC-2 where the
-    star has one. Every label is put on the DR17 allStar scale with a correction
-    measured on the stars the preliminary run shares with the final DR17 values (see
-    `stellar_ml_ages.training.labelscale`); the corrections are in ``meta``.
+    star has one. Each label is the final DR17 value where the star has one (the
+    astroNN DR17 file for Teff, log g, [Fe/H]; APOKASC-3 Table 4 for [C/Fe], [N/Fe],
+    [α/M]), and elsewhere the preliminary value put on the DR17 allStar scale with a
+    correction measured on the stars that have both (see
+    `stellar_ml_ages.training.labelscale`: offsets, and trends only where the overlap
+    identifies them; the red-clump term uses the *spectroscopic* state ``ES_SP``, the
+    one the two runs' differences follow). The corrections are in ``meta``.
 
     Parameters
     ----------
     data_dir : path-like, optional
         Directory with the catalogs (see `find_data_dir`).
+    prefer_final : bool
+        Use the final DR17 value where a star has one (default). ``False`` maps every
+        preliminary value (the version 2 training labels, for comparison).
+    scale_method : {"deming", "symmetric"}
+        How a label's own scale term is identified
+        (`~stellar_ml_ages.training.labelscale.fit_label_correction`); ``"symmetric"``
+        with ``prefer_final=False`` rebuilds the version 2 table, whose ``is_rc``
+        term followed the seismic state.
 
     Returns
     -------
@@ -244,7 +262,8 @@ def load_full_range_training_table(data_dir=None):
         errors, ``DNU``/``DNU_ERR`` [uHz] (masked where APOKASC-2 has none), targets
         ``MASS`` [solMass] and ``AGE`` [Gyr] (masked where no age), and, for stars in
         the overlap, the DR17 reference labels as ``<NAME>_DR17``. ``meta["label_scale"]``
-        holds every correction as plain numbers.
+        holds every correction as plain numbers, ``meta["label_origin"]`` how many
+        stars have each label from the final DR17 values and how many mapped.
 
     Examples
     --------
@@ -272,31 +291,47 @@ def load_full_range_training_table(data_dir=None):
 
     state = _text(labels["CONS_EVSTATES"])
     state = np.where(np.isin(state, ("RGB", "RC")), state, "")
+    if scale_method == "symmetric" and not prefer_final:
+        is_rc = state == "RC"  # the version 2 rule
+    else:
+        # ASPCAP's differences between runs follow what the spectrum looks like.
+        is_rc = np.ma.filled(np.ma.asarray(labels["ES_SP"], dtype=np.float64), np.nan) == 2
     raw = {name: np.ma.filled(np.ma.asarray(labels[column], dtype=np.float64), np.nan)
            for name, (column, *_rest) in PRELIM_LABELS.items()}
     trend_variables = {"teff": raw["teff"], "fe_h": raw["fe_h"],
-                       "is_rc": (state == "RC").astype(np.float64)}
+                       "is_rc": is_rc.astype(np.float64)}
 
     table = Table()
     table["KIC"] = kic
     table["EVSTATE"] = state
-    corrections, noise = {}, {}
+    corrections, noise, origin = {}, {}, {}
     for name, (column, reference_key, reference_column, unit) in PRELIM_LABELS.items():
         reference = references[reference_key]
         reference_index = _by_kic(reference, "KIC")
         reference_values = _lookup(reference_index, kic, reference[reference_column])
         reference_errors = _lookup(reference_index, kic, reference[_REFERENCE_ERRORS[name]])
+        source_errors = (np.ma.filled(np.ma.asarray(labels[_PRELIM_ERRORS[name]],
+                                                    dtype=np.float64), np.nan)
+                         if name in _PRELIM_ERRORS else None)
         noise[name] = float(np.nanmedian(np.where(reference_errors > 0, reference_errors,
                                                   np.nan)))
         correction = fit_label_correction(
             name, raw[name], reference_values, trend_variables, source=column,
-            reference=f"{CATALOG_FILES[reference_key]}:{reference_column}")
+            reference=f"{CATALOG_FILES[reference_key]}:{reference_column}",
+            source_errors=source_errors, reference_errors=reference_errors,
+            method=scale_method)
         corrections[name] = correction.as_dict()
+        values = np.round(correction.apply(raw[name], trend_variables), _MAPPED_DECIMALS[name])
+        final = np.isfinite(reference_values) if prefer_final else np.zeros(len(kic), bool)
+        values = np.where(final, reference_values, values)
+        origin[name] = {"final_dr17": int(final.sum()),
+                        "mapped": int((~final & np.isfinite(values)).sum())}
         table_name = TABLE_NAMES[name]
-        table[table_name] = _masked(correction.apply(raw[name], trend_variables), unit)
-        if name in _PRELIM_ERRORS:
+        table[table_name] = _masked(values, unit)
+        if source_errors is not None:
             error_unit = u.dex if name == "logg" else unit
-            table[f"{table_name}_ERR"] = _masked(labels[_PRELIM_ERRORS[name]], error_unit)
+            table[f"{table_name}_ERR"] = _masked(np.where(final, reference_errors, source_errors),
+                                                 error_unit)
         table[f"{table_name}_DR17"] = _masked(reference_values, unit)
 
     seismic_index = _by_kic(apokasc2, "KIC")
@@ -313,6 +348,10 @@ def load_full_range_training_table(data_dir=None):
                    "apokasc2")},
         "label_scale": corrections,
         "label_scale_reference": "APOGEE DR17 allStar",
+        "label_origin": origin,
+        "label_choice": ("final DR17 value where the star has one, else the preliminary value "
+                         "mapped" if prefer_final else "every preliminary value mapped")
+                        + f" ({scale_method} scale rule)",
         # Median DR17-reported 1-sigma error of each label over the overlap stars.
         "label_noise": noise,
     }

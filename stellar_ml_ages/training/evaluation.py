@@ -23,7 +23,7 @@ from .pipeline import (
 )
 
 __all__ = ["coverage", "cross_validated_predictions", "dilution", "group_coverage", "kic_folds",
-           "stacked_prior", "train_and_validate"]
+           "stacked_prior", "state_bin_coverage", "train_and_validate"]
 
 _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
@@ -222,6 +222,72 @@ def group_coverage(predictions, target, true_bins=None):
     return out
 
 
+#: True-value bin edges of the per-state coverage table (mass in Msun, age in Gyr).
+TRUE_VALUE_BINS = {"mass": (1.0, 1.4, 1.8), "age": (2.0, 5.0, 9.0)}
+
+
+def state_bin_coverage(predictions, target, true_bins=None):
+    """Coverage of the 68% interval and bias by bin of the true value, per state.
+
+    The ends of the range are where a forest's conditional mean is pulled towards the
+    training mean, and the pull differs between RGB and clump stars: pooling the
+    states in one bin hides an RGB tail that the clump stars make up for.
+
+    Parameters
+    ----------
+    predictions : `~astropy.table.Table` or mapping
+        Out-of-fold predictions with ``EVSTATE``, ``in_hull``, ``<target>_true``,
+        ``<target>``, ``<target>_p16`` and ``<target>_p84`` (as from
+        `cross_validated_predictions`); stars inside the hull with a true value count.
+    target : str
+    true_bins : sequence of float, optional
+        Inner bin edges; default ``TRUE_VALUE_BINS`` of this module, for the target.
+
+    Returns
+    -------
+    list of dict
+        One row per state (``"all"``, then each state) and bin (``"all"``, then
+        ``"< a"``, ``"a-b"``, ``"> c"``): ``state``, ``bin``, ``n``, ``p16_p84``
+        (fraction of true values inside) and ``median_log_bias`` (median of
+        ln(predicted / true)); ``p16_p84`` and the bias are None for empty cells.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.training.evaluation import state_bin_coverage
+    >>> truth = np.array([0.9, 1.2, 1.5, 2.0])
+    >>> rows = state_bin_coverage({"EVSTATE": np.array(["RGB"] * 4), "in_hull": np.ones(4, bool),
+    ...                            "mass_true": truth, "mass": truth, "mass_p16": truth * 0.9,
+    ...                            "mass_p84": truth * 1.1}, "mass")
+    >>> [(row["state"], row["bin"], row["n"]) for row in rows][:3]
+    [('all', 'all', 4), ('all', '< 1', 1), ('all', '1-1.4', 1)]
+    """
+    edges = [-np.inf, *(TRUE_VALUE_BINS[target] if true_bins is None else true_bins), np.inf]
+    states = np.char.strip(np.asarray(predictions["EVSTATE"]).astype(str))
+    truth = np.asarray(predictions[f"{target}_true"], dtype=np.float64)
+    usable = np.asarray(predictions["in_hull"], dtype=bool) & np.isfinite(truth)
+    value = np.asarray(predictions[target], dtype=np.float64)
+    low = np.asarray(predictions[f"{target}_p16"], dtype=np.float64)
+    high = np.asarray(predictions[f"{target}_p84"], dtype=np.float64)
+    bins = [("all", -np.inf, np.inf)] + [
+        (f"< {b:g}" if not np.isfinite(a) else f"> {a:g}" if not np.isfinite(b) else f"{a:g}-{b:g}",
+         a, b) for a, b in pairwise(edges)]
+    rows = []
+    for state in ("all", *sorted({s for s in states[usable] if s})):
+        in_state = usable & ((states == state) if state != "all" else True)
+        for label, a, b in bins:
+            cell = in_state & (truth >= a) & (truth < b)
+            n = int(cell.sum())
+            rows.append({
+                "state": state, "bin": label, "n": n,
+                "p16_p84": float(np.mean((truth[cell] >= low[cell]) & (truth[cell] <= high[cell])))
+                if n else None,
+                "median_log_bias": float(np.median(np.log(value[cell] / truth[cell])))
+                if n else None,
+            })
+    return rows
+
+
 def dilution(predictions, target, bins=None):
     """Regression dilution of out-of-fold predictions (inside the hull).
 
@@ -323,6 +389,11 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
                                  "median_rel_error": measured["cv_median_rel_error"]}
         target["coverage_by_group"] = group_coverage(predictions, name)
         target["dilution"] = dilution(predictions, name)
+        target["coverage_by_state_and_true_value"] = state_bin_coverage(predictions, name)
+        target["dilution_by_state"] = {
+            state: dilution(predictions[training_states(predictions) == state],
+                            name)["slope_predicted_on_true"]
+            for state in spec.calibration_groups}
         target["prior"] = stacked_prior(predictions, name)
         if spec.test_fraction == 0:
             target["metrics"] = {"n": measured["n"], "protocol": f"{n_folds}-fold out of fold",

@@ -31,7 +31,7 @@ from ..exceptions import TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
-from ..model import MassAgeModel
+from ..model import MassAgeModel, with_oblique_inputs
 from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",
@@ -315,6 +315,62 @@ def label_noise_levels(spec, noise):
     return levels
 
 
+def fit_oblique_inputs(names, feature_names, standardized):
+    """Card entries of oblique inputs: each named feature less its linear fit on the others.
+
+    Fitted by least squares on the training stars' z-scores (inside each
+    cross-validation fold, as all of training is); coefficients are rounded to 12
+    decimals so that last-bit differences cannot change a split.
+    """
+    entries = []
+    for name in names:
+        k = feature_names.index(name)
+        others = [j for j in range(len(feature_names)) if j != k]
+        design = np.column_stack([np.ones(len(standardized)), standardized[:, others]])
+        coefficients, *_ = np.linalg.lstsq(design, standardized[:, k], rcond=None)
+        weights = np.zeros(len(feature_names))
+        weights[k] = 1.0
+        weights[others] = -coefficients[1:]
+        weights = np.round(weights, 12)
+        offset = round(float(-coefficients[0]), 12)
+        residual = standardized @ weights + offset
+        others_names = ", ".join(feature_names[j] for j in others)
+        entries.append({"name": f"{name} | {others_names}", "of": name,
+                        "weights": [float(w) for w in weights], "offset": offset,
+                        "scale": round(float(np.std(residual)), 12),
+                        "explained_variance": round(float(1 - np.var(residual)), 6)})
+    return entries
+
+
+def rarity_weights(log_target, states, cap, n_bins=12):
+    """Per-star weights: inverse density of ``log_target`` within the star's state.
+
+    The density is a histogram of ``n_bins`` equal bins over each state's range;
+    weights are normalised to a mean of 1 per state and capped at ``cap``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.training.pipeline import rarity_weights
+    >>> y = np.log(np.r_[np.full(90, 1.0), np.full(10, 3.0)])
+    >>> w = rarity_weights(y, np.array(["RGB"] * 100), cap=10.0, n_bins=2)
+    >>> float(w[0]), float(w[-1])
+    (0.5555555555555556, 5.0)
+    """
+    weights = np.ones(len(log_target))
+    for state in np.unique(states):
+        rows = states == state
+        values = log_target[rows]
+        edges = np.linspace(values.min(), values.max(), n_bins + 1)
+        which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+        counts = np.bincount(which, minlength=n_bins).astype(np.float64)
+        w = 1.0 / counts[which]
+        w /= w.mean()
+        w = np.minimum(w, cap)
+        weights[rows] = w / w.mean()
+    return weights
+
+
 def _within_limits(predicted, true, max_abs, max_rel):
     error = np.abs(predicted - true)
     return (error < max_abs) & (error / true < max_rel)
@@ -443,9 +499,11 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     train_features = features[any_kept]
     mean = train_features.mean(axis=0)
     scale = train_features.std(axis=0)
+    oblique = fit_oblique_inputs(spec.oblique_features, list(spec.features),
+                                 (train_features - mean) / scale)
 
     def standardize(rows):
-        return (features[rows] - mean) / scale
+        return with_oblique_inputs((features[rows] - mean) / scale, oblique)
 
     forests, target_cards = {}, []
     for name, (_, unit) in spec.targets.items():
@@ -453,7 +511,9 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         removed = train & np.isfinite(targets[name]) & ~rows
         log_target = np.log(targets[name][rows])
         kept_x = standardize(rows)
-        forest = _forest(spec.n_estimators, spec).fit(kept_x, log_target)
+        weights = (rarity_weights(log_target, states[rows], spec.rarity_weight_cap)
+                   if spec.rarity_weight_cap > 0 else None)
+        forest = _forest(spec.n_estimators, spec).fit(kept_x, log_target, sample_weight=weights)
         compact = CompactForest.from_sklearn(forest)
         forests[name] = compact
         # Calibrate on the whole training split, as the test split is not cleaned either:
@@ -503,10 +563,11 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     card = {
         "name": spec.name,
         "aliases": list(spec.aliases),
-        "model_version": "2.0.0",
+        "model_version": "3.0.0",
         "description": spec.description,
         "created": datetime.date.today().isoformat(),
         "features": feature_cards,
+        **({"oblique_inputs": oblique} if oblique else {}),
         "targets": target_cards,
         "domain": {"kind": "convex_hull", "space": "standardised features"},
         "evolutionary_state": {
@@ -522,6 +583,9 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             "label_source": spec.label_source,
             "catalogs": dict(table.meta.get("files", {})),
             "label_scale": table.meta.get("label_scale", {}),
+            **({"label_origin": table.meta["label_origin"],
+                "label_choice": table.meta["label_choice"]}
+               if "label_origin" in table.meta else {}),
             # Median reported 1-sigma error of each training label (canonical units),
             # with any noise the spec adds: what propagate_errors counts as already
             # included, per input column.

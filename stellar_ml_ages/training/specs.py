@@ -76,6 +76,17 @@ class ModelSpec:
         Evolutionary states calibrated separately (besides all stars pooled).
     candidate_features : tuple of str
         Labels ranked by the feature-selection step (`features` is its result).
+    rarity_weight_cap : float
+        If positive, the final forests weight each training star by the inverse
+        density of its ln(target) among stars of its evolutionary state (capped at
+        this many times the mean weight): the rare ends of the range pull on the
+        splits as much as the crowded middle, which reduces the compression of the
+        point estimates there. 0 (default): unweighted.
+    oblique_features : tuple of str
+        Features (of ``features``) whose residual from a linear fit on the other
+        features is given to the forests as an extra input, fitted on each training
+        set (``training.pipeline.fit_oblique_inputs``) and stored in
+        the card; the hull stays on ``features``.
     target_limits : dict
         Target name to the (low, high) values accepted as physical: catalog
         outliers beyond them (a 0.015 Msun or a 30 Gyr "giant") are not selected.
@@ -110,6 +121,8 @@ class ModelSpec:
     noise_model: dict = None
     calibration_groups: tuple = ()
     candidate_features: tuple = ()
+    oblique_features: tuple = ()
+    rarity_weight_cap: float = 0.0
     target_limits: dict = None
 
     def __post_init__(self):
@@ -122,6 +135,10 @@ class ModelSpec:
             object.__setattr__(self, "noise_model", {})
         if self.target_limits is None:
             object.__setattr__(self, "target_limits", dict(DEFAULT_TARGET_LIMITS))
+        unknown = [name for name in self.oblique_features if name not in self.features]
+        if unknown:
+            raise ValueError(f"spec {self.name!r}: oblique_features {unknown} are not among "
+                             f"its features {list(self.features)}")
 
     @property
     def hyperparameters(self):
@@ -136,6 +153,10 @@ class ModelSpec:
             "test_fraction": self.test_fraction,
             "seed": self.seed,
             "input_noise": dict(self.input_noise),
+            **({"oblique_features": list(self.oblique_features)} if self.oblique_features
+               else {}),
+            **({"rarity_weight_cap": self.rarity_weight_cap} if self.rarity_weight_cap
+               else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
         }
 
@@ -186,7 +207,9 @@ def _full_range(**settings):
 #: What both giants models learn from: the cross-validated selection's features and
 #: order (docs/reproduce.rst), RGB and clump stars, intervals calibrated per state.
 _GIANTS = {"features": ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
-           "evolutionary_states": ("RGB", "RC"), "calibration_groups": ("RGB", "RC")}
+           "evolutionary_states": ("RGB", "RC"), "calibration_groups": ("RGB", "RC"),
+           # Teff, [C/N] and log g at fixed other labels (models v3, docs/models.rst).
+           "oblique_features": ("teff", "c_n", "logg")}
 
 PACKAGED_SPECS = {
     spec.name: spec

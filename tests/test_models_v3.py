@@ -1,0 +1,196 @@
+"""Models v3 mechanics: label-scale terms only where identified, final labels preferred,
+oblique forest inputs, coverage by state and true value, byte-identical retraining."""
+
+import copy
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from stellar_ml_ages.exceptions import ModelFormatError
+from stellar_ml_ages.model import load_model, validate_card, with_oblique_inputs
+from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
+from stellar_ml_ages.training.evaluation import state_bin_coverage
+from stellar_ml_ages.training.labelscale import deming_slope, fit_label_correction
+from stellar_ml_ages.training.pipeline import fit_oblique_inputs
+
+
+# ------------------------------------------------------------------ label scale
+def _runs(rng, n, source_noise, reference_noise, scale=1.2):
+    truth = rng.normal(0.2, 0.12, n)
+    prelim = truth + rng.normal(0, source_noise, n)
+    final = scale * truth + rng.normal(0, reference_noise, n)
+    return prelim, final
+
+
+def test_scale_term_is_the_errors_in_variables_slope_when_both_runs_report_errors():
+    """Unequal noise in the two runs: the Deming slope with the reported error ratio finds
+    the true change of scale, where the symmetric (ratio of deviations) rule would not."""
+    rng = np.random.default_rng(4)
+    prelim, final = _runs(rng, 20000, 0.03, 0.005)
+    fit = fit_label_correction("n_fe", prelim, final, {"teff": rng.uniform(4000, 5000, 20000)},
+                               source_errors=np.full(20000, 0.03),
+                               reference_errors=np.full(20000, 0.005))
+    assert fit.trends["self"]["slope"] == pytest.approx(0.2, abs=0.01)
+    symmetric = fit_label_correction("n_fe", prelim, final, {}, method="symmetric")
+    # std(final) / std(prelim) = 1.2 * 0.12 / hypot(0.12, 0.03) = 1.164
+    assert symmetric.trends["self"]["slope"] == pytest.approx(0.164, abs=0.01)
+    corrected = fit.apply(prelim, {})
+    assert np.median(final - corrected) == pytest.approx(0.0, abs=0.003)
+
+
+def test_no_scale_term_without_reported_errors_or_when_the_slopes_bracket_one():
+    rng = np.random.default_rng(5)
+    prelim, final = _runs(rng, 5000, 0.03, 0.03)
+    fit = fit_label_correction("c_fe", prelim, final, {})
+    assert "self" not in fit.trends
+    assert fit.as_dict()["scale_not_kept"]["reason"].startswith("no reported errors")
+    # No real change of scale, very noisy runs: forward < 1 < reverse.
+    prelim, final = _runs(rng, 5000, 0.08, 0.08, scale=1.0)
+    fit = fit_label_correction("c_fe", prelim, final, {}, source_errors=np.full(5000, 0.08),
+                               reference_errors=np.full(5000, 0.08))
+    assert "self" not in fit.trends
+    note = fit.as_dict()["scale_not_kept"]
+    assert note["forward_slope"] < 0 < note["reverse_slope"]
+
+
+def test_insignificant_trends_are_not_kept():
+    """A trend must be both large enough to matter and measured (3 standard errors)."""
+    rng = np.random.default_rng(6)
+    n = 60  # few stars: a sizeable slope estimate that the data do not support
+    teff = rng.uniform(4000, 5200, n)
+    prelim = rng.normal(0, 0.1, n)
+    final = prelim - 0.03 + rng.normal(0, 0.05, n)
+    fit = fit_label_correction("c_fe", prelim, final, {"teff": teff})
+    assert "teff" not in fit.trends
+
+
+def test_deming_slope_limits():
+    rng = np.random.default_rng(7)
+    x = rng.normal(0, 1, 5000)
+    y = 2 * x + rng.normal(0, 0.5, 5000)
+    assert deming_slope(x, y, 1e9) == pytest.approx(np.polyfit(x, y, 1)[0], rel=1e-6)
+    assert deming_slope(x, y, 1e-12) == pytest.approx(1 / np.polyfit(y, x, 1)[0], rel=1e-6)
+
+
+@pytest.mark.shared_data
+def test_training_labels_are_final_dr17_values_where_the_star_has_them(full_range_table):
+    table = full_range_table
+    origin = table.meta["label_origin"]
+    for name, column in (("teff", "TEFF"), ("c_fe", "C_FE"), ("alpha_m", "ALPHA_M")):
+        final = np.isfinite(np.ma.filled(table[f"{column}_DR17"], np.nan))
+        assert origin[name]["final_dr17"] == final.sum() > 4000
+        assert origin[name]["mapped"] > 3000
+        values = np.ma.filled(table[column], np.nan)
+        np.testing.assert_array_equal(values[final],
+                                      np.ma.filled(table[f"{column}_DR17"], np.nan)[final])
+    scale = table.meta["label_scale"]
+    json.dumps(scale, allow_nan=False)  # goes into every card as it is
+    # [C/M], [N/M] of the preliminary run have no errors: their scale is not identified.
+    for name in ("c_fe", "n_fe"):
+        assert "self" not in scale[name]["trends"]
+        assert "not identified" in scale[name]["scale_not_kept"]["reason"]
+    # Mapped stars sit on the DR17 scale: on the overlap, the map leaves no offset.
+    assert abs(scale["c_fe"]["robust_scatter_after"]) < scale["c_fe"]["robust_scatter_before"]
+
+
+# --------------------------------------------------------------- oblique inputs
+@pytest.fixture(scope="module")
+def oblique_model():
+    spec = dataclasses.replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10,
+                               oblique_features=("teff", "c_n"))
+    return train_model(spec, make_synthetic_catalog(spec, 500, seed=2)).model
+
+
+def test_oblique_inputs_are_residuals_uncorrelated_with_the_other_features():
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(3000, 3))
+    z[:, 0] += 0.8 * z[:, 1] - 0.3 * z[:, 2]
+    z = (z - z.mean(axis=0)) / z.std(axis=0)
+    entries = fit_oblique_inputs(("a",), ["a", "b", "c"], z)
+    residual = with_oblique_inputs(z, entries)[:, 3]
+    assert entries[0]["weights"][0] == 1.0
+    assert np.std(residual) == pytest.approx(1.0, rel=1e-9)
+    assert abs(np.corrcoef(residual, z[:, 1])[0, 1]) < 1e-9
+    assert abs(np.corrcoef(residual, z[:, 2])[0, 1]) < 1e-9
+    assert 0 < entries[0]["explained_variance"] < 1
+
+
+def test_oblique_inputs_travel_in_the_card_and_predictions_survive_a_round_trip(
+        oblique_model, tmp_path):
+    model = oblique_model
+    assert [entry["of"] for entry in model.card["oblique_inputs"]] == ["teff", "c_n"]
+    assert model.card["hyperparameters"]["oblique_features"] == ["teff", "c_n"]
+    # The forests split on the extra inputs; the hull stays on the six features.
+    assert model.forests["mass"].feature.max() >= len(model.feature_names)
+    assert model.domain.n_dim == len(model.feature_names)
+    restored = load_model(model.save(tmp_path))
+    means = np.array([[f["mean"] for f in model.card["features"]]])
+    for target in model.target_names:
+        np.testing.assert_array_equal(restored.predict(means)[target]["value"],
+                                      model.predict(means)[target]["value"])
+
+
+def test_a_card_with_malformed_oblique_inputs_is_refused(oblique_model):
+    card = copy.deepcopy(oblique_model.card)
+    card["oblique_inputs"][0]["weights"] = card["oblique_inputs"][0]["weights"][:-1]
+    with pytest.raises(ModelFormatError, match="5 weights for 6 features"):
+        validate_card(card)
+    card = copy.deepcopy(oblique_model.card)
+    card["oblique_inputs"][1]["scale"] = -1.0
+    with pytest.raises(ModelFormatError, match="'c_n' scale must be positive"):
+        validate_card(card)
+    card = copy.deepcopy(oblique_model.card)
+    card["oblique_inputs"][0]["of"] = "dnu"
+    with pytest.raises(ModelFormatError, match="must name one of the card's features"):
+        validate_card(card)
+
+
+def test_a_spec_refuses_oblique_features_it_does_not_have():
+    with pytest.raises(ValueError, match=r"oblique_features \['dnu'\]"):
+        dataclasses.replace(get_spec("giants"), oblique_features=("dnu",))
+
+
+# ------------------------------------------------- coverage by state and value
+def test_state_bin_coverage_counts_each_star_once_per_state_and_bin():
+    rng = np.random.default_rng(9)
+    n = 4000
+    truth = np.exp(rng.normal(0.2, 0.3, n))
+    state = np.where(rng.uniform(size=n) < 0.5, "RGB", "RC")
+    # RGB predictions shrunk towards the mean: the high-mass RGB bin loses coverage.
+    shrink = np.where(state == "RGB", 0.5, 1.0)
+    value = np.exp(0.2 + shrink * (np.log(truth) - 0.2))
+    predictions = {"EVSTATE": state, "in_hull": np.ones(n, bool), "mass_true": truth,
+                   "mass": value, "mass_p16": value * 0.9, "mass_p84": value / 0.9}
+    rows = state_bin_coverage(predictions, "mass")
+    by = {(row["state"], row["bin"]): row for row in rows}
+    assert sum(by[("all", b)]["n"] for b in ("< 1", "1-1.4", "1.4-1.8", "> 1.8")) == n
+    assert by[("RGB", "all")]["n"] + by[("RC", "all")]["n"] == n
+    assert by[("RC", "> 1.8")]["p16_p84"] > 0.9
+    assert by[("RGB", "> 1.8")]["p16_p84"] < 0.2
+    assert by[("RGB", "> 1.8")]["median_log_bias"] < -0.1
+
+
+# ------------------------------------------------------ byte-identical retraining
+@pytest.mark.shared_data
+@pytest.mark.parametrize("name", ["giants-apogee-dr17", "giants-slam-apogee-dr17",
+                                  "red-clump-apogee-dr17", "red-clump-seismic-apogee-dr17"])
+def test_retraining_reproduces_the_packaged_arrays_byte_for_byte(full_range_table, name):
+    """What `stellar-ml-ages train` builds from the shared catalogs is the shipped model:
+    same forests, same hull, same array file and sha256 (the docs' rebuild command)."""
+    from pathlib import Path
+
+    from stellar_ml_ages import get_model
+    from stellar_ml_ages.training import PACKAGED_SPECS
+
+    shipped = get_model(name)
+    retrained = train_model(PACKAGED_SPECS[name], full_range_table).model
+    assert retrained.card.get("oblique_inputs") == shipped.card.get("oblique_inputs")
+    payload = retrained._array_bytes()
+    array_file = Path(shipped.card["arrays"]["file"])
+    import stellar_ml_ages
+
+    shipped_bytes = (Path(stellar_ml_ages.__file__).parent / "data" / "models"
+                     / array_file).read_bytes()
+    assert payload == shipped_bytes
