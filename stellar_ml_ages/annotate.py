@@ -478,6 +478,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
     if summary.scale_note:
         out.meta["MLSCALE"] = summary.scale_note
+    if summary.unit_note():
+        out.meta["MLUNITS"] = summary.unit_note()
     summary.table = out
     return summary
 

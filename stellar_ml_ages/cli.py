@@ -256,7 +256,19 @@ def _slam_options(args, options):
             snr = float(snr)
         except ValueError:
             pass  # a column name
-    return lambda table: slam_uncertainties(table, snr=snr, mapping=options.get("mapping"))
+    from .slam import slam_error_columns
+
+    user_mapping = dict(options.get("mapping") or {})
+    # The annotation reads the combined errors from new columns, named per label; the
+    # user's own error columns are written out unchanged.
+    annotate_mapping = options["mapping"] = dict(user_mapping)
+
+    def prepare(table):
+        names = slam_error_columns(table, user_mapping, keep_own_columns=True)
+        annotate_mapping.update({f"{label}_err": name for label, name in names.items()})
+        return slam_uncertainties(table, snr=snr, mapping=user_mapping, keep_own_columns=True)
+
+    return prepare
 
 
 def _annotate(args, table):

@@ -365,6 +365,11 @@ def resolve_error_columns(table, resolved, mapping=None):
             # cancels ([M/H] - [M/H]) needs none, and another feature may supply it.
             parts = [lookup(part, get_feature(name)) for _, name, part in source.terms()]
             return tuple(parts) if any(part is not None for part in parts) else None
+        if feature.name in error_mapping:
+            # "<label>_err" names the error of that label wherever it is read, also as
+            # a term of a derived feature ([C/M] in [C/N] = [C/M] - [N/M]).
+            return ColumnSource(_mapped_column(table, by_lower, feature,
+                                               error_mapping[feature.name]))
         candidates = [
             f"{source.column}_ERR", f"e_{source.column}", f"S_{source.column}",
             f"{source.column}_error", *feature.error_aliases,

@@ -135,6 +135,17 @@ class RunSummary:
         found = any(source is not None for source in error_sources.values())
         self.found_error_columns = bool(self.found_error_columns) or found
 
+    def implausible_units(self):
+        """Hints for features whose typical value does not fit their assumed unit."""
+        return [hint for j, name in enumerate(self.model.feature_names)
+                if (hint := _unit_hint(get_feature(name), self._median(j)))]
+
+    def unit_note(self):
+        """``meta["MLUNITS"]``: the columns read without a unit, in which unit."""
+        if not self.assumed_units:
+            return None
+        return "no unit on column(s), read as: " + "; ".join(self.assumed_units)
+
     @property
     def n_without_prediction(self):
         return self.n_rows - self.n_predicted
@@ -206,7 +217,10 @@ class RunSummary:
                 "propagate_errors=True, but no input has an error column (looked for "
                 "<COLUMN>_ERR, e_<COLUMN>, ...; mapping={'<feature>_err': '<column>'} names "
                 "one): the intervals are the calibrated ones alone")))
-        if self.assumed_units:
+        if self.assumed_units and self.implausible_units():
+            # Only when the values do not look like the assumed unit: allStar files and
+            # CSVs carry no units at all, and a warning there asks for nothing useful
+            # (the assumption is recorded in meta["MLUNITS"] either way).
             found.append((AssumedUnitWarning,
                           "no unit on column(s): " + "; ".join(self.assumed_units)
                           + ". Give the columns units to silence this warning."))

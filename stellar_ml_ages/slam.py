@@ -41,8 +41,8 @@ from .features import get_feature
 from .units import _read_error
 
 __all__ = ["APOGEE_LABEL_NOISE", "REFERENCE_SNR", "SCATTER_AT_REFERENCE", "SLAM_LABELS",
-           "SNR_ALIASES", "measurements", "noise_to_add", "slam_error", "slam_scatter",
-           "slam_uncertainties", "zero_point_note"]
+           "SNR_ALIASES", "measurements", "noise_to_add", "slam_error", "slam_error_columns",
+           "slam_scatter", "slam_uncertainties", "zero_point_note"]
 
 #: The labels SLAM gives for LAMOST giants, as feature names.
 SLAM_LABELS = ("teff", "logg", "m_h", "alpha_m", "c_m", "n_m")
@@ -218,14 +218,52 @@ def _own_errors(table, source, label):
     return _read_error(table, source, get_feature(label), [])
 
 
-def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise"):
+def slam_error_columns(table, mapping=None, keep_own_columns=False):
+    """Where `slam_uncertainties` writes each SLAM label's error: ``{label: column}``.
+
+    A label without an error column gets ``<COLUMN>_ERR`` (allStar-style names) or
+    ``e_<column>``; one with its own error column gets that column, or with
+    ``keep_own_columns=True`` a new ``<error column>_slam`` beside it.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.slam import slam_error_columns
+    >>> stars = Table(names=["Teff", "e_Teff", "logg", "[M/H]", "[alpha/M]", "[C/M]", "[N/M]"])
+    >>> columns = slam_error_columns(stars, keep_own_columns=True)
+    >>> columns["teff"], columns["c_m"]
+    ('e_Teff_slam', 'e_[C/M]')
+    """
+    resolved = resolve_columns(table, SLAM_LABELS, mapping)
+    errors = resolve_error_columns(table, resolved, mapping)
+    names = {}
+    for label in SLAM_LABELS:
+        source = errors[label]
+        if isinstance(source, tuple):  # not a SLAM label column: its error is its own
+            source = None
+        if source is None:
+            # The column the label is read from (a stand-in's own, not "X (as Y)").
+            column = _column_sources(resolved[label])[0].column
+            # Each survey's own convention: allStar's TEFF_ERR, VizieR's e_Teff.
+            portable = column.replace("_", "").isalnum() and column.isupper()
+            names[label] = f"{column}_ERR" if portable else f"e_{column}"
+        else:
+            names[label] = f"{source.column}_slam" if keep_own_columns else source.column
+    return names
+
+
+def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise",
+                       keep_own_columns=False):
     """A copy of a SLAM table whose label uncertainties include SLAM's own error.
 
     For each SLAM label (Teff, log g, [M/H], [α/M], [C/M], [N/M]) the error column
     becomes the larger of the star's own uncertainty and `slam_error` at its S/N;
     a label without an error column gets one (``<COLUMN>_ERR`` for allStar-style
-    names, else ``e_<column>``). The caller's table is not changed; rows, order and
-    masks are kept.
+    names, else ``e_<column>``). With ``keep_own_columns=True`` the star's own error
+    columns stay as they are and the combined errors go to new ``<column>_slam``
+    columns (`slam_error_columns`; name them to `~stellar_ml_ages.add_mass_age` with
+    ``mapping={"<label>_err": column}``, as the command line's ``--slam-errors``
+    does). The caller's table is not changed; rows, order and masks are kept.
 
     Parameters
     ----------
@@ -240,6 +278,8 @@ def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise"):
         ``{feature: column}`` as for `~stellar_ml_ages.add_mass_age`.
     missing_snr : {"raise", "warn"}
         Without an S/N column: raise, or assume the reference S/N with a warning.
+    keep_own_columns : bool
+        Write the combined errors to new columns instead of the star's own.
 
     Returns
     -------
@@ -277,19 +317,13 @@ def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise"):
     snr_values, snr_source = _snr_values(table, snr, missing_snr)
     out = table.copy(copy_data=True)
     written = []
+    names = slam_error_columns(table, mapping, keep_own_columns)
     for label in SLAM_LABELS:
         floor = slam_error(label, snr_values)
         source = errors[label]
         if isinstance(source, tuple):  # not a SLAM label column: its error is its own
             source = None
-        if source is None:
-            # The column the label is read from (a stand-in's own, not "X (as Y)").
-            column = _column_sources(resolved[label])[0].column
-            # Each survey's own convention: allStar's TEFF_ERR, VizieR's e_Teff.
-            portable = column.replace("_", "").isalnum() and column.isupper()
-            name = f"{column}_ERR" if portable else f"e_{column}"
-        else:
-            name = source.column
+        name = names[label]
         own = _own_errors(table, source, label)
         combined = np.where(np.isfinite(own), np.fmax(own, floor), floor)
         out[name] = Column(combined, unit=u.K if label == "teff" else u.dex,

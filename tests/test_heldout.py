@@ -22,7 +22,7 @@ from stellar_ml_ages.training.evaluation import (
 )
 from stellar_ml_ages.training.pipeline import _select, kic_test_mask
 
-pytestmark = pytest.mark.shared_data
+pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
 _N_FOLDS = 4
 

@@ -173,6 +173,7 @@ def test_state_bin_coverage_counts_each_star_once_per_state_and_bin():
 
 
 # ------------------------------------------------------ byte-identical retraining
+@pytest.mark.slow
 @pytest.mark.shared_data
 @pytest.mark.parametrize("name", ["giants-apogee-dr17", "giants-slam-apogee-dr17",
                                   "red-clump-apogee-dr17", "red-clump-seismic-apogee-dr17"])

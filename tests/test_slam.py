@@ -425,6 +425,34 @@ def test_command_line_slam_errors_streamed_and_in_memory(tmp_path, capsys):
     assert "rows" in capsys.readouterr().out
 
 
+def test_command_line_slam_errors_keep_the_users_own_error_columns(tmp_path):
+    """Silent case 4 of #26: ``--slam-errors`` writes the combined errors to new
+    ``*_slam`` columns and propagates those; the user's ``e_*`` columns are kept."""
+    from stellar_ml_ages.cli import main
+
+    stars, _ = slam_like(40, snr=30.0)
+    stars["e_Teff"] = np.full(len(stars), 10.0) * u.K  # the user's own, smaller
+    without_own = stars.copy()
+    del without_own["e_Teff"]
+    outputs = {}
+    for name, table in (("own", stars), ("none", without_own)):
+        table.write(tmp_path / f"{name}.ecsv")
+        out = tmp_path / f"out-{name}.ecsv"
+        assert main(["annotate", str(tmp_path / f"{name}.ecsv"), str(out), "--slam-errors",
+                     "--no-progress", "--in-memory"]) == 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            outputs[name] = Table.read(out)
+    own = outputs["own"]
+    np.testing.assert_array_equal(np.asarray(own["e_Teff"]), 10.0)
+    np.testing.assert_allclose(np.asarray(own["e_Teff_slam"]), slam_error("teff", 30.0))
+    assert "e_Teff_slam" in own.meta["MLSLAMER"]
+    # The combined errors were propagated: the same intervals as without an own column.
+    for name in ("mass_p16", "mass_p84"):
+        np.testing.assert_allclose(np.ma.filled(own[name], np.nan),
+                                   np.ma.filled(outputs["none"][name], np.nan), rtol=1e-12)
+
+
 # --- giants-slam: the giants model trained for SLAM's noise -----------------------------------
 
 def test_label_noise_draws_are_shared_by_the_features_a_label_feeds():

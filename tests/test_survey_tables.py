@@ -118,8 +118,11 @@ def test_allstar_file_annotates_with_no_mapping_using_calibrated_columns(tmp_pat
     allstar.write(path)
     from_file = Table.read(path)
     annotated, caught = quietly(add_mass_age, from_file, model="giants")
-    # allStar has no TUNIT: the documented units are assumed, with one warning per call.
-    assert sum(issubclass(w.category, AssumedUnitWarning) for w in caught) == 1
+    # allStar has no TUNIT: the documented units are assumed, and as the values look like
+    # them nothing is asked of the user (item 8 of #26): the assumption is in the meta.
+    assert not any(issubclass(w.category, AssumedUnitWarning) for w in caught)
+    assert "C_FE as dex" in annotated.meta["MLUNITS"]
+    assert "TEFF as K" in annotated.meta["MLUNITS"]
     reference = add_mass_age(calibrated_only(allstar), model="giants")
     predicted = ~np.ma.getmaskarray(annotated["mass"])
     assert predicted.sum() > 40

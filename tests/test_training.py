@@ -18,6 +18,7 @@ _VIZIER_NAMES = {"C_FE": "[C/Fe]", "N_FE": "[N/Fe]", "MG_FE": "[Mg/Fe]", "BA_FE"
                  "TEFF": "Teff", "LOGG": "logg", "DNU": "Dnu", "DPI": "DPi1"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LAMOST_SPECS))
 def test_lamost_specs_train_from_vizier_shaped_tables(name):
     spec = dataclasses.replace(LAMOST_SPECS[name], n_estimators=60, cleaning_estimators=40)
@@ -108,6 +109,7 @@ def test_cli_trains_from_a_catalog_table(tmp_path, capsys):
     assert median == pytest.approx(np.median(masses), rel=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.shared_data
 def test_reproduce_quick_writes_the_whole_report(full_range_table, tmp_path):
     from stellar_ml_ages.training.report import REPORT_MODELS, reproduce
