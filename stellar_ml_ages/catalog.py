@@ -415,10 +415,50 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
         model = PRESETS.get(preset, {}).get("model", "giants")
     if isinstance(page_rows, bool) or not isinstance(page_rows, int | np.integer) \
             or page_rows < 2:
-        raise ValueError(f"page_rows must be an integer of at least 2, got {page_rows!r}")
+        raise CatalogError(f"page_rows (--page-rows) must be an integer of at least 2, got "
+                           f"{page_rows!r}")
     model = get_model(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    with _build_lock(directory):
+        return _build(directory, query, model, page_rows, restart, dask, progress,
+                      annotate_options)
+
+
+#: Held (flock) by the build writing a directory; a dot file, so Parquet readers skip it.
+LOCK_FILE = ".stellar_ml_ages.lock"
+
+
+@contextlib.contextmanager
+def _build_lock(directory):
+    """One build per directory at a time: a second one is refused, not interleaved.
+
+    An advisory ``flock`` on a file in the directory, released when the build ends or
+    its process dies (so a killed build leaves nothing to clean up).
+    """
+    import fcntl
+
+    path = Path(directory) / LOCK_FILE
+    handle = open(path, "a+")  # held for the whole build
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise CatalogError(
+                f"another build is writing to {str(directory)!r} ({holder}); wait for it to "
+                "finish, or build into another directory") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {_now()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def _build(directory, query, model, page_rows, restart, dask, progress, annotate_options):
     settings = _settings(query, model, page_rows, annotate_options)
     manifest = _resume(directory, settings, restart)
     summary = CatalogSummary(str(directory), resumed_pages=len(manifest["pages"]))

@@ -36,7 +36,7 @@ import numpy as np
 from astropy.table import Column
 
 from .columns import _column_sources, resolve_columns, resolve_error_columns
-from .exceptions import LabelNoiseWarning, MissingColumnError
+from .exceptions import ColumnValueError, LabelNoiseWarning, MissingColumnError
 from .features import get_feature
 from .units import _read_error
 
@@ -177,8 +177,26 @@ def noise_to_add(label, snr, full_scatter=False):
     return float(np.sqrt(max(target**2 - apogee**2, 0.0)))
 
 
+def _snr_column(column, name):
+    """An S/N column as float64 ratios (NaN where masked); a clear error for anything else."""
+    unit = getattr(column, "unit", None)
+    if unit is not None and u.Unit(unit) != u.dimensionless_unscaled:
+        raise ColumnValueError(
+            f"S/N column {name!r} has the unit {u.Unit(unit).to_string()!r}; SLAM's errors "
+            "scale with the plain signal-to-noise ratio: give it without a unit (a value "
+            "in dB is 10 or 20 log10 of the ratio, depending on convention)")
+    kind = np.asarray(column).dtype.kind
+    if kind not in "iuf":
+        what = "boolean" if kind == "b" else "not numeric"
+        raise ColumnValueError(f"S/N column {name!r} is {what} (dtype {column.dtype}); "
+                               "pass snr='<column>' naming the g-band S/N, or a number")
+    return np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
+
+
 def _snr_values(table, snr, missing_snr):
     """Per-row S/N and where it came from; rows without a usable one get the reference."""
+    if isinstance(snr, bool | np.bool_):
+        raise ColumnValueError(f"snr={snr!r}: give the g-band S/N column's name or a number")
     if snr is not None and not isinstance(snr, str):
         values = np.broadcast_to(np.asarray(u.Quantity(snr).to_value(u.dimensionless_unscaled),
                                             dtype=np.float64), (len(table),))
@@ -198,7 +216,7 @@ def _snr_values(table, snr, missing_snr):
                           f"all {len(table)} rows, which understates the errors of fainter "
                           "stars", LabelNoiseWarning, stacklevel=3)
             return np.full(len(table), REFERENCE_SNR), f"{REFERENCE_SNR:g} (assumed: no column)"
-        values = np.ma.filled(np.ma.asarray(table[column], dtype=np.float64), np.nan)
+        values = _snr_column(table[column], column)
         source = column
     unusable = ~(np.isfinite(values) & (values > 0))
     if unusable.any():

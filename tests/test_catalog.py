@@ -43,6 +43,31 @@ def _parts(directory):
     return [Table.read(path) for path in sorted(directory.glob("part-*.parquet"))]
 
 
+def test_a_second_build_in_the_same_directory_is_refused_while_one_runs(tmp_path):
+    """M3 (#26): two builds in one directory would interleave their parts; the second
+    is refused (before any query) while the first holds the directory's lock."""
+    import fcntl
+
+    from stellar_ml_ages.catalog import LOCK_FILE
+
+    query = CatalogQuery("http://127.0.0.1:1/tap", "smatest.survey", "obs_key")
+    with open(tmp_path / LOCK_FILE, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 since today\n")
+        held.flush()
+        with pytest.raises(CatalogError, match=r"another build is writing to .*pid 4242"):
+            build_catalog(tmp_path, query, page_rows=100)
+    # Released: the next build gets past the lock (to the service, absent here).
+    with pytest.raises(TAPServiceError):
+        build_catalog(tmp_path, query, page_rows=100)
+
+
+def test_page_rows_below_two_is_a_catalog_error(tmp_path):
+    query = CatalogQuery("http://127.0.0.1:1/tap", "smatest.survey", "obs_key")
+    with pytest.raises(CatalogError, match="--page-rows"):
+        build_catalog(tmp_path, query, page_rows=1)
+
+
 def test_exact_adql_of_the_keyset_pages():
     query = CatalogQuery("http://127.0.0.1:1/tap", '"V/164/stellar5"', "ObsID",
                          ("Teff", "[Fe/H]"), "snrg > 50")

@@ -189,6 +189,22 @@ def test_slam_uncertainties_keep_the_table_and_take_the_larger_error():
     assert "assumed" in assumed.meta["MLSLAMER"]
 
 
+@pytest.mark.parametrize(("values", "unit", "message"), [
+    ([True, False, True], None, "is boolean"),
+    (["high", "low", "mid"], None, "is not numeric"),
+    ([17.0, 14.0, 20.0], u.dB, "has the unit 'dB'"),
+])
+def test_an_unusable_snr_column_is_named_in_a_clear_error(values, unit, message):
+    """L7 (#26): boolean, text or dB-valued S/N columns are refused, naming the column."""
+    from stellar_ml_ages.exceptions import ColumnValueError
+
+    stars, _ = slam_like(3)
+    stars.remove_column("snrg")
+    stars["snrg"] = values if unit is None else values * unit
+    with pytest.raises(ColumnValueError, match=f"S/N column 'snrg' {message}"):
+        slam_uncertainties(stars)
+
+
 def test_slam_uncertainties_warn_on_unusable_snr_and_read_log_g_errors_in_dex():
     stars, _ = slam_like(3)
     stars["snrg"] = MaskedColumn([50.0, 0.0, 1.0], mask=[False, False, True])
