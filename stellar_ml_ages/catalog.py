@@ -481,7 +481,7 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
     bar = _progress_bar(query, summary.n_rows) if progress else None
     run = RunSummary(model)
     annotate = _local_annotator(model, annotate_options, run, summary.n_rows) \
-        if dask is None else _dask_annotator(dask, model, annotate_options)
+        if dask is None else _dask_annotator(dask, model, annotate_options, run)
     try:
         for annotated, first_key, last_key in annotate(_pages(query, page_rows, after,
                                                               timings), timings):
@@ -508,8 +508,8 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
     summary.tap_seconds = timings["tap"]
     summary.annotate_seconds = timings["annotate"]
     summary.write_seconds = timings["write"]
-    if dask is None:
-        run.warn(stacklevel=2)
+    # With Dask only what the first page said about the table is in ``run``.
+    run.warn(stacklevel=2)
     return summary
 
 
@@ -678,8 +678,9 @@ def _annotate_remote(page, shipped, options):
     return _annotate_call(page, _resolve(shipped), **options).table
 
 
-def _dask_annotator(dask, model, options):
+def _dask_annotator(dask, model, options, run):
     from .dataframes import ShippedModel
+    from .labelsource import label_noise_problem, label_source_problem
 
     def annotate(pages, timings):
         from distributed import Client
@@ -689,9 +690,21 @@ def _dask_annotator(dask, model, options):
             shipped = client.scatter(ShippedModel.of(model), broadcast=True, hash=True)
             window = max(2 * len(client.scheduler_info().get("workers", {})), 2)
             pending = []
+            first = True
             # Pages are fetched while the cluster annotates the ones before; parts are
             # written in page order, so the output is the local run's.
             for page, first_key, last_key in pages:
+                if first:
+                    # The workers' warnings reach no one: what the table *is* is read
+                    # here, once, from the first page, as the local run does.
+                    first = False
+                    for problem, where in (
+                            (label_source_problem(page, model), run.label_problems),
+                            (label_noise_problem(page, model,
+                                                 options.get("propagate_errors", False)),
+                             run.noise_problems)):
+                        if problem:
+                            where.append(problem)
                 pending.append((client.submit(_annotate_remote, page, shipped, options,
                                               pure=False), first_key, last_key))
                 if len(pending) >= window:

@@ -5,6 +5,7 @@ three rows share, so page boundaries fall inside groups.
 """
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -66,6 +67,31 @@ def test_page_rows_below_two_is_a_catalog_error(tmp_path):
     query = CatalogQuery("http://127.0.0.1:1/tap", "smatest.survey", "obs_key")
     with pytest.raises(CatalogError, match="--page-rows"):
         build_catalog(tmp_path, query, page_rows=1)
+
+
+def test_a_dask_build_says_what_the_table_is_as_a_local_one_does(tmp_path, monkeypatch):
+    """M2 (#26): with --dask the label-source check runs on the client, on the first page,
+    instead of vanishing on a worker."""
+    distributed = pytest.importorskip("distributed")
+    from stellar_ml_ages import LabelSourceWarning, demo_table
+    from stellar_ml_ages import catalog as catalog_module
+
+    page = demo_table()[:60]
+    page["obs_key"] = np.arange(len(page))
+    page.meta["LABELSRC"] = "LAMOST DR5 DD-Payne"
+    monkeypatch.setattr(catalog_module, "run_query", lambda *args, **kwargs: Table({"n": [0]}))
+    monkeypatch.setattr(catalog_module, "_pages",
+                        lambda query, page_rows, after, timings: iter([(page, 0, 59)]))
+    query = CatalogQuery("http://127.0.0.1:1/tap", "lamost.dr5", "obs_key")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                  worker_dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build_catalog(tmp_path, query, page_rows=100, dask=client)
+    messages = [str(w.message) for w in caught if issubclass(w.category, LabelSourceWarning)]
+    assert len(messages) == 1 and "LAMOST DR5 DD-Payne" in messages[0]
 
 
 def test_exact_adql_of_the_keyset_pages():
