@@ -478,13 +478,14 @@ def _cmd_reproduce(args):
     reproduce(args.data, args.out, quick=args.quick, progress=print)
 
 
-def _annotate_options(parser, files=True):
-    """Options of add_mass_age; with ``files``, also those of one output file and SAMP."""
+def _annotate_options(parser, files=True, slam=False):
+    """Options of add_mass_age; with ``files``, also those of one output file and SAMP;
+    ``slam``: the command has ``--slam-errors``."""
     parser.add_argument("--model", default=None,
                         help="model name or alias (giants, red-clump) or card path; default: "
-                             + ("the first packaged model whose columns exist (giants-slam "
-                                "with --slam-errors)" if files
-                                else "giants (giants-slam for the lamost-slam preset)"))
+                             + ("the first packaged model whose columns exist"
+                                + (" (giants-slam with --slam-errors)" if slam else "")
+                                if files else "giants (giants-slam for the lamost-slam preset)"))
     parser.add_argument("--map", action="append", metavar="FEATURE=COLUMN",
                         help="read FEATURE from COLUMN (repeatable), e.g. --map c_fe=A3_C_Fe")
     if files:
@@ -555,13 +556,13 @@ def build_parser():
     annotate.add_argument("--slam-snr", default=None, metavar="COLUMN|VALUE",
                           help="with --slam-errors: the g-band S/N column, or one S/N for "
                                "every star (default: snrg, S/Ng, ... found by name)")
-    _annotate_options(annotate)
-    annotate.set_defaults(run=_cmd_annotate)
+    _annotate_options(annotate, slam=True)
+    annotate.set_defaults(run=_cmd_annotate, subparser=annotate)
 
     demo = commands.add_parser("demo", help="annotate the bundled synthetic demo table")
     demo.add_argument("output", help="output table; format from the extension")
     _annotate_options(demo)
-    demo.set_defaults(run=_cmd_demo)
+    demo.set_defaults(run=_cmd_demo, subparser=demo)
 
     listen = commands.add_parser(
         "listen", help="annotate tables sent over SAMP (e.g. from TOPCAT) and send them back")
@@ -569,10 +570,10 @@ def build_parser():
     listen.add_argument("--allow-extrapolation", action="store_true",
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
     _hub_option(listen)
-    listen.set_defaults(run=_cmd_listen)
+    listen.set_defaults(run=_cmd_listen, subparser=listen)
 
     listing = commands.add_parser("list-models", help="show the packaged models")
-    listing.set_defaults(run=_cmd_list_models)
+    listing.set_defaults(run=_cmd_list_models, subparser=listing)
 
     train = commands.add_parser("train", help="train a model from the catalogs")
     train.add_argument("spec", help="model spec name or alias, e.g. giants")
@@ -588,14 +589,16 @@ def build_parser():
                             "which models are used by name)")
     train.add_argument("--folds", type=int, default=4,
                        help="cross-validation folds for the card's coverage (default 4)")
-    train.set_defaults(run=_cmd_train)
+    train.set_defaults(run=_cmd_train, subparser=train)
 
     catalog = commands.add_parser(
         "catalog", help="build a survey catalog: TAP pages -> annotate -> Parquet parts, "
                         "resumable")
     catalog.add_argument("output", help="directory for the Parquet parts and _manifest.json")
-    catalog.add_argument("--preset", default=None,
-                         help="a named survey: lamost-dd-payne")
+    from .catalog import PRESETS
+
+    catalog.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                         help="a named survey: " + ", ".join(sorted(PRESETS)))
     catalog.add_argument("--service", default=None, help="TAP base URL")
     catalog.add_argument("--table", default=None, help="ADQL table name")
     catalog.add_argument("--key", default=None,
@@ -609,14 +612,14 @@ def build_parser():
     catalog.add_argument("--dask", default=None, metavar="ADDRESS",
                          help="annotate pages on this Dask scheduler (tcp://host:8786)")
     _annotate_options(catalog, files=False)
-    catalog.set_defaults(run=_cmd_catalog)
+    catalog.set_defaults(run=_cmd_catalog, subparser=catalog)
 
     again = commands.add_parser("reproduce", help="rerun the paper's analysis and write a report")
     again.add_argument("--data", default=None, help="directory of the training catalogs")
     again.add_argument("--out", default="report", help="report directory (default: report)")
     again.add_argument("--quick", action="store_true",
                        help="small forests and two folds: a smoke run of every step")
-    again.set_defaults(run=_cmd_reproduce)
+    again.set_defaults(run=_cmd_reproduce, subparser=again)
     return parser
 
 
@@ -630,7 +633,8 @@ def main(argv=None):
             warnings.showwarning = _show_warning
             args.run(args)
     except argparse.ArgumentTypeError as error:
-        parser.error(str(error))
+        # The subcommand's usage, not the top-level one: the error is about its options.
+        getattr(args, "subparser", parser).error(str(error))
     except _IOProblem as error:
         print(f"stellar-ml-ages: error: {cli_message(str(error))}", file=sys.stderr)
         return EXIT_IO

@@ -126,8 +126,23 @@ def _card_path(name):
              "$STELLAR_ML_AGES_MODELS)")
     raise ModelNotFoundError(
         f"no model called {name!r}; known models: {'; '.join(known) or 'none'} ({where}). "
-        "A path to a model card (.json) also works."
+        "A path to a model card (.json) also works." + _how_to_train(name)
     )
+
+
+def _how_to_train(name):
+    """For the name of a model that is trained by users (the paper's LAMOST models), how."""
+    from .training.specs import LAMOST_SPECS, LEGACY_SPECS
+
+    for spec in (*LAMOST_SPECS.values(), *LEGACY_SPECS.values()):
+        if name == spec.name or name in spec.aliases:
+            command = f"stellar-ml-ages train {spec.aliases[0] if spec.aliases else spec.name}"
+            how = (f"'{command} --from-vo' (its LAMOST x APOKASC-2 table over TAP; or "
+                   "--table FILE)" if spec.name in LAMOST_SPECS else
+                   f"'{command} --data DIR' (the shared catalogs)")
+            return (f" {spec.name!r} is not packaged: train it with {how}, which writes it to "
+                    "the user model directory, then use it by name.")
+    return ""
 
 
 @cache

@@ -90,10 +90,12 @@ def test_interrupted_write_leaves_nothing(demo_file, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stars.ecsv"]
 
 
-def test_bad_mapping_syntax_is_a_usage_error(demo_file, tmp_path):
+def test_bad_mapping_syntax_is_a_usage_error(demo_file, tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["annotate", str(demo_file), str(tmp_path / "o.ecsv"), "--map", "c_fe"])
     assert info.value.code == 2
+    # The annotate command's usage (item 9 of #26), not the top-level one.
+    assert capsys.readouterr().err.startswith("usage: stellar-ml-ages annotate")
 
 
 @pytest.mark.parametrize("suffix", [".ecsv", ".fits"])  # in-memory and streamed writers
@@ -124,6 +126,24 @@ def test_a_prefix_that_files_cannot_hold_is_refused_in_one_line(demo_file, tmp_p
                  "--prefix", "a b"]) == EXIT_REFUSED
     err = capsys.readouterr().err
     assert "prefix 'a b' may hold only letters" in err and "Traceback" not in err
+
+
+def test_help_and_messages_say_what_applies(demo_file, tmp_path, capsys):
+    """Item 9 of #26: every preset listed, no --slam-errors on demo, and an untrained
+    LAMOST model says how to train it."""
+    from stellar_ml_ages.catalog import PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["catalog", "--help"])
+    text = capsys.readouterr().out
+    assert all(name in text for name in PRESETS)
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    assert "--slam-errors" not in capsys.readouterr().out
+    assert main(["annotate", str(demo_file), str(tmp_path / "o.ecsv"), "--model",
+                 "giants-lamost-dr5"]) != EXIT_OK
+    err = capsys.readouterr().err
+    assert "stellar-ml-ages train giants-lamost --from-vo" in err
 
 
 def test_interrupted_streaming_run_keeps_the_old_output(tmp_path, monkeypatch):
