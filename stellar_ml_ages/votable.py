@@ -18,10 +18,11 @@ import os
 import warnings
 
 import astropy.units as u
+import numpy as np
 from astropy.io.votable import exceptions as votable_exceptions
 from astropy.io.votable import from_table, parse
 from astropy.io.votable.tree import Info
-from astropy.table import Table
+from astropy.table import Column, MaskedColumn, Table
 
 from .exceptions import VOTableReadError
 
@@ -93,6 +94,7 @@ def to_votable(table, name=None):
     """
     plain = Table(table, copy=False)
     plain.meta = {}
+    notes = _without_uint64(plain)
     with warnings.catch_warnings():
         # astropy warns about every dex unit here; we rewrite those strings below.
         warnings.simplefilter("ignore", votable_exceptions.VOWarning)
@@ -104,6 +106,9 @@ def to_votable(table, name=None):
             if ucd:
                 field.ucd = ucd
             field.unit = vo_unit_string(column.unit)
+            if field.name in notes:
+                field.description = " ".join(filter(None, [field.description,
+                                                           notes[field.name]]))
     if name:
         vo_table.name = str(name)
     resource = votable.resources[0]
@@ -111,6 +116,34 @@ def to_votable(table, name=None):
         if isinstance(value, _INFO_VALUE_TYPES):
             resource.infos.append(Info(name=str(key), value=str(value)))
     return votable
+
+
+def _without_uint64(table):
+    """Unsigned 64-bit columns (survey flag words) as VOTable ``long``, in place.
+
+    VOTable has no unsigned 64-bit type. Values below 2**63 are stored as they are;
+    a column with larger ones keeps its bit pattern (two's complement), so bit tests
+    still work, and its description says so. Returns ``{column: note}``.
+    """
+    notes = {}
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype != np.uint64:
+            continue
+        values = np.ma.getdata(column)
+        if len(values) and values.max() >= np.uint64(2**63):
+            converted = values.view(np.int64)
+            notes[name] = ("(unsigned 64-bit in the source; stored as the same bits in a "
+                           "signed long: values of 2**63 and above appear negative)")
+        else:
+            converted = values.astype(np.int64)
+        mask = np.ma.getmaskarray(column)
+        table[name] = MaskedColumn(converted, mask=mask, name=name, unit=column.unit,
+                                   description=column.info.description,
+                                   meta=column.info.meta) if mask.any() else Column(
+            converted, name=name, unit=column.unit, description=column.info.description,
+            meta=column.info.meta)
+    return notes
 
 
 def _write(votable, destination):

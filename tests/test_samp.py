@@ -5,6 +5,7 @@ XML-RPC over 127.0.0.1; only the application behind the receiver is a test
 stand-in. TOPCAT itself is tested in test_samp_topcat.py.
 """
 
+import io
 import os
 import shutil
 import subprocess
@@ -62,6 +63,25 @@ def test_send_to_named_client_keeps_units_ucds_and_provenance(hub, receiver, ann
     np.testing.assert_allclose(received["mass"].compressed(), annotated["mass"].compressed())
     # The file was kept until the reply, then removed.
     assert not receiver.files_seen[0].exists()
+
+
+def test_unsigned_64_bit_flag_columns_travel_bit_for_bit(hub, receiver, annotated):
+    """Item 5 of #26: uint64 survey flag words (no VOTable type) no longer stop a send
+    or a VOTable file; small values stay as they are, large ones keep their bits."""
+    from stellar_ml_ages.votable import read_votable, votable_bytes
+
+    table = annotated.copy()
+    small = np.arange(len(table), dtype=np.uint64)
+    large = small | np.uint64(2**63)
+    table["STARFLAG"] = small
+    table["ASPCAPFLAG"] = large
+    send(table, to="py-receiver", hub=hub[1])
+    (received,) = receiver.tables
+    np.testing.assert_array_equal(np.asarray(received["STARFLAG"]), small.astype(np.int64))
+    np.testing.assert_array_equal(np.asarray(received["ASPCAPFLAG"]).view(np.uint64), large)
+    again = read_votable(io.BytesIO(votable_bytes(table)))
+    assert "same bits" in again["ASPCAPFLAG"].description
+    assert table["ASPCAPFLAG"].dtype == np.uint64  # the caller's table is untouched
 
 
 def test_sent_table_is_accepted_by_add_mass_age_again(hub, receiver, annotated):
