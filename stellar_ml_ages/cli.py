@@ -444,9 +444,22 @@ def _cmd_catalog(args):
     from .config import conf
 
     where = args.where
+    overrides = {}
     if args.preset:
-        if args.service or args.table or args.key:
-            raise argparse.ArgumentTypeError("--preset replaces --service/--table/--key")
+        if args.key or args.columns:
+            raise argparse.ArgumentTypeError(
+                "--preset fixes --key and --columns (its survey's); --service and --table "
+                "may point it at another copy of the survey, e.g. a local TAP server")
+        from .catalog import PRESETS
+        from .vo.catalogs import CATALOGS
+
+        catalog = CATALOGS[PRESETS[args.preset]["catalog"]]
+        # The preset's service and table are configuration items (stellar_ml_ages.vo.conf,
+        # also settable in the [vo] section of stellar_ml_ages.cfg): set for this run.
+        if args.service:
+            overrides[catalog.service_item] = args.service
+        if args.table:
+            overrides[catalog.table_item] = args.table
         query = CatalogQuery("", "", "", where=where) if where else None
     else:
         missing = [name for name in ("service", "table", "key") if not getattr(args, name)]
@@ -466,9 +479,16 @@ def _cmd_catalog(args):
                if key in defaults and value != defaults[key]}
     if args.propagate_errors is not None:  # said either way: over a preset's default
         options["propagate_errors"] = args.propagate_errors
-    summary = build_catalog(args.output, query, preset=args.preset, model=args.model,
-                            page_rows=args.page_rows, restart=args.restart, dask=args.dask,
-                            progress=progress, **options)
+    import contextlib
+
+    from .vo import conf as vo_conf
+
+    with contextlib.ExitStack() as stack:
+        for item, value in overrides.items():
+            stack.enter_context(vo_conf.set_temp(item, value))
+        summary = build_catalog(args.output, query, preset=args.preset, model=args.model,
+                                page_rows=args.page_rows, restart=args.restart,
+                                dask=args.dask, progress=progress, **options)
     print(summary.text())
 
 
@@ -599,8 +619,11 @@ def build_parser():
 
     catalog.add_argument("--preset", default=None, choices=sorted(PRESETS),
                          help="a named survey: " + ", ".join(sorted(PRESETS)))
-    catalog.add_argument("--service", default=None, help="TAP base URL")
-    catalog.add_argument("--table", default=None, help="ADQL table name")
+    catalog.add_argument("--service", default=None,
+                         help="TAP base URL (with --preset: instead of the preset's, e.g. a "
+                              "local copy of the survey)")
+    catalog.add_argument("--table", default=None,
+                         help="ADQL table name (with --preset: instead of the preset's)")
     catalog.add_argument("--key", default=None,
                          help="column that orders the rows (no nulls; need not be unique)")
     catalog.add_argument("--columns", default=None, help="comma-separated columns (default *)")

@@ -367,6 +367,22 @@ def test_lamost_slam_preset_builds_the_giant_catalog_with_slam_errors(local_vizi
     assert np.all((low <= mass) & (mass <= high)) and 0.5 < np.median(mass) < 2.5
 
 
+def test_a_preset_can_be_pointed_at_a_local_copy_from_the_command_line(tap_url, tmp_path):
+    """Item 6 of #26: --service/--table with --preset, no configuration file needed."""
+    out = tmp_path / "dd-payne"
+    assert main(["catalog", str(out), "--preset", "lamost-dd-payne", "--service", tap_url,
+                 "--table", "smatest.ddpayne", "--page-rows", "5000", "--no-progress"]) == 0
+    query = read_manifest(out)["query"]
+    assert query["service"] == tap_url and query["table"] == "smatest.ddpayne"
+
+
+def test_a_preset_fixes_its_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["catalog", str(tmp_path / "x"), "--preset", "lamost-dd-payne", "--key", "ra"])
+    assert info.value.code == 2
+    assert "--preset fixes --key" in capsys.readouterr().err
+
+
 def test_lamost_slam_preset_from_the_command_line(local_vizier, tmp_path, capsys):
     out = tmp_path / "slam-cli"
     assert main(["catalog", str(out), "--preset", "lamost-slam", "--page-rows", "5000",
