@@ -236,19 +236,12 @@ def _sha256(path):
 
 
 def _settings(query, model, page_rows, options):
-    from .config import conf
-
     # A model built in memory has no checksums until stamped: stamp it (as saving
     # would), so that a resume can tell it from any other model.
     model.to_payload()
     card = model.card
-    extra = {}
-    if options.get("propagate_errors"):
-        # Monte Carlo draws are seeded per block of conf.chunk_size rows.
-        extra["chunk_size"] = int(conf.chunk_size)
     return {
         "package_version": __version__,
-        **extra,
         "query": query.as_dict(),
         "page_rows": int(page_rows),
         "model": {"name": model.name, "version": card.get("model_version", ""),

@@ -43,7 +43,7 @@ from .forest import CompactForest
 from .hull import ConvexHullDomain
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
-           "sha256_of", "validate_card", "with_oblique_inputs"]
+           "row_normal_deviates", "sha256_of", "validate_card", "with_oblique_inputs"]
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
@@ -239,6 +239,48 @@ def validate_card(card, where="model card"):
         need(isinstance(digest, str) and len(digest) == 64
              and all(c in "0123456789abcdef" for c in digest),
              "array sha256 must be 64 lower-case hex digits")
+
+
+def _mix64(values):
+    """The splitmix64 finaliser: a bijective, well-mixing map of uint64 words."""
+    values = np.asarray(values, dtype=np.uint64)
+    values = (values ^ (values >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    values = (values ^ (values >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return values ^ (values >> np.uint64(31))
+
+
+def row_normal_deviates(rows, seed, n_draws, n_columns):
+    """Standard normal deviates, shape (n_draws, n_rows, n_columns), each row's a
+    function of that row's values and ``seed`` only.
+
+    The row's float64 bits are hashed (splitmix64) into a key, and draw ``k``,
+    column ``j`` of the row is the normal quantile of a uniform number hashed from
+    the key and ``(k, j)``: the same star gets the same draws in any table, block or
+    Dask partition, and different stars independent ones.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.model import row_normal_deviates
+    >>> rows = np.array([[4700.0, 2.4], [4800.0, 2.6]])
+    >>> alone = row_normal_deviates(rows[1:], seed=0, n_draws=3, n_columns=2)
+    >>> together = row_normal_deviates(rows, seed=0, n_draws=3, n_columns=2)
+    >>> bool(np.array_equal(alone[:, 0], together[:, 1]))
+    True
+    """
+    from scipy.special import ndtri
+
+    bits = np.ascontiguousarray(np.nan_to_num(np.asarray(rows, dtype=np.float64), nan=0.0))
+    bits = bits.reshape(len(bits), -1).view(np.uint64)
+    with np.errstate(over="ignore"):
+        key = np.full(len(bits), _mix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)))
+        for column in bits.T:
+            key = _mix64(key ^ column)
+        counters = np.arange(1, n_draws * n_columns + 1, dtype=np.uint64) \
+            * np.uint64(0x9E3779B97F4A7C15)
+        words = _mix64(key[None, :] + counters[:, None])  # (n_draws * n_columns, n_rows)
+    uniform = ((words >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    return ndtri(uniform).reshape(n_draws, n_columns, len(bits)).transpose(0, 2, 1)
 
 
 def with_oblique_inputs(standardized, entries):
@@ -525,13 +567,15 @@ class MassAgeModel:
             noise = np.hypot(noise, entry["training_noise_fraction"] * features[:, k])
         return noise
 
-    def _perturbations(self, features, input_errors, rng, n_draws):
+    def _perturbations(self, features, input_errors, seed, n_draws):
         """Feature-space perturbations of ``n_draws`` Monte Carlo draws of the inputs.
 
         ``input_errors`` is an `~stellar_ml_ages.units.InputErrors` (per column, with
         the design that makes features from columns: correlated draws) or an array of
         independent per-feature errors (the identity design). Only the excess over
-        the training labels' noise is drawn.
+        the training labels' noise is drawn. Each row's deviates come from its own
+        inputs and ``seed`` (`row_normal_deviates`), so a star's intervals do not
+        depend on its neighbours, the row order or how the table is split in blocks.
         """
         features = np.asarray(features, dtype=np.float64)
         if hasattr(input_errors, "design"):
@@ -543,8 +587,9 @@ class MassAgeModel:
         errors = np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
         excess = self._excess(features, errors, labels)
         design = np.asarray(design, dtype=np.float64)
-        return [(rng.standard_normal(excess.shape) * excess) @ design.T
-                for _ in range(n_draws)]
+        deviates = row_normal_deviates(np.column_stack([features, errors]), seed,
+                                       n_draws, excess.shape[1])
+        return [(deviates[k] * excess) @ design.T for k in range(n_draws)]
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000, states=None):
@@ -565,7 +610,8 @@ class MassAgeModel:
             excess of the training labels' noise, are pushed through the forest
             and their spread is added to the predictive variance.
         n_draws, seed : int
-            Monte Carlo draws and their random seed.
+            Monte Carlo draws and their random seed; a row's draws depend only on its
+            own inputs and ``seed`` (`row_normal_deviates`).
         chunk_size : int
             Rows per forest block.
         states : array-like, optional
@@ -583,9 +629,8 @@ class MassAgeModel:
         """
         standardized = self.forest_inputs(self.standardize(features))
         if feature_errors is not None:
-            rng = np.random.default_rng(seed)
             draws = [self.forest_inputs(self.standardize(np.asarray(features) + shift))
-                     for shift in self._perturbations(features, feature_errors, rng, n_draws)]
+                     for shift in self._perturbations(features, feature_errors, seed, n_draws)]
         results = {}
         for target in self.target_names:
             forest = self.forests[target]

@@ -221,6 +221,27 @@ def test_impossible_errors_flag_their_rows_and_name_the_column(giants):
     assert not add_mass_age(table, model="giants")["mass"].mask.any()
 
 
+def test_a_stars_propagated_interval_does_not_depend_on_its_neighbours(stars):
+    """M1 (#26): error-propagation draws are seeded per row from its own inputs, so row
+    order, the block size and the rest of the table leave a star's interval as it is."""
+    from stellar_ml_ages import conf
+
+    table = stars.copy()
+    table["TEFF_ERR"] = 120.0 * table["TEFF"].unit
+    table["N_FE_ERR"] = 0.08 * table["N_FE"].unit
+    whole = add_mass_age(table, model="giants", propagate_errors=True)
+    reversed_rows = add_mass_age(table[::-1], model="giants", propagate_errors=True)[::-1]
+    with conf.set_temp("chunk_size", 7):
+        small_blocks = add_mass_age(table, model="giants", propagate_errors=True)
+    star = int(np.flatnonzero(~np.ma.getmaskarray(whole["age"]))[-1])
+    alone = add_mass_age(table[star:star + 1], model="giants", propagate_errors=True)
+    for other in (reversed_rows, small_blocks):
+        for name in ("mass_p16", "mass_p84", "age_p16", "age_p84"):
+            np.testing.assert_array_equal(np.ma.filled(other[name], np.nan),
+                                          np.ma.filled(whole[name], np.nan), err_msg=name)
+    assert alone["age_p16"][0] == whole["age_p16"][star]
+
+
 def test_model_selection_and_clear_errors(stars, giants):
     assert add_mass_age(stars).meta["MLMODEL"] == giants.name
     with pytest.raises(MissingColumnError, match="no packaged model applies"):
