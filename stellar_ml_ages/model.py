@@ -574,7 +574,7 @@ class MassAgeModel:
         the design that makes features from columns: correlated draws) or an array of
         independent per-feature errors (the identity design). Only the excess over
         the training labels' noise is drawn. Each row's deviates come from its own
-        inputs and ``seed`` (`row_normal_deviates`), so a star's intervals do not
+        inputs and ``seed`` (``row_normal_deviates``), so a star's intervals do not
         depend on its neighbours, the row order or how the table is split in blocks.
         """
         features = np.asarray(features, dtype=np.float64)
@@ -611,7 +611,7 @@ class MassAgeModel:
             and their spread is added to the predictive variance.
         n_draws, seed : int
             Monte Carlo draws and their random seed; a row's draws depend only on its
-            own inputs and ``seed`` (`row_normal_deviates`).
+            own inputs and ``seed`` (``row_normal_deviates``).
         chunk_size : int
             Rows per forest block.
         states : array-like, optional
