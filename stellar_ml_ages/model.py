@@ -421,7 +421,7 @@ class MassAgeModel:
 
     def forest_inputs(self, standardized):
         """What the forests split on: the z-scores, then the card's oblique inputs
-        (`with_oblique_inputs`)."""
+        (``stellar_ml_ages.model.with_oblique_inputs``)."""
         return with_oblique_inputs(standardized, self.card.get("oblique_inputs", []))
 
     def in_range(self, features):
