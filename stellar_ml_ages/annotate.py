@@ -30,7 +30,12 @@ from .exceptions import (
     QuantileLevelError,
 )
 from .flags import FLAG_DTYPE, MassAgeFlag, edge_flags, flag_description
-from .labelsource import label_noise_problem, label_source_problem, scale_note
+from .labelsource import (
+    label_noise_problem,
+    label_source_problem,
+    mixed_source_problem,
+    scale_note,
+)
 from .quality import survey_quality
 from .registry import get_model, select_model
 from .units import feature_matrix
@@ -235,7 +240,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     if summary is not None:
         summary.add_block(flags, features, predicted, quality)
     return _Block(predictions, predicted, flags, in_hull, features.sources,
-                  resolution_notes(resolved), quality)
+                  resolution_notes(resolved), quality, _input_columns(resolved))
 
 
 @dataclass
@@ -247,6 +252,8 @@ class _Block:
     sources: dict
     notes: list
     quality: object
+    #: The table columns the features were read from.
+    input_columns: list
 
 
 def _masked(values, predicted, n_rows):
@@ -450,6 +457,10 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                 raise
             # Row numbers in messages count from the top of the caller's table.
             raise ColumnValueError(error.describe(error.row + row_offset + start)) from None
+        if check_source and start == 0:
+            mixed = mixed_source_problem(table, block.input_columns)
+            if mixed:
+                summary.label_problems.append(mixed)
         for target, result in block.predictions.items():
             for name, key in ((target, "value"), *((target + s, q) for s, q in levels.items())):
                 values, mask = _masked(result[key], block.predicted, len(rows))

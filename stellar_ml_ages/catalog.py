@@ -442,11 +442,16 @@ def _build_lock(directory):
             raise CatalogError(
                 f"another build is writing to {str(directory)!r} ({holder}); wait for it to "
                 "finish, or build into another directory") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} since {_now()}\n")
-        handle.flush()
-        yield
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} since {_now()}\n")
+            handle.flush()
+            yield
+        finally:
+            # Removed while still held: a build starting meanwhile makes a new lock file,
+            # and this one has written everything. Nothing of ours is left behind.
+            path.unlink(missing_ok=True)
     finally:
         handle.close()
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from .exceptions import LabelSourceWarning
 
 __all__ = ["LabelSource", "check_label_source", "label_noise_problem", "label_source_problem",
-           "scale_note", "table_label_source"]
+           "mixed_source_problem", "scale_note", "table_label_source"]
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,47 @@ def label_source_problem(table, model):
         f"more than the model's precision, so masses and ages would be biased. Remedy: "
         f"{_remedy(model, source)}. If the labels are already on the {trained_on} scale, "
         f"set table.meta['LABELSRC'] = {trained_on!r}.")
+
+
+#: Columns of per-[Fe] and [Fe/H] labels (DD-Payne's, allStar's) that a SLAM table does not
+#: have: SLAM gives [C/M], [N/M], [M/H].
+_NOT_SLAM = {"[c/fe]", "[n/fe]", "[fe/h]", "c_fe", "n_fe", "fe_h"}
+
+
+def mixed_source_problem(table, input_columns):
+    """The warning text when a table recognised as SLAM had features read from another
+    pipeline's columns beside SLAM's own, else None.
+
+    A table with both SLAM's [C/M], [N/M] and, say, DD-Payne's [C/Fe], [N/Fe] is read
+    from the [C/Fe] columns (a direct match beats a stand-in); mixing two pipelines'
+    zero points is never what the user wants silently.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.labelsource import mixed_source_problem
+    >>> both = Table(names=["obsid", "[C/M]", "[N/M]", "[C/Fe]", "[N/Fe]"])
+    >>> mixed_source_problem(both, ["[C/Fe]", "[N/Fe]"]).startswith("the table is read as "
+    ...                                                         "LAMOST DR5 SLAM")
+    True
+    >>> mixed_source_problem(both, ["[C/M]", "[N/M]"]) is None
+    True
+    """
+    source = table_label_source(table)
+    if source is None or "SLAM" not in source.name.upper():
+        return None
+    others = [column for column in dict.fromkeys(input_columns) if column.lower() in _NOT_SLAM]
+    if not others:
+        return None
+    slam_own = [name for name in table.colnames if name.lower() in ("[c/m]", "[n/m]", "[m/h]",
+                                                                     "c_m", "n_m", "m_h")]
+    return (
+        f"the table is read as {source.name} ({source.evidence}), but the features were read "
+        f"from {', '.join(others)} beside SLAM's own {', '.join(slam_own) or 'labels'}: if "
+        "those columns come from another pipeline (DD-Payne, LASP), two zero points are mixed. "
+        "Remedy: remove them, or name SLAM's columns with mapping={'c_fe': '[C/M]', ...} "
+        "(command line: --map); if they are SLAM's after all, set "
+        "table.meta['LABELSRC'] to say which survey the labels come from.")
 
 
 def label_noise_problem(table, model, propagate_errors):

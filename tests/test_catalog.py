@@ -305,7 +305,7 @@ def test_a_key_with_nulls_or_a_page_of_one_is_refused(survey, tmp_path):
     query = CatalogQuery(tap_url, "smatest.apokasc2", "Mcor", ("KIC", "Mcor"))
     with pytest.raises(CatalogError, match="have no Mcor"):
         build_catalog(tmp_path, query)
-    with pytest.raises(ValueError, match="page_rows"):
+    with pytest.raises(CatalogError, match="page_rows"):
         build_catalog(tmp_path, _query(tap_url), page_rows=1)
 
 

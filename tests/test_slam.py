@@ -118,6 +118,26 @@ def test_slam_labels_to_an_apogee_noise_model_without_propagation_are_called_out
         add_mass_age(with_errors, model="giants", propagate_errors=True, survey_flags=False)
 
 
+def test_a_slam_table_with_another_pipelines_columns_says_so():
+    """H2 (#26): SLAM's [C/M], [N/M] beside DD-Payne's [C/Fe], [N/Fe]: the resolver reads
+    the latter, and the mix is called out once, naming the columns."""
+    stars, _ = slam_like(20)
+    stars["[C/Fe]"] = stars["[C/M]"] + 0.1
+    stars["[N/Fe]"] = stars["[N/M]"] - 0.1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = add_mass_age(stars, model="giants-slam", survey_flags=False)
+    mixed = [str(w.message) for w in caught if issubclass(w.category, LabelSourceWarning)]
+    assert len(mixed) == 1 and "read from [C/Fe], [N/Fe] beside SLAM's own" in mixed[0]
+    assert "[C/M], [N/M]" in mixed[0]
+    assert "c_n=[C/Fe] - [N/Fe]" in annotated.meta["MLINPUTS"]
+    # SLAM's own columns chosen by name: no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelSourceWarning)
+        add_mass_age(stars, model="giants-slam", survey_flags=False,
+                     mapping={"c_fe": "[C/M]", "n_fe": "[N/M]"})
+
+
 def test_scale_note_only_for_slam_and_guard_still_warns_for_dd_payne():
     stars, _ = slam_like(5)
     stars.meta["LABELSRC"] = "LAMOST DR5 DD-Payne"
