@@ -272,9 +272,13 @@ def mixed_source_problem(table, input_columns):
         return None
     slam_own = [name for name in table.colnames if name.lower() in ("[c/m]", "[n/m]", "[m/h]",
                                                                      "c_m", "n_m", "m_h")]
+    if not slam_own:
+        # Recognised as SLAM (by meta, say) with no [C/M]-style columns: the columns read
+        # are SLAM's own under other names, so nothing is mixed.
+        return None
     return (
         f"the table is read as {source.name} ({source.evidence}), but the features were read "
-        f"from {', '.join(others)} beside SLAM's own {', '.join(slam_own) or 'labels'}: if "
+        f"from {', '.join(others)} beside SLAM's own {', '.join(slam_own)}: if "
         "those columns come from another pipeline (DD-Payne, LASP), two zero points are mixed. "
         "Remedy: remove them, or name SLAM's columns with mapping={'c_fe': '[C/M]', ...} "
         "(command line: --map); if they are SLAM's after all, set "
