@@ -81,7 +81,8 @@ def models_report_table():
     path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / "models_report.json"
     report = json.loads(path.read_text())
     header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
-              "slope RGB / RC", "worst state x true-value bin [p16, p84]"]
+              "slope RGB / RC", "worst state x true-value bin [p16, p84]: robust "
+              "(posterior)"]
     rows = []
 
     def two(value):  # the variants differ by tenths of a percent
@@ -95,7 +96,8 @@ def models_report_table():
                          f"{two(e['dr17_input']['median_rel_error'])} "
                          f"({e['dr17_input']['n']})",
                          f"{e['log_slope_RGB']:.2f} / {e['log_slope_RC']:.2f}",
-                         _percent(e["worst_bin_coverage"])])
+                         f"{_percent(e['worst_bin_coverage'])} "
+                         f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})"])
     note = (f"\n{report['n_folds']} KIC-hash folds, spec ``{report['spec']}``; run "
             f"{report['date']} at commit {report['commit']}.\n")
     return _table(header, rows) + note
@@ -215,6 +217,7 @@ def slam_findings():
         slam = levels[f"S/N {snr}, giants-slam"]
         full = levels[f"S/N {snr}, giants-slam, full scatter (upper bound)"]
         corr = levels[f"S/N {snr}, giants-slam, correlated Teff-log g-[M/H] errors"]
+        shrunk = levels.get(f"S/N {snr}, giants-slam, shrinkage-type errors")
         mass, age = entry["mass"], entry["age"]
         lines.append(
             f"- **S/N {snr}**, giants: {_percent(entry['in_hull'])} of the giants inside the hull "
@@ -249,7 +252,13 @@ def slam_findings():
             f"{_percent(full['age']['coverage_p16_p84'])} (whole published scatter), "
             f"{_percent(corr['mass']['coverage_p16_p84'])} and "
             f"{_percent(corr['age']['coverage_p16_p84'])} (correlated Teff, log g, [M/H] "
-            "errors).")
+            "errors)"
+            + ("" if shrunk is None else
+               f", {_percent(shrunk['mass']['coverage_p16_p84'])} and "
+               f"{_percent(shrunk['age']['coverage_p16_p84'])} (shrinkage-type errors of the "
+               f"same size: mass {_percent(shrunk['mass']['median_rel_error'])}, age "
+               f"{_percent(shrunk['age']['median_rel_error'])})")
+            + ".")
     return "\n".join(lines) + "\n"
 
 
@@ -456,6 +465,44 @@ def rgb_experiment_table():
     return _table(header, rows)
 
 
+def clump_selection_table():
+    """The spectroscopic clump selection, out of fold (tools/clump_selection_report.py)."""
+    import json
+
+    path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / "clump_selection.json"
+    if not path.is_file():
+        return "(not measured yet: run tools/clump_selection_report.py)\n"
+    report = json.loads(path.read_text())
+    header = ["target", "stars (spectroscopic clump)", "n", "red-clump error",
+              "red-clump [p16, p84]", "giants error", "giants [p16, p84]"]
+    rows = []
+    for target, groups in report["models_on_selected_clump"].items():
+        for group, entry in groups.items():
+            clump, giants = entry["red-clump"], entry["giants"]
+            rows.append([target, group, clump.get("n", 0),
+                         _percent(clump["median_rel_error"]) if clump.get("n") else "-",
+                         _percent(clump["coverage_p16_p84"]) if clump.get("n") else "-",
+                         _percent(giants["median_rel_error"]) if giants.get("n") else "-",
+                         _percent(giants["coverage_p16_p84"]) if giants.get("n") else "-"])
+    classifier = report["classifier"]
+    selected = report["selected_clump"]
+    note = (f"\nClassifier, {classifier['protocol']}: clump completeness "
+            f"{_percent(classifier['rc_completeness'])}, contamination "
+            f"{_percent(classifier['rc_contamination'])} ({selected['n_rgb_contaminants']} RGB "
+            f"stars among {selected['n']}; "
+            f"{_percent(selected['rgb_contaminants_in_red_clump_hull'])} of them inside "
+            f"red-clump's hull). Run {report['date']} at commit "
+            f"{report['commit']}.\n")
+    by_state = report["giants_intervals_by_state_column"]
+    note += ("\ngiants' [p16, p84] coverage per true state with the state column given as "
+             + "; ".join(f"{label}: mass RGB {_percent(by_state['mass'][label]['RGB'])}, RC "
+                         f"{_percent(by_state['mass'][label]['RC'])}, age RGB "
+                         f"{_percent(by_state['age'][label]['RGB'])}, RC "
+                         f"{_percent(by_state['age'][label]['RC'])}"
+                         for label in ("seismic", "spectroscopic", "none")) + ".\n")
+    return _table(header, rows) + note
+
+
 def write(directory):
     directory = Path(directory)
     directory.mkdir(exist_ok=True)
@@ -474,6 +521,7 @@ def write(directory):
     (directory / "population_trends.rst").write_text(population_trends_table())
     (directory / "rgb_experiment.rst").write_text(rgb_experiment_table())
     (directory / "models_report.rst").write_text(models_report_table())
+    (directory / "clump_selection.rst").write_text(clump_selection_table())
     population_figure(directory / "population_age.png")
     population_trend_figure(directory / "population_trends.png")
     for name in list_models()["name"]:

@@ -55,6 +55,7 @@ from .flags import MassAgeFlag
 from .model import MassAgeModel, load_model
 from .population import population_distribution, population_trend
 from .registry import get_model, list_models
+from .stateclass import add_spectroscopic_state
 
 __all__ = [
     "OUTPUT_COLUMNS",
@@ -96,6 +97,7 @@ __all__ = [
     "VOTableReadError",
     "__version__",
     "add_mass_age",
+    "add_spectroscopic_state",
     "conf",
     "demo_table",
     "get_model",

@@ -26,6 +26,7 @@ from .evstate import normalize_states, resolve_state_column
 from .exceptions import (
     ColumnValueError,
     ExistingColumnError,
+    ModelError,
     OutputNameError,
     QuantileLevelError,
 )
@@ -119,6 +120,22 @@ def quantile_levels(model, quantiles=()):
     return levels
 
 
+def _interval_kind(model, intervals, quantiles=()):
+    """The kind of the quantile columns, checked against the model.
+
+    ``quantiles="all"`` asks for the whole distribution, for stacking: the posterior,
+    unless a kind is named."""
+    available = model.interval_kinds
+    if intervals is None:
+        return "posterior" if isinstance(quantiles, str) else available[0]
+    if intervals not in available:
+        raise ModelError(
+            f"intervals={intervals!r}: model {model.name!r} gives "
+            f"{' or '.join(map(repr, available))} intervals (command line: --intervals); "
+            "\"robust\" needs a card with a reference_prior (models of version 3.1 or later)")
+    return intervals
+
+
 def calibration_grid(model):
     """The probabilities at which ``model``'s predictive distribution is calibrated."""
     probability = []
@@ -196,7 +213,8 @@ def _input_columns(resolved):
 
 
 def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
-              state_column=None, survey_flags=True, summary=None, levels=None):
+              state_column=None, survey_flags=True, summary=None, levels=None,
+              intervals=None):
     """Steps 1-4 for one block of rows: arrays of predictions, flags and hull membership."""
     resolved = resolve_columns(table, model.feature_names, mapping)
     errors = resolve_error_columns(table, resolved, mapping) if propagate_errors else None
@@ -227,7 +245,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
     predictions = model.predict(
         features.values[predicted], quantiles=tuple((levels or _QUANTILES).values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
-        states=None if states is None else states[predicted],
+        states=None if states is None else states[predicted], intervals=intervals,
     )
     rows = np.flatnonzero(predicted)
     for target, result in predictions.items():
@@ -265,7 +283,7 @@ def _masked(values, predicted, n_rows):
 def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                  allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
                  progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
-                 quantiles=()):
+                 quantiles=(), intervals=None):
     """Add machine-learned stellar mass and age, with uncertainties, to a table.
 
     Parameters
@@ -326,8 +344,19 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         ``mass_p2_5``, ``mass_p97_5``, ``age_p2_5``, ``age_p97_5``. ``"all"`` writes
         the model's whole calibration grid (15 levels from 0.005 to 0.995), from
         which `~stellar_ml_ages.distributions.predictive_distribution` rebuilds each
-        row's distribution without the model's inputs. Levels must lie inside that
-        grid's range.
+        row's distribution without the model's inputs (``"all"`` gives every
+        quantile column of the posterior unless ``intervals`` says otherwise).
+        Levels must lie inside that grid's range.
+    intervals : {"robust", "posterior"}, optional
+        What the quantile columns describe (recorded as ``MLINTVL``). ``"robust"``
+        (default, for models whose card allows it, except with ``quantiles="all"``):
+        intervals that hold by true value as well as by prediction, at the ends
+        of the range as in the middle, for RGB and clump stars alike (see Notes).
+        ``"posterior"``: quantiles of the calibrated posterior under the training
+        population's distribution of mass and age, what population stacking
+        needs; its intervals hold for stars of a given predicted value but, by
+        true value, rarely at the ends (the young and the massive RGB stars). The
+        point estimate is the same for both.
 
     Returns
     -------
@@ -367,10 +396,16 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     Notes
     -----
     ``mass`` is the forest's prediction (the mean over trees of the logarithm,
-    exponentiated). ``*_p16`` and ``*_p84`` are the 16th and 84th percentiles of
-    the calibrated predictive distribution: the trees' leaf distributions,
-    rescaled so that on out-of-bag training stars 68% of true values fall
-    between them. See the "Uncertainties and flags" page of the docs.
+    exponentiated): the best single value for a star of the training population,
+    and so pulled towards the middle of its range. ``*_p16`` and ``*_p84`` come
+    from the calibrated predictive distribution (the trees' leaf distributions,
+    rescaled so that on out-of-bag training stars the stated fractions of true
+    values fall inside). With the default ``intervals="robust"`` each end reaches
+    the further of that posterior's quantile and the quantile with the training
+    population's prior divided out, at levels recalibrated so that 68% of training
+    stars fall inside: for a star at the ends of the range (a young RGB star, say)
+    the interval reaches out on the side where its truth is likely to be. See the
+    "Uncertainties and flags" page of the docs.
 
     Examples
     --------
@@ -379,7 +414,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     >>> annotated = add_mass_age(stars, model="giants")
     >>> annotated["mass"].unit
     Unit("solMass")
-    >>> bool((annotated["mass_p16"] <= annotated["mass"]).all())
+    >>> bool((annotated["mass_p16"] < annotated["mass_p84"]).all())
     True
     >>> "mass" in stars.colnames
     False
@@ -398,7 +433,7 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
                              propagate_errors=propagate_errors, n_draws=n_draws, seed=seed,
                              progress=progress, state_column=state_column,
                              survey_flags=survey_flags, prefix=prefix, suffix=suffix,
-                             quantiles=quantiles)
+                             quantiles=quantiles, intervals=intervals)
     summary.warn(stacklevel=2)
     return summary.table
 
@@ -406,7 +441,8 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
 def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                    allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
                    progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
-                   summary=None, check_source=True, row_offset=0, quantiles=()):
+                   summary=None, check_source=True, row_offset=0, quantiles=(),
+                   intervals=None):
     """`add_mass_age` without its warnings: they go to ``summary``, which is returned.
 
     A streamed run passes one ``summary`` for all of its blocks (and checks the
@@ -422,6 +458,7 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                              or n_draws < 1):
         raise ValueError(f"n_draws must be a positive integer with propagate_errors=True, "
                          f"got {n_draws!r}")
+    intervals = _interval_kind(model, intervals, quantiles)
     levels = quantile_levels(model, quantiles)
     names = _output_names(model, prefix, suffix, levels)
     _check_existing(table, names.values(), overwrite)
@@ -451,7 +488,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         rows = table[start:start + step] if n_rows else table
         try:
             block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
-                              n_draws, seed, state_column, survey_flags, summary, levels)
+                              n_draws, seed, state_column, survey_flags, summary, levels,
+                              intervals)
         except ColumnValueError as error:
             if getattr(error, "row", None) is None:
                 raise
@@ -487,6 +525,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                                 state_column, survey_flags))
     # Which predictive quantiles the table carries, for reading them back.
     out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
+    # ... and what they describe (robust intervals or the posterior's quantiles).
+    out.meta["MLINTVL"] = intervals
     if summary.scale_note:
         out.meta["MLSCALE"] = summary.scale_note
     if summary.unit_note():

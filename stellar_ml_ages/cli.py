@@ -212,7 +212,8 @@ def _options(args):
             "propagate_errors": bool(args.propagate_errors),
             "state_column": _state_column(args),
             "survey_flags": not args.ignore_survey_flags, "prefix": args.prefix,
-            "suffix": args.suffix, "quantiles": args.quantiles}
+            "suffix": args.suffix, "quantiles": args.quantiles,
+            "intervals": args.intervals}
 
 
 def _reasons_text(reasons):
@@ -474,7 +475,7 @@ def _cmd_catalog(args):
     # same whether the catalog was built here or from Python.
     defaults = {"mapping": {}, "allow_extrapolation": False, "propagate_errors": False,
                 "survey_flags": True, "prefix": "", "suffix": "", "state_column": None,
-                "overwrite": False, "quantiles": ()}
+                "overwrite": False, "quantiles": (), "intervals": None}
     options = {key: value for key, value in _options(args).items()
                if key in defaults and value != defaults[key]}
     if args.propagate_errors is not None:  # said either way: over a preset's default
@@ -538,6 +539,12 @@ def _annotate_options(parser, files=True, slam=False):
                              "0.025,0.975 adds mass_p2_5, mass_p97_5, age_p2_5, age_p97_5), or "
                              "'all' for the whole calibration grid (15 levels: enough to "
                              "rebuild each star's distribution for population studies)")
+    parser.add_argument("--intervals", choices=("robust", "posterior"), default=None,
+                        help="what the quantile columns describe: robust (default; intervals "
+                             "that hold by true value too, also at the ends of the range) or "
+                             "posterior (the calibrated posterior under the training "
+                             "population, as population stacking needs; the default with "
+                             "--quantiles all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     if files:
         parser.add_argument("--samp", nargs="?", const="all", default=None, metavar="CLIENT",

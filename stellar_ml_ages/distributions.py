@@ -297,7 +297,9 @@ def _levels_in_table(table, target, prefix, suffix):
     from .registry import get_model
 
     written = table.meta.get("MLQUANT")
-    if not written:
+    if not written or table.meta.get("MLINTVL", "posterior") != "posterior":
+        # Robust intervals are not the posterior that stacking needs: the model is
+        # run again instead.
         return None
     try:
         levels = [float(p) for p in str(written).split(",")]
@@ -319,8 +321,10 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
                             **options):
     """Each row's calibrated predictive distribution of ``target``.
 
+    The posterior under the training population's prior (what stacking needs).
     Read from the table when it carries the model's whole calibration grid of
-    quantile columns (``add_mass_age(..., quantiles="all")``, ``--quantiles all``),
+    quantile columns under that prior (``add_mass_age(..., quantiles="all")``,
+    ``--quantiles all``),
     otherwise computed by running the model on the table's inputs, exactly as
     `~stellar_ml_ages.add_mass_age` does (same rows predicted, same flags).
 
@@ -392,7 +396,7 @@ def _run_model(table, target, model, options):
     from .annotate import _annotate_call, calibration_grid, quantile_suffix
     from .registry import get_model, select_model
 
-    for forbidden in ("prefix", "suffix", "quantiles", "copy", "overwrite"):
+    for forbidden in ("prefix", "suffix", "quantiles", "copy", "overwrite", "intervals"):
         if forbidden in options:
             raise TypeError(f"predictive_distribution() sets {forbidden!r} itself")
     if model is None and "MLMODEL" in table.meta:
@@ -406,8 +410,9 @@ def _run_model(table, target, model, options):
     # A shallow copy with its own meta: the caller's table and meta stay as they were.
     view = table.__class__(table, copy=False)
     view.meta = copy.deepcopy(table.meta)
+    # The posterior under the training prior: what stacking and deconvolution need.
     summary = _annotate_call(view, model, copy=False, overwrite=True, prefix=_SCRATCH,
-                             quantiles="all", **options)
+                             quantiles="all", intervals="posterior", **options)
     summary.warn(stacklevel=3)
     annotated = summary.table
     grid = calibration_grid(model)

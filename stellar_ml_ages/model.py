@@ -33,6 +33,7 @@ import numpy as np
 from .evstate import normalize_states
 from .exceptions import (
     ModelChecksumError,
+    ModelError,
     ModelFormatError,
     ModelIntegrityWarning,
     ModelNotFoundError,
@@ -41,6 +42,7 @@ from .exceptions import (
 from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
+from .reference_prior import robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
            "row_normal_deviates", "sha256_of", "validate_card", "with_oblique_inputs"]
@@ -228,6 +230,32 @@ def validate_card(card, where="model card"):
                  and abs(fraction.sum() - 1) < 1e-6,
                  f"{what} prior needs increasing edges and one non-negative fraction per "
                  "bin, summing to 1")
+        reference = target.get("reference_prior")
+        if reference is not None:
+            need(isinstance(reference, dict) and isinstance(reference.get("groups"), dict)
+                 and "all" in reference["groups"],
+                 f"{what} reference_prior needs groups, \"all\" among them")
+            n_levels = len((target.get("calibration") or {}).get("probability", []))
+            for group, entry in reference["groups"].items():
+                label = f"{what} reference_prior group {group!r}"
+                need(isinstance(entry, dict), f"{label} must be an object")
+                edges = _finite_numbers(entry.get("log_edges", []), f"{where}: {label} edges")
+                density = _finite_numbers(entry.get("density", []),
+                                          f"{where}: {label} density")
+                need(len(edges) >= 2 and len(density) == len(edges) - 1
+                     and np.all(np.diff(edges) > 0) and np.all(density >= 0)
+                     and density.max() > 0,
+                     f"{label} needs increasing edges and one non-negative density per bin")
+                if "log_range" in entry:
+                    bounds = _finite_numbers(entry["log_range"], f"{where}: {label} log_range")
+                    need(len(bounds) == 2 and bounds[0] < bounds[1],
+                         f"{label} log_range must be two increasing numbers")
+                for side in ("lower_level", "upper_level"):
+                    level = _finite_numbers(entry.get(side, []), f"{where}: {label} {side}")
+                    need(len(level) == n_levels and np.all(np.diff(level) >= 0)
+                         and np.all((level > 0) & (level < 1)),
+                         f"{label} needs one non-decreasing {side} in (0, 1) per "
+                         "calibration probability")
     arrays = card.get("arrays")
     need(isinstance(arrays, dict), "'arrays' must be an object")
     if arrays:  # a model being assembled in memory has none yet
@@ -591,8 +619,38 @@ class MassAgeModel:
                                        n_draws, excess.shape[1])
         return [(deviates[k] * excess) @ design.T for k in range(n_draws)]
 
+    @property
+    def interval_kinds(self):
+        """The kinds of interval this model gives: ``("robust", "posterior")`` where the
+        card has a ``reference_prior`` for every target, else ``("posterior",)``; the
+        first is the default."""
+        if all("reference_prior" in self.target(name) for name in self.target_names):
+            return ("robust", "posterior")
+        return ("posterior",)
+
+    def _robust_quantiles(self, target, mean, sigma, states, quantiles):
+        """Quantiles of ``intervals="robust"`` (`stellar_ml_ages.reference_prior`)."""
+        grid = np.asarray(self.target(target)["calibration"]["probability"], dtype=np.float64)
+        knots = (mean + self._offset_table(target, mean, states, grid) * sigma).T
+        groups = self.target(target)["reference_prior"]["groups"]
+        group_of_row = np.full(len(mean), "all", dtype=object)
+        if states is not None:
+            states = normalize_states(states)
+            for group in groups:
+                if group != "all":
+                    group_of_row[states == group] = group
+        out = np.full((len(quantiles), len(mean)), np.nan)
+        for group, entry in groups.items():
+            rows = group_of_row == group
+            if rows.any():
+                out[:, rows] = robust_quantiles(knots[rows], grid, entry["log_edges"],
+                                                entry["density"], entry["lower_level"],
+                                                entry["upper_level"], quantiles,
+                                                entry.get("log_range"))
+        return out
+
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
-                seed=0, chunk_size=20_000, states=None):
+                seed=0, chunk_size=20_000, states=None, intervals=None):
         """Predict every target for finite, in-domain rows.
 
         Parameters
@@ -619,6 +677,17 @@ class MassAgeModel:
             read by `~stellar_ml_ages.evstate.normalize_states`; anything else, and
             masked entries, count as unknown). Selects each row's calibration where
             the card has one for that state; otherwise the pooled calibration is used.
+        intervals : {"robust", "posterior"}, optional
+            What the quantiles describe. ``"posterior"``: the calibrated predictive
+            distribution, a posterior under the training population's distribution
+            of the target (what population stacking needs); its intervals hold for
+            stars of a given predicted value but, by true value, rarely at the ends
+            of the range. ``"robust"`` (the default where the card allows it,
+            ``interval_kinds``): central intervals that reach the further of that
+            posterior's and the prior-free (reference) distribution's quantiles,
+            recalibrated, so they hold by true value and by prediction, RGB and
+            clump alike (`stellar_ml_ages.reference_prior`). The point estimate
+            ``"value"`` is the same for both.
 
         Returns
         -------
@@ -627,6 +696,11 @@ class MassAgeModel:
             and one array per requested quantile, keyed by probability, in the
             target's unit (`target_unit`).
         """
+        available = self.interval_kinds
+        intervals = available[0] if intervals is None else intervals
+        if intervals not in available:
+            raise ModelError(f"model {self.name!r} gives {' or '.join(map(repr, available))} "
+                             f"intervals, not {intervals!r}")
         standardized = self.forest_inputs(self.standardize(features))
         if feature_errors is not None:
             draws = [self.forest_inputs(self.standardize(np.asarray(features) + shift))
@@ -644,11 +718,14 @@ class MassAgeModel:
             sigma = np.sqrt(variance)
             # Linear in probability and in the predicted value, so interpolating the
             # small tables in probability first changes nothing but the cost.
-            offsets = self._offset_table(target, mean, states,
-                                         np.asarray(quantiles, dtype=np.float64))
+            levels = np.asarray(quantiles, dtype=np.float64)
+            if intervals == "robust":
+                log_quantiles = self._robust_quantiles(target, mean, sigma, states, levels)
+            else:
+                log_quantiles = mean + self._offset_table(target, mean, states, levels) * sigma
             result = {"value": self._inverse_transform(target, mean)}
-            for probability, offset in zip(quantiles, offsets, strict=True):
-                result[float(probability)] = self._inverse_transform(target, mean + offset * sigma)
+            for probability, value in zip(quantiles, log_quantiles, strict=True):
+                result[float(probability)] = self._inverse_transform(target, value)
             results[target] = result
         return results
 

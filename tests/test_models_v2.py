@@ -126,9 +126,12 @@ def test_calibration_by_state_holds_where_pooled_fails():
     states = np.asarray(test["EVSTATE"])
     truth = np.asarray(test["MASS"])
     # The catalog carries the true MASS: the predictions go beside it, prefixed.
-    grouped = add_mass_age(test, model=model, allow_extrapolation=True, prefix="ml_")
+    # The calibration's own property, on the posterior's quantiles.
+    grouped = add_mass_age(test, model=model, allow_extrapolation=True, prefix="ml_",
+                           intervals="posterior")
     pooled = add_mass_age(test, model=model, allow_extrapolation=True, state_column=False,
-                          prefix="ml_")
+                          prefix="ml_", intervals="posterior")
+    robust = add_mass_age(test, model=model, allow_extrapolation=True, prefix="ml_")
 
     def covered(table, rows):
         return np.mean((truth[rows] >= table["ml_mass_p16"][rows])
@@ -136,6 +139,7 @@ def test_calibration_by_state_holds_where_pooled_fails():
 
     for state in ("RGB", "RC"):
         assert 0.62 < covered(grouped, states == state) < 0.74, state
+        assert 0.62 < covered(robust, states == state) < 0.74, state
     # One pooled table over-covers the quiet group and under-covers the noisy one.
     quiet, noisy = covered(pooled, states == "RGB"), covered(pooled, states == "RC")
     assert quiet > 0.74 and noisy < 0.66 and quiet - noisy > 0.1
@@ -235,6 +239,7 @@ def test_format_1_card_still_loads_with_pooled_calibration(tmp_path, giants):
     card["format_version"] = 1
     del card["card_sha256"]  # format 1 and 2 cards had no checksum of their own
     for target in card["targets"]:
+        target.pop("reference_prior", None)  # version 3.1 (robust intervals)
         del target["calibration"]["bins"]
     card_path.write_text(json.dumps(card))
     with pytest.warns(ModelIntegrityWarning, match="format version 1, without a checksum"):
@@ -272,7 +277,8 @@ def test_quantiles_and_predictive_cdf_are_inverse(giants):
     features[1, giants.feature_names.index("c_n")] -= 0.1  # a heavier star: another bin
     states = np.array(["RGB", "RC", ""])
     probabilities = (0.025, 0.16, 0.5, 0.84, 0.975)
-    predicted = giants.predict(features, quantiles=probabilities, states=states)
+    predicted = giants.predict(features, quantiles=probabilities, states=states,
+                               intervals="posterior")
     for target in giants.target_names:
         for p in probabilities:
             cdf = giants.predictive_cdf(target, features, predicted[target][p], states=states)

@@ -37,7 +37,9 @@ About 5 minutes on 2 cores (two models per fold).
 """
 
 import argparse
+import datetime
 import json
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -121,12 +123,20 @@ def zero_points(data_dir):
 CORRELATION = 0.6
 
 
-def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None, correlated=False):
+def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None, correlated=False,
+                    population=None):
     """Truth labels written as a SLAM table with SLAM's noise at one S/N.
 
     The error columns are what `slam_uncertainties` writes for a SLAM table (the
     upper bound: the published scatter). ``only`` degrades one label alone;
     ``correlated`` correlates the Teff, log g and [M/H] errors (`CORRELATION`).
+
+    ``population`` ({feature: (mean, variance)} of the training stars) gives
+    *shrinkage-type* errors of the same size instead, as a data-driven label has:
+    ``mean + lam (label - mean) + sqrt(lam) sigma e`` with ``lam = 1 - sigma^2 /
+    variance`` (0 where the error reaches the population's spread). The error is
+    then uncorrelated with the *reported* label, not with the truth, and the
+    reported labels are narrower than the truth, never wider.
     """
     deviates = {label: kic_normal(kic, f"{salt}-{label}-{snr:g}") for label in _SLAM_COLUMNS}
     if correlated:
@@ -136,7 +146,14 @@ def _degraded_table(truth, kic, snr, salt, full_scatter=False, only=None, correl
     stars = Table()
     for label, (column, feature, unit) in _SLAM_COLUMNS.items():
         sigma = 0.0 if only not in (None, label) else noise_to_add(label, snr, full_scatter)
-        stars[column] = (truth[feature] + sigma * deviates[label]) * unit
+        sigma = float(getattr(sigma, "value", sigma))
+        if population is None:
+            stars[column] = (truth[feature] + sigma * deviates[label]) * unit
+        else:
+            mean, variance = population[feature]
+            shrink = max(1.0 - sigma**2 / variance, 0.0)
+            stars[column] = (mean + shrink * (truth[feature] - mean)
+                             + np.sqrt(shrink) * sigma * deviates[label]) * unit
         if full_scatter:
             stars[f"e_{column}"] = np.full(len(kic), float(slam_scatter(label, snr))) * (
                 u.K if label == "teff" else u.dex)
@@ -238,6 +255,9 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
     states = np.asarray(training_states(selected)).astype(str)
     truth = {name: _canonical_matrix(selected, [name])[:, 0]
              for name in ("teff", "logg", "fe_h", "alpha_m", "c_fe", "n_fe")}
+    # The spread a data-driven label shrinks within: the training stars' own.
+    population = {name: (float(np.nanmean(values)), float(np.nanvar(values)))
+                  for name, values in truth.items()}
     truth_mass = np.asarray(targets["mass"][keep], dtype=float)
     truth_age = np.asarray(targets["age"][keep], dtype=float)
     fold = kic_folds(kic, n_folds, salt="slam-degraded-folds")
@@ -257,7 +277,9 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
                        (f"S/N {snr:g}{tag}, full scatter (upper bound)", snr, True, False,
                         "full", model),
                        (f"S/N {snr:g}{tag}, correlated Teff-log g-[M/H] errors", snr, True,
-                        False, "correlated", model)]
+                        False, "correlated", model),
+                       (f"S/N {snr:g}{tag}, shrinkage-type errors", snr, True, False,
+                        "shrinkage", model)]
             if model == "giants":
                 levels.append((f"S/N {snr:g}, no propagation", snr, False, False, "slam",
                                model))
@@ -281,7 +303,8 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
             for name, snr, propagate, extrapolate, noise, which in levels:
                 stars = _apogee_table(fold_truth) if snr is None else _degraded_table(
                     fold_truth, kic[rows], snr, salt, full_scatter=noise == "full",
-                    correlated=noise == "correlated")
+                    correlated=noise == "correlated",
+                    population=population if noise == "shrinkage" else None)
                 result = add_mass_age(stars, model=models[which], propagate_errors=propagate,
                                       allow_extrapolation=extrapolate, n_draws=n_draws, seed=k)
                 collected[name].append(result[columns])
@@ -315,6 +338,14 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
                 which: _shift_effects(found, shifts) for which, found in shifted.items()}
 
 
+def _commit():
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
@@ -324,7 +355,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data_dir = find_data_dir(args.data_dir)
     out = {"command": "python tools/lamost_slam_report.py --data-dir DATA "
-                      f"--folds {args.folds} --n-draws {args.n_draws}"}
+                      f"--folds {args.folds} --n-draws {args.n_draws}",
+           "commit": _commit(), "date": datetime.date.today().isoformat()}
     out["zero_points"] = zero_points(data_dir)
     offsets = out["zero_points"]["dr14_minus_dr17"]
     measured = {"TEFF": offsets["teff"]["median"], "FE_H": offsets["fe_h"]["median"],

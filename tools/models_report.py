@@ -8,9 +8,11 @@ hull), and scored against its seismic mass and age (preliminary APOKASC-3):
   inside it, for RGB and clump stars separately too;
 * the DR17-input test: stars with all six final DR17 labels, predicted from those
   labels (what users have) by the same fold models;
-* coverage of the 68% interval overall, by state, and by true-value bin per state
-  (mass < 1, 1-1.4, 1.4-1.8, > 1.8 Msun; age < 2, 2-5, 5-9, > 9 Gyr), with the
-  median ln bias in each bin;
+* coverage of the 68% interval (the default robust intervals) overall, by state, and
+  by true-value bin per state (mass < 1, 1-1.4, 1.4-1.8, > 1.8 Msun; age < 2, 2-5,
+  5-9, > 9 Gyr), with the median ln bias in each bin; the worst bin of the
+  posterior's intervals (``intervals="posterior"``) beside it;
+* how often the point estimate lies inside its own interval;
 * log slopes of predicted on true value, per state (regression dilution).
 
 Variants:
@@ -87,7 +89,7 @@ def fold_predictions(spec, table, n_folds, say=print):
            "in_hull": np.zeros(len(kic), bool), "in_hull_dr17": np.zeros(len(kic), bool)}
     for target in spec.targets:
         out[f"{target}_true"] = targets[target][keep]
-        for suffix in ("", "_p16", "_p84", "_dr17"):
+        for suffix in ("", "_p16", "_p84", "_p16_posterior", "_p84_posterior", "_dr17"):
             out[f"{target}{suffix}"] = np.full(len(kic), np.nan)
     for k in range(n_folds):
         start = time.time()
@@ -95,6 +97,8 @@ def fold_predictions(spec, table, n_folds, say=print):
         rows = np.flatnonzero(fold == k)
         out["in_hull"][rows] = model.in_hull(features[rows])
         predicted = model.predict(features[rows], quantiles=(0.16, 0.84), states=states[rows])
+        posterior = model.predict(features[rows], quantiles=(0.16, 0.84), states=states[rows],
+                                  intervals="posterior")
         dr17_rows = rows[has_dr17[rows]]
         out["in_hull_dr17"][dr17_rows] = model.in_hull(dr17_features[dr17_rows])
         from_dr17 = model.predict(dr17_features[dr17_rows], quantiles=(0.16, 0.84),
@@ -103,6 +107,8 @@ def fold_predictions(spec, table, n_folds, say=print):
             out[target][rows] = predicted[target]["value"]
             out[f"{target}_p16"][rows] = predicted[target][0.16]
             out[f"{target}_p84"][rows] = predicted[target][0.84]
+            out[f"{target}_p16_posterior"][rows] = posterior[target][0.16]
+            out[f"{target}_p84_posterior"][rows] = posterior[target][0.84]
             out[f"{target}_dr17"][dr17_rows] = from_dr17[target]["value"]
         say(f"  fold {k + 1}/{n_folds}: {time.time() - start:.0f} s")
     return out
@@ -140,8 +146,20 @@ def scores(arrays, targets):
         }
         coverage = state_bin_coverage({**arrays, "EVSTATE": state}, target)
         entry["coverage"] = coverage
+        # Where the point estimate (posterior mean under the training prior) falls
+        # outside its own reference-prior interval: the compression made visible.
+        has = np.isfinite(value) & np.isfinite(arrays[f"{target}_p16"])
+        entry["point_inside_interval"] = float(np.mean(
+            (value[has] >= arrays[f"{target}_p16"][has])
+            & (value[has] <= arrays[f"{target}_p84"][has])))
         entry["worst_bin_coverage"] = min(row["p16_p84"] for row in coverage
                                           if row["bin"] != "all" and row["n"] >= 20)
+        # The same for the posterior's intervals (intervals="posterior"), for comparison.
+        posterior = state_bin_coverage(
+            {**arrays, "EVSTATE": state, f"{target}_p16": arrays[f"{target}_p16_posterior"],
+             f"{target}_p84": arrays[f"{target}_p84_posterior"]}, target)
+        entry["worst_bin_coverage_posterior"] = min(
+            row["p16_p84"] for row in posterior if row["bin"] != "all" and row["n"] >= 20)
         out[target] = entry
     return out
 
@@ -160,6 +178,8 @@ def main(argv=None):
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--spec", default="giants")
     parser.add_argument("--variants", default="v2,v3-labels,v3")
+    parser.add_argument("--save-arrays", default=None, metavar="DIR",
+                        help="also write each variant's out-of-fold arrays to DIR/<variant>.npz")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "stellar_ml_ages"
                                               / "data" / "models_report.json"))
     args = parser.parse_args(argv)
@@ -177,6 +197,10 @@ def main(argv=None):
         print(f"{name}: {table_options or 'default training labels'}")
         table = load_full_range_training_table(args.data_dir, **table_options)
         arrays = fold_predictions(spec, table, args.folds)
+        if args.save_arrays:
+            Path(args.save_arrays).mkdir(parents=True, exist_ok=True)
+            np.savez(Path(args.save_arrays) / f"{name}.npz",
+                     **{k: np.asarray(v) for k, v in arrays.items()})
         report["variants"][name] = {"table": table.meta["label_choice"],
                                     "scores": scores(arrays, spec.targets),
                                     "commit": report["commit"], "date": report["date"]}

@@ -55,10 +55,12 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         One row per usable star: ``KIC``, ``fold``, ``EVSTATE``, ``in_hull``, the
         features (with the spec's input noise, as predicted), and per target
         ``<t>_true`` (NaN where the star lacks it), ``<t>``, ``<t>_p2.5``, ``<t>_p16``,
-        ``<t>_p84``, ``<t>_p97.5`` and ``<t>_pit`` with the star's evolutionary state
-        given, ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it, and
+        ``<t>_p84``, ``<t>_p97.5`` (the intervals users get: robust, where the model
+        allows it) and ``<t>_pit`` with the star's evolutionary state given,
+        ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it (posterior), and
         ``<t>_quantiles`` (``<t>_quantiles_pooled`` without the state): the whole
-        calibrated predictive distribution (the quantiles at ``meta["probability"]``,
+        calibrated predictive distribution under the training prior (the quantiles at
+        ``meta["probability"]``,
         the calibration grid), as
         `~stellar_ml_ages.distributions.PredictiveDistribution` reads it.
     """
@@ -93,15 +95,20 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         rows = np.flatnonzero(fold == k)
         test_features = inputs[rows]
         out["in_hull"][rows] = result.model.in_hull(test_features)
-        predictions = result.model.predict(test_features,
-                                           quantiles=(*_QUANTILES, *CALIBRATION_PROBABILITIES),
+        # Intervals as users get them (robust); the whole distributions, for
+        # population stacking and the card's prior, under the training prior.
+        predictions = result.model.predict(test_features, quantiles=_QUANTILES,
                                            states=states[rows])
-        pooled = result.model.predict(test_features, quantiles=CALIBRATION_PROBABILITIES)
+        distributions = result.model.predict(test_features, quantiles=CALIBRATION_PROBABILITIES,
+                                             states=states[rows], intervals="posterior")
+        pooled = result.model.predict(test_features, quantiles=CALIBRATION_PROBABILITIES,
+                                      intervals="posterior")
         for target in spec.targets:
             out[target][rows] = predictions[target]["value"]
             for q in _QUANTILES:
                 out[f"{target}_p{100 * q:g}"][rows] = predictions[target][q]
-            for suffix, source in (("_quantiles", predictions), ("_quantiles_pooled", pooled)):
+            for suffix, source in (("_quantiles", distributions),
+                                   ("_quantiles_pooled", pooled)):
                 out[f"{target}{suffix}"][rows] = np.column_stack(
                     [source[target][q] for q in CALIBRATION_PROBABILITIES])
             out[f"{target}_p16_pooled"][rows] = pooled[target][0.16]

@@ -32,6 +32,7 @@ from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
 from ..model import MassAgeModel, with_oblique_inputs
+from ..reference_prior import fit_reference_prior
 from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",
@@ -208,6 +209,23 @@ def _calibration(log_target, mean, variance, count, states=None, groups=()):
                                      float(np.quantile(predicted, 0.975))]}
 
 
+def _reference_prior(model, target, stars, groups):
+    """The card's ``reference_prior`` of one target, from the calibration stars.
+
+    Their calibrated predictive distributions (out of bag, as the calibration's) are
+    stacked into each state's prior, and the reference levels recalibrated on their
+    PIT values (`~stellar_ml_ages.reference_prior.fit_reference_prior`).
+    """
+    log_target, mean, variance, count, states = stars
+    usable = (count > 0) & (variance > 0)
+    grid = np.asarray(model.target(target)["calibration"]["probability"], dtype=np.float64)
+    mean, sigma, states = mean[usable], np.sqrt(variance[usable]), states[usable]
+    knots = (mean + model._offset_table(target, mean, states, grid) * sigma).T
+    masks = {"all": np.ones(len(mean), dtype=bool),
+             **{group: states == group for group in groups}}
+    return fit_reference_prior(knots, grid, log_target[usable], masks)
+
+
 def _canonical_matrix(table, names):
     """Features in canonical units, found by the same resolver users' tables go through."""
     return feature_matrix(table, resolve_columns(table, names)).values
@@ -285,10 +303,57 @@ def add_input_noise(spec, features, kic, labels=True):
         # [C/Fe] - [N/Fe]) moves with the features that share them ([N/Fe]).
         draws = {label: sigma * kic_normal(kic, f"label-noise:{spec.seed}:{label}")
                  for label, sigma in spec.label_noise.items()}
+        if spec.label_noise_shrinkage > 0:
+            shrinking = (kic_uniform(kic, f"label-shrinkage:{spec.seed}")
+                         < spec.label_noise_shrinkage)
+            for label, sigma in spec.label_noise.items():
+                values = _label_values(spec.features, features, label)
+                if values is None or not shrinking.any():
+                    continue
+                draws[label] = np.where(shrinking, _shrinkage_draw(values, sigma,
+                                                                   draws[label] / sigma
+                                                                   if sigma else 0.0),
+                                        draws[label])
         for column, name in enumerate(spec.features):
             for sign, label in _label_terms(name, draws):
                 noisy[:, column] += sign * draws[label]
     return noisy
+
+
+def _label_values(feature_names, features, label):
+    """A label's values from the feature matrix: its own column, or solved from a
+    feature made of it and other features ([C/Fe] = [C/N] + [N/Fe]); None if neither."""
+    if label in feature_names:
+        return features[:, list(feature_names).index(label)]
+    for k, name in enumerate(feature_names):
+        derived = get_feature(name).derived_from
+        if not derived:
+            continue
+        terms = dict((term, sign) for sign, term in derived[0].terms)
+        if label in terms and all(t == label or t in feature_names for t in terms):
+            rest = sum(sign * features[:, list(feature_names).index(term)]
+                       for term, sign in terms.items() if term != label)
+            return (features[:, k] - rest) / terms[label]
+    return None
+
+
+def _shrinkage_draw(values, sigma, deviates):
+    """Noise of a data-driven label of error ``sigma``: the change that takes ``values``
+    to ``mean + lam (values - mean) + sqrt(lam) sigma e``, ``lam = 1 - sigma^2 / var``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.training.pipeline import _shrinkage_draw
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.normal(0.0, 0.2, 200_000)
+    >>> noisy = x + _shrinkage_draw(x, 0.1, rng.normal(size=x.size))
+    >>> round(float(np.std(noisy - x)), 3), round(float(np.std(noisy)), 3)
+    (0.1, 0.173)
+    """
+    mean, variance = float(np.mean(values)), float(np.var(values))
+    shrink = max(1.0 - sigma**2 / variance, 0.0) if variance > 0 else 0.0
+    return (shrink - 1.0) * (values - mean) + np.sqrt(shrink) * sigma * deviates
 
 
 def _label_terms(name, labels):
@@ -505,7 +570,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     def standardize(rows):
         return with_oblique_inputs((features[rows] - mean) / scale, oblique)
 
-    forests, target_cards = {}, []
+    forests, target_cards, calibration_stars = {}, [], {}
     for name, (_, unit) in spec.targets.items():
         rows = kept[name]
         removed = train & np.isfinite(targets[name]) & ~rows
@@ -520,14 +585,16 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         # out of bag for the kept stars, all trees for the stars cleaning removed.
         oob_mean, oob_variance, count = _oob_moments(forest, compact, kept_x)
         removed_mean, removed_variance = compact.predict_moments(standardize(removed))
-        calibration = _calibration(
+        calibration_stars[name] = (
             np.concatenate([log_target, np.log(targets[name][removed])]),
             np.concatenate([oob_mean, removed_mean]),
             np.concatenate([oob_variance, removed_variance]),
             np.concatenate([count, np.full(int(removed.sum()), spec.n_estimators)]),
-            states=np.concatenate([states[rows], states[removed]]),
-            groups=spec.calibration_groups,
+            np.concatenate([states[rows], states[removed]]),
         )
+        calibration = _calibration(*calibration_stars[name][:4],
+                                   states=calibration_stars[name][4],
+                                   groups=spec.calibration_groups)
         low, high = np.exp(calibration.pop("calibrated_log_range"))
         target_cards.append({
             "name": name, "unit": unit, "transform": "ln",
@@ -563,7 +630,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     card = {
         "name": spec.name,
         "aliases": list(spec.aliases),
-        "model_version": "3.0.0",
+        "model_version": "3.1.0",
         "description": spec.description,
         "created": datetime.date.today().isoformat(),
         "features": feature_cards,
@@ -613,6 +680,10 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     domain = ConvexHullDomain.from_points((train_features - mean) / scale)
     card["domain"]["n_vertices"] = len(domain.vertices)
     model = MassAgeModel.from_parts(card, forests, domain)
+    for entry in model.card["targets"]:
+        entry["reference_prior"] = _reference_prior(model, entry["name"],
+                                                    calibration_stars[entry["name"]],
+                                                    spec.calibration_groups)
 
     if is_test.any():
         test_features = features[is_test]

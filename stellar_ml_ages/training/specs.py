@@ -70,6 +70,13 @@ class ModelSpec:
         a model for another survey's noisier labels, e.g. SLAM's (``giants-slam``).
         The card's training noise includes it, so ``propagate_errors`` adds only what
         a user's errors exceed it by.
+    label_noise_shrinkage : float
+        Fraction of the training stars (chosen by KIC hash) whose ``label_noise`` is of
+        the kind a data-driven label has: ``mean + lam (label - mean) + sqrt(lam)
+        sigma e`` with ``lam = 1 - sigma^2 / variance`` over the training stars (the
+        label shrinks towards the population's mean, its error uncorrelated with the
+        reported value); the others get independent noise ``sigma e``. Both kinds
+        have the same size; 0 (default): independent noise only.
     noise_model : dict
         Where ``label_noise`` comes from (recorded in the card's ``training_set``).
     calibration_groups : tuple of str
@@ -118,6 +125,7 @@ class ModelSpec:
     training_table: str = "apokasc2"
     input_noise: dict = None
     label_noise: dict = None
+    label_noise_shrinkage: float = 0.0
     noise_model: dict = None
     calibration_groups: tuple = ()
     candidate_features: tuple = ()
@@ -158,6 +166,8 @@ class ModelSpec:
             **({"rarity_weight_cap": self.rarity_weight_cap} if self.rarity_weight_cap
                else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
+            **({"label_noise_shrinkage": self.label_noise_shrinkage}
+               if self.label_noise_shrinkage else {}),
         }
 
 

@@ -1,0 +1,123 @@
+"""Training the spectroscopic RGB/clump classifier (`stellar_ml_ages.stateclass`)."""
+
+import datetime
+
+import numpy as np
+
+from ..features import get_feature
+from ..stateclass import StateClassifier
+from .evaluation import kic_folds
+from .pipeline import _canonical_matrix, _software, training_states
+
+__all__ = ["STATE_FEATURES", "fit_state_classifier", "out_of_fold_state_probability",
+           "train_state_classifier"]
+
+#: The giants model's inputs: whatever ``giants`` can annotate can be classified.
+STATE_FEATURES = ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h")
+#: Inverse regularisation strength of the logistic regression (sklearn's ``C``).
+_C = 1.0
+
+
+def _design(features, mean, scale):
+    from sklearn.preprocessing import PolynomialFeatures
+
+    expand = PolynomialFeatures(degree=2, include_bias=True)
+    design = expand.fit_transform((features - mean) / scale)
+    return design, expand.powers_
+
+
+def fit_state_classifier(features, is_clump):
+    """(mean, scale, powers, coefficients) of a degree-2 logistic regression.
+
+    Deterministic (L-BFGS on a fixed design); coefficients are rounded to 10
+    decimals so retraining gives the same card.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    mean, scale = features.mean(axis=0), features.std(axis=0)
+    design, powers = _design(features, mean, scale)
+    # The bias is a column of the design (power 0 everywhere), so one coefficient
+    # vector says everything.
+    fit = LogisticRegression(C=_C, fit_intercept=False, max_iter=10_000, tol=1e-10)
+    fit.fit(design, is_clump.astype(int))
+    return mean, scale, powers, np.round(fit.coef_[0], 10)
+
+
+def _usable(table):
+    states = training_states(table)
+    features = _canonical_matrix(table, STATE_FEATURES)
+    rows = np.isin(states, ("RGB", "RC")) & np.all(np.isfinite(features), axis=1)
+    return rows, features, states
+
+
+def out_of_fold_state_probability(table, n_folds=10):
+    """Each usable star's P(clump) from the classifier of the KIC-hash fold that did not
+    see it; NaN for the others. Returns (probability, usable rows, states)."""
+    rows, features, states = _usable(table)
+    kic = np.asarray(table["KIC"])
+    fold = kic_folds(kic, n_folds, salt="stellar_ml_ages-state")
+    probability = np.full(len(table), np.nan)
+    for k in range(n_folds):
+        train, test = rows & (fold != k), rows & (fold == k)
+        mean, scale, _, coefficients = fit_state_classifier(features[train],
+                                                            states[train] == "RC")
+        design = _design(features[test], mean, scale)[0]
+        probability[test] = 1.0 / (1.0 + np.exp(-(design @ coefficients)))
+    return probability, rows, states
+
+
+def selection_metrics(probability, states, threshold=0.5):
+    """Completeness and contamination of the clump (and of the RGB) a threshold selects."""
+    called_rc = probability > threshold
+    is_rc = states == "RC"
+    return {"threshold": threshold, "n": len(states),
+            "accuracy": float(np.mean(called_rc == is_rc)),
+            "rc_completeness": float(np.mean(called_rc[is_rc])),
+            "rc_contamination": float(np.mean(~is_rc[called_rc])),
+            "rgb_completeness": float(np.mean(~called_rc[~is_rc])),
+            "rgb_contamination": float(np.mean(is_rc[~called_rc]))}
+
+
+def train_state_classifier(table, n_folds=10, threshold=0.5,
+                           name="state-apogee-dr17", source="APOKASC-3 x APOGEE DR17"):
+    """The packaged classifier, fitted on every usable star, with out-of-fold metrics.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        The full-range training table (``KIC``, ``EVSTATE`` seismic states, the six
+        labels): `~stellar_ml_ages.training.load_full_range_training_table`.
+
+    Returns
+    -------
+    `~stellar_ml_ages.stateclass.StateClassifier`
+    """
+    probability, rows, states = out_of_fold_state_probability(table, n_folds)
+    metrics = selection_metrics(probability[rows], states[rows], threshold)
+    metrics["protocol"] = f"{n_folds}-fold out of fold (KIC hash)"
+    mean, scale, powers, coefficients = fit_state_classifier(
+        _canonical_matrix(table, STATE_FEATURES)[rows], states[rows] == "RC")
+    card = {
+        "name": name,
+        "kind": "state classifier",
+        "description": ("Red clump (core helium burning) against first-ascent red giant "
+                        "from spectroscopic labels: logistic regression on the z-scores "
+                        "of the features and their products up to second order"),
+        "created": datetime.date.today().isoformat(),
+        "features": [{"name": n, "unit": get_feature(n).unit.to_string(),
+                      "mean": round(float(m), 10), "std": round(float(s), 10)}
+                     for n, m, s in zip(STATE_FEATURES, mean, scale, strict=True)],
+        "powers": powers.astype(int).tolist(),
+        "coefficients": [float(c) for c in coefficients],
+        "threshold": threshold,
+        "training_set": {"source": f"{source}; seismic states (EVSTATE)",
+                         "n": int(rows.sum()), "n_rc": int(np.sum(states[rows] == "RC")),
+                         "label_origin": table.meta.get("label_choice", "")},
+        "metrics": metrics,
+        "software": _software(),
+        "card_sha256": "",
+    }
+    from ..model import card_checksum
+
+    card["card_sha256"] = card_checksum(card)
+    return StateClassifier(card)

@@ -1,0 +1,202 @@
+"""Robust intervals: the posterior and the prior-free (reference) distribution (#23).
+
+The Gaussian case has a closed form: a prior N(0, tau^2) on theta and a measurement
+x ~ N(theta, s^2) give the posterior N(x tau^2 / (tau^2 + s^2), tau^2 s^2 / (tau^2 + s^2));
+dividing the prior out must give back N(x, s^2), whose intervals cover theta 68% of
+the time for every theta, where the posterior's do not in the tails. The robust
+intervals must hold both by true value and by measured (predicted) value.
+"""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from stellar_ml_ages.reference_prior import (
+    fit_reference_prior,
+    reference_cdf,
+    reference_quantiles,
+    robust_quantiles,
+)
+from stellar_ml_ages.training.pipeline import CALIBRATION_PROBABILITIES
+
+GRID = np.asarray(CALIBRATION_PROBABILITIES)
+TAU, S = 0.30, 0.25  # shrinkage 0.59: the RGB's measured log slope
+
+
+def _gaussian_prior(n_bins=80, width=6.0):
+    edges = np.linspace(-width * TAU, width * TAU, n_bins + 1)
+    mass = np.diff(stats.norm.cdf(edges, scale=TAU))
+    return edges, mass / mass.sum() / np.diff(edges)
+
+
+def _posterior_knots(x):
+    shrink = TAU**2 / (TAU**2 + S**2)
+    sd = np.sqrt(shrink) * S
+    return (x * shrink)[:, None] + sd * stats.norm.ppf(GRID)[None, :]
+
+
+def test_dividing_out_a_gaussian_prior_gives_the_likelihood():
+    x = np.array([-0.3, -0.1, 0.0, 0.15, 0.3])
+    edges, density = _gaussian_prior()
+    out = reference_quantiles(_posterior_knots(x), GRID, edges, density, [0.16, 0.5, 0.84])
+    # Exact up to the piecewise-linear CDF through 15 knots, the histogram prior and
+    # the posterior's 0.5% tails, which the division cannot restore (intervals come out
+    # 5-8% narrow; a fitted card's level recalibration takes that up).
+    np.testing.assert_allclose(out[1], x, atol=0.02)
+    np.testing.assert_allclose(out[2] - out[0], 2 * S, rtol=0.1)
+    assert np.all(out[2] - out[0] < 2 * S)
+
+
+def test_reference_intervals_hold_by_true_value_where_the_posterior_fails():
+    rng = np.random.default_rng(5)
+    theta = rng.normal(0, TAU, 20_000)
+    x = theta + rng.normal(0, S, theta.size)
+    knots = _posterior_knots(x)
+    edges, density = _gaussian_prior()
+    low, high = reference_quantiles(knots, GRID, edges, density, [0.16, 0.84])
+    posterior_low, posterior_high = knots[:, 5], knots[:, 9]
+    assert GRID[5] == 0.16 and GRID[9] == 0.84
+    tail = theta > 1.5 * TAU
+    covered = (theta >= low) & (theta <= high)
+    posterior_covered = (theta >= posterior_low) & (theta <= posterior_high)
+    assert posterior_covered.mean() == pytest.approx(0.68, abs=0.02)
+    assert posterior_covered[tail].mean() < 0.45  # the compression the issue measured
+    assert covered.mean() == pytest.approx(0.68, abs=0.03)
+    assert covered[tail].mean() == pytest.approx(0.68, abs=0.05)
+
+
+def _simulate(n, seed):
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0, TAU, n)
+    x = theta + rng.normal(0, S, theta.size)
+    return theta, x, _posterior_knots(x)
+
+
+def _coverage_in_tails(covered, values):
+    low, high = np.quantile(values, [0.05, 0.95])
+    return covered[values <= low].mean(), covered[values >= high].mean()
+
+
+def test_robust_intervals_hold_by_true_and_by_predicted_value():
+    """Fitted on one simulated training set, scored on another: 68% overall, and in
+    the outer 5% of true *and* of predicted values; the posterior fails the first,
+    the reference distribution the second."""
+    theta, _, knots = _simulate(8000, 11)
+    entry = fit_reference_prior(knots, GRID, theta, {"all": np.ones(theta.size, bool)})
+    group = entry["groups"]["all"]
+    for side in ("lower_level", "upper_level"):
+        assert np.all(np.diff(group[side]) >= 0)
+    theta, _, knots = _simulate(20_000, 12)
+    shrunk = knots[:, 7]  # the posterior median: the point estimate
+    low, high = robust_quantiles(knots, GRID, group["log_edges"], group["density"],
+                                 group["lower_level"], group["upper_level"], [0.16, 0.84])
+    covered = (theta >= low) & (theta <= high)
+    assert covered.mean() == pytest.approx(0.68, abs=0.02)
+    for tail in (*_coverage_in_tails(covered, theta), *_coverage_in_tails(covered, shrunk)):
+        assert 0.55 < tail < 0.85
+    assert np.all((shrunk >= low) & (shrunk <= high))
+    # The other two fail one of the conditionings.
+    ref_low, ref_high = reference_quantiles(knots, GRID, group["log_edges"], group["density"],
+                                            [0.16, 0.84])
+    reference_covered = (theta >= ref_low) & (theta <= ref_high)
+    posterior_covered = (theta >= knots[:, 5]) & (theta <= knots[:, 9])
+    assert min(_coverage_in_tails(posterior_covered, theta)) < 0.45
+    assert min(_coverage_in_tails(reference_covered, shrunk)) < 0.5
+    # 95% intervals too.
+    low, high = robust_quantiles(knots, GRID, group["log_edges"], group["density"],
+                                 group["lower_level"], group["upper_level"], [0.025, 0.975])
+    assert np.mean((theta >= low) & (theta <= high)) == pytest.approx(0.95, abs=0.01)
+
+
+def test_the_reference_cdf_inverts_the_reference_quantiles():
+    _, _, knots = _simulate(50, 3)
+    edges, density = _gaussian_prior()
+    values = reference_quantiles(knots, GRID, edges, density, [0.3])
+    back = reference_cdf(knots, GRID, edges, density, values[0])
+    np.testing.assert_allclose(back, 0.3, atol=1e-9)
+
+
+def test_rows_with_missing_knots_stay_missing():
+    knots = _posterior_knots(np.array([0.1, 0.2]))
+    knots[1, 3] = np.nan
+    edges, density = _gaussian_prior()
+    out = reference_quantiles(knots, GRID, edges, density, [0.16, 0.84])
+    assert np.all(np.isfinite(out[:, 0])) and np.all(np.isnan(out[:, 1]))
+
+
+# ---------------------------------------------------------------- packaged models
+@pytest.fixture(scope="module")
+def annotated():
+    from stellar_ml_ages import add_mass_age, demo_table
+
+    return add_mass_age(demo_table(), model="giants")
+
+
+def test_packaged_giants_give_robust_intervals_by_default(annotated):
+    from stellar_ml_ages import add_mass_age, demo_table, get_model
+
+    assert get_model("giants").interval_kinds == ("robust", "posterior")
+    assert annotated.meta["MLINTVL"] == "robust"
+    training = add_mass_age(demo_table(), model="giants", intervals="posterior")
+    assert training.meta["MLINTVL"] == "posterior"
+    # Same point estimates, inside both intervals; the robust ones reach further out
+    # for stars predicted far from the middle of the training range.
+    np.testing.assert_array_equal(np.asarray(annotated["age"]), np.asarray(training["age"]))
+    predicted = ~np.ma.getmaskarray(annotated["mass"])
+    assert predicted.sum() > 100
+
+    def values(table, name):
+        return np.ma.filled(table[name], np.nan).astype(float)[predicted]
+
+    for target in ("mass", "age"):
+        low, high = values(annotated, f"{target}_p16"), values(annotated, f"{target}_p84")
+        point = values(annotated, target)
+        assert np.all((low < point) & (point < high))
+        width = np.log(high / low)
+        posterior_width = np.log(values(training, f"{target}_p84")
+                                 / values(training, f"{target}_p16"))
+        # Never narrower than the posterior by much; wider in the tails only.
+        assert 0.95 < np.median(width / posterior_width) < 1.2
+        assert np.percentile(width / posterior_width, 95) < 2.5
+
+
+def test_an_unknown_interval_kind_is_refused_naming_the_choices():
+    from stellar_ml_ages import add_mass_age, demo_table
+    from stellar_ml_ages.exceptions import ModelError
+
+    with pytest.raises(ModelError, match=r"'robust' or 'posterior'.*--intervals"):
+        add_mass_age(demo_table(), model="giants", intervals="flat")
+
+
+def test_population_tools_use_the_training_posterior(annotated):
+    """Stacking needs p(y | labels) under the training prior: a table annotated with
+    robust intervals is not read as that, the model is run again."""
+    from stellar_ml_ages import add_mass_age, demo_table
+    from stellar_ml_ages.distributions import predictive_distribution
+
+    every = add_mass_age(demo_table(), model="giants", quantiles="all")
+    assert every.meta["MLINTVL"] == "posterior"
+    from_columns = predictive_distribution(every, "age")
+    assert from_columns.meta["source"] == "quantile columns"
+    rerun = predictive_distribution(annotated, "age")
+    assert rerun.meta["source"] == "model run"
+    np.testing.assert_array_equal(rerun.predicted, from_columns.predicted)
+    for level in (0.05, 0.16, 0.5, 0.84, 0.95):
+        np.testing.assert_allclose(rerun.quantile(level)[rerun.predicted].value,
+                                   from_columns.quantile(level)[rerun.predicted].value,
+                                   rtol=1e-6)
+
+
+def test_a_card_with_decreasing_robust_levels_is_refused():
+    import copy
+
+    from stellar_ml_ages import get_model
+    from stellar_ml_ages.exceptions import ModelFormatError
+    from stellar_ml_ages.model import validate_card
+
+    card = copy.deepcopy(get_model("giants").card)
+    group = card["targets"][0]["reference_prior"]["groups"]["all"]
+    group["upper_level"] = group["upper_level"][::-1]
+    with pytest.raises(ModelFormatError,
+                       match=r"reference_prior group 'all'.*non-decreasing upper_level"):
+        validate_card(card, "test card")
