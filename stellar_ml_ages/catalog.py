@@ -494,6 +494,7 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
                 summary.reasons[name] = summary.reasons.get(name, 0) + n
             if bar is not None:
                 bar.update(page["rows"])
+        _check_complete(query, summary.n_rows, manifest, page_rows)
         manifest["complete"] = True
         manifest["finished"] = _now()
         manifest["summary"] = {"rows": summary.n_rows, "predicted": summary.n_predicted,
@@ -509,6 +510,30 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
     # With Dask only what the first page said about the table is in ``run``.
     run.warn(stacklevel=2)
     return summary
+
+
+def _check_complete(query, n_rows, manifest, page_rows):
+    """Refuse to call a catalog complete when the service's COUNT(*) disagrees.
+
+    A service that caps every result at fewer rows than ``page_rows`` without
+    saying so (no overflow status) returns a short page, which paging takes for the
+    last one: the count is the only way to tell.
+    """
+    total = int(run_query(query.service, query.count_query())["n"][0])
+    if total == n_rows:
+        return
+    last = manifest["pages"][-1]["rows"] if manifest["pages"] else 0
+    if total > n_rows:
+        raise CatalogError(
+            f"{query.table} has {total} rows (COUNT(*)) but paging got {n_rows}: the "
+            f"service seems to cap results at {last} rows without saying so (the last page "
+            f"had {last}, fewer than page_rows {page_rows}). The catalog is not marked "
+            f"complete; build it again with page_rows={max(last - 1, 2)} (--page-rows "
+            f"{max(last - 1, 2)} --restart)")
+    raise CatalogError(
+        f"paging got {n_rows} rows but {query.table} now has {total} (COUNT(*)): the table "
+        "changed during the build. The catalog is not marked complete; build it again "
+        "(restart=True, --restart) once the table is stable")
 
 
 def _not_default(options):

@@ -624,14 +624,22 @@ class MassAgeModel:
         """The kinds of interval this model gives: ``("robust", "posterior")`` where the
         card has a ``reference_prior`` for every target, else ``("posterior",)``; the
         first is the default."""
-        if all("reference_prior" in self.target(name) for name in self.target_names):
+        if all("all" in ((self.target(name).get("reference_prior") or {}).get("groups") or {})
+               for name in self.target_names):
             return ("robust", "posterior")
         return ("posterior",)
 
-    def _robust_quantiles(self, target, mean, sigma, states, quantiles):
-        """Quantiles of ``intervals="robust"`` (`stellar_ml_ages.reference_prior`)."""
+    def _robust_quantiles(self, target, mean, sigma, states, quantiles, training_sigma=None):
+        """Quantiles of ``intervals="robust"`` (`stellar_ml_ages.reference_prior`).
+
+        With propagated input errors, ``training_sigma`` is the spread without them:
+        the robust ends are built from that distribution (the one the levels were
+        recalibrated on; dividing the prior out of a much wider one would push its
+        quantiles to the ends of the range), then moved out by what the propagation
+        adds to the posterior's quantile at the same probability."""
         grid = np.asarray(self.target(target)["calibration"]["probability"], dtype=np.float64)
-        knots = (mean + self._offset_table(target, mean, states, grid) * sigma).T
+        base_sigma = sigma if training_sigma is None else training_sigma
+        knots = (mean + self._offset_table(target, mean, states, grid) * base_sigma).T
         groups = self.target(target)["reference_prior"]["groups"]
         group_of_row = np.full(len(mean), "all", dtype=object)
         if states is not None:
@@ -640,13 +648,22 @@ class MassAgeModel:
                 if group != "all":
                     group_of_row[states == group] = group
         out = np.full((len(quantiles), len(mean)), np.nan)
+        low, high = np.full(len(mean), -np.inf), np.full(len(mean), np.inf)
         for group, entry in groups.items():
             rows = group_of_row == group
             if rows.any():
+                if "log_range" in entry:
+                    low[rows], high[rows] = entry["log_range"]
                 out[:, rows] = robust_quantiles(knots[rows], grid, entry["log_edges"],
                                                 entry["density"], entry["lower_level"],
                                                 entry["upper_level"], quantiles,
                                                 entry.get("log_range"))
+        if training_sigma is not None:
+            offsets = self._offset_table(target, mean, states, quantiles)
+            out += offsets * (sigma - base_sigma)
+            # Beyond the training range only as far as the posterior itself reaches.
+            posterior = mean + offsets * sigma
+            out = np.clip(out, np.minimum(low, posterior), np.maximum(high, posterior))
         return out
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
@@ -709,7 +726,9 @@ class MassAgeModel:
         for target in self.target_names:
             forest = self.forests[target]
             mean, variance = forest.predict_moments(standardized, chunk_size)
+            training_sigma = None
             if feature_errors is not None:
+                training_sigma = np.sqrt(variance)
                 # Mixture over draws: total variance = mean variance + variance of means.
                 moments = [forest.predict_moments(z, chunk_size) for z in draws]
                 draw_means = np.array([m for m, _ in moments])
@@ -720,7 +739,8 @@ class MassAgeModel:
             # small tables in probability first changes nothing but the cost.
             levels = np.asarray(quantiles, dtype=np.float64)
             if intervals == "robust":
-                log_quantiles = self._robust_quantiles(target, mean, sigma, states, levels)
+                log_quantiles = self._robust_quantiles(target, mean, sigma, states, levels,
+                                                       training_sigma)
             else:
                 log_quantiles = mean + self._offset_table(target, mean, states, levels) * sigma
             result = {"value": self._inverse_transform(target, mean)}

@@ -163,18 +163,23 @@ def reference_cdf(knots, probability, log_edges, density, log_values):
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = np.where(step > 0, (prior.integral(log_values) - h[rows, j]) / step, 1.0)
     fraction = np.clip(fraction, 0.0, 1.0)
-    return cdf[rows, j] + fraction * (cdf[rows, j + 1] - cdf[rows, j])
+    out = cdf[rows, j] + fraction * (cdf[rows, j + 1] - cdf[rows, j])
+    out = np.where(log_values < knots[:, 0], probability[0], out)  # tied lowest knots too
+    return np.where(np.all(np.isfinite(knots), axis=1) & np.isfinite(log_values), out, np.nan)
 
 
 def _posterior_cdf(knots, probability, log_values):
-    """Each row's own (piecewise-linear) CDF at its ``log_values``, clipped to the knots."""
+    """Each row's own (piecewise-linear) CDF at its ``log_values``, clipped to the knots;
+    NaN for rows without finite knots or value."""
     rows = np.arange(len(knots))
     j = np.clip((knots <= log_values[:, None]).sum(axis=1) - 1, 0, knots.shape[1] - 2)
     width = knots[rows, j + 1] - knots[rows, j]
     with np.errstate(divide="ignore", invalid="ignore"):
         fraction = np.where(width > 0, (log_values - knots[rows, j]) / width, 1.0)
     fraction = np.clip(fraction, 0.0, 1.0)
-    return probability[j] + fraction * (probability[j + 1] - probability[j])
+    out = probability[j] + fraction * (probability[j + 1] - probability[j])
+    out = np.where(log_values < knots[:, 0], probability[0], out)  # tied lowest knots too
+    return np.where(np.all(np.isfinite(knots), axis=1) & np.isfinite(log_values), out, np.nan)
 
 
 def _interp_columns(knots, probability, level):
@@ -239,7 +244,8 @@ def _stacked_density(knots, probability, log_edges):
     return mass / np.diff(log_edges)
 
 
-def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_PRIOR_BINS):
+def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_PRIOR_BINS,
+                        log_range=None):
     """The card entry: per group, the stacked prior and the recalibrated levels.
 
     Parameters
@@ -252,6 +258,9 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         The stars' true ln y.
     groups : dict
         Group name (``"all"``, ``"RGB"``, ``"RC"``) to a boolean row mask.
+    log_range : (float, float), optional
+        Bounds of the reference quantiles (ln y): the range the model was trained
+        on. Default: the group's true values' range.
 
     Returns
     -------
@@ -278,8 +287,12 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         sample, truth = knots[usable], log_truth[usable]
         log_edges = np.linspace(sample.min(), sample.max(), n_bins + 1)
         density = _stacked_density(sample, probability, log_edges)
+        bounds = (truth.min(), truth.max()) if log_range is None else log_range
         posterior = _posterior_cdf(sample, probability, truth)
-        reference = reference_cdf(sample, probability, log_edges, density, truth)
+        # The reference quantiles are clipped to the bounds: their CDF is 0 below, 1 above.
+        reference = np.where(truth < bounds[0], 0.0, np.where(
+            truth > bounds[1], 1.0,
+            reference_cdf(sample, probability, log_edges, density, truth)))
 
         def levels(scores):
             level = np.maximum.accumulate(np.quantile(scores, probability))
@@ -291,7 +304,7 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
             "density": [round(float(v), 12) for v in density],
             "lower_level": levels(np.maximum(posterior, reference)),
             "upper_level": levels(np.minimum(posterior, reference)),
-            "log_range": [round(float(truth.min()), 12), round(float(truth.max()), 12)],
+            "log_range": [round(float(bounds[0]), 12), round(float(bounds[1]), 12)],
             "n": int(usable.sum()),
         }
     return entry

@@ -8,7 +8,7 @@ hotter, at lower [C/N] for their mass, than first-ascent giants of the same log 
 and metallicity: a smooth boundary in the giants' own six labels.
 
 The packaged classifier is a logistic regression on the z-scores of those labels
-and their products up to second order (21 terms), fitted on the seismic states of
+and their products up to second order (28 terms), fitted on the seismic states of
 the APOKASC-3 giants with APOGEE DR17-scale labels (the ``giants`` training table),
 stored as plain numbers in a JSON card with its own sha256 (no pickle). Its card
 records the out-of-fold completeness and contamination of the clump it selects
@@ -93,6 +93,17 @@ class StateClassifier:
     def feature_names(self):
         return tuple(f["name"] for f in self.card["features"])
 
+    def in_box(self, features):
+        """Whether each row lies within the training labels' [min, max] (all rows where
+        the card records no box)."""
+        features = np.asarray(features, dtype=np.float64)
+        entries = self.card["features"]
+        if not all("min" in f and "max" in f for f in entries):
+            return np.ones(len(features), dtype=bool)
+        low = np.array([f["min"] for f in entries])
+        high = np.array([f["max"] for f in entries])
+        return np.all((features >= low) & (features <= high), axis=1)
+
     def probability(self, features):
         """P(red clump) per row of canonical-unit ``features``; NaN where any is missing."""
         features = np.asarray(features, dtype=np.float64)
@@ -132,8 +143,11 @@ def add_spectroscopic_state(table, *, mapping=None, column="EVSTATE_SPEC",
     mapping : dict, optional
         ``{feature: column}`` overrides, as for `~stellar_ml_ages.add_mass_age`.
     column, probability_column : str
-        Names of the new columns: ``"RC"``, ``"RGB"`` or ``""`` (inputs missing or
-        invalid), and the probability of the clump (masked where unknown).
+        Names of the new columns: ``"RC"``, ``"RGB"`` or ``""`` (inputs missing,
+        invalid, or outside the box of the training labels, where the classifier
+        would extrapolate), and the probability of the clump (masked where unknown).
+        The probability is for a population with the training set's clump
+        fraction (APOKASC-3: 46%); for another, scale the odds.
     threshold : float, optional
         Probability above which a star is called a clump star; default the card's
         (0.5).
@@ -167,6 +181,7 @@ def add_spectroscopic_state(table, *, mapping=None, column="EVSTATE_SPEC",
     resolved = resolve_columns(table, classifier.feature_names, mapping)
     matrix = feature_matrix(table, resolved)
     usable = ~(matrix.missing | matrix.invalid)
+    usable[usable] = classifier.in_box(matrix.values[usable])
     probability = np.full(len(table), np.nan)
     probability[usable] = classifier.probability(matrix.values[usable])
     states = np.where(~usable, "", np.where(probability > threshold, "RC", "RGB"))

@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -133,6 +134,54 @@ def _fits_blocks(path, rows):
         yield from _plain_fits_blocks(copy, rows, path)
     finally:
         Path(copy).unlink(missing_ok=True)
+
+
+class _BlockWarnings:
+    """Warnings of a per-block step (``prepare``), given once per file.
+
+    A message counting rows ("3 of 500 rows have no usable S/N") is summed over the
+    blocks ("7 of 2000 rows ..."); any other message is given once.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from stellar_ml_ages.streaming import _BlockWarnings
+    >>> collected = _BlockWarnings()
+    >>> for n in (3, 4):
+    ...     with warnings.catch_warnings(record=True) as caught:
+    ...         warnings.simplefilter("always")
+    ...         warnings.warn(f"{n} of 500 rows have no usable S/N", UserWarning)
+    ...     collected.add(caught)
+    >>> collected.messages()
+    [(<class 'UserWarning'>, '7 of 1000 rows have no usable S/N')]
+    """
+
+    _COUNT = re.compile(r"\b(\d+) of (\d+) rows\b")
+
+    def __init__(self):
+        # (category, text before the count, text after it) -> [count, total] or None
+        self._seen = {}
+
+    def add(self, caught):
+        for warning in caught:
+            text = str(warning.message)
+            match = self._COUNT.search(text)
+            if match is None:
+                self._seen.setdefault((warning.category, text, None), None)
+                continue
+            key = (warning.category, text[:match.start()], text[match.end():])
+            counts = self._seen.get(key) or [0, 0]
+            self._seen[key] = [counts[0] + int(match.group(1)),
+                               counts[1] + int(match.group(2))]
+
+    def messages(self):
+        return [(category, before if counts is None
+                 else f"{before}{counts[0]} of {counts[1]} rows{after}")
+                for (category, before, after), counts in self._seen.items()]
+
+    def warn(self, stacklevel=2):
+        for category, text in self.messages():
+            warnings.warn(text, category, stacklevel=stacklevel + 1)
 
 
 def _plain_fits_blocks(path, rows, shown):
@@ -570,12 +619,16 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                                          dir=directory)
     n_blocks = 0
     run = writer = None
+    prepared_warnings = _BlockWarnings()
     try:
         with os.fdopen(handle, "w+b") as stream:
             writer = _WRITERS[output_format](stream)
             for block in blocks:
                 if prepare is not None:
-                    block = prepare(block)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always")
+                        block = prepare(block)
+                    prepared_warnings.add(caught)
                 if n_blocks == 0:
                     model = (select_model(block, options.get("mapping")) if model is None
                              else get_model(model))
@@ -603,6 +656,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
         if bar is not None:
             bar.close()
         blocks.close()
+    prepared_warnings.warn(stacklevel=2)
     if run is None:  # no block at all: nothing was annotated
         return StreamSummary(0, 0, 0, get_model(model).name if model is not None else "")
     run.warn(stacklevel=2)

@@ -79,7 +79,9 @@ def test_a_dask_build_says_what_the_table_is_as_a_local_one_does(tmp_path, monke
     page = demo_table()[:60]
     page["obs_key"] = np.arange(len(page))
     page.meta["LABELSRC"] = "LAMOST DR5 DD-Payne"
-    monkeypatch.setattr(catalog_module, "run_query", lambda *args, **kwargs: Table({"n": [0]}))
+    # COUNT(*): no rows without a key, 60 in all.
+    monkeypatch.setattr(catalog_module, "run_query", lambda service, adql, **kwargs: Table(
+        {"n": [0 if "IS NULL" in adql else len(page)]}))
     monkeypatch.setattr(catalog_module, "_pages",
                         lambda query, page_rows, after, timings: iter([(page, 0, 59)]))
     query = CatalogQuery("http://127.0.0.1:1/tap", "lamost.dr5", "obs_key")
@@ -92,6 +94,50 @@ def test_a_dask_build_says_what_the_table_is_as_a_local_one_does(tmp_path, monke
             build_catalog(tmp_path, query, page_rows=100, dask=client)
     messages = [str(w.message) for w in caught if issubclass(w.category, LabelSourceWarning)]
     assert len(messages) == 1 and "LAMOST DR5 DD-Payne" in messages[0]
+
+
+class _CappedService:
+    """An in-memory TAP service that answers the catalog builder's three kinds of query
+    and, like some real ones, cuts every result at ``cap`` rows without saying so."""
+
+    def __init__(self, table, cap):
+        self.table, self.cap = table, cap
+
+    def __call__(self, service, adql, **kwargs):
+        import re
+
+        key = np.asarray(self.table["obs_key"])
+        if adql.startswith("SELECT COUNT(*)"):
+            return Table({"n": [0 if "IS NULL" in adql else len(self.table)]})
+        equal = re.search(r"obs_key\"? = (\d+)", adql)
+        above = re.search(r"obs_key\"? > (\d+)", adql)
+        top = re.search(r"TOP (\d+)", adql)
+        rows = (key == int(equal.group(1))) if equal else (
+            key > int(above.group(1)) if above else np.ones(len(key), bool))
+        found = self.table[rows]
+        if top:
+            found = found[:int(top.group(1))]
+        return found[:self.cap]
+
+
+def test_a_service_that_caps_results_silently_does_not_give_a_complete_catalog(
+        tmp_path, monkeypatch):
+    """L1 (#26): a short page equal to a silent cap is not taken for the end: COUNT(*)
+    says rows are missing, the manifest stays incomplete, and the error says how to
+    rebuild; with page_rows below the cap the same service gives every row."""
+    from stellar_ml_ages import catalog as catalog_module
+    from stellar_ml_ages import demo_table
+
+    stars = demo_table()[:150]
+    stars["obs_key"] = np.arange(len(stars))
+    monkeypatch.setattr(catalog_module, "run_query", _CappedService(stars, cap=40))
+    query = CatalogQuery("http://127.0.0.1:1/tap", "demo.stars", "obs_key")
+    with pytest.raises(CatalogError, match=r"150 rows \(COUNT\(\*\)\) but paging got 40.*"
+                                           r"--page-rows 39 --restart"):
+        build_catalog(tmp_path / "capped", query, page_rows=100, model="giants")
+    assert read_manifest(tmp_path / "capped")["complete"] is False
+    summary = build_catalog(tmp_path / "paged", query, page_rows=39, model="giants")
+    assert summary.n_rows == 150 and read_manifest(tmp_path / "paged")["complete"] is True
 
 
 def test_exact_adql_of_the_keyset_pages():

@@ -624,3 +624,25 @@ def test_shrinkage_type_training_noise_narrows_the_labels_it_degrades():
             assert np.corrcoef(error, features[:, k])[0, 1] > 0.2
         else:
             assert np.std(shrunk[:, k]) < 1e-9 * spread
+
+
+def test_a_streamed_slam_file_says_once_how_many_rows_lack_an_snr(tmp_path):
+    """#26: the per-block S/N warning of ``--slam-errors`` comes once per file, with the
+    rows counted over all blocks."""
+    from stellar_ml_ages.streaming import annotate_file
+
+    stars, _ = slam_like(60)
+    snr = np.full(len(stars), 80.0)
+    snr[[2, 25, 26, 47]] = np.nan  # in three of the four blocks
+    stars["snrg"] = snr
+    source = tmp_path / "slam.csv"
+    stars.write(source, format="ascii.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotate_file(source, tmp_path / "out.csv", input_format="ascii.csv",
+                      output_format="ascii.csv", block_rows=15, model="giants-slam",
+                      propagate_errors=True, prepare=slam_uncertainties)
+    snr_warnings = [str(w.message) for w in caught
+                    if issubclass(w.category, LabelNoiseWarning) and "S/N" in str(w.message)]
+    assert snr_warnings == [snr_warnings[0]]
+    assert snr_warnings[0].startswith("4 of 60 rows have no usable S/N")

@@ -45,6 +45,11 @@ def test_a_row_without_inputs_gets_no_state_and_the_column_feeds_the_intervals()
     stars["TEFF"] = MaskedColumn(stars["TEFF"], mask=np.arange(len(stars)) == 3)
     out = add_spectroscopic_state(stars)
     assert out["EVSTATE_SPEC"][3] == "" and np.ma.is_masked(out["P_RC"][3])
+    # A dwarf is outside the box of the training giants: no state, not a guess.
+    dwarf = demo_table()[:1]
+    dwarf["LOGG"] = 4.5
+    dwarf["TEFF"] = 5800.0
+    assert add_spectroscopic_state(dwarf)["EVSTATE_SPEC"][0] == ""
     annotated = add_mass_age(out, model="giants", state_column="EVSTATE_SPEC")
     assert annotated.meta["MLSTATE"] == "EVSTATE_SPEC"
 

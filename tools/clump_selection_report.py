@@ -131,7 +131,10 @@ def main(argv=None):
               "selected, seismic RGB": called_rc & ~is_rc}
     for name in giants.targets:
         entry = {}
+        # Both models on the same stars: those both predict.
+        both = np.isfinite(out[name]["clump"]) & np.isfinite(out[name]["giants"])
         for group, rows in groups.items():
+            rows = rows & both
             entry[group] = {
                 "red-clump": _scores(out[name]["clump"], out[name]["clump_p16"],
                                      out[name]["clump_p84"], truth[name], rows),

@@ -89,14 +89,16 @@ def fold_predictions(spec, table, n_folds, say=print):
            "in_hull": np.zeros(len(kic), bool), "in_hull_dr17": np.zeros(len(kic), bool)}
     for target in spec.targets:
         out[f"{target}_true"] = targets[target][keep]
-        for suffix in ("", "_p16", "_p84", "_p16_posterior", "_p84_posterior", "_dr17"):
+        for suffix in ("", "_p2.5", "_p16", "_p84", "_p97.5", "_p16_posterior",
+                       "_p84_posterior", "_dr17"):
             out[f"{target}{suffix}"] = np.full(len(kic), np.nan)
     for k in range(n_folds):
         start = time.time()
         model = train_model(spec, selected, test_mask=fold == k).model
         rows = np.flatnonzero(fold == k)
         out["in_hull"][rows] = model.in_hull(features[rows])
-        predicted = model.predict(features[rows], quantiles=(0.16, 0.84), states=states[rows])
+        predicted = model.predict(features[rows], quantiles=(0.025, 0.16, 0.84, 0.975),
+                                  states=states[rows])
         posterior = model.predict(features[rows], quantiles=(0.16, 0.84), states=states[rows],
                                   intervals="posterior")
         dr17_rows = rows[has_dr17[rows]]
@@ -107,6 +109,8 @@ def fold_predictions(spec, table, n_folds, say=print):
             out[target][rows] = predicted[target]["value"]
             out[f"{target}_p16"][rows] = predicted[target][0.16]
             out[f"{target}_p84"][rows] = predicted[target][0.84]
+            out[f"{target}_p2.5"][rows] = predicted[target][0.025]
+            out[f"{target}_p97.5"][rows] = predicted[target][0.975]
             out[f"{target}_p16_posterior"][rows] = posterior[target][0.16]
             out[f"{target}_p84_posterior"][rows] = posterior[target][0.84]
             out[f"{target}_dr17"][dr17_rows] = from_dr17[target]["value"]
@@ -146,6 +150,23 @@ def scores(arrays, targets):
         }
         coverage = state_bin_coverage({**arrays, "EVSTATE": state}, target)
         entry["coverage"] = coverage
+        has = np.isfinite(truth) & np.isfinite(arrays[f"{target}_p2.5"])
+        entry["coverage_p2.5_p97.5"] = float(np.mean(
+            (truth[has] >= arrays[f"{target}_p2.5"][has])
+            & (truth[has] <= arrays[f"{target}_p97.5"][has])))
+        # By *predicted* value too, per state: tenths of the point estimate.
+        entry["coverage_by_predicted_tenth"] = {}
+        for s in ("RGB", "RC"):
+            for label, low_name, high_name in (("robust", "_p16", "_p84"),
+                                               ("posterior", "_p16_posterior",
+                                                "_p84_posterior")):
+                rows = (state == s) & np.isfinite(truth) & np.isfinite(value)
+                edges = np.quantile(value[rows], np.linspace(0, 1, 11))
+                which = np.clip(np.searchsorted(edges, value[rows], side="right") - 1, 0, 9)
+                inside = ((truth[rows] >= arrays[f"{target}{low_name}"][rows])
+                          & (truth[rows] <= arrays[f"{target}{high_name}"][rows]))
+                entry["coverage_by_predicted_tenth"][f"{s} {label}"] = [
+                    float(inside[which == k].mean()) for k in range(10)]
         # Where the point estimate (posterior mean under the training prior) falls
         # outside its own reference-prior interval: the compression made visible.
         has = np.isfinite(value) & np.isfinite(arrays[f"{target}_p16"])

@@ -57,7 +57,7 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         ``<t>_true`` (NaN where the star lacks it), ``<t>``, ``<t>_p2.5``, ``<t>_p16``,
         ``<t>_p84``, ``<t>_p97.5`` (the intervals users get: robust, where the model
         allows it) and ``<t>_pit`` with the star's evolutionary state given,
-        ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it (posterior), and
+        ``<t>_p16_pooled``, ``<t>_p84_pooled`` without it, and
         ``<t>_quantiles`` (``<t>_quantiles_pooled`` without the state): the whole
         calibrated predictive distribution under the training prior (the quantiles at
         ``meta["probability"]``,
@@ -103,6 +103,8 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
                                              states=states[rows], intervals="posterior")
         pooled = result.model.predict(test_features, quantiles=CALIBRATION_PROBABILITIES,
                                       intervals="posterior")
+        # The intervals a table without a state column gets.
+        stateless = result.model.predict(test_features, quantiles=(0.16, 0.84))
         for target in spec.targets:
             out[target][rows] = predictions[target]["value"]
             for q in _QUANTILES:
@@ -111,8 +113,8 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
                                    ("_quantiles_pooled", pooled)):
                 out[f"{target}{suffix}"][rows] = np.column_stack(
                     [source[target][q] for q in CALIBRATION_PROBABILITIES])
-            out[f"{target}_p16_pooled"][rows] = pooled[target][0.16]
-            out[f"{target}_p84_pooled"][rows] = pooled[target][0.84]
+            out[f"{target}_p16_pooled"][rows] = stateless[target][0.16]
+            out[f"{target}_p84_pooled"][rows] = stateless[target][0.84]
             truth = out[f"{target}_true"][rows]
             with np.errstate(invalid="ignore"):
                 out[f"{target}_pit"][rows] = result.model.predictive_cdf(

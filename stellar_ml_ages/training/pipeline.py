@@ -31,7 +31,7 @@ from ..exceptions import TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
-from ..model import MassAgeModel, with_oblique_inputs
+from ..model import MassAgeModel, validate_card, with_oblique_inputs
 from ..reference_prior import fit_reference_prior
 from ..units import feature_matrix
 
@@ -213,17 +213,25 @@ def _reference_prior(model, target, stars, groups):
     """The card's ``reference_prior`` of one target, from the calibration stars.
 
     Their calibrated predictive distributions (out of bag, as the calibration's) are
-    stacked into each state's prior, and the reference levels recalibrated on their
-    PIT values (`~stellar_ml_ages.reference_prior.fit_reference_prior`).
+    stacked into each state's prior, and the levels recalibrated on them
+    (`~stellar_ml_ages.reference_prior.fit_reference_prior`). The ``"all"`` group,
+    used for stars of unknown state, is fitted on the distributions those stars get:
+    the pooled calibration's. The reference is bounded by the range of the true
+    values the forests were trained on (the card's ``training_range``).
     """
     log_target, mean, variance, count, states = stars
     usable = (count > 0) & (variance > 0)
     grid = np.asarray(model.target(target)["calibration"]["probability"], dtype=np.float64)
     mean, sigma, states = mean[usable], np.sqrt(variance[usable]), states[usable]
-    knots = (mean + model._offset_table(target, mean, states, grid) * sigma).T
-    masks = {"all": np.ones(len(mean), dtype=bool),
-             **{group: states == group for group in groups}}
-    return fit_reference_prior(knots, grid, log_target[usable], masks)
+    log_range = np.log(model.target(target)["training_range"])
+    by_state = fit_reference_prior(
+        (mean + model._offset_table(target, mean, states, grid) * sigma).T, grid,
+        log_target[usable], {group: states == group for group in groups}, log_range=log_range)
+    pooled = fit_reference_prior(
+        (mean + model._offset_table(target, mean, None, grid) * sigma).T, grid,
+        log_target[usable], {"all": np.ones(len(mean), dtype=bool)}, log_range=log_range)
+    by_state["groups"] = {**pooled["groups"], **by_state["groups"]}
+    return by_state
 
 
 def _canonical_matrix(table, names):
@@ -351,7 +359,7 @@ def _shrinkage_draw(values, sigma, deviates):
     >>> round(float(np.std(noisy - x)), 3), round(float(np.std(noisy)), 3)
     (0.1, 0.173)
     """
-    mean, variance = float(np.mean(values)), float(np.var(values))
+    mean, variance = float(np.nanmean(values)), float(np.nanvar(values))
     shrink = max(1.0 - sigma**2 / variance, 0.0) if variance > 0 else 0.0
     return (shrink - 1.0) * (values - mean) + np.sqrt(shrink) * sigma * deviates
 
@@ -684,6 +692,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         entry["reference_prior"] = _reference_prior(model, entry["name"],
                                                     calibration_stars[entry["name"]],
                                                     spec.calibration_groups)
+    validate_card(model.card, f"model {spec.name!r}")  # with its reference priors
 
     if is_test.any():
         test_features = features[is_test]

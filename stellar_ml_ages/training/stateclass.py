@@ -95,18 +95,25 @@ def train_state_classifier(table, n_folds=10, threshold=0.5,
     probability, rows, states = out_of_fold_state_probability(table, n_folds)
     metrics = selection_metrics(probability[rows], states[rows], threshold)
     metrics["protocol"] = f"{n_folds}-fold out of fold (KIC hash)"
-    mean, scale, powers, coefficients = fit_state_classifier(
-        _canonical_matrix(table, STATE_FEATURES)[rows], states[rows] == "RC")
+    training = _canonical_matrix(table, STATE_FEATURES)[rows]
+    mean, scale, powers, coefficients = fit_state_classifier(training, states[rows] == "RC")
     card = {
         "name": name,
         "kind": "state classifier",
         "description": ("Red clump (core helium burning) against first-ascent red giant "
                         "from spectroscopic labels: logistic regression on the z-scores "
-                        "of the features and their products up to second order"),
+                        "of the features and their products up to second order (28 "
+                        "terms); no state outside the training labels' box. P_RC is for "
+                        "a population with the training set's clump fraction (n_rc / n)"),
         "created": datetime.date.today().isoformat(),
+        # The box of the training labels: outside it the logistic surface extrapolates
+        # (dwarfs, AGB stars, very metal-poor giants) and no state is given.
         "features": [{"name": n, "unit": get_feature(n).unit.to_string(),
-                      "mean": round(float(m), 10), "std": round(float(s), 10)}
-                     for n, m, s in zip(STATE_FEATURES, mean, scale, strict=True)],
+                      "mean": round(float(m), 10), "std": round(float(s), 10),
+                      "min": round(float(lo), 10), "max": round(float(hi), 10)}
+                     for n, m, s, lo, hi in zip(STATE_FEATURES, mean, scale,
+                                                training.min(axis=0), training.max(axis=0),
+                                                strict=True)],
         "powers": powers.astype(int).tolist(),
         "coefficients": [float(c) for c in coefficients],
         "threshold": threshold,
