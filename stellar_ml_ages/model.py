@@ -700,10 +700,11 @@ class MassAgeModel:
             of the target (what population stacking needs); its intervals hold for
             stars of a given predicted value but, by true value, rarely at the ends
             of the range. ``"robust"`` (the default where the card allows it,
-            ``interval_kinds``): central intervals that reach the further of that
-            posterior's and the prior-free (reference) distribution's quantiles,
-            recalibrated, so they hold by true value and by prediction, RGB and
-            clump alike (`stellar_ml_ages.reference_prior`). The point estimate
+            ``interval_kinds``): central intervals whose ends are the further of
+            that posterior's and the prior-free (reference) distribution's
+            quantiles at recalibrated levels, so that at the ends of the range they
+            hold by true value as well as by prediction, RGB and clump alike
+            (`stellar_ml_ages.reference_prior`). The point estimate
             ``"value"`` is the same for both.
 
         Returns

@@ -18,10 +18,11 @@ The package's intervals (``intervals="robust"``) take both: the lower end of the
 central interval at level ``p`` is the lower of the two distributions' quantiles,
 the upper end the higher, each at a recalibrated level chosen on the training
 stars (out of bag) so that a fraction ``p`` of them falls below the lower end and
-``1 - p`` above the upper one, per state. For a star in the middle of the range
-the two nearly coincide; at the ends the interval reaches out on the side the
-truth is likely to be. Because the levels are recalibrated, the intervals widen
-only there (the median width grows 3-5%).
+``1 - p`` above the upper one, per state. The recalibrated levels move inwards
+(a union is wider than either part), so in the middle of the range an end can sit
+slightly inside the posterior's; at the ends the interval reaches out on the side
+the truth is likely to be. The median width grows a few per cent; by true value the
+middle of the range is covered less often than by the posterior, the ends far more.
 
 Everything here works on plain float arrays of ln y; the piecewise-linear CDF of a
 star's predictive distribution through its quantile knots is the package's own
