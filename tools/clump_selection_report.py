@@ -23,12 +23,12 @@ and ``stellar_ml_ages/data/clump_selection.json`` (with the commit and date).
 import argparse
 import datetime
 import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _provenance import git_commit  # tools/ is the script's directory
 
 from stellar_ml_ages.training import get_spec
 from stellar_ml_ages.training.catalogs import load_full_range_training_table
@@ -40,14 +40,6 @@ from stellar_ml_ages.training.stateclass import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _scores(value, low, high, truth, rows):
@@ -119,7 +111,7 @@ def main(argv=None):
 
     called_rc = spectroscopic == "RC"
     is_rc = states == "RC"
-    report = {"commit": _commit(), "date": datetime.date.today().isoformat(),
+    report = {"commit": git_commit(), "date": datetime.date.today().isoformat(),
               "command": "python tools/clump_selection_report.py --data-dir DATA",
               "n_folds": args.folds, "classifier": classifier.card["metrics"],
               "selected_clump": {"n": int(called_rc.sum()),

@@ -39,13 +39,13 @@ About 5 minutes on 2 cores (two models per fold).
 import argparse
 import datetime
 import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from _provenance import git_commit  # tools/ is the script's directory
 from astropy.stats import mad_std
 from astropy.table import Column, Table, join, vstack
 
@@ -338,14 +338,6 @@ def evaluate(data_dir, n_folds, n_draws, shifts, salt="slam-degraded"):
                 which: _shift_effects(found, shifts) for which, found in shifted.items()}
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None)
@@ -356,7 +348,7 @@ def main(argv=None):
     data_dir = find_data_dir(args.data_dir)
     out = {"command": "python tools/lamost_slam_report.py --data-dir DATA "
                       f"--folds {args.folds} --n-draws {args.n_draws}",
-           "commit": _commit(), "date": datetime.date.today().isoformat()}
+           "commit": git_commit(), "date": datetime.date.today().isoformat()}
     out["zero_points"] = zero_points(data_dir)
     offsets = out["zero_points"]["dr14_minus_dr17"]
     measured = {"TEFF": offsets["teff"]["median"], "FE_H": offsets["fe_h"]["median"],

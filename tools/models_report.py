@@ -38,12 +38,12 @@ import argparse
 import dataclasses
 import datetime
 import json
-import subprocess
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from _provenance import git_commit  # tools/ is the script's directory
 
 from stellar_ml_ages.training import get_spec
 from stellar_ml_ages.training.catalogs import load_full_range_training_table
@@ -185,14 +185,6 @@ def scores(arrays, targets):
     return out
 
 
-def _commit():
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -206,7 +198,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")  # catalog unit strings; the numbers are what matter
     known = variants(args.spec)
-    report = {"commit": _commit(), "date": datetime.date.today().isoformat(),
+    report = {"commit": git_commit(), "date": datetime.date.today().isoformat(),
               "spec": args.spec, "n_folds": args.folds, "variants": {}}
     path = Path(args.out)
     if path.is_file():
