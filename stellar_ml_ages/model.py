@@ -42,7 +42,7 @@ from .exceptions import (
 from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
-from .reference_prior import robust_quantiles
+from .reference_prior import interp_levels, robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
            "row_normal_deviates", "sha256_of", "validate_card", "with_oblique_inputs"]
@@ -100,6 +100,12 @@ def _finite_numbers(values, what):
     if any(isinstance(v, bool) for v in array.ravel()) or not np.all(np.isfinite(numbers)):
         raise ModelFormatError(f"{what} must be finite numbers, got {values!r:.80}")
     return numbers
+
+
+def _is_histogram(edges, values):
+    """At least two increasing edges and one non-negative value per bin."""
+    return (len(edges) >= 2 and len(values) == len(edges) - 1
+            and bool(np.all(np.diff(edges) > 0)) and bool(np.all(values >= 0)))
 
 
 def validate_card(card, where="model card"):
@@ -225,9 +231,7 @@ def validate_card(card, where="model card"):
             edges = _finite_numbers(prior.get("log_edges", []), f"{where}: {what} prior edges")
             fraction = _finite_numbers(prior.get("fraction", []),
                                        f"{where}: {what} prior fraction")
-            need(len(edges) >= 2 and len(fraction) == len(edges) - 1
-                 and np.all(np.diff(edges) > 0) and np.all(fraction >= 0)
-                 and abs(fraction.sum() - 1) < 1e-6,
+            need(_is_histogram(edges, fraction) and abs(fraction.sum() - 1) < 1e-6,
                  f"{what} prior needs increasing edges and one non-negative fraction per "
                  "bin, summing to 1")
         reference = target.get("reference_prior")
@@ -242,9 +246,7 @@ def validate_card(card, where="model card"):
                 edges = _finite_numbers(entry.get("log_edges", []), f"{where}: {label} edges")
                 density = _finite_numbers(entry.get("density", []),
                                           f"{where}: {label} density")
-                need(len(edges) >= 2 and len(density) == len(edges) - 1
-                     and np.all(np.diff(edges) > 0) and np.all(density >= 0)
-                     and density.max() > 0,
+                need(_is_histogram(edges, density) and density.max() > 0,
                      f"{label} needs increasing edges and one non-negative density per bin")
                 if "log_range" in entry:
                     bounds = _finite_numbers(entry["log_range"], f"{where}: {label} log_range")
@@ -503,17 +505,8 @@ class MassAgeModel:
                 table[k, rows] = np.interp(mean[rows], centres, offsets[:, k])
         return table
 
-    @staticmethod
-    def _interp_probabilities(probability, table, probabilities):
-        """Linear interpolation of each column of ``table`` (n_cal, n_rows) at ``probabilities``."""
-        probabilities = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
-        out = np.empty((len(probabilities), table.shape[1]))
-        for j, p in enumerate(probabilities):
-            k = int(np.clip(np.searchsorted(probability, p, side="right") - 1, 0,
-                            len(probability) - 2))
-            weight = np.clip((p - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
-            out[j] = (1 - weight) * table[k] + weight * table[k + 1]
-        return out
+    #: Linear interpolation of each column of a (n_cal, n_rows) table at probabilities.
+    _interp_probabilities = staticmethod(interp_levels)
 
     def predictive_cdf(self, target, features, values, chunk_size=20_000, states=None):
         """Probability that ``target`` is at most ``values``, under the calibrated prediction.

@@ -32,7 +32,7 @@ for a piecewise-constant (histogram) prior.
 
 import numpy as np
 
-__all__ = ["REFERENCE_PRIOR_BINS", "fit_reference_prior", "reference_cdf",
+__all__ = ["REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels", "reference_cdf",
            "reference_quantiles", "robust_quantiles"]
 
 #: Bins of the stacked training prior in ln y.
@@ -151,6 +151,47 @@ def reference_quantiles(knots, probability, log_edges, density, levels):
     return out
 
 
+def interp_levels(probability, table, probabilities):
+    """Linear interpolation of each column of ``table`` (n_levels, n_rows), given at the
+    increasing ``probability``, at ``probabilities``: shape (n_probabilities, n_rows).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.reference_prior import interp_levels
+    >>> interp_levels(np.array([0.1, 0.5]), np.array([[1.0, 10.0], [3.0, 30.0]]), [0.3])
+    array([[ 2., 20.]])
+    """
+    probabilities = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
+    out = np.empty((len(probabilities), table.shape[1]))
+    for j, p in enumerate(probabilities):
+        k = int(np.clip(np.searchsorted(probability, p, side="right") - 1, 0,
+                        len(probability) - 2))
+        weight = np.clip((p - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
+        out[j] = (1 - weight) * table[k] + weight * table[k + 1]
+    return out
+
+
+def _cdf_between_knots(knots, cdf, position, value_position, log_values, lowest):
+    """Each row's CDF at its own ``log_values``, between its knots.
+
+    ``cdf`` holds the CDF at the knots; within a knot interval it grows in proportion
+    to ``position`` (ln y itself for the posterior, H(ln y) for the reference), whose
+    value at ``log_values`` is ``value_position``. Below the lowest knot (tied lowest
+    knots too) the CDF is ``lowest``; beyond the highest, its value there. NaN for
+    rows without finite knots or value.
+    """
+    rows = np.arange(len(knots))
+    j = np.clip((knots <= log_values[:, None]).sum(axis=1) - 1, 0, knots.shape[1] - 2)
+    step = position[rows, j + 1] - position[rows, j]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fraction = np.where(step > 0, (value_position - position[rows, j]) / step, 1.0)
+    fraction = np.clip(fraction, 0.0, 1.0)
+    out = cdf[rows, j] + fraction * (cdf[rows, j + 1] - cdf[rows, j])
+    out = np.where(log_values < knots[:, 0], lowest, out)
+    return np.where(np.all(np.isfinite(knots), axis=1) & np.isfinite(log_values), out, np.nan)
+
+
 def reference_cdf(knots, probability, log_edges, density, log_values):
     """Each row's reference CDF at its own ``log_values`` (clipped to the knots' range)."""
     knots = np.atleast_2d(np.asarray(knots, dtype=np.float64))
@@ -158,36 +199,14 @@ def reference_cdf(knots, probability, log_edges, density, log_values):
     prior = _Prior(log_edges, density)
     cdf, h = _reference_knots(knots, probability, prior)
     log_values = np.asarray(log_values, dtype=np.float64)
-    rows = np.arange(len(knots))
-    j = np.clip((knots <= log_values[:, None]).sum(axis=1) - 1, 0, knots.shape[1] - 2)
-    step = h[rows, j + 1] - h[rows, j]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = np.where(step > 0, (prior.integral(log_values) - h[rows, j]) / step, 1.0)
-    fraction = np.clip(fraction, 0.0, 1.0)
-    out = cdf[rows, j] + fraction * (cdf[rows, j + 1] - cdf[rows, j])
-    out = np.where(log_values < knots[:, 0], probability[0], out)  # tied lowest knots too
-    return np.where(np.all(np.isfinite(knots), axis=1) & np.isfinite(log_values), out, np.nan)
+    return _cdf_between_knots(knots, cdf, h, prior.integral(log_values), log_values,
+                              probability[0])
 
 
 def _posterior_cdf(knots, probability, log_values):
-    """Each row's own (piecewise-linear) CDF at its ``log_values``, clipped to the knots;
-    NaN for rows without finite knots or value."""
-    rows = np.arange(len(knots))
-    j = np.clip((knots <= log_values[:, None]).sum(axis=1) - 1, 0, knots.shape[1] - 2)
-    width = knots[rows, j + 1] - knots[rows, j]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        fraction = np.where(width > 0, (log_values - knots[rows, j]) / width, 1.0)
-    fraction = np.clip(fraction, 0.0, 1.0)
-    out = probability[j] + fraction * (probability[j + 1] - probability[j])
-    out = np.where(log_values < knots[:, 0], probability[0], out)  # tied lowest knots too
-    return np.where(np.all(np.isfinite(knots), axis=1) & np.isfinite(log_values), out, np.nan)
-
-
-def _interp_columns(knots, probability, level):
-    k = int(np.clip(np.searchsorted(probability, level, side="right") - 1, 0,
-                    len(probability) - 2))
-    weight = np.clip((level - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
-    return (1 - weight) * knots[:, k] + weight * knots[:, k + 1]
+    """Each row's own (piecewise-linear) CDF at its ``log_values``, clipped to the knots."""
+    cdf = np.broadcast_to(probability, knots.shape)
+    return _cdf_between_knots(knots, cdf, knots, log_values, log_values, probability[0])
 
 
 def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_level,
@@ -226,7 +245,7 @@ def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_
         reference = np.clip(reference, log_range[0], log_range[1])
     out = np.empty((len(levels), len(knots)))
     for k, u in enumerate(recalibrated):
-        posterior = _interp_columns(knots, probability, u)
+        posterior = interp_levels(probability, knots.T, [u])[0]
         out[k] = np.fmin(posterior, reference[k]) if lower[k] else np.fmax(posterior,
                                                                             reference[k])
         out[k][~np.isfinite(posterior)] = np.nan
