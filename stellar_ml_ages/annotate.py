@@ -2,13 +2,17 @@
 
 Data flow one way, each step in its own module:
 
-1. resolve columns (`stellar_ml_ages.columns`),
-2. check units and read values (`stellar_ml_ages.units`),
-3. applicability: the table's label source (`stellar_ml_ages.labelsource`), the
-   survey's own quality flags (`stellar_ml_ages.quality`), invalid inputs, training
-   range and convex hull (`stellar_ml_ages.model`),
-4. predict (`stellar_ml_ages.forest` through the model),
-5. annotate: output columns, flags and provenance (this module), and one
+1. read what the table is, once (`stellar_ml_ages.reading`): its label source,
+   the columns of every feature a model asks for (`stellar_ml_ages.columns`), the
+   state column, the survey's quality-flag columns, the existing column names;
+2. choose the model (`stellar_ml_ages.registry`, from that reading), and find
+   its inputs in the reading;
+3. check units and read values, block by block (`stellar_ml_ages.units`);
+4. applicability: the label-source guard (`stellar_ml_ages.labelsource`, on the
+   reading), the survey's own flags (`stellar_ml_ages.quality`), invalid inputs,
+   training range and convex hull (`stellar_ml_ages.model`);
+5. predict (`stellar_ml_ages.forest` through the model);
+6. annotate: output columns, flags and provenance (this module), and one
    summary of the call (`stellar_ml_ages.diagnostics`).
 """
 
@@ -19,10 +23,10 @@ from astropy.table import Column, MaskedColumn, Table
 
 from . import __version__
 from ._kernels import configured_threads
-from .columns import resolution_notes, resolve_columns, resolve_error_columns
+from .columns import resolution_notes
 from .config import conf
 from .diagnostics import RunSummary
-from .evstate import normalize_states, resolve_state_column
+from .evstate import normalize_states
 from .exceptions import (
     ColumnValueError,
     ExistingColumnError,
@@ -37,7 +41,7 @@ from .labelsource import (
     mixed_source_problem,
     scale_note,
 )
-from .quality import survey_quality
+from .reading import read_table
 from .registry import get_model, select_model
 from .units import feature_matrix
 
@@ -163,8 +167,8 @@ def _same_name(table, name):
     return [column for column in table.colnames if column.lower() == name.lower()]
 
 
-def _check_existing(table, names, overwrite):
-    clash = [column for name in names for column in _same_name(table, name)]
+def _check_existing(reading, names, overwrite):
+    clash = [column for name in names for column in reading.same_name(name)]
     if clash and not overwrite:
         raise ExistingColumnError(
             f"the table already has column(s) {', '.join(clash)} (names compared without "
@@ -208,19 +212,42 @@ def _set(flags, rows, flag):
     flags[rows] |= np.asarray(int(flag), dtype=flags.dtype)
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """Where one call reads the chosen model's inputs, the same for every block of rows."""
+
+    #: Feature name to its column, derivation or stand-in.
+    resolved: dict
+    #: Feature name to its error source (or None), when errors are propagated.
+    errors: dict | None
+    #: The survey's quality flags that apply, or None with ``survey_flags=False``.
+    survey_flags: object
+    state_column: str | None
+
+    @property
+    def columns(self):
+        """The table columns the features are read from."""
+        return _input_columns(self.resolved)
+
+
 def _input_columns(resolved):
     return [column for source in resolved.values() for column in source.columns]
 
 
-def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_draws, seed,
-              state_column=None, survey_flags=True, summary=None, levels=None,
-              intervals=None):
-    """Steps 1-4 for one block of rows: arrays of predictions, flags and hull membership."""
-    resolved = resolve_columns(table, model.feature_names, mapping)
-    errors = resolve_error_columns(table, resolved, mapping) if propagate_errors else None
-    features = feature_matrix(table, resolved, errors, warn=summary is None)
-    states = None if state_column is None else normalize_states(table[state_column])
-    quality = survey_quality(table, _input_columns(resolved)) if survey_flags else None
+def _inputs(reading, model, propagate_errors, survey_flags):
+    """Step 2: where the chosen model's inputs are in the table that was read."""
+    resolved = reading.sources(model.feature_names)
+    return _Inputs(resolved, reading.error_sources(resolved) if propagate_errors else None,
+                   reading.survey_flags(_input_columns(resolved)) if survey_flags else None,
+                   reading.state_column)
+
+
+def _evaluate(table, model, inputs, allow_extrapolation, n_draws, seed, summary=None,
+              levels=None, intervals=None):
+    """Steps 3-5 for one block of rows: arrays of predictions, flags and hull membership."""
+    features = feature_matrix(table, inputs.resolved, inputs.errors, warn=summary is None)
+    states = None if inputs.state_column is None else normalize_states(table[inputs.state_column])
+    quality = None if inputs.survey_flags is None else inputs.survey_flags.check(table)
 
     flags = np.zeros(len(table), dtype=FLAG_DTYPE)
     _set(flags, features.missing, MassAgeFlag.MISSING_INPUT)
@@ -239,9 +266,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
 
     predicted = usable if allow_extrapolation else in_hull  # the hull lies in usable
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
-    row_errors = None if errors is None else features.input_errors(predicted)
-    if summary is not None and errors is not None:
-        summary.note_error_sources(errors)
+    row_errors = None if inputs.errors is None else features.input_errors(predicted)
     predictions = model.predict(
         features.values[predicted], quantiles=tuple((levels or _QUANTILES).values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,
@@ -257,8 +282,7 @@ def _evaluate(table, model, mapping, allow_extrapolation, propagate_errors, n_dr
         _set(flags, rows[result["value"] > calibrated[1]], high_bit)
     if summary is not None:
         summary.add_block(flags, features, predicted, quality)
-    return _Block(predictions, predicted, flags, in_hull, features.sources,
-                  resolution_notes(resolved), quality, _input_columns(resolved))
+    return _Block(predictions, predicted, flags, in_hull, features.sources)
 
 
 @dataclass
@@ -268,10 +292,6 @@ class _Block:
     flags: np.ndarray
     in_hull: np.ndarray
     sources: dict
-    notes: list
-    quality: object
-    #: The table columns the features were read from.
-    input_columns: list
 
 
 def _masked(values, predicted, n_rows):
@@ -443,16 +463,18 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
                    allow_extrapolation=False, propagate_errors=False, n_draws=32, seed=0,
                    progress=False, state_column=None, survey_flags=True, prefix="", suffix="",
                    summary=None, check_source=True, row_offset=0, quantiles=(),
-                   intervals=None):
+                   intervals=None, reading=None):
     """`add_mass_age` without its warnings: they go to ``summary``, which is returned.
 
     A streamed run passes one ``summary`` for all of its blocks (and checks the
-    label source on the first block only), so each warning is given once per file.
+    label source on the first block only), so each warning is given once per file;
+    it also passes the first block's ``reading`` (`stellar_ml_ages.reading`) to the
+    others, which have its columns and meta (``mapping`` and ``state_column`` are
+    then the reading's).
     """
-    if model is None:
-        model = select_model(table, mapping)
-    else:
-        model = get_model(model)
+    if reading is None:
+        reading = read_table(table, mapping, state_column)
+    model = select_model(reading) if model is None else get_model(model)
     _check_affix(prefix, suffix)
     configured_threads()  # a bad conf.threads fails before any work
     if propagate_errors and (isinstance(n_draws, bool) or not isinstance(n_draws, int | np.integer)
@@ -462,18 +484,21 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     intervals = _interval_kind(model, intervals, quantiles)
     levels = quantile_levels(model, quantiles)
     names = _output_names(model, prefix, suffix, levels)
-    _check_existing(table, names.values(), overwrite)
-    state_column = resolve_state_column(table, state_column)
+    _check_existing(reading, names.values(), overwrite)
+    inputs = _inputs(reading, model, propagate_errors, survey_flags)
     if summary is None:
         summary = RunSummary(model)
+    if inputs.errors is not None:
+        summary.note_error_sources(inputs.errors)
     if check_source:
-        problem = label_source_problem(table, model)
-        if problem:
-            summary.label_problems.append(problem)
-        noise_problem = label_noise_problem(table, model, propagate_errors)
-        if noise_problem:
-            summary.noise_problems.append(noise_problem)
-        summary.scale_note = scale_note(table, model)
+        for problem, where in ((label_source_problem(reading, model), summary.label_problems),
+                               (mixed_source_problem(reading, inputs.columns),
+                                summary.label_problems),
+                               (label_noise_problem(reading, model, propagate_errors),
+                                summary.noise_problems)):
+            if problem:
+                where.append(problem)
+        summary.scale_note = scale_note(reading, model)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)
@@ -488,18 +513,13 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     for start in starts:
         rows = table[start:start + step] if n_rows else table
         try:
-            block = _evaluate(rows, model, mapping, allow_extrapolation, propagate_errors,
-                              n_draws, seed, state_column, survey_flags, summary, levels,
-                              intervals)
+            block = _evaluate(rows, model, inputs, allow_extrapolation, n_draws, seed, summary,
+                              levels, intervals)
         except ColumnValueError as error:
             if getattr(error, "row", None) is None:
                 raise
             # Row numbers in messages count from the top of the caller's table.
             raise ColumnValueError(error.describe(error.row + row_offset + start)) from None
-        if check_source and start == 0:
-            mixed = mixed_source_problem(table, block.input_columns)
-            if mixed:
-                summary.label_problems.append(mixed)
         for target, result in block.predictions.items():
             for name, key in ((target, "value"), *((target + s, q) for s, q in levels.items())):
                 values, mask = _masked(result[key], block.predicted, len(rows))
@@ -521,9 +541,8 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
             out.remove_column(column)
     for name, column_name in names.items():
         _add_column(out, name, column_name, np.concatenate(columns[name]),
-                    np.concatenate(masks[name]), model)
-    out.meta.update(_provenance(model, block, allow_extrapolation, propagate_errors,
-                                state_column, survey_flags))
+                    np.concatenate(masks[name]), model, intervals)
+    out.meta.update(_provenance(model, block, inputs, allow_extrapolation, propagate_errors))
     # Which predictive quantiles the table carries, for reading them back.
     out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
     # ... and what they describe (robust intervals or the posterior's quantiles).
@@ -536,7 +555,7 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     return summary
 
 
-def _column_info(name, model):
+def _column_info(name, model, intervals="posterior"):
     """Unit, UCD and description of an output column.
 
     Descriptions stay under 60 characters: longer ones are folded by astropy's FITS
@@ -553,11 +572,14 @@ def _column_info(name, model):
         return unit, meta["ucd"], f"{meta['what']}, random-forest estimate"
     # No UCD word exists for a percentile; the quantity's own UCD keeps TOPCAT's plots sensible.
     percentile = percentile.replace("_", ".")
+    if intervals == "robust":
+        # Not a quantile of one distribution: the further of two, recalibrated.
+        return unit, meta["ucd"], f"{meta['what']}, robust {percentile}th percentile bound"
     return unit, meta["ucd"], f"{meta['what']}, {percentile}th percentile of prediction"
 
 
-def _add_column(out, name, column_name, values, mask, model):
-    unit, ucd, description = _column_info(name, model)
+def _add_column(out, name, column_name, values, mask, model, intervals="posterior"):
+    unit, ucd, description = _column_info(name, model, intervals)
     if mask.any() or values.dtype.kind == "f":
         column = MaskedColumn(values, mask=mask, name=column_name, unit=unit,
                               description=description, meta={"ucd": ucd})
@@ -571,15 +593,14 @@ def _add_column(out, name, column_name, values, mask, model):
     out[column_name].info.meta = {"ucd": ucd}
 
 
-def _provenance(model, block, allow_extrapolation, propagate_errors, state_column=None,
-                survey_flags=True):
+def _provenance(model, block, inputs, allow_extrapolation, propagate_errors):
     card = model.card
     citation = "; ".join(card.get("citation", []))
     sources = block.sources
-    if not survey_flags:
+    if inputs.survey_flags is None:
         quality = "ignored (survey_flags=False)"
     else:
-        quality = "; ".join(block.quality.used) or "none found"
+        quality = "; ".join(inputs.survey_flags.used) or "none found"
     return {
         "MLMODEL": model.name,
         "MLMODVER": card.get("model_version", ""),
@@ -589,8 +610,8 @@ def _provenance(model, block, allow_extrapolation, propagate_errors, state_colum
         "MLINPUTS": ", ".join(f"{name}={source}" for name, source in sources.items()),
         "MLEXTRAP": bool(allow_extrapolation),
         "MLERRPRP": bool(propagate_errors),
-        "MLCHOICE": "; ".join(block.notes) or "no alternatives",
+        "MLCHOICE": "; ".join(resolution_notes(inputs.resolved)) or "no alternatives",
         "MLQUAL": quality,
-        "MLSTATE": state_column or "none: pooled interval calibration",
+        "MLSTATE": inputs.state_column or "none: pooled interval calibration",
         "MLFLAGS": flag_description(),
     }

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from .exceptions import AmbiguousColumnError, MissingColumnError
 from .features import FEATURES, Relation, get_feature
 
-__all__ = ["ColumnSource", "DerivedSource", "SubstituteSource", "resolution_notes",
-           "resolve_columns", "resolve_error_columns"]
+__all__ = ["ColumnResolution", "ColumnSource", "DerivedSource", "SubstituteSource",
+           "resolution_notes", "resolve_columns", "resolve_error_columns"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +204,92 @@ def _describe_aliases(feature):
     return text
 
 
+class ColumnResolution:
+    """Every feature's source in one table, each feature looked up once.
+
+    One object per table (per call of `~stellar_ml_ages.add_mass_age`): model
+    selection asks it for each candidate model's features, the annotation for the
+    chosen model's, and a feature already looked up is not looked up again; a
+    feature that is missing or ambiguous raises only when a model needs it.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Only its column names are read (anything with ``colnames`` will do).
+    mapping : dict, optional
+        As for `resolve_columns`; ``"<feature>_err"`` keys name error columns.
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.columns import ColumnResolution
+    >>> resolution = ColumnResolution(Table(names=["TEFF", "LOGG", "DNU"]))
+    >>> [str(source) for source in resolution.sources(["teff", "logg"]).values()]
+    ['TEFF', 'LOGG']
+    >>> resolution.has(["teff", "c_fe"])
+    False
+    """
+
+    def __init__(self, table, mapping=None):
+        self.colnames = tuple(table.colnames)
+        self.mapping, self.error_mapping = _split_mapping(mapping)
+        self._by_lower = _names_by_lower(self)
+        self._found = {}  # feature name -> source, None (missing) or the error found
+        self._errors = {}
+
+    def _lookup(self, name):
+        if name not in self._found:
+            try:
+                self._found[name] = _resolve_one(self, self._by_lower, get_feature(name),
+                                                 self.mapping)
+            except (AmbiguousColumnError, MissingColumnError) as error:
+                # Two matching columns, or a mapping to a column the table lacks:
+                # an error only for a model that needs the feature.
+                self._found[name] = error
+        return self._found[name]
+
+    def has(self, features):
+        """Whether every feature has a source (neither missing nor ambiguous)."""
+        found = [self._lookup(name) for name in features]
+        return all(source is not None and not isinstance(source, Exception) for source in found)
+
+    def sources(self, features):
+        """Feature name to `ColumnSource`, `DerivedSource` or `SubstituteSource`.
+
+        Raises
+        ------
+        MissingColumnError
+            Listing every feature that was not found and the aliases tried.
+        AmbiguousColumnError
+            When two columns (e.g. ``TEFF`` and ``Teff``) match one feature.
+        """
+        resolved, missing = {}, []
+        for name in features:
+            source = self._lookup(name)
+            if isinstance(source, Exception):
+                raise type(source)(str(source))
+            if source is None:
+                missing.append(get_feature(name))
+            else:
+                resolved[name] = source
+        if missing:
+            lines = "\n".join(f"  {f.label} ({f.name}): tried {_describe_aliases(f)}"
+                              for f in missing)
+            raise MissingColumnError(
+                f"the table lacks {len(missing)} required input column(s):\n{lines}\n"
+                "Rename the columns or pass mapping={'<feature>': '<column>'}."
+            )
+        return resolved
+
+    def error_sources(self, resolved):
+        """`resolve_error_columns` for ``resolved``, looked up once per feature."""
+        missing = {name: source for name, source in resolved.items() if name not in self._errors}
+        if missing:
+            self._errors.update(_error_sources(self, self._by_lower, missing,
+                                               self.error_mapping))
+        return {name: self._errors[name] for name in resolved}
+
+
 def resolve_columns(table, features, mapping=None):
     """Find the column (or derivation) holding each feature.
 
@@ -239,23 +325,7 @@ def resolve_columns(table, features, mapping=None):
     >>> str(resolved["teff"]), str(resolved["mg_fe"])
     ('Teff', 'MG_H - FE_H')
     """
-    mapping = _split_mapping(mapping)[0]
-    by_lower = _names_by_lower(table)
-    resolved, missing = {}, []
-    for name in features:
-        feature = get_feature(name)
-        source = _resolve_one(table, by_lower, feature, mapping)
-        if source is None:
-            missing.append(feature)
-        else:
-            resolved[name] = source
-    if missing:
-        lines = "\n".join(f"  {f.label} ({f.name}): tried {_describe_aliases(f)}" for f in missing)
-        raise MissingColumnError(
-            f"the table lacks {len(missing)} required input column(s):\n{lines}\n"
-            "Rename the columns or pass mapping={'<feature>': '<column>'}."
-        )
-    return resolved
+    return ColumnResolution(table, mapping).sources(features)
 
 
 def _column_sources(source):
@@ -354,8 +424,11 @@ def resolve_error_columns(table, resolved, mapping=None):
     >>> str(errors["teff"]), errors["logg"]
     ('TEFF_ERR', None)
     """
-    error_mapping = _split_mapping(mapping)[1]
-    by_lower = _names_by_lower(table)
+    return _error_sources(table, _names_by_lower(table), resolved, _split_mapping(mapping)[1])
+
+
+def _error_sources(table, by_lower, resolved, error_mapping):
+    """`resolve_error_columns` on a table's lower-cased names and a split mapping."""
 
     def lookup(source, feature):
         if isinstance(source, SubstituteSource):

@@ -394,6 +394,7 @@ def _plain(column):
 
 def _run_model(table, target, model, options):
     from .annotate import _annotate_call, calibration_grid, quantile_suffix
+    from .reading import read_table
     from .registry import get_model, select_model
 
     for forbidden in ("prefix", "suffix", "quantiles", "copy", "overwrite", "intervals"):
@@ -401,9 +402,9 @@ def _run_model(table, target, model, options):
             raise TypeError(f"predictive_distribution() sets {forbidden!r} itself")
     if model is None and "MLMODEL" in table.meta:
         model = table.meta["MLMODEL"]
-    # Resolved once, as add_mass_age resolves it, and checked before any work.
-    model = (select_model(table, options.get("mapping")) if model is None
-             else get_model(model))
+    # Read once, as add_mass_age reads it, and the model checked before any work.
+    reading = read_table(table, options.get("mapping"), options.get("state_column"))
+    model = select_model(reading) if model is None else get_model(model)
     if target not in model.target_names:
         raise ModelError(f"model {model.name!r} does not predict {target!r}; it "
                          f"predicts {', '.join(model.target_names)}")
@@ -412,7 +413,7 @@ def _run_model(table, target, model, options):
     view.meta = copy.deepcopy(table.meta)
     # The posterior under the training prior: what stacking and deconvolution need.
     summary = _annotate_call(view, model, copy=False, overwrite=True, prefix=_SCRATCH,
-                             quantiles="all", intervals="posterior", **options)
+                             quantiles="all", intervals="posterior", reading=reading, **options)
     summary.warn(stacklevel=3)
     annotated = summary.table
     grid = calibration_grid(model)

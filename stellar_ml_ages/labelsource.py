@@ -160,6 +160,16 @@ def table_label_source(table):
     return None
 
 
+def _source_of(table):
+    """The label source of a table, or of a `~stellar_ml_ages.reading.TableReading` of one
+    (the annotation reads it once and asks the reading)."""
+    from .reading import TableReading
+
+    if isinstance(table, TableReading):
+        return table.label_source
+    return table_label_source(table)
+
+
 def _remedy(model, source):
     if source.scale.startswith("LAMOST"):
         return (
@@ -205,7 +215,7 @@ def scale_note(table, model):
     >>> scale_note(stars, get_model("giants")).startswith("SLAM labels are on the APOGEE DR15")
     True
     """
-    source = table_label_source(table)
+    source = _source_of(table)
     trained_on = model.card.get("training_set", {}).get("label_source")
     if source is None or not trained_on:
         return None
@@ -218,7 +228,7 @@ def label_source_problem(table, model):
 
     Parameters
     ----------
-    table : `~astropy.table.Table`
+    table : `~astropy.table.Table` or `~stellar_ml_ages.reading.TableReading`
     model : `~stellar_ml_ages.model.MassAgeModel`
 
     Returns
@@ -226,7 +236,7 @@ def label_source_problem(table, model):
     str or None
         Names both surveys and the remedy.
     """
-    source = table_label_source(table)
+    source = _source_of(table)
     trained_on = model.card.get("training_set", {}).get("label_source")
     if source is None or not trained_on:
         return None
@@ -264,7 +274,7 @@ def mixed_source_problem(table, input_columns):
     >>> mixed_source_problem(both, ["[C/M]", "[N/M]"]) is None
     True
     """
-    source = table_label_source(table)
+    source = _source_of(table)
     if source is None or "SLAM" not in source.name.upper():
         return None
     others = [column for column in dict.fromkeys(input_columns) if column.lower() in _NOT_SLAM]
@@ -306,7 +316,7 @@ def label_noise_problem(table, model, propagate_errors):
     >>> label_noise_problem(slam, get_model("giants-slam"), False) is None
     True
     """
-    source = table_label_source(table)
+    source = _source_of(table)
     if source is None or "SLAM" not in source.name.upper() or propagate_errors:
         return None
     noise_model = model.card.get("training_set", {}).get("noise_model", {})
@@ -355,4 +365,4 @@ def check_label_source(table, model, stacklevel=2):
     problem = label_source_problem(table, model)
     if problem:
         warnings.warn(problem, LabelSourceWarning, stacklevel=stacklevel + 1)
-    return table_label_source(table)
+    return _source_of(table)

@@ -47,7 +47,7 @@ import numpy as np
 from .exceptions import ColumnValueError
 
 __all__ = ["ASPCAPFLAG_BAD_BITS", "ELEMFLAG_BAD_BITS", "STARFLAG_BAD_BITS", "QualityCheck",
-           "survey_quality"]
+           "SurveyFlags", "survey_quality"]
 
 #: APOGEE DR17 ``APOGEE_ASPCAPFLAG`` bits of the pipeline's BAD mask (level 1).
 ASPCAPFLAG_BAD_BITS = {16: "TEFF_BAD", 17: "LOGG_BAD", 23: "STAR_BAD", 25: "COLORTE_BAD",
@@ -135,6 +135,91 @@ def _bits_set(table, name, bits):
     return {label: (values >> bit) & 1 == 1 for bit, label in bits.items()}
 
 
+class SurveyFlags:
+    """A table's survey quality-flag columns and the rules they carry, found by name once.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+        Only its column names are read (anything with ``colnames`` will do).
+    input_columns : sequence of str
+        The columns the model's inputs are read from (their element flags apply).
+
+    Examples
+    --------
+    >>> from astropy.table import Table
+    >>> from stellar_ml_ages.quality import SurveyFlags
+    >>> flags = SurveyFlags(Table(names=["TEFF", "C_FE", "ASPCAPFLAG", "C_FE_FLAG"]), ["C_FE"])
+    >>> flags.used
+    ['ASPCAPFLAG (BAD mask)', 'C_FE_FLAG (BAD mask)']
+    """
+
+    def __init__(self, table, input_columns):
+        names = _by_lower(table)
+        #: (kind, column, what): "bits" with {bit: name}, "good" with the good text
+        #: value, "nonzero" with None.
+        self.rules = []
+        #: The flag columns read, with the bits tested, for the output's ``meta``.
+        self.used = []
+        for lower, bits in (("aspcapflag", ASPCAPFLAG_BAD_BITS), ("starflag", STARFLAG_BAD_BITS)):
+            column = names.get(lower) or names.get(lower + "s")
+            if column is not None:
+                self.rules.append(("bits", column, bits))
+                self.used.append(f"{column} (BAD mask)")
+        for lower, good in _GOOD_TEXT:
+            if lower in names:
+                self.rules.append(("good", names[lower], good))
+                self.used.append(f"{names[lower]} ({good!r} is good)")
+        if "flag_sp" in names:
+            self.rules.append(("nonzero", names["flag_sp"], None))
+            self.used.append(f"{names['flag_sp']} (not 0)")
+        for column in dict.fromkeys(input_columns):
+            element_flag = names.get(f"{column.lower()}_flag")
+            if element_flag is not None:
+                self.rules.append(("bits", element_flag, ELEMFLAG_BAD_BITS))
+                self.used.append(f"{element_flag} (BAD mask)")
+            galah_flag = names.get(f"flag_{column.lower()}")
+            if galah_flag is not None:
+                self.rules.append(("nonzero", galah_flag, None))
+                self.used.append(f"{galah_flag} (not 0)")
+
+    def check(self, table):
+        """The rows of ``table`` (these columns, any block of rows) the flags mark bad.
+
+        Returns
+        -------
+        QualityCheck
+
+        Raises
+        ------
+        ColumnValueError
+            A flag column is neither integer nor text.
+        """
+        check = QualityCheck(np.zeros(len(table), dtype=bool), used=list(self.used))
+
+        def record(rule, rows):
+            check.bad |= rows
+            if rows.any():
+                check.counts[rule] = check.counts.get(rule, 0) + int(rows.sum())
+
+        for kind, column, what in self.rules:
+            if kind == "bits":
+                for label, rows in _bits_set(table, column, what).items():
+                    record(f"{column} {label}", rows)
+            elif kind == "good":
+                if np.ma.getdata(table[column]).dtype.kind not in "SUO":
+                    raise ColumnValueError(
+                        f"flag column {column!r} holds numbers; DD-Payne's {column.lower()} is "
+                        f"text ({what!r} is good): pass survey_flags=False to ignore the flags")
+                rows = np.array([bool(found) and found != {what} for found in
+                                 ({part.lower() for part in row} for row in
+                                  _named_flags(table[column]))], dtype=bool)
+                record(f"{column} not {what!r}", rows)
+            else:
+                record(f"{column} != 0", _integer_flags(table[column], column) != 0)
+        return check
+
+
 def survey_quality(table, input_columns):
     """Rows the survey's own quality flags mark as bad.
 
@@ -166,48 +251,4 @@ def survey_quality(table, input_columns):
     >>> check.used
     ['ASPCAPFLAG (BAD mask)', 'C_FE_FLAG (BAD mask)']
     """
-    names = _by_lower(table)
-    bad = np.zeros(len(table), dtype=bool)
-    check = QualityCheck(bad)
-
-    def record(rule, rows):
-        check.bad |= rows
-        if rows.any():
-            check.counts[rule] = check.counts.get(rule, 0) + int(rows.sum())
-
-    for lower, bits in (("aspcapflag", ASPCAPFLAG_BAD_BITS), ("starflag", STARFLAG_BAD_BITS)):
-        column = names.get(lower) or names.get(lower + "s")
-        if column is not None:
-            for label, rows in _bits_set(table, column, bits).items():
-                record(f"{column} {label}", rows)
-            check.used.append(f"{column} (BAD mask)")
-
-    for lower, good in _GOOD_TEXT:
-        if lower in names:
-            column = names[lower]
-            if np.ma.getdata(table[column]).dtype.kind not in "SUO":
-                raise ColumnValueError(
-                    f"flag column {column!r} holds numbers; DD-Payne's {lower} is text "
-                    f"({good!r} is good): pass survey_flags=False to ignore the flags")
-            rows = np.array([bool(found) and found != {good} for found in
-                             ({part.lower() for part in row} for row in
-                              _named_flags(table[column]))], dtype=bool)
-            record(f"{column} not {good!r}", rows)
-            check.used.append(f"{column} ({good!r} is good)")
-
-    if "flag_sp" in names:
-        rows = _integer_flags(table[names["flag_sp"]], names["flag_sp"]) != 0
-        record(f"{names['flag_sp']} != 0", rows)
-        check.used.append(f"{names['flag_sp']} (not 0)")
-
-    for column in dict.fromkeys(input_columns):
-        element_flag = names.get(f"{column.lower()}_flag")
-        if element_flag is not None:
-            for label, rows in _bits_set(table, element_flag, ELEMFLAG_BAD_BITS).items():
-                record(f"{element_flag} {label}", rows)
-            check.used.append(f"{element_flag} (BAD mask)")
-        galah_flag = names.get(f"flag_{column.lower()}")
-        if galah_flag is not None:
-            record(f"{galah_flag} != 0", _integer_flags(table[galah_flag], galah_flag) != 0)
-            check.used.append(f"{galah_flag} (not 0)")
-    return check
+    return SurveyFlags(table, input_columns).check(table)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from astropy.table import Table
 
-from .columns import resolve_columns
 from .config import conf
 from .exceptions import (
     AmbiguousColumnError,
@@ -25,8 +24,9 @@ from .exceptions import (
     ModelNotFoundError,
     StellarMLAgesWarning,
 )
-from .labelsource import _compatible, _scale_of, table_label_source
+from .labelsource import _compatible, _scale_of
 from .model import MassAgeModel, _read_card, load_model
+from .reading import TableReading, read_table
 
 __all__ = ["get_model", "list_models", "select_model", "user_model_dir"]
 
@@ -176,6 +176,9 @@ def get_model(name):
 def select_model(table, mapping=None):
     """The first model whose input columns the table has.
 
+    ``table`` may be an astropy table or the `~stellar_ml_ages.reading.TableReading`
+    of one (then ``mapping`` is the reading's own).
+
     Models trained on the table's own survey (`stellar_ml_ages.labelsource`) are
     tried first, among them one trained for that survey's label noise (``giants-slam``
     for LAMOST SLAM labels), then the others; within each, packaged models from the most
@@ -188,9 +191,10 @@ def select_model(table, mapping=None):
     MissingColumnError
         Naming, for each packaged model, what the table lacks.
     """
+    reading = table if isinstance(table, TableReading) else read_table(table, mapping)
     errors = []
     paths = list(_all_cards().values())
-    source = table_label_source(table)
+    source = reading.label_source
     if source is not None:
         def rank(path):
             training_set = _read_card(path).get("training_set", {})
@@ -204,7 +208,7 @@ def select_model(table, mapping=None):
     for path in paths:
         card = _read_card(path)
         try:
-            resolve_columns(table, [f["name"] for f in card["features"]], mapping)
+            reading.sources([f["name"] for f in card["features"]])
         except ColumnError as error:
             errors.append((card["name"], error))
             continue

@@ -35,7 +35,7 @@ import astropy.units as u
 import numpy as np
 from astropy.table import Column
 
-from .columns import _column_sources, resolve_columns, resolve_error_columns
+from .columns import ColumnResolution, _column_sources
 from .exceptions import ColumnValueError, LabelNoiseWarning, MissingColumnError
 from .features import get_feature
 from .units import _read_error
@@ -252,8 +252,17 @@ def slam_error_columns(table, mapping=None, keep_own_columns=False):
     >>> columns["teff"], columns["c_m"]
     ('e_Teff_slam', 'e_[C/M]')
     """
-    resolved = resolve_columns(table, SLAM_LABELS, mapping)
-    errors = resolve_error_columns(table, resolved, mapping)
+    return _error_column_names(*_slam_sources(table, mapping), keep_own_columns)
+
+
+def _slam_sources(table, mapping):
+    """SLAM's labels' sources and error sources, found in one reading of the names."""
+    columns = ColumnResolution(table, mapping)
+    resolved = columns.sources(SLAM_LABELS)
+    return resolved, columns.error_sources(resolved)
+
+
+def _error_column_names(resolved, errors, keep_own_columns):
     names = {}
     for label in SLAM_LABELS:
         source = errors[label]
@@ -330,12 +339,11 @@ def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise",
     if missing_snr not in ("raise", "warn"):
         raise ValueError(f"missing_snr must be 'raise' or 'warn', not {missing_snr!r}")
     mapping = dict(mapping or {})
-    resolved = resolve_columns(table, SLAM_LABELS, mapping)
-    errors = resolve_error_columns(table, resolved, mapping)
+    resolved, errors = _slam_sources(table, mapping)
     snr_values, snr_source = _snr_values(table, snr, missing_snr)
     out = table.copy(copy_data=True)
     written = []
-    names = slam_error_columns(table, mapping, keep_own_columns)
+    names = _error_column_names(resolved, errors, keep_own_columns)
     for label in SLAM_LABELS:
         floor = slam_error(label, snr_values)
         source = errors[label]

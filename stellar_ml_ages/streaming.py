@@ -43,6 +43,7 @@ from .annotate import _annotate_call
 from .config import conf
 from .diagnostics import RunSummary
 from .exceptions import StreamingError
+from .reading import read_table
 from .registry import get_model, select_model
 
 __all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file", "output_mode"]
@@ -618,7 +619,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
     handle, temporary = tempfile.mkstemp(prefix=f".{output_path.name}.", suffix=".part",
                                          dir=directory)
     n_blocks = 0
-    run = writer = None
+    run = writer = reading = None
     prepared_warnings = _BlockWarnings()
     try:
         with os.fdopen(handle, "w+b") as stream:
@@ -630,14 +631,17 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                         block = prepare(block)
                     prepared_warnings.add(caught)
                 if n_blocks == 0:
-                    model = (select_model(block, options.get("mapping")) if model is None
-                             else get_model(model))
+                    # What the file is (label source, columns, state, flags) is read
+                    # once, from its first block: the others have its columns and meta.
+                    reading = read_table(block, options.get("mapping"),
+                                         options.get("state_column"))
+                    model = select_model(reading) if model is None else get_model(model)
                     run = RunSummary(model)
                 # One summary for the whole file: each warning is given once, at the end.
                 annotated = _annotate_call(block, model, copy=False,
                                            overwrite=overwrite_columns, summary=run,
                                            check_source=n_blocks == 0, row_offset=run.n_rows,
-                                           **options).table
+                                           reading=reading, **options).table
                 writer.write(annotated)
                 n_blocks += 1
                 if bar is not None:

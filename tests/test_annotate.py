@@ -342,3 +342,17 @@ def test_all_rows_masked_or_not_finite(giants):
     assert annotated["mass"].mask.all()
     assert np.all(annotated["mass_age_flag"] & MassAgeFlag.MISSING_INPUT)
     assert not annotated["in_hull"].any()
+
+
+@pytest.mark.parametrize("intervals, words", [("robust", "robust 84th percentile bound"),
+                                              ("posterior", "84th percentile of prediction")])
+def test_interval_columns_say_what_they_are(stars, tmp_path, intervals, words):
+    """A robust end is not a percentile of one distribution; the description says which."""
+    annotated = add_mass_age(stars, model="giants", intervals=intervals)
+    assert annotated.meta["MLINTVL"] == intervals
+    assert annotated["mass_p84"].description == f"Stellar mass, {words}"
+    assert annotated["age_p16"].description.startswith("Stellar age, ")
+    path = tmp_path / "annotated.fits"
+    write_quietly(annotated, path)
+    # Short enough for a FITS header card: read back unaltered.
+    assert Table.read(path)["mass_p84"].description == f"Stellar mass, {words}"

@@ -1,0 +1,116 @@
+"""What a table is, read once: the first step of the annotation pipeline.
+
+`read_table` looks at a table's column names and ``meta`` (never its values) and
+records, once per call of `~stellar_ml_ages.add_mass_age`, everything the later
+steps ask about:
+
+- the survey its labels come from, with the evidence (`stellar_ml_ages.labelsource`),
+- the column, derivation or stand-in of every feature a model asks for, and their
+  error columns (`stellar_ml_ages.columns`, each feature looked up once),
+- the evolutionary-state column (`stellar_ml_ages.evstate`),
+- the survey's quality-flag columns (`stellar_ml_ages.quality`),
+- the existing columns an output name would clash with, compared without case as
+  FITS and VOTable readers compare them.
+
+Model selection, the label-source guard, error propagation, the quality flags and
+the output columns all use this one reading; the blocks of a streamed file or the
+pages of a catalog share the reading of the first (they have its columns and meta).
+"""
+
+from dataclasses import dataclass, field
+
+from .columns import ColumnResolution
+from .evstate import resolve_state_column
+from .labelsource import LabelSource, table_label_source
+from .quality import SurveyFlags
+
+__all__ = ["TableReading", "read_table"]
+
+
+@dataclass(frozen=True)
+class TableReading:
+    """The result of `read_table`.
+
+    Attributes
+    ----------
+    colnames : tuple of str
+        The table's column names.
+    label_source : `~stellar_ml_ages.labelsource.LabelSource` or None
+        The survey the labels come from and what said so, None if nothing does.
+    state_column : str or None
+        The evolutionary-state column used for the interval calibration.
+    columns : `~stellar_ml_ages.columns.ColumnResolution`
+        Every feature's source, looked up on first request.
+    """
+
+    colnames: tuple
+    label_source: LabelSource | None
+    state_column: str | None
+    columns: ColumnResolution
+    _flags: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def mapping(self):
+        """The user's ``{feature: column}`` overrides this reading honours."""
+        return self.columns.mapping
+
+    def sources(self, features):
+        """Feature name to its source (see `~stellar_ml_ages.columns.resolve_columns`)."""
+        return self.columns.sources(features)
+
+    def error_sources(self, resolved):
+        """Each resolved feature's error source, or None (see `~stellar_ml_ages.columns.resolve_error_columns`)."""  # noqa: E501
+        return self.columns.error_sources(resolved)
+
+    def survey_flags(self, input_columns):
+        """The survey quality flags that apply to these input columns."""
+        key = tuple(dict.fromkeys(input_columns))
+        if key not in self._flags:
+            self._flags[key] = SurveyFlags(self, key)
+        return self._flags[key]
+
+    def same_name(self, name):
+        """The table's columns that ``name`` would clash with (compared without case)."""
+        return [column for column in self.colnames if column.lower() == name.lower()]
+
+
+def read_table(table, mapping=None, state_column=None):
+    """Read what a table is, from its column names and meta.
+
+    Parameters
+    ----------
+    table : `~astropy.table.Table`
+    mapping : dict, optional
+        ``{feature: column}`` overrides; ``"<feature>_err"`` keys name error columns.
+    state_column : str, False or None
+        As for `~stellar_ml_ages.add_mass_age`.
+
+    Returns
+    -------
+    TableReading
+
+    Raises
+    ------
+    MissingColumnError
+        A mapping key that is not a feature, or a ``state_column`` the table lacks.
+    AmbiguousColumnError
+        Two columns could hold the evolutionary state.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages import demo_table
+    >>> from stellar_ml_ages.reading import read_table
+    >>> stars = demo_table()
+    >>> stars.meta["LABELSRC"] = "APOGEE DR17"
+    >>> reading = read_table(stars)
+    >>> reading.label_source.scale, reading.state_column
+    ('APOGEE', None)
+    >>> str(reading.sources(["teff"])["teff"])
+    'TEFF'
+    """
+    return TableReading(
+        colnames=tuple(table.colnames),
+        label_source=table_label_source(table),
+        state_column=resolve_state_column(table, state_column),
+        columns=ColumnResolution(table, mapping),
+    )
