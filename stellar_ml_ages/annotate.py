@@ -242,6 +242,17 @@ def _inputs(reading, model, propagate_errors, survey_flags):
                    reading.state_column)
 
 
+def _check_source(reading, model, propagate_errors, summary):
+    """The label-source guard, on the reading: its problems go to ``summary``."""
+    columns = _input_columns(reading.sources(model.feature_names))
+    for problem, where in ((label_source_problem(reading, model), summary.label_problems),
+                           (mixed_source_problem(reading, columns), summary.label_problems),
+                           (label_noise_problem(reading, model, propagate_errors),
+                            summary.noise_problems)):
+        if problem:
+            where.append(problem)
+
+
 def _evaluate(table, model, inputs, allow_extrapolation, n_draws, seed, summary=None,
               levels=None, intervals=None):
     """Steps 3-5 for one block of rows: arrays of predictions, flags and hull membership."""
@@ -491,14 +502,7 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     if inputs.errors is not None:
         summary.note_error_sources(inputs.errors)
     if check_source:
-        for problem, where in ((label_source_problem(reading, model), summary.label_problems),
-                               (mixed_source_problem(reading, inputs.columns),
-                                summary.label_problems),
-                               (label_noise_problem(reading, model, propagate_errors),
-                                summary.noise_problems)):
-            if problem:
-                where.append(problem)
-        summary.scale_note = scale_note(reading, model)
+        _check_source(reading, model, propagate_errors, summary)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)
@@ -547,8 +551,11 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
     # ... and what they describe (robust intervals or the posterior's quantiles).
     out.meta["MLINTVL"] = intervals
-    if summary.scale_note:
-        out.meta["MLSCALE"] = summary.scale_note
+    # What is known of the zero points: a fact of the reading and the model, written
+    # to every block and page (also where the guard is not run again).
+    note = scale_note(reading, model)
+    if note:
+        out.meta["MLSCALE"] = note
     if summary.unit_note():
         out.meta["MLUNITS"] = summary.unit_note()
     summary.table = out

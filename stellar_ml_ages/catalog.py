@@ -7,7 +7,9 @@ lose the hour. `build_catalog` therefore
 1. pages the table by a stable key (keyset pagination:
    ``SELECT TOP n ... WHERE key > last ORDER BY key``), fetching every row that
    shares the key a full page ends on with one more query, so that rows sharing
-   a key across a page boundary are neither lost nor repeated;
+   a key across a page boundary are neither lost nor repeated (a key value shared
+   by more rows than that query fetches is refused, unless a second, tie-breaking
+   column orders the rows: ``CatalogQuery(tiebreak=...)``, ``--tiebreak``);
 2. annotates each page with `~stellar_ml_ages.add_mass_age` (locally, or on a
    Dask cluster);
 3. writes each page as one Parquet part (``part-000000.parquet``, ...), by a
@@ -18,7 +20,8 @@ lose the hour. `build_catalog` therefore
 
 Rerunning the same call continues after the last recorded page; the parts come
 out byte for byte as an uninterrupted run writes them. A changed query, model or
-page size refuses to resume unless ``restart=True``.
+page size refuses to resume unless ``restart=True``, which deletes only the parts
+the manifest lists: never a file the package did not write.
 """
 
 import contextlib
@@ -36,7 +39,7 @@ from astropy.table import Column, vstack
 
 from . import __version__
 from .diagnostics import RunSummary, count_reasons
-from .exceptions import CatalogError
+from .exceptions import CatalogError, TAPOverflowError
 from .registry import get_model
 from .vo.adql import quote_identifier
 from .vo.catalogs import CATALOGS
@@ -81,6 +84,14 @@ class CatalogQuery:
     columns : tuple of str, or "*"
     where : str, optional
         ADQL condition, e.g. a region or a quality cut.
+    catalog : str, optional
+        A key of ``stellar_ml_ages.vo.CATALOGS`` whose renames, units, label source
+        and ``prepare`` step are applied to every page (as its fetcher would).
+    tiebreak : str, optional
+        A second column with no nulls, unique among the rows that share a key value
+        (an observation or star identifier): pages are then ordered by
+        ``(key, tiebreak)``, so that a key value shared by more rows than one answer
+        of the service may hold is paged through like any other.
 
     Examples
     --------
@@ -90,6 +101,12 @@ class CatalogQuery:
     SELECT TOP 1000 k, teff FROM s.t WHERE (logg < 3) AND k > 1200 ORDER BY k
     >>> print(query.tie_query(1500))
     SELECT k, teff FROM s.t WHERE (logg < 3) AND k = 1500
+
+    With a tie-breaking column the pages follow the pair:
+
+    >>> query = CatalogQuery("http://127.0.0.1:8080/tap", "s.t", "ra", tiebreak="obsid")
+    >>> print(query.page_query((10.5, 7), 1000))
+    SELECT TOP 1000 * FROM s.t WHERE (ra > 10.5 OR (ra = 10.5 AND obsid > 7)) ORDER BY ra, obsid
     """
 
     service: str
@@ -100,35 +117,71 @@ class CatalogQuery:
     #: A key of ``stellar_ml_ages.vo.CATALOGS`` whose renames, units, label source
     #: and ``prepare`` step are applied to every page (as its fetcher would).
     catalog: str | None = None
+    #: A second paging column for rows that share a key value (see above).
+    tiebreak: str | None = None
+
+    @property
+    def paging_columns(self):
+        """The columns pages are ordered by: ``(key,)`` or ``(key, tiebreak)``."""
+        return (self.key,) if self.tiebreak is None else (self.key, self.tiebreak)
 
     def _select(self):
         if self.columns == "*":
             return "*"
         names = list(self.columns)
-        if self.key not in names:
-            names.insert(0, self.key)
+        for position, name in enumerate(self.paging_columns):
+            if name not in names:
+                names.insert(position, name)
         return ", ".join(quote_identifier(name) for name in names)
 
     def _conditions(self, *more):
         parts = [f"({self.where})"] if self.where else []
         return " WHERE " + " AND ".join(parts + list(more)) if parts or more else ""
 
+    def _pair(self, value):
+        """``value`` as one value per paging column (a manifest keeps pairs as lists)."""
+        if self.tiebreak is None:
+            return (value,)
+        if not isinstance(value, list | tuple) or len(value) != 2:
+            raise CatalogError(f"a key value of ({self.key}, {self.tiebreak}) is a pair, "
+                               f"not {value!r}")
+        return tuple(value)
+
+    def _equal(self, value):
+        return " AND ".join(f"{quote_identifier(name)} = {_literal(part)}"
+                            for name, part in zip(self.paging_columns, self._pair(value),
+                                                  strict=True))
+
     def page_query(self, after, page_rows):
-        """The next page: at most ``page_rows`` rows with key above ``after``."""
+        """The next page: at most ``page_rows`` rows with key above ``after``.
+
+        With a ``tiebreak``, ``after`` is a ``(key, tiebreak)`` pair and "above" is
+        in the order of the pair.
+        """
         key = quote_identifier(self.key)
-        more = [] if after is None else [f"{key} > {_literal(after)}"]
+        more = []
+        if after is not None and self.tiebreak is None:
+            more = [f"{key} > {_literal(after)}"]
+        elif after is not None:
+            first, second = self._pair(after)
+            more = [f"({key} > {_literal(first)} OR ({key} = {_literal(first)} AND "
+                    f"{quote_identifier(self.tiebreak)} > {_literal(second)}))"]
+        order = ", ".join(quote_identifier(name) for name in self.paging_columns)
         return (f"SELECT TOP {int(page_rows)} {self._select()} FROM {self.table}"
-                f"{self._conditions(*more)} ORDER BY {key}")
+                f"{self._conditions(*more)} ORDER BY {order}")
 
     def tie_query(self, value):
-        """Every row whose key equals ``value``."""
-        key = quote_identifier(self.key)
-        return (f"SELECT {self._select()} FROM {self.table}"
-                f"{self._conditions(f'{key} = {_literal(value)}')}")
+        """Every row whose key (with a ``tiebreak``: key and tiebreak) equals ``value``."""
+        return f"SELECT {self._select()} FROM {self.table}{self._conditions(self._equal(value))}"
 
-    def count_query(self, null_keys=False):
-        """``COUNT(*)`` of the rows, or of those without a key."""
-        more = [f"{quote_identifier(self.key)} IS NULL"] if null_keys else []
+    def count_query(self, null_keys=False, equal=None):
+        """``COUNT(*)`` of the rows, of those without a key, or of those whose key is ``equal``."""
+        more = []
+        if null_keys:
+            nulls = [f"{quote_identifier(name)} IS NULL" for name in self.paging_columns]
+            more.append(nulls[0] if len(nulls) == 1 else "(" + " OR ".join(nulls) + ")")
+        if equal is not None:
+            more.append(self._equal(equal))
         return f"SELECT COUNT(*) AS n FROM {self.table}{self._conditions(*more)}"
 
     def as_dict(self):
@@ -137,6 +190,10 @@ class CatalogQuery:
                     "where": self.where}
         if self.catalog is not None:
             settings["read_as"] = self.catalog
+        # Only when set, so that manifests of catalogs paged by the key alone read as
+        # they did (and resume); a changed tiebreak changes the pages: no resume.
+        if self.tiebreak is not None:
+            settings["tiebreak"] = self.tiebreak
         return settings
 
 
@@ -162,6 +219,13 @@ def _jsonable(value):
     if isinstance(value, bytes):
         value = value.decode()
     return value
+
+
+def _jsonable_key(value):
+    """A key value (or a [key, tiebreak] pair) as JSON holds it."""
+    if isinstance(value, list | tuple):
+        return [_jsonable(part) for part in value]
+    return _jsonable(value)
 
 
 @dataclass
@@ -203,8 +267,32 @@ class CatalogSummary:
                 + (f" (resumed after {self.resumed_pages} pages)" if self.resumed_pages else ""))
 
 
+class _DamagedManifest(CatalogError):
+    """A manifest this package wrote (format 1) that no longer reads as one.
+
+    Unlike a file it did not write, ``restart=True`` may replace it: starting over
+    then deletes only the parts whose bytes are still those it records (`_ours`).
+    """
+
+    def __init__(self, message, manifest):
+        super().__init__(message)
+        self.manifest = manifest
+
+
+#: What every page record of a manifest holds.
+_PAGE_FIELDS = {"part": str, "rows": int, "sha256": str, "predicted": int, "reasons": dict}
+
+
 def read_manifest(directory):
     """The manifest of a catalog directory, or None when it has none.
+
+    Raises
+    ------
+    CatalogError
+        ``_manifest.json`` is not a manifest of this package (not JSON, not an
+        object, no or another format: never overwritten, even with ``restart``),
+        or one that was damaged or edited (no ``pages`` list, a page record that
+        is not the one written: ``restart=True`` starts over).
 
     Examples
     --------
@@ -215,14 +303,71 @@ def read_manifest(directory):
     path = Path(directory) / MANIFEST
     if not path.is_file():
         return None
+    where = repr(str(path))
+    foreign = ("stellar_ml_ages did not write it, and never overwrites it (not even with "
+               "--restart): move it out of the directory, or build into another one")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CatalogError(f"{str(path)!r} is not a readable manifest: {error}") from None
-    if manifest.get("format") != _MANIFEST_FORMAT:
-        raise CatalogError(f"{str(path)!r} has manifest format {manifest.get('format')!r}; "
-                           f"this stellar_ml_ages writes format {_MANIFEST_FORMAT}")
+        raise CatalogError(f"{where} is not a readable manifest ({error}): {foreign}") from None
+    if not isinstance(manifest, dict):
+        raise CatalogError(f"{where} is not a catalog manifest (a JSON "
+                           f"{type(manifest).__name__}, not an object): {foreign}")
+    if "format" not in manifest:
+        raise CatalogError(f"{where} is not a catalog manifest (no 'format'): {foreign}")
+    if manifest["format"] != _MANIFEST_FORMAT:
+        raise CatalogError(f"{where} has manifest format {manifest['format']!r}; this "
+                           f"stellar_ml_ages writes format {_MANIFEST_FORMAT}: build with the "
+                           "version that wrote it, or into another directory")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise _DamagedManifest(
+            f"{where} is damaged or was edited ({problem}): it no longer says which parts "
+            "were written and where the next page starts. Pass restart=True (--restart) to "
+            "start over (deleting only parts a manifest lists), or build into another "
+            "directory", manifest)
     return manifest
+
+
+def _record_sha256(page):
+    """Checksum of a page's record in the manifest, without itself.
+
+    A resume starts after the last record's ``last_key``: an edited one would repeat
+    or skip rows, so records are checked as parts are.
+    """
+    record = {name: value for name, value in page.items() if name != "record_sha256"}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_problem(manifest):
+    """What is wrong with a format-1 manifest's structure, or None."""
+    pages = manifest.get("pages")
+    if not isinstance(pages, list):
+        return "no 'pages' list" if pages is None else f"'pages' is a {type(pages).__name__}"
+    if not isinstance(manifest.get("complete"), bool):
+        return "no 'complete' flag"
+    for index, page in enumerate(pages):
+        name = f"part-{index:06d}.parquet"
+        if not isinstance(page, dict):
+            return f"page {index} is a {type(page).__name__}, not a record"
+        missing = [field for field, kind in _PAGE_FIELDS.items()
+                   if not isinstance(page.get(field), kind) or isinstance(page.get(field), bool)]
+        if missing or "last_key" not in page:
+            return f"the record of page {index} has no valid {(missing or ['last_key'])[0]}"
+        # Only names this package writes, in its order: a record can never make a
+        # build delete or overwrite any other file.
+        if page["part"] != name:
+            return f"page {index} names {page['part']!r}, not {name!r}"
+        # Records written before records had checksums are taken as they are.
+        if "record_sha256" in page and page["record_sha256"] != _record_sha256(page):
+            return (f"the record of {name} is not the one written with it (first_key, "
+                    "last_key, rows or sha256 changed)")
+    pending = manifest.get("pending")
+    if pending is not None and not (
+            isinstance(pending, dict) and pending.get("part") == f"part-{len(pages):06d}.parquet"
+            and isinstance(pending.get("sha256"), str)):
+        return f"its 'pending' entry {pending!r} is not the next part"
+    return None
 
 
 def _write_json(path, content):
@@ -276,28 +421,94 @@ def _plain_strings(page):
     return page
 
 
-def _sorted_ties(page, key):
+def _sorted_ties(page, keys):
     """Rows in key order, and within a key in a fixed order (the service's is not).
 
-    Rows sharing a key are ordered by their other columns' values (vectorised:
-    ``numpy.lexsort``), so that a resumed build writes the bytes of an
-    uninterrupted one.
+    ``keys`` are the page's paging columns (key, and tiebreak if any). Rows sharing
+    them are ordered by their other columns' values (vectorised: ``numpy.lexsort``),
+    so that a resumed build writes the bytes of an uninterrupted one. A page whose
+    key values strictly increase is already in that order; any other is sorted,
+    also when no two values are equal: a service whose collation takes ``'b'`` and
+    ``'B'`` for one value returns them in either order.
     """
-    keys = np.asarray(page[key])
-    if len(keys) < 2 or not np.any(keys[1:] == keys[:-1]):
+    values = [np.asarray(page[name]) for name in keys]
+    if len(page) < 2 or np.all(values[0][1:] > values[0][:-1]):
         return page
     columns = []
     for name in reversed(page.colnames):
         column = page[name]
-        if name == key or column.ndim != 1:
+        if name in keys or column.ndim != 1:
             continue
-        values = np.ma.getdata(column)
-        if values.dtype.kind == "O":
-            values = values.astype(str)
+        data = np.ma.getdata(column)
+        if data.dtype.kind == "O":
+            data = data.astype(str)
         # Masked entries sort by a flag first, then by whatever value they hold.
-        columns += [values, np.ma.getmaskarray(column)]
-    order = np.lexsort([*columns, keys])
+        columns += [data, np.ma.getmaskarray(column)]
+    order = np.lexsort([*columns, *(v.astype(str) if v.dtype.kind == "O" else v
+                                    for v in reversed(values))])
     return page[order]
+
+
+def _key_tuples(page, names):
+    """The paging columns' values of every row, as tuples of plain Python values."""
+    columns = [[_jsonable(value) for value in np.ma.getdata(page[name]).tolist()]
+               for name in names]
+    return list(zip(*columns, strict=True))
+
+
+def _key_value(row):
+    """A row's key as the manifest records it: the value, or a [key, tiebreak] pair."""
+    return row[0] if len(row) == 1 else list(row)
+
+
+def _ties(query, last, page_rows, full):
+    """Every row whose key is ``last``, or a CatalogError when they do not fit an answer.
+
+    The answer is asked for at most ``page_rows + 1`` rows, so a part holds at most
+    about two pages whatever the key (memory grows with ``page_rows``). An answer
+    is cut when the service says so (OVERFLOW), or silently by a cap: a cap the page
+    query (``full`` rows long) did not meet is longer than ``full``, so only an
+    answer at least that long is checked against ``COUNT(*)``, as `_check_complete`
+    checks the whole table.
+    """
+    cap = page_rows + 1
+    try:
+        ties = run_query(query.service, query.tie_query(last), maxrec=cap)
+    except TAPOverflowError:
+        ties, flagged = None, True
+    else:
+        flagged = False
+        if len(ties) < min(full, cap):
+            return ties
+    total = int(run_query(query.service, query.count_query(equal=last))["n"][0])
+    if not flagged and total <= len(ties):
+        return ties
+    names = ", ".join(query.paging_columns)
+    value = " = ".join([names, repr(last if query.tiebreak is None else tuple(last))])
+    got = ("the service flagged its answer as truncated" if flagged else
+           f"the service answered {len(ties)} of them")
+    if query.tiebreak is None:
+        remedy = (f"page on a second column unique among rows sharing a {query.key}: "
+                  f"--tiebreak COLUMN (CatalogQuery(..., tiebreak=COLUMN)), or raise "
+                  f"--page-rows to at least {total} if the service answers that many")
+    else:
+        remedy = (f"choose a --tiebreak column unique among rows sharing a {query.key} "
+                  f"(not {query.tiebreak})")
+    raise CatalogError(
+        f"{total} rows of {query.table} share the key {value}, more than the {cap} one "
+        f"query fetches with page_rows {page_rows} ({got}): paging on {names} would lose "
+        f"some of them. The catalog is not marked complete and its parts are kept; "
+        f"{remedy}, and build again with --restart")
+
+
+def _overlap_error(query, repeated):
+    return CatalogError(
+        f"the service returned rows with {', '.join(query.paging_columns)} = "
+        f"{repeated!r} again after the page that ended on them: its comparison ({query.key} "
+        "> value) and its order or equality disagree, as a text key under some collations "
+        "does, and paging would repeat or lose rows. Page on a numeric key (a row or "
+        "observation number; --key), or on the text key with a unique numeric --tiebreak "
+        "column")
 
 
 def _key_column(page, key):
@@ -313,7 +524,15 @@ def _key_column(page, key):
 
 
 def _pages(query, page_rows, after, timings):
-    """(page, first key, last key) after key value ``after``: every row once, in key order."""
+    """(page, first key, last key) after key value ``after``: every row once, in key order.
+
+    The keys recorded are the service's first and last of each page (its collation,
+    not numpy's, orders text keys): the next page starts after the service's last.
+    """
+    # Exact key values of the previous page (its tie answer's included): a service
+    # whose ``>`` agrees with its order and equality never returns one of them again.
+    # (One that returns *fewer* rows is caught by the COUNT(*) at the end.)
+    seen = set() if after is None else {query._pair(after)}
     while True:
         started = time.perf_counter()
         page = run_query(query.service, query.page_query(after, page_rows),
@@ -321,22 +540,35 @@ def _pages(query, page_rows, after, timings):
         if len(page) == 0:
             timings["tap"] += time.perf_counter() - started
             return
-        key = _key_column(page, query.key)
+        keys = [_key_column(page, name) for name in query.paging_columns]
+        rows = _key_tuples(page, keys)
+        repeated = next((row for row in rows if row in seen), None)
+        if repeated is not None:
+            raise _overlap_error(query, _key_value(repeated))
+        first_key, last = _key_value(rows[0]), None
         if len(page) >= page_rows:
-            last = _jsonable(page[key][-1])
-            head = page[np.asarray(page[key]) != page[key][-1]]
-            # Every row sharing the key the page ends on, however many: none is cut off
-            # by TOP, none comes again on the next page (which starts above it).
-            ties = run_query(query.service, query.tie_query(last))
+            last = _key_value(rows[-1])
+            # Every row sharing the key the page ends on, however many fit one answer:
+            # none is cut off by TOP, none comes again on the next page (which starts
+            # above it).
+            ties = _ties(query, last, page_rows, len(page))
+            tie_rows = set(_key_tuples(ties, [_key_column(ties, name)
+                                              for name in query.paging_columns]))
+            if rows[-1] not in tie_rows:
+                raise CatalogError(
+                    f"the service's answer to {query.tie_query(last)!r} lacks the rows "
+                    f"with {', '.join(query.paging_columns)} = {last!r} it has just "
+                    "returned, so paging would lose them: choose a --key (and --tiebreak) "
+                    "whose values the service compares exactly (integers, identifiers)")
+            # The rows the service takes for equal to the last one (under a
+            # case-insensitive collation 'b' and 'B') are the tie answer's, wherever
+            # they stand in the page: the head is the rest.
+            head = page[np.array([row not in tie_rows for row in rows], dtype=bool)]
             page = vstack([head, ties], metadata_conflicts="silent") if len(head) else ties
-        else:
-            last = None
-        page = _sorted_ties(_plain_strings(page), key)
+            seen = set(rows) | tie_rows
+        page = _sorted_ties(_plain_strings(page), keys)
         page.meta.pop("QUERY", None)  # one per page and per tie: provenance is the manifest
-        # The key the next page starts after is the server's (its collation decides
-        # the order of text keys, not numpy's).
-        first_key = _jsonable(page[key][0])
-        last_key = last if last is not None else _jsonable(page[key][-1])
+        last_key = last if last is not None else _key_value(rows[-1])
         if query.catalog is not None:
             from .vo.fetch import _finish
 
@@ -368,8 +600,12 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
     page_rows : int
         Rows per TAP query and per part; memory grows with it, not with the table.
     restart : bool
-        Start over (deleting the parts) when the directory holds a catalog built
-        with another query, model or page size; without it such a call refuses.
+        Start over (deleting the parts its manifest lists) when the directory holds a
+        catalog built with another query, model or page size, or a damaged manifest;
+        without it such a call refuses. A build that wrote no part yet binds nothing:
+        the next call may change any setting without ``restart``. Files the manifest
+        does not list are never deleted: a file named like a part
+        (``part-999999.parquet``) is refused, named, for you to move.
     dask : str or ``distributed.Client``, optional
         Annotate the pages on this Dask cluster (scheduler address or client)
         while the next pages are fetched; the output is the same.
@@ -386,8 +622,13 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
     Raises
     ------
     CatalogError
-        The directory holds another catalog (without ``restart``), a part does not
-        match its recorded checksum, or the key has nulls.
+        The directory holds another catalog (without ``restart``), a part or a page
+        record does not match its recorded checksum, a file named like a part that
+        the manifest does not list, or a manifest this package did not write; the
+        key has nulls; more rows share one key value than a query of ``page_rows``
+        fetches (give ``query.tiebreak``, ``--tiebreak COLUMN``); the service
+        returns rows again after the page that ended on them (a text key under a
+        collation whose comparison disagrees with its order).
     TAPServiceError, TAPTimeoutError, TAPQueryError
         From the service; the pages written so far stay, and the next call resumes.
 
@@ -401,6 +642,9 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
     >>> stars = pd.read_parquet("survey_catalog")  # every part, one frame  # doctest: +SKIP
     """
     query = _resolve_query(query, preset)
+    if query.tiebreak is not None and query.tiebreak.lower() == query.key.lower():
+        raise CatalogError(f"the tiebreak (--tiebreak) must be another column than the key "
+                           f"{query.key!r}")
     if preset is not None:
         annotate_options = {**PRESETS[preset].get("options", {}), **annotate_options}
     annotate_options = _not_default(annotate_options)
@@ -411,6 +655,14 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
         raise CatalogError(f"page_rows (--page-rows) must be an integer of at least 2, got "
                            f"{page_rows!r}")
     model = get_model(model)
+    if "intervals" in annotate_options:
+        from .annotate import _interval_kind
+
+        # The model's default kind spelled out is the same build (and may resume it).
+        default = _interval_kind(model, None, annotate_options.get("quantiles", ()))
+        if annotate_options["intervals"] == default:
+            annotate_options = {key: value for key, value in annotate_options.items()
+                                if key != "intervals"}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     with _build_lock(directory):
@@ -471,8 +723,9 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
 
     null_keys = int(run_query(query.service, query.count_query(null_keys=True))["n"][0])
     if null_keys:
-        raise CatalogError(f"{null_keys} rows of {query.table} have no {query.key}: keyset "
-                           "paging would never reach them; choose a key without nulls")
+        raise CatalogError(f"{null_keys} rows of {query.table} have no "
+                           f"{' or no '.join(query.paging_columns)}: keyset paging would "
+                           "never reach them; choose a key (and tiebreak) without nulls")
     started = time.perf_counter()
     timings = {"tap": 0.0, "annotate": 0.0, "write": 0.0}
     after = manifest["pages"][-1]["last_key"] if manifest["pages"] else None
@@ -524,12 +777,26 @@ def _check_complete(query, n_rows, manifest, page_rows):
         return
     last = manifest["pages"][-1]["rows"] if manifest["pages"] else 0
     if total > n_rows:
+        key = manifest["pages"][-1]["last_key"] if manifest["pages"] else None
+        # A service whose comparison of text (key > value) disagrees with its order
+        # (a collation) skips rows without a trace in any one page.
+        text = isinstance(key[0] if isinstance(key, list) else key, str)
+        collation = (f"the service's comparison of the text key ({query.key} > value) "
+                     "disagrees with its order (a collation): page on a numeric key (--key) "
+                     "or with a unique numeric --tiebreak")
+        if last < page_rows:
+            raise CatalogError(
+                f"{query.table} has {total} rows (COUNT(*)) but paging got {n_rows}: the "
+                f"service seems to cap results at {last} rows without saying so (the last "
+                f"page had {last}, fewer than page_rows {page_rows}). The catalog is not "
+                f"marked complete; build it again with page_rows={max(last - 1, 2)} "
+                f"(--page-rows {max(last - 1, 2)} --restart)"
+                + (f"; or else {collation}" if text else ""))
         raise CatalogError(
-            f"{query.table} has {total} rows (COUNT(*)) but paging got {n_rows}: the "
-            f"service seems to cap results at {last} rows without saying so (the last page "
-            f"had {last}, fewer than page_rows {page_rows}). The catalog is not marked "
-            f"complete; build it again with page_rows={max(last - 1, 2)} (--page-rows "
-            f"{max(last - 1, 2)} --restart)")
+            f"{query.table} has {total} rows (COUNT(*)) but paging got {n_rows}, though no "
+            "page came short: " + (f"{collation}; or else " if text else "")
+            + "rows were added during the build. The catalog is not marked complete; "
+            "build it again (restart=True, --restart) once the table is stable")
     raise CatalogError(
         f"paging got {n_rows} rows but {query.table} now has {total} (COUNT(*)): the table "
         "changed during the build. The catalog is not marked complete; build it again "
@@ -574,15 +841,71 @@ def _resolve_query(query, preset):
     key = position_columns(catalog)[0] if entry["key"] == "ra" else entry["key"]
     return CatalogQuery(catalog.url, table_name(catalog), key, columns,
                         None if query is None else query.where,
-                        catalog=catalog.key if entry.get("as_fetched") else None)
+                        catalog=catalog.key if entry.get("as_fetched") else None,
+                        tiebreak=None if query is None else query.tiebreak)
 
 
 def _now():
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _fresh(directory, settings):
-    _remove_orphans(directory, set())
+#: The temporary a part is written to before its rename: a name only this package uses
+#: (a dot file, which Parquet readers skip), overwritten by the next write of that part.
+_TEMPORARY = re.compile(r"^\.part-\d{6}\.parquet\.part$")
+
+
+def _ours(directory, manifest, verified=False):
+    """The part files this package provably wrote: listed, or pending with its checksum.
+
+    A part is renamed into place before the manifest records it; ``pending`` (written
+    just before the rename, with the part's sha256) recognises a part whose record a
+    crash lost. Of a damaged manifest (``verified``) only the parts whose bytes are
+    still those it records count: its list alone proves nothing. Any other file named
+    like a part is not the package's to delete.
+    """
+    if manifest is None:
+        return set()
+
+    def written(claim):  # the file holds the bytes the manifest records for it
+        path = directory / claim["part"]
+        return path.is_file() and _sha256(path) == claim["sha256"]
+
+    def wellformed(claim):
+        return (isinstance(claim, dict) and isinstance(claim.get("part"), str)
+                and _PART.match(claim["part"]) is not None
+                and isinstance(claim.get("sha256"), str))
+
+    pages = manifest.get("pages") if isinstance(manifest.get("pages"), list) else []
+    ours = {page["part"] for page in pages
+            if wellformed(page) and (not verified or written(page))}
+    pending = manifest.get("pending")
+    if wellformed(pending) and written(pending):
+        ours.add(pending["part"])
+    return ours
+
+
+def _refuse_foreign_parts(directory, ours):
+    """No file named like a part that the manifest does not account for.
+
+    It would be overwritten by a later part, or read with the catalog by every
+    Parquet dataset reader, and the package cannot tell it from the user's data:
+    the user moves it, the package never deletes it.
+    """
+    foreign = sorted(path.name for path in directory.iterdir()
+                     if _PART.match(path.name) and path.name not in ours)
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
+                                           else "")
+        raise CatalogError(
+            f"{str(directory)!r} holds {listed}, which its {MANIFEST} does not list: "
+            "stellar_ml_ages did not write it (or lost its record) and deletes only parts "
+            "a manifest lists, not even with --restart. Move it out of the directory "
+            "(delete it if it is left from an interrupted build), then build again")
+
+
+def _fresh(directory, settings, ours=frozenset()):
+    _refuse_foreign_parts(directory, ours)
+    _remove_parts(directory, ours)
     manifest = {"format": _MANIFEST_FORMAT, **settings,
                 "pages": [], "complete": False, "started": _now(), "finished": None}
     _write_json(directory / MANIFEST, manifest)  # at once: a crash now leaves a clean start
@@ -590,7 +913,14 @@ def _fresh(directory, settings):
 
 
 def _resume(directory, settings, restart):
-    manifest = read_manifest(directory)
+    try:
+        manifest = read_manifest(directory)
+    except _DamagedManifest as damaged:
+        if not restart:
+            raise
+        # Ours, but its list of parts cannot be trusted: only parts whose bytes it
+        # records are deleted (any other file named like a part is refused, named).
+        return _fresh(directory, settings, _ours(directory, damaged.manifest, verified=True))
     if manifest is None:
         foreign = [p.name for p in directory.iterdir()
                    if not (_PART.match(p.name) or p.name.startswith("."))]
@@ -602,8 +932,12 @@ def _resume(directory, settings, restart):
         return _fresh(directory, settings)
     recorded = {key: manifest.get(key) for key in settings}
     changed = _differences(recorded, settings)
-    if restart:
-        return _fresh(directory, settings)
+    ours = _ours(directory, manifest)
+    # A build that failed before its first part (a service down, a key with nulls)
+    # wrote nothing to keep: its settings do not bind the next call.
+    if restart or (changed and not manifest["pages"]):
+        return _fresh(directory, settings, ours)
+    _refuse_foreign_parts(directory, ours)
     if changed:
         raise CatalogError(
             f"{str(directory)!r} holds a catalog built differently ("
@@ -614,16 +948,15 @@ def _resume(directory, settings, restart):
         if not part.is_file() or _sha256(part) != page["sha256"]:
             raise CatalogError(f"part {str(part)!r} is missing or differs from the "
                                "manifest; pass restart=True (--restart) to rebuild")
-    _remove_orphans(directory, {page["part"] for page in manifest["pages"]})
+    # The pending part (a crash after its rename) is written again, as the same bytes.
+    _remove_parts(directory, ours - {page["part"] for page in manifest["pages"]})
     return manifest
 
 
-def _remove_orphans(directory, keep):
-    """Parts (and temporaries) this package wrote that the manifest does not list."""
+def _remove_parts(directory, names):
+    """Delete the parts ``names`` (this package's, by `_ours`) and its temporaries."""
     for path in directory.iterdir():
-        ours = _PART.match(path.name) or (path.name.startswith(".part-")
-                                           and path.name.endswith(".part"))
-        if ours and path.name not in keep:
+        if path.name in names or _TEMPORARY.match(path.name):
             path.unlink()
 
 
@@ -668,42 +1001,61 @@ def _write_part(directory, manifest, annotated, first_key, last_key, options):
     reasons = count_reasons(flags[withheld])
     predicted = int(np.count_nonzero(~withheld))
     _for_parquet(annotated).write(temporary, format="parquet", overwrite=True)
-    os.replace(temporary, directory / name)
-    manifest["pages"].append({"part": name, "rows": len(annotated),
-                              "first_key": _jsonable(first_key),
-                              "last_key": _jsonable(last_key),
-                              "sha256": _sha256(directory / name), "predicted": predicted,
-                              "reasons": reasons})
+    sha256 = _sha256(temporary)
+    # Said before the rename: a crash between it and the record below leaves a part
+    # the next call can tell from a file of the user's (by its checksum).
+    manifest["pending"] = {"part": name, "sha256": sha256}
     _write_json(directory / MANIFEST, manifest)
+    os.replace(temporary, directory / name)
+    page = {"part": name, "rows": len(annotated), "first_key": _jsonable_key(first_key),
+            "last_key": _jsonable_key(last_key), "sha256": sha256, "predicted": predicted,
+            "reasons": reasons}
+    page["record_sha256"] = _record_sha256(page)
+    manifest["pages"].append(page)
+    del manifest["pending"]
+    _write_json(directory / MANIFEST, manifest)
+
+
+def _first_reading(page, options):
+    """What the table is, read from its first page: every page has its columns and meta."""
+    from .reading import read_table
+
+    return read_table(page, options.get("mapping"), options.get("state_column"))
 
 
 def _local_annotator(model, options, run, rows_before=0):
     from .annotate import _annotate_call
 
     def annotate(pages, timings):
+        reading = None
         for page, first_key, last_key in pages:
             t0 = time.perf_counter()
-            annotated = _annotate_call(page, model, summary=run, check_source=run.n_rows == 0,
-                                       row_offset=rows_before + run.n_rows, **options).table
+            first = reading is None
+            if first:
+                reading = _first_reading(page, options)
+            annotated = _annotate_call(page, model, summary=run, check_source=first,
+                                       row_offset=rows_before + run.n_rows, reading=reading,
+                                       **options).table
             timings["annotate"] += time.perf_counter() - t0
             yield annotated, first_key, last_key
 
     return annotate
 
 
-def _annotate_remote(page, shipped, options):
+def _annotate_remote(page, shipped, options, reading):
     """On a Dask worker: one page, with the model its card and arrays describe."""
     from .annotate import _annotate_call
     from .dataframes import _resolve
 
     # Its warnings are not issued (a worker has no user to see them, and warning
     # filters are not thread-safe): the client counts the flags itself.
-    return _annotate_call(page, _resolve(shipped), **options).table
+    return _annotate_call(page, _resolve(shipped), check_source=False, reading=reading,
+                          **options).table
 
 
 def _dask_annotator(dask, model, options, run):
+    from .annotate import _check_source
     from .dataframes import ShippedModel
-    from .labelsource import label_noise_problem, label_source_problem
 
     def annotate(pages, timings):
         from distributed import Client
@@ -713,23 +1065,18 @@ def _dask_annotator(dask, model, options, run):
             shipped = client.scatter(ShippedModel.of(model), broadcast=True, hash=True)
             window = max(2 * len(client.scheduler_info().get("workers", {})), 2)
             pending = []
-            first = True
+            reading = None
             # Pages are fetched while the cluster annotates the ones before; parts are
             # written in page order, so the output is the local run's.
             for page, first_key, last_key in pages:
-                if first:
+                if reading is None:
                     # The workers' warnings reach no one: what the table *is* is read
-                    # here, once, from the first page, as the local run does.
-                    first = False
-                    for problem, where in (
-                            (label_source_problem(page, model), run.label_problems),
-                            (label_noise_problem(page, model,
-                                                 options.get("propagate_errors", False)),
-                             run.noise_problems)):
-                        if problem:
-                            where.append(problem)
+                    # here, once, from the first page, as the local run does, and the
+                    # workers get that reading.
+                    reading = _first_reading(page, options)
+                    _check_source(reading, model, options.get("propagate_errors", False), run)
                 pending.append((client.submit(_annotate_remote, page, shipped, options,
-                                              pure=False), first_key, last_key))
+                                              reading, pure=False), first_key, last_key))
                 if len(pending) >= window:
                     yield _finished(*pending.pop(0), timings)
             while pending:

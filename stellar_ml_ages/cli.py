@@ -461,7 +461,8 @@ def _cmd_catalog(args):
             overrides[catalog.service_item] = args.service
         if args.table:
             overrides[catalog.table_item] = args.table
-        query = CatalogQuery("", "", "", where=where) if where else None
+        query = CatalogQuery("", "", "", where=where, tiebreak=args.tiebreak) \
+            if where or args.tiebreak else None
     else:
         missing = [name for name in ("service", "table", "key") if not getattr(args, name)]
         if missing:
@@ -469,7 +470,8 @@ def _cmd_catalog(args):
                 "catalog needs --preset NAME, or --service, --table and --key (missing: "
                 + ", ".join(f"--{name}" for name in missing) + ")")
         columns = tuple(c.strip() for c in args.columns.split(",")) if args.columns else "*"
-        query = CatalogQuery(args.service, args.table, args.key, columns, where)
+        query = CatalogQuery(args.service, args.table, args.key, columns, where,
+                             tiebreak=args.tiebreak)
     progress = conf.show_progress and not args.no_progress and sys.stderr.isatty()
     # Only what differs from add_mass_age's defaults, so that the manifest reads the
     # same whether the catalog was built here or from Python.
@@ -633,6 +635,9 @@ def build_parser():
                          help="ADQL table name (with --preset: instead of the preset's)")
     catalog.add_argument("--key", default=None,
                          help="column that orders the rows (no nulls; need not be unique)")
+    catalog.add_argument("--tiebreak", default=None, metavar="COLUMN",
+                         help="second paging column, unique among rows sharing a --key "
+                              "value (no nulls): for keys shared by more rows than a page")
     catalog.add_argument("--columns", default=None, help="comma-separated columns (default *)")
     catalog.add_argument("--where", default=None, help="ADQL condition (region, quality cut)")
     catalog.add_argument("--page-rows", type=int, default=100_000, metavar="N",

@@ -87,9 +87,6 @@ class RunSummary:
         self.label_problems = []
         #: Texts of the call's `~stellar_ml_ages.LabelNoiseWarning` (noise not accounted for).
         self.noise_problems = []
-        #: What is known of the zero points between the table's labels and the model's
-        #: (`stellar_ml_ages.labelsource.scale_note`), for ``meta["MLSCALE"]``.
-        self.scale_note = None
         #: The annotated table, once the call has finished.
         self.table = None
         n = len(model.feature_names)

@@ -4,7 +4,9 @@ The mirror's ``smatest.survey`` table pages by ``obs_key``, which groups of one 
 three rows share, so page boundaries fall inside groups.
 """
 
+import itertools
 import json
+import re
 import warnings
 
 import numpy as np
@@ -438,3 +440,439 @@ def test_lamost_slam_preset_from_the_command_line(local_vizier, tmp_path, capsys
     assert "propagate_errors" not in manifest["annotate_options"]
     assert manifest["model"]["name"] == "giants-slam-apogee-dr17"
     assert "rows" in capsys.readouterr().out
+
+
+# --- adversarial findings M7, L2, L4 of #26, against in-memory services ---------------------
+
+class _FakeTAP:
+    """An in-memory TAP service for the catalog builder's queries: ``TOP``, ``WHERE``
+    of comparisons joined by AND/OR, ``IS NULL``, ``ORDER BY``, ``COUNT(*)``.
+
+    MAXREC (``maxrec``, else the service's ``default_maxrec``) is honoured as
+    `run_query` does: a longer answer raises ``TAPOverflowError`` when the service
+    flags it (``flag``), or is cut silently. ``fold`` makes text compare as a
+    collation does (``str.lower``: case-insensitive, so ``'b' = 'B'``); ``order_fold``
+    and ``equal_fold`` override it for ORDER BY and ``=`` (a service whose order,
+    equality and ``>`` disagree). Rows equal in the order come in a random order.
+    """
+
+    _TERM = re.compile(r"(\"?\w+\"?) (>|=|<) ('(?:[^']|'')*'|-?[\d.e+-]+)|(\"?\w+\"?) IS NULL"
+                       r"|\bAND\b|\bOR\b")
+
+    def __init__(self, table, *, fold=None, order_fold="fold", equal_fold="fold",
+                 default_maxrec=None, flag=True, seed=0, fail_at=None):
+        self.table, self.flag, self.default_maxrec = table, flag, default_maxrec
+        self.fold = fold or (lambda text: text)
+        self.order_fold = self.fold if order_fold == "fold" else (order_fold or (lambda t: t))
+        self.equal_fold = self.fold if equal_fold == "fold" else (equal_fold or (lambda t: t))
+        self.rng = np.random.default_rng(seed)
+        self.queries, self.fail_at = [], fail_at
+
+    def _compare(self, op, value, literal):
+        value = value.item() if isinstance(value, np.generic) else value
+        if isinstance(value, str):
+            fold = self.equal_fold if op == "=" else self.fold
+            value, literal = fold(value), fold(literal)
+        return {">": value > literal, "<": value < literal, "=": value == literal}[op]
+
+    def _condition(self, where):
+        def term(match):
+            if match.group(1):
+                literal = match.group(3)
+                literal = (literal[1:-1].replace("''", "'") if literal.startswith("'") else
+                           float(literal) if any(c in literal for c in ".e") else int(literal))
+                return f"_cmp({match.group(2)!r}, r[{match.group(1).strip(chr(34))!r}], " \
+                       f"{literal!r})"
+            if match.group(4):
+                return f"(r[{match.group(4).strip(chr(34))!r}] is None)"
+            return match.group(0).lower()
+
+        code = self._TERM.sub(term, where)
+        return eval(f"lambda r: {code}", {"_cmp": self._compare})
+
+    def __call__(self, service, adql, maxrec=None, **kwargs):
+        from stellar_ml_ages import TAPOverflowError
+
+        self.queries.append(adql)
+        if self.fail_at is not None and len(self.queries) == self.fail_at:
+            raise TAPServiceError("connection reset (injected)", service)
+        parsed = re.fullmatch(r"SELECT (?:TOP (\d+) )?(.+?) FROM (\S+)(?: WHERE (.+?))?"
+                              r"(?: ORDER BY (.+))?", adql)
+        top, select, _, where, order = parsed.groups()
+        rows = [dict(zip(self.table.colnames, row, strict=True))
+                for row in self.table.iterrows()]
+        if where:
+            keep = self._condition(where)
+            rows = [index for index, row in enumerate(rows) if keep(row)]
+        else:
+            rows = list(range(len(rows)))
+        if select.startswith("COUNT(*)"):
+            return Table({"n": [len(rows)]})
+        rows = list(self.rng.permutation(rows))
+        if order:
+            names = [name.strip().strip('"') for name in order.split(",")]
+
+            def rank(index):
+                values = [self.table[name][index] for name in names]
+                return tuple(self.order_fold(str(v)) if isinstance(v, str) else v
+                             for v in values)
+
+            rows.sort(key=rank)  # stable: equal values stay in the random order
+        if top:
+            rows = rows[:int(top)]
+        limit = maxrec if maxrec is not None else self.default_maxrec
+        if limit is not None and len(rows) > limit:
+            if self.flag:
+                raise TAPOverflowError(f"result truncated at {limit} rows (MAXREC)",
+                                       service, adql)
+            rows = rows[:limit]
+        found = self.table[np.array(rows, dtype=int)]
+        for name in found.colnames:  # text as VOTable gives it: objects
+            if found[name].dtype.kind == "U":
+                found[name] = np.array(list(found[name]), dtype=object)
+        return found
+
+
+def _stars(keys, **columns):
+    """Demo stars with a paging key, a unique ``obs_id`` and further columns."""
+    from stellar_ml_ages import demo_table
+
+    stars = demo_table()[:len(keys)]
+    stars["obs_key"] = keys
+    stars["obs_id"] = np.arange(len(keys)) * 7 % len(keys)  # unique, not in key order
+    for name, values in columns.items():
+        stars[name] = values
+    return stars
+
+
+def _fake_query(key="obs_key", tiebreak=None):
+    return CatalogQuery("http://127.0.0.1:1/tap", "demo.stars", key, tiebreak=tiebreak)
+
+
+def _all_rows(directory):
+    return vstack(_parts(directory))
+
+
+def _files(directory):
+    return {path.name: path.read_bytes() for path in directory.iterdir()
+            if path.name != MANIFEST}
+
+
+def test_exact_adql_of_paging_with_a_tiebreak():
+    """M7 (#26): (key, tiebreak) pages: key above, or equal with the tiebreak above."""
+    query = CatalogQuery("http://127.0.0.1:1/tap", '"V/164/stellar5"', "RAJ2000",
+                         ("Teff",), "snrg > 50", tiebreak="ObsID")
+    assert query.page_query(None, 500) == (
+        'SELECT TOP 500 RAJ2000, ObsID, Teff FROM "V/164/stellar5" WHERE (snrg > 50) '
+        "ORDER BY RAJ2000, ObsID")
+    assert query.page_query([10.5, 7], 500) == (
+        'SELECT TOP 500 RAJ2000, ObsID, Teff FROM "V/164/stellar5" WHERE (snrg > 50) AND '
+        "(RAJ2000 > 10.5 OR (RAJ2000 = 10.5 AND ObsID > 7)) ORDER BY RAJ2000, ObsID")
+    assert query.tie_query((10.5, "a'b")).endswith(
+        "WHERE (snrg > 50) AND RAJ2000 = 10.5 AND ObsID = 'a''b'")
+    assert query.count_query(null_keys=True) == (
+        'SELECT COUNT(*) AS n FROM "V/164/stellar5" WHERE (snrg > 50) AND '
+        "(RAJ2000 IS NULL OR ObsID IS NULL)")
+    assert query.count_query(equal=(10.5, 7)).endswith("AND RAJ2000 = 10.5 AND ObsID = 7")
+    # Without a tiebreak nothing changes.
+    assert "tiebreak" not in _fake_query().as_dict()
+    assert query.as_dict()["tiebreak"] == "ObsID"
+    with pytest.raises(CatalogError, match="pair"):
+        query.page_query(10.5, 500)
+
+
+@pytest.mark.parametrize("flag", [True, False], ids=["overflow-flagged", "silently-capped"])
+def test_more_ties_than_an_answer_holds_are_refused_naming_the_tiebreak(
+        tmp_path, monkeypatch, flag):
+    """M7 (#26): 60 rows share obs_key 40; a tie query of page_rows 30 cannot hold them
+    (the service flags the cut, or cuts silently): a CatalogError names the key, the
+    value, the rows and --tiebreak; the manifest stays incomplete, the part kept.
+    With --tiebreak the same service gives every row once."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    keys = np.arange(150)
+    keys[40:100] = 40
+    stars = _stars(keys)
+    service = _FakeTAP(stars, default_maxrec=50, flag=flag)
+    monkeypatch.setattr(catalog_module, "run_query", service)
+    out = tmp_path / "ties"
+    with pytest.raises(CatalogError, match=r"60 rows of demo\.stars share the key obs_key = "
+                                           r"40.*--tiebreak COLUMN.*--restart") as info:
+        build_catalog(out, _fake_query(), page_rows=30)
+    assert "flagged" in str(info.value) if flag else "answered 31 of them" in str(info.value)
+    manifest = read_manifest(out)
+    assert manifest["complete"] is False and len(manifest["pages"]) == 1
+    assert (out / "part-000000.parquet").is_file()
+    summary = build_catalog(out, _fake_query(tiebreak="obs_id"), page_rows=30, restart=True)
+    rows = _all_rows(out)
+    assert summary.n_rows == len(rows) == 150
+    assert sorted(rows["obs_id"]) == list(range(150))  # every row exactly once
+    manifest = read_manifest(out)
+    assert manifest["complete"] and manifest["query"]["tiebreak"] == "obs_id"
+    assert all(isinstance(page["last_key"], list) for page in manifest["pages"])
+    assert any("(obs_key > 40 OR (obs_key = 40 AND obs_id > " in q for q in service.queries)
+
+
+def test_a_tiebreak_build_resumes_byte_identically_and_pins_its_tiebreak(tmp_path, monkeypatch):
+    """M7 (#26): the (key, tiebreak) pair a resume starts after comes from the manifest;
+    a resume with another tiebreak (or none) is refused like any changed setting."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    keys = np.repeat(np.arange(30), 5)  # every key five times
+    stars = _stars(keys)
+    query = _fake_query(tiebreak="obs_id")
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars))
+    build_catalog(tmp_path / "clean", query, page_rows=12)
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars, seed=1, fail_at=9))
+    with pytest.raises(TAPServiceError, match="injected"):
+        build_catalog(tmp_path / "broken", query, page_rows=12)
+    assert 0 < len(read_manifest(tmp_path / "broken")["pages"])
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars, seed=2))
+    summary = build_catalog(tmp_path / "broken", query, page_rows=12)
+    assert summary.resumed_pages and summary.n_rows == 150
+    assert _files(tmp_path / "clean") == _files(tmp_path / "broken")
+    for other in (None, "ID"):
+        with pytest.raises(CatalogError, match=r"query\.tiebreak was 'obs_id', now"):
+            build_catalog(tmp_path / "broken", _fake_query(tiebreak=other), page_rows=12)
+
+
+def test_the_command_line_pages_with_a_tiebreak(tmp_path, monkeypatch, capsys):
+    """M7 (#26): ``--tiebreak COLUMN``; without it the refusal names it."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    keys = np.zeros(80, dtype=int)  # one key value for all
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(_stars(keys)))
+    arguments = ["catalog", str(tmp_path), "--service", "http://127.0.0.1:1/tap", "--table",
+                 "demo.stars", "--key", "obs_key", "--page-rows", "30", "--no-progress"]
+    assert main(arguments) == 1
+    assert "--tiebreak COLUMN" in capsys.readouterr().err
+    assert main([*arguments, "--tiebreak", "obs_id", "--restart"]) == 0
+    assert read_manifest(tmp_path)["query"]["tiebreak"] == "obs_id"
+    assert sorted(_all_rows(tmp_path)["obs_id"]) == list(range(80))
+    assert main([*arguments, "--tiebreak", "obs_key"]) == 1
+    assert "another column than the key" in capsys.readouterr().err
+
+
+def _mixed_case_names(n, seed=0):
+    """Names in groups of three, each written in either case: 's007', 'S007', ..."""
+    rng = np.random.default_rng(seed)
+    names = [f"s{i // 3:03d}" for i in range(n)]
+    return np.array([name.upper() if rng.random() < 0.5 else name for name in names])
+
+
+def test_a_case_insensitive_text_key_gives_every_row_once(tmp_path, monkeypatch):
+    """L2 (#26): a service that orders and compares text without case takes 's007' and
+    'S007' for one key value; a page ending on one of them must not keep the other
+    as well as fetch it with the ties. Every row exactly once, and the parts are the
+    same bytes whatever order the service returns equal values in."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    names = _mixed_case_names(150)
+    stars = _stars(np.arange(150), name=names)
+    for seed, out in ((0, "first"), (1, "second")):
+        monkeypatch.setattr(catalog_module, "run_query",
+                            _FakeTAP(stars, fold=str.lower, seed=seed))
+        summary = build_catalog(tmp_path / out, _fake_query("name"), page_rows=20)
+        rows = _all_rows(tmp_path / out)
+        assert summary.n_rows == len(rows) == 150
+        assert sorted(rows["obs_id"]) == list(range(150))
+        pages = read_manifest(tmp_path / out)["pages"]
+        # The next page started after the service's last key, in its order.
+        assert all(a["last_key"].lower() < b["first_key"].lower()
+                   for a, b in itertools.pairwise(pages))
+    assert _files(tmp_path / "first") == _files(tmp_path / "second")
+
+
+@pytest.mark.parametrize("repeats", [True, False], ids=["rows-again", "rows-skipped"])
+def test_a_service_whose_comparison_disagrees_with_its_order_is_refused(
+        tmp_path, monkeypatch, repeats):
+    """L2 (#26): order and equality without case, ``>`` with case (binary). After a page
+    ending on 'S006', ``name > 'S006'`` returns the lowercase 's000' of the first page
+    again: refused at once, naming the key and the remedies. After 's006' it skips the
+    uppercase names: no page shows it, the COUNT(*) at the end refuses to call the
+    catalog complete and names the collation and the same remedies."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    names = np.array([f"S{i // 3:03d}" for i in range(150)])
+    if repeats:
+        names[:2] = "s000"
+    else:
+        names = np.char.lower(names)
+        names[60:63] = "S020"
+    stars = _stars(np.arange(150), name=names)
+    monkeypatch.setattr(catalog_module, "run_query",
+                        _FakeTAP(stars, order_fold=str.lower, equal_fold=str.lower))
+    message = (r"rows with name = 's000' again.*numeric key.*--tiebreak" if repeats else
+               r"150 rows \(COUNT\(\*\)\) but paging got 147, though no page came short: "
+               r"the service's comparison of the text key \(name > value\) disagrees with "
+               r"its order.*numeric key")
+    with pytest.raises(CatalogError, match=message):
+        build_catalog(tmp_path, _fake_query("name"), page_rows=20)
+    assert read_manifest(tmp_path)["complete"] is False
+
+
+def _built(tmp_path, monkeypatch, name="catalog", fail_at=None, n=100):
+    """A catalog of n demo stars in pages of 20 (incomplete if ``fail_at``)."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    stars = _stars(np.arange(n))
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars, fail_at=fail_at))
+    out = tmp_path / name
+    if fail_at is None:
+        build_catalog(out, _fake_query(), page_rows=20)
+    else:
+        with pytest.raises(TAPServiceError, match="injected"):
+            build_catalog(out, _fake_query(), page_rows=20)
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars))
+    return out
+
+
+def _edit_manifest(directory, edit):
+    manifest = json.loads((directory / MANIFEST).read_text())
+    edit(manifest)
+    (directory / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_manifest_that_is_not_an_object_is_refused_and_never_overwritten(tmp_path):
+    """L4 (#26): a list in _manifest.json is no manifest of this package's: refused, even
+    with --restart, with the reason; nothing in the directory changes."""
+    (tmp_path / MANIFEST).write_text("[1, 2]\n")
+    (tmp_path / "part-000000.parquet").write_bytes(b"the user's")
+    before = {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+    for restart in (False, True):
+        with pytest.raises(CatalogError, match=r"not a catalog manifest \(a JSON list, not "
+                                               r"an object\).*not even with --restart"):
+            build_catalog(tmp_path, _fake_query(), page_rows=20, restart=restart)
+    assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before
+    with pytest.raises(CatalogError, match="not a catalog manifest"):
+        read_manifest(tmp_path)
+
+
+def test_a_manifest_without_pages_is_refused_and_restart_deletes_no_unlisted_part(
+        tmp_path, monkeypatch):
+    """L4 (#26): a format-1 manifest without its 'pages' is damaged: refused with
+    --restart as the remedy; --restart then refuses the parts no manifest lists
+    (naming them) instead of deleting them, and builds once they are moved."""
+    out = _built(tmp_path, monkeypatch)
+    _edit_manifest(out, lambda manifest: manifest.pop("pages"))
+    parts = _files(out)
+    with pytest.raises(CatalogError, match=r"damaged or was edited \(no 'pages' list\).*"
+                                           r"--restart"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    with pytest.raises(CatalogError, match=r"part-000000\.parquet, .*does not list.*Move it"):
+        build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert _files(out) == parts
+    for name in parts:
+        if name.startswith("part-"):
+            (out / name).rename(tmp_path / name)
+    assert build_catalog(out, _fake_query(), page_rows=20, restart=True).n_rows == 100
+
+
+def test_an_edited_last_key_is_refused_and_restart_recovers(tmp_path, monkeypatch):
+    """L4 (#26): a resume starts after the last record's last_key; an edited one would
+    repeat rows. The record's checksum refuses it; --restart rebuilds every row once."""
+    out = _built(tmp_path, monkeypatch, fail_at=5)
+    pages = read_manifest(out)["pages"]
+    assert pages and not read_manifest(out)["complete"]
+    last = pages[-1]["part"]
+
+    def edit(manifest):
+        manifest["pages"][-1]["last_key"] = 3
+
+    _edit_manifest(out, edit)
+    with pytest.raises(CatalogError, match=rf"record of {last} is not the one written.*"
+                                           r"--restart"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    summary = build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert summary.n_rows == 100 and sorted(_all_rows(out)["obs_id"]) == list(range(100))
+
+
+def test_a_file_named_like_a_part_that_the_manifest_does_not_list_is_never_deleted(
+        tmp_path, monkeypatch):
+    """L4 (#26): part-999999.parquet of the user's used to be deleted on resume as an
+    orphan; now resume and --restart refuse, naming it, and leave it as it was."""
+    out = _built(tmp_path, monkeypatch, fail_at=5)
+    (out / "part-999999.parquet").write_bytes(b"the user's own")
+    for restart in (False, True):
+        with pytest.raises(CatalogError, match=r"part-999999\.parquet, which its "
+                                               r"_manifest\.json does not list"):
+            build_catalog(out, _fake_query(), page_rows=20, restart=restart)
+    assert (out / "part-999999.parquet").read_bytes() == b"the user's own"
+    (out / "part-999999.parquet").unlink()
+    assert build_catalog(out, _fake_query(), page_rows=20).n_rows == 100
+
+
+def test_a_part_whose_record_a_crash_lost_is_recognised_by_its_checksum(tmp_path, monkeypatch):
+    """L4 (#26): the manifest names the part it is about to rename ('pending', with its
+    sha256): after a crash between the rename and the record, a resume writes it
+    again; a file of the same name with other bytes is not the package's."""
+    clean = _built(tmp_path, monkeypatch, name="clean")
+    out = _built(tmp_path, monkeypatch, name="crashed")
+
+    def crash(manifest):
+        page = manifest["pages"].pop()
+        manifest["pending"] = {"part": page["part"], "sha256": page["sha256"]}
+        manifest["complete"] = False
+
+    _edit_manifest(out, crash)
+    summary = build_catalog(out, _fake_query(), page_rows=20)
+    assert summary.n_rows == 100 and _files(out) == _files(clean)
+    _edit_manifest(out, crash)
+    (out / "part-000004.parquet").write_bytes(b"not the part")
+    with pytest.raises(CatalogError, match=r"part-000004\.parquet, which"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    assert (out / "part-000004.parquet").read_bytes() == b"not the part"
+
+
+def test_a_build_that_failed_before_its_first_part_does_not_pin_its_options(
+        tmp_path, monkeypatch):
+    """L4 (#26): a service down at the first page left a manifest with no pages whose
+    settings refused every other call without --restart; now they bind nothing."""
+    out = _built(tmp_path, monkeypatch, fail_at=2)  # the COUNT of null keys, then down
+    assert read_manifest(out)["pages"] == []
+    summary = build_catalog(out, _fake_query(), page_rows=25, prefix="ml_")
+    manifest = read_manifest(out)
+    assert summary.n_rows == 100 and manifest["page_rows"] == 25
+    assert manifest["annotate_options"] == {"prefix": "ml_"}
+    # Once a part exists, settings bind again.
+    with pytest.raises(CatalogError, match="page_rows was 25, now 20"):
+        build_catalog(out, _fake_query(), page_rows=20)
+
+
+def test_pages_share_the_first_pages_reading_and_keep_the_scale_note(tmp_path, monkeypatch):
+    """#26: what the table is (label source, columns, state, flags) is read once, from
+    the first page; every part still records what is known of its zero points."""
+    from stellar_ml_ages import LabelNoiseWarning, reading
+    from stellar_ml_ages import catalog as catalog_module
+
+    stars = _stars(np.arange(60))
+    stars.rename_columns(["C_FE", "N_FE", "FE_H", "ALPHA_M"],
+                         ["[C/M]", "[N/M]", "[M/H]", "[alpha/M]"])
+    stars["obsid"] = np.arange(60) + 10**9  # LAMOST SLAM, by its column set
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars))
+    readings = []
+    read_table = reading.read_table
+    monkeypatch.setattr(reading, "read_table",
+                        lambda *args: readings.append(args) or read_table(*args))
+    with pytest.warns(LabelNoiseWarning, match="LAMOST DR5 SLAM") as caught:
+        build_catalog(tmp_path / "slam", _fake_query(), page_rows=20)
+    assert len([w for w in caught if w.category is LabelNoiseWarning]) == 1
+    assert len(readings) == 1
+    parts = _parts(tmp_path / "slam")
+    assert len(parts) >= 3
+    for part in parts:
+        assert part.meta["MLSCALE"].startswith("SLAM labels are on the APOGEE DR15")
+        assert "[C/M] - [N/M]" in part.meta["MLINPUTS"]
+
+
+def test_the_default_interval_kind_spelled_out_is_the_same_build(tmp_path, monkeypatch):
+    """A build with intervals="robust" (the packaged models' default) resumes or repeats
+    a build without it; the posterior's intervals are another build."""
+    out = _built(tmp_path, monkeypatch)
+    before = _files(out)
+    assert "intervals" not in read_manifest(out)["annotate_options"]
+    summary = build_catalog(out, _fake_query(), page_rows=20, intervals="robust")
+    assert summary.n_rows == 100 and _files(out) == before
+    assert "intervals" not in read_manifest(out)["annotate_options"]
+    with pytest.raises(CatalogError, match="intervals"):
+        build_catalog(out, _fake_query(), page_rows=20, intervals="posterior")
