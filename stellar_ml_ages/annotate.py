@@ -236,10 +236,11 @@ def _input_columns(resolved):
 
 def _inputs(reading, model, propagate_errors, survey_flags):
     """Step 2: where the chosen model's inputs are in the table that was read."""
+    state_column = reading.state_column  # a bad state_column is named first, as always
     resolved = reading.sources(model.feature_names)
     return _Inputs(resolved, reading.error_sources(resolved) if propagate_errors else None,
                    reading.survey_flags(_input_columns(resolved)) if survey_flags else None,
-                   reading.state_column)
+                   state_column)
 
 
 def _check_source(reading, model, propagate_errors, summary):

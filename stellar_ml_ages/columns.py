@@ -232,12 +232,19 @@ class ColumnResolution:
 
     def __init__(self, table, mapping=None):
         self.colnames = tuple(table.colnames)
-        self.mapping, self.error_mapping = _split_mapping(mapping)
+        try:
+            self.mapping, self.error_mapping = _split_mapping(mapping)
+            self._mapping_error = None
+        except MissingColumnError as error:
+            # Raised where a feature is first asked for, as resolve_columns raises it.
+            self.mapping, self.error_mapping, self._mapping_error = {}, {}, error
         self._by_lower = _names_by_lower(self)
         self._found = {}  # feature name -> source, None (missing) or the error found
         self._errors = {}
 
     def _lookup(self, name):
+        if self._mapping_error is not None:
+            raise MissingColumnError(str(self._mapping_error))
         if name not in self._found:
             try:
                 self._found[name] = _resolve_one(self, self._by_lower, get_feature(name),
@@ -250,7 +257,10 @@ class ColumnResolution:
 
     def has(self, features):
         """Whether every feature has a source (neither missing nor ambiguous)."""
-        found = [self._lookup(name) for name in features]
+        try:
+            found = [self._lookup(name) for name in features]
+        except MissingColumnError:
+            return False
         return all(source is not None and not isinstance(source, Exception) for source in found)
 
     def sources(self, features):
@@ -283,6 +293,8 @@ class ColumnResolution:
 
     def error_sources(self, resolved):
         """`resolve_error_columns` for ``resolved``, looked up once per feature."""
+        if self._mapping_error is not None:
+            raise MissingColumnError(str(self._mapping_error))
         missing = {name: source for name, source in resolved.items() if name not in self._errors}
         if missing:
             self._errors.update(_error_sources(self, self._by_lower, missing,

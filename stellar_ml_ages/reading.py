@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from .columns import ColumnResolution
 from .evstate import resolve_state_column
+from .exceptions import ColumnError
 from .labelsource import LabelSource, table_label_source
 from .quality import SurveyFlags
 
@@ -45,9 +46,24 @@ class TableReading:
 
     colnames: tuple
     label_source: LabelSource | None
-    state_column: str | None
+    #: The state column's name, None, or the error naming it (raised when asked:
+    #: a table whose state column is ambiguous can still choose a model).
+    _state: object
     columns: ColumnResolution
     _flags: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def state_column(self):
+        """The evolutionary-state column used for the interval calibration, or None.
+
+        Raises
+        ------
+        MissingColumnError, AmbiguousColumnError
+            As `~stellar_ml_ages.evstate.resolve_state_column`, when first asked.
+        """
+        if isinstance(self._state, Exception):
+            raise type(self._state)(str(self._state))
+        return self._state
 
     @property
     def mapping(self):
@@ -89,12 +105,10 @@ def read_table(table, mapping=None, state_column=None):
     -------
     TableReading
 
-    Raises
-    ------
-    MissingColumnError
-        A mapping key that is not a feature, or a ``state_column`` the table lacks.
-    AmbiguousColumnError
-        Two columns could hold the evolutionary state.
+    Nothing is raised here: a mapping key that is not a feature, a ``state_column``
+    the table lacks or two columns that could hold the state raise their
+    `~stellar_ml_ages.ColumnError` when a later step asks for what they spoil, so
+    that a call's checks come in the order they always came.
 
     Examples
     --------
@@ -108,9 +122,9 @@ def read_table(table, mapping=None, state_column=None):
     >>> str(reading.sources(["teff"])["teff"])
     'TEFF'
     """
-    return TableReading(
-        colnames=tuple(table.colnames),
-        label_source=table_label_source(table),
-        state_column=resolve_state_column(table, state_column),
-        columns=ColumnResolution(table, mapping),
-    )
+    try:
+        state = resolve_state_column(table, state_column)
+    except ColumnError as error:
+        state = error
+    return TableReading(colnames=tuple(table.colnames), label_source=table_label_source(table),
+                        _state=state, columns=ColumnResolution(table, mapping))
