@@ -23,10 +23,11 @@ Aladin or any SAMP client afterwards.
 ``train SPEC [--data DIR | --table FILE | --from-vo] [--out DIR]``
     Train a model and write its artifact; without ``--out``, into the user model
     directory, from which ``--model NAME`` and ``list-models`` find it.
-``catalog OUT [--preset NAME | --service URL --table T --key K] [--where ADQL]``
+``catalog OUT [--preset NAME | --service URL --table T --key K] [--tiebreak C] [--where ADQL]``
     Build a survey catalog: the TAP table in pages of ``--page-rows`` (keyset
-    paging on K), each annotated and written as a Parquet part, with a manifest;
-    rerunning resumes after the last part (`stellar_ml_ages.catalog`).
+    paging on K, or on the pair K, C where many rows share a K), each annotated
+    and written as a Parquet part, with a manifest; rerunning resumes after the
+    last part (`stellar_ml_ages.catalog`).
 ``reproduce --data DIR --out DIR [--quick]``
     Rerun the paper's analysis (both protocols, cross-validated calibration, six
     methods, external checks) and write a report with figures.
@@ -295,8 +296,12 @@ def _annotate(args, table):
         delivery = send(annotated, to=None if args.samp == "all" else args.samp, hub=args.hub,
                         name=Path(args.output).name)
         for client_id, reply in delivery.replies.items():
+            # A client that loaded the table without answering (Aladin's first table):
+            # say what was seen, not a status it never sent.
+            status = reply["samp.status"] + (" (the table arrived; the client sent no reply)"
+                                             if client_id in delivery.unanswered else "")
             print(f"sent to {delivery.clients[client_id]} ({client_id}) over SAMP: "
-                  f"{reply['samp.status']} in {delivery.seconds:.2f} s")
+                  f"{status} in {delivery.seconds:.2f} s")
 
 
 def _file_errors():

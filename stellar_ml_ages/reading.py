@@ -107,8 +107,9 @@ def read_table(table, mapping=None, state_column=None):
 
     Nothing is raised here: a mapping key that is not a feature, a ``state_column``
     the table lacks or two columns that could hold the state raise their
-    `~stellar_ml_ages.ColumnError` when a later step asks for what they spoil, so
-    that a call's checks come in the order they always came.
+    `~stellar_ml_ages.MissingColumnError` or `~stellar_ml_ages.AmbiguousColumnError`
+    when a later step asks for what they spoil, so that a call's checks come in the
+    order they always came.
 
     Examples
     --------

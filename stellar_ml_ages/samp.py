@@ -11,6 +11,21 @@ descriptions and provenance kept). A table sent to a named client uses
 call-and-wait, so the file is only removed after the client has read it; a table
 sent to no one in particular goes to every subscribed client in turn, the same
 way.
+
+Aladin (desktop, 12.x) seldom answers the first table loaded into an empty view:
+its ``SAMPManager`` replies at once only if the plane has already finished
+loading, and otherwise waits for the plane's load event, which
+``PlanCatalog.waitForPlan`` fires after ``setFirstLocation()``; that throws a
+NullPointerException while the view has no projection yet. The table is loaded
+and shown; only the reply is lost. So a
+table for Aladin goes out as an asynchronous call: Aladin's own reply is used
+when it comes; when it does not come within ``ALADIN_REPLY_GRACE`` seconds, Aladin
+is asked whether it holds a table with our ``table-id`` (``table.select.rowList``
+with no rows) and to finish its loads (``script.aladin.send`` ``sync``), and the
+`Delivery` says that the table was found loaded without a reply.
+
+Every client this module registers is unregistered again, whatever fails
+(pyvo's own ``disconnect()`` does nothing for a client that is not callable).
 """
 
 import contextlib
@@ -23,19 +38,35 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
+import warnings
 import xmlrpc.client
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .exceptions import SAMPClientError, SAMPHubError, StellarMLAgesError
+from .exceptions import SAMPClientError, SAMPHubError, StellarMLAgesError, StellarMLAgesWarning
 
-__all__ = ["AnnotationListener", "Delivery", "point_at", "select_rows", "send"]
+__all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "SAMPNoReplyWarning",
+           "point_at", "select_rows", "send"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOAD_VOTABLE = "table.load.votable"
 _CLIENT_NAME = "stellar_ml_ages"
+
+#: Seconds to wait for Aladin's own reply to a table before asking Aladin whether
+#: it holds the table (Aladin answers later tables in 0.03-0.3 s, the first never).
+ALADIN_REPLY_GRACE = 1.0
+# Aladin-only MTypes: a client subscribed to both is taken for Aladin desktop.
+_ALADIN_SELECT = "table.select.rowList"
+_ALADIN_SCRIPT = "script.aladin.send"
+# Seconds to wait, after Aladin has finished its loads, for a reply still on its way.
+_LATE_REPLY_WAIT = 0.5
+
+
+class SAMPNoReplyWarning(StellarMLAgesWarning):
+    """A client loaded the table but sent no SAMP reply (Aladin's first table);
+    ``Delivery.unanswered`` says how the arrival was checked."""
 
 
 @dataclass
@@ -54,7 +85,13 @@ class Delivery:
     clients : dict
         Receiving client's public id to its ``samp.name``.
     seconds : float
-        Wall time from sending the message to the last reply.
+        Wall time from sending the message to the last reply (or confirmation).
+    unanswered : dict
+        Client id to how the table was found loaded in a client that sent no
+        reply (Aladin's first table, see the module notes). Its entry in
+        ``replies`` is then made by stellar_ml_ages, not by the client:
+        ``samp.status`` is ``samp.warning``, ``samp.error`` says why, and
+        ``x-stellar_ml_ages.reply`` is ``"none"``. Empty when every client replied.
     """
 
     table_id: str
@@ -62,6 +99,7 @@ class Delivery:
     replies: dict = field(default_factory=dict)
     clients: dict = field(default_factory=dict)
     seconds: float = 0.0
+    unanswered: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------- the hub
@@ -122,15 +160,36 @@ def _connected_client(hub, callable=False, name=_CLIENT_NAME, description=None):
             addr="127.0.0.1", callable=callable)
         try:
             client.connect(hub_params=params)
+            if callable:
+                # pyvo answers client.env.get (our environment variables) by default.
+                client.unbind_receive_call("client.env.get")
         except Exception as error:  # pyvo raises OSError, xmlrpc and its own errors here
+            _release(client)  # registration may have got through before the failure
             raise SAMPHubError(
                 f"the SAMP hub named by its lockfile is not answering ({error}); the lockfile "
                 "may be left over from a hub that has stopped", service=url) from None
     try:
         yield client, url
     finally:
+        _release(client)
+
+
+def _release(client):
+    """Unregister a pyvo client from the hub and stop it, whatever state it is in.
+
+    ``SAMPIntegratedClient.disconnect()`` only acts when the client ``is_running``,
+    which pyvo sets for callable clients alone: a client made with ``callable=False``
+    stayed registered with the hub after every call (and every failure).
+    """
+    inner = getattr(client, "client", None)
+    if inner is not None and getattr(inner, "_private_key", None) is not None:
         with contextlib.suppress(Exception):
-            client.disconnect()
+            inner.unregister()
+    if inner is not None and inner.is_running:
+        with contextlib.suppress(Exception):
+            inner.stop()
+    with contextlib.suppress(Exception):
+        client.hub.disconnect()
 
 
 def _clients(client, url):
@@ -177,12 +236,24 @@ def _listing(names):
     return ", ".join(f"{name} ({cid})" for cid, name in names.items()) or "none"
 
 
+def _hub_seconds(timeout):
+    """pyvo's hub takes whole seconds, at least one."""
+    return str(max(int(np.ceil(timeout)), 1))
+
+
+def _refused(error, url, client_id, client_name, message):
+    text = getattr(error, "faultString", str(error))
+    return SAMPClientError(
+        f"the hub refused {message['samp.mtype']} to {client_name} ({client_id}): {text}",
+        service=url, client=client_id)
+
+
 def _call(client, url, client_id, client_name, message, timeout):
     """call_and_wait, with every failure turned into a package error."""
     from pyvo.samp import SAMPProxyError
 
     try:
-        reply = client.call_and_wait(client_id, message, str(max(int(np.ceil(timeout)), 1)))
+        reply = client.call_and_wait(client_id, message, _hub_seconds(timeout))
     except SAMPProxyError as error:
         text = getattr(error, "faultString", str(error))
         if "timeout" in text.lower():
@@ -190,11 +261,14 @@ def _call(client, url, client_id, client_name, message, timeout):
                 f"SAMP client {client_name} ({client_id}) did not answer "
                 f"{message['samp.mtype']} within {timeout} s", service=url,
                 client=client_id) from None
-        raise SAMPClientError(
-            f"the hub refused {message['samp.mtype']} to {client_name} ({client_id}): {text}",
-            service=url, client=client_id) from None
+        raise _refused(error, url, client_id, client_name, message) from None
     except (OSError, xmlrpc.client.Error) as error:
         raise _hub_failure(error, url) from None
+    return _checked(reply, url, client_id, client_name, message)
+
+
+def _checked(reply, url, client_id, client_name, message):
+    """The reply itself, or the package error its status calls for."""
     status = reply.get("samp.status") if isinstance(reply, dict) else None
     if status is None:
         # pyvo's hub returns an empty response when it stops while waiting.
@@ -211,11 +285,20 @@ def _call(client, url, client_id, client_name, message, timeout):
 
 
 def _deliver(client, url, to, message, timeout):
+    """Send ``message`` to ``to`` (or every subscriber): (replies, recipients, unanswered)."""
     recipients = _recipients(client, url, to, message["samp.mtype"])
-    replies, failures = {}, []
+    replies, unanswered, failures = {}, {}, []
     for client_id, client_name in recipients.items():
         try:
-            replies[client_id] = _call(client, url, client_id, client_name, message, timeout)
+            if message["samp.mtype"] == LOAD_VOTABLE and _is_aladin(client, client_id,
+                                                                    client_name):
+                reply, note = _load_into_aladin(client, url, client_id, client_name, message,
+                                                timeout)
+                if note:
+                    unanswered[client_id] = note
+            else:
+                reply = _call(client, url, client_id, client_name, message, timeout)
+            replies[client_id] = reply
         except SAMPClientError as error:
             if to is not None:
                 raise
@@ -224,7 +307,126 @@ def _deliver(client, url, to, message, timeout):
         raise SAMPClientError(
             "; ".join(error.message for error in failures), service=url,
             client=failures[0].client, reply=failures[0].reply)
-    return replies, recipients
+    return replies, recipients, unanswered
+
+
+# ------------------------------------------------------------------ Aladin
+def _is_aladin(client, client_id, client_name):
+    """Aladin desktop: named Aladin and subscribed to its own MTypes used to check a load."""
+    if str(client_name).strip().lower() != "aladin":
+        return False
+    try:
+        subscriptions = client.get_subscriptions(client_id)
+    except (OSError, xmlrpc.client.Error):
+        return False
+    return _ALADIN_SELECT in subscriptions and _ALADIN_SCRIPT in subscriptions
+
+
+def _ask(client, url, client_id, message, timeout):
+    """A short call to Aladin: its reply, or None if it did not answer within ``timeout``."""
+    from pyvo.samp import SAMPProxyError
+
+    try:
+        return client.call_and_wait(client_id, message, _hub_seconds(timeout))
+    except SAMPProxyError as error:
+        if "timeout" in getattr(error, "faultString", str(error)).lower():
+            return None
+        raise SAMPClientError(
+            f"the hub refused {message['samp.mtype']} to Aladin ({client_id}): "
+            f"{getattr(error, 'faultString', error)}", service=url, client=client_id) from None
+    except (OSError, xmlrpc.client.Error) as error:
+        raise _hub_failure(error, url) from None
+
+
+def _status(reply):
+    return reply.get("samp.status") if isinstance(reply, dict) else None
+
+
+def _aladin_holds(client, url, client_id, table_id, timeout):
+    """Whether Aladin has a catalog plane for ``table_id``: Aladin answers
+    ``table.select.rowList`` with samp.ok only for a table it holds. No rows are
+    selected (Aladin clears its selection first, as for any selection)."""
+    message = {"samp.mtype": _ALADIN_SELECT,
+               "samp.params": {"table-id": table_id, "row-list": []}}
+    return _status(_ask(client, url, client_id, message, min(timeout, 5))) == "samp.ok"
+
+
+def _await_answering(client, url, client_id, client_name, deadline):
+    """Ping until Aladin answers: one that has just subscribed drops its first message."""
+    message = {"samp.mtype": "samp.app.ping", "samp.params": {}}
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SAMPClientError(
+                f"SAMP client {client_name} ({client_id}) did not answer samp.app.ping "
+                "within the timeout, so the table was not sent", service=url, client=client_id)
+        if _status(_ask(client, url, client_id, message, min(remaining, 2))) == "samp.ok":
+            return
+
+
+def _load_into_aladin(client, url, client_id, client_name, message, timeout):
+    """``table.load.votable`` to Aladin: (reply, None) when Aladin replies, else
+    (a reply made here, how the load was checked) when Aladin holds the table.
+
+    Raises the same errors as `_call`: samp.error from Aladin, no reply and no
+    table within ``timeout``, a hub that stops answering.
+    """
+    from pyvo.samp import SAMPProxyError
+
+    start = time.monotonic()
+    deadline = start + timeout
+    _await_answering(client, url, client_id, client_name, deadline)
+    answered, response = threading.Event(), {}
+
+    def receive(private_key, responder_id, msg_tag, reply):
+        response["reply"] = reply
+        answered.set()
+
+    def answer():
+        return _checked(response["reply"], url, client_id, client_name, message)
+
+    tag = f"stellar_ml_ages-{uuid.uuid4().hex[:12]}"
+    client.bind_receive_response(tag, receive)
+    try:
+        try:
+            client.call(client_id, tag, message)
+        except SAMPProxyError as error:
+            raise _refused(error, url, client_id, client_name, message) from None
+        except (OSError, xmlrpc.client.Error) as error:
+            raise _hub_failure(error, url) from None
+        if answered.wait(max(min(ALADIN_REPLY_GRACE, deadline - time.monotonic()), 0)):
+            return answer(), None
+        table_id = message["samp.params"]["table-id"]
+        while not answered.is_set() and time.monotonic() < deadline:
+            if _aladin_holds(client, url, client_id, table_id, deadline - time.monotonic()):
+                # "sync" returns once Aladin has finished loading every plane.
+                sync = {"samp.mtype": _ALADIN_SCRIPT, "samp.params": {"script": "sync"}}
+                if _ask(client, url, client_id, sync,
+                        max(deadline - time.monotonic(), 1)) is None:
+                    raise SAMPClientError(
+                        f"SAMP client {client_name} ({client_id}) holds table {table_id} but "
+                        f"was still loading it {timeout} s after it was sent, without a "
+                        "reply", service=url, client=client_id)
+                if answered.wait(_LATE_REPLY_WAIT):
+                    return answer(), None
+                if _aladin_holds(client, url, client_id, table_id,
+                                 max(deadline - time.monotonic(), 1)):
+                    note = (f"no reply to {LOAD_VOTABLE} within {time.monotonic() - start:.1f} "
+                            f"s; Aladin holds table {table_id} and has finished loading it "
+                            f"({_ALADIN_SELECT} and {_ALADIN_SCRIPT} 'sync' answered samp.ok)")
+                    return {"samp.status": "samp.warning", "samp.result": {},
+                            "samp.error": {"samp.errortxt": note},
+                            "x-stellar_ml_ages.reply": "none"}, note
+            answered.wait(max(min(0.5, deadline - time.monotonic()), 0))
+        if answered.is_set():
+            return answer(), None
+        raise SAMPClientError(
+            f"SAMP client {client_name} ({client_id}) did not answer {LOAD_VOTABLE} within "
+            f"{timeout} s and holds no table with table-id {table_id}", service=url,
+            client=client_id)
+    finally:
+        with contextlib.suppress(Exception):
+            client.unbind_receive_response(tag)
 
 
 # ---------------------------------------------------------------- sending
@@ -254,7 +456,8 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
     Returns
     -------
     Delivery
-        The table id, each client's reply and the time to the last reply.
+        The table id, each client's reply and the time to the last reply;
+        ``unanswered`` names a client that loaded the table without replying.
 
     Raises
     ------
@@ -262,12 +465,21 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
         No hub is running, it is not on a loopback address, or it stops answering.
     SAMPClientError
         ``to`` is not registered or does not accept tables, no client accepts
-        tables, or a client replied ``samp.error`` or not at all.
+        tables, or a client replied ``samp.error`` or not at all (for Aladin: not
+        at all and it holds no table with our ``table-id``).
+
+    Warns
+    -----
+    SAMPNoReplyWarning
+        Aladin loaded the table but sent no reply (as a rule, the first table
+        into an empty Aladin view); the table was checked in Aladin instead.
 
     Notes
     -----
     The VOTable is written to a temporary file whose ``file://`` URL is sent;
-    the file is deleted once every client has answered, or on failure.
+    the file is deleted once every client has answered (or, for Aladin, has
+    been seen to hold the loaded table), or on failure. Our SAMP client is
+    unregistered from the hub in every case.
 
     Examples
     --------
@@ -279,14 +491,19 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
     """
     name = name or table.meta.get("name") or _CLIENT_NAME
     table_id = table_id or f"stellar_ml_ages-{uuid.uuid4().hex[:12]}"
-    with _temporary_votable(table, name) as file_url, _connected_client(hub) as (client, url):
+    # Callable: Aladin's reply to a table is taken as an asynchronous response.
+    with _temporary_votable(table, name) as file_url, \
+            _connected_client(hub, callable=True) as (client, url):
         message = {"samp.mtype": LOAD_VOTABLE,
                    "samp.params": {"url": file_url, "table-id": table_id, "name": str(name)}}
         start = time.perf_counter()
-        replies, recipients = _deliver(client, url, to, message, timeout)
+        replies, recipients, unanswered = _deliver(client, url, to, message, timeout)
         seconds = time.perf_counter() - start
+    for client_id, note in unanswered.items():
+        warnings.warn(f"{recipients[client_id]} ({client_id}) loaded table {table_id} but sent "
+                      f"no SAMP reply: {note}", SAMPNoReplyWarning, stacklevel=2)
     return Delivery(table_id=table_id, url=file_url, replies=replies, clients=recipients,
-                    seconds=seconds)
+                    seconds=seconds, unanswered=unanswered)
 
 
 def point_at(coord, to="aladin", *, hub=None, timeout=30):
@@ -318,7 +535,7 @@ def point_at(coord, to="aladin", *, hub=None, timeout=30):
     message = {"samp.mtype": "coord.pointAt.sky",
                "samp.params": {"ra": repr(float(icrs.ra.deg)), "dec": repr(float(icrs.dec.deg))}}
     with _connected_client(hub) as (client, url):
-        replies, _ = _deliver(client, url, to, message, timeout)
+        replies, _, _ = _deliver(client, url, to, message, timeout)
     return replies
 
 
@@ -359,7 +576,7 @@ def select_rows(delivery, rows, to="topcat", *, hub=None, timeout=30):
     if table_url:
         message["samp.params"]["url"] = table_url
     with _connected_client(hub) as (client, url):
-        replies, _ = _deliver(client, url, to, message, timeout)
+        replies, _, _ = _deliver(client, url, to, message, timeout)
     return replies
 
 

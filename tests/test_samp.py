@@ -23,7 +23,7 @@ from stellar_ml_ages.exceptions import SAMPClientError, SAMPHubError
 from stellar_ml_ages.samp import AnnotationListener, point_at, select_rows, send
 from stellar_ml_ages.votable import write_votable
 
-from .samp_peers import RecordingReceiver, start_private_hub
+from .samp_peers import RecordingReceiver, registered_names, start_private_hub
 
 
 @pytest.fixture
@@ -150,6 +150,44 @@ def test_silent_client_times_out_and_file_removed(hub, annotated):
     finally:
         silent.close()
     assert not silent.files_seen[0].exists()
+
+
+def test_no_client_of_ours_stays_registered(hub, receiver, annotated):
+    """Item 11 of #26: pyvo's disconnect() is a no-op for a client that is not
+    callable, so every send, point_at and select_rows (and every failure) left a
+    `stellar_ml_ages` client registered with the hub."""
+    silent = RecordingReceiver(hub[0], name="silent", behaviour="silent")
+    try:
+        with pytest.raises(SAMPClientError, match="did not answer"):
+            send(annotated, to="silent", hub=hub[1], timeout=1)
+    finally:
+        silent.close()
+    with pytest.raises(SAMPClientError, match="no SAMP client named"):
+        send(annotated, to="nobody", hub=hub[1])
+    delivery = send(annotated, to="py-receiver", hub=hub[1])
+    select_rows(delivery, [0, 1], to="py-receiver", hub=hub[1])
+    point_at(SkyCoord(291.0 * u.deg, 42.5 * u.deg), to="py-receiver", hub=hub[1])
+    with AnnotationListener(model="giants", hub=hub[1]):
+        assert "stellar_ml_ages" in registered_names(hub[0])
+    assert "stellar_ml_ages" not in registered_names(hub[0])
+    assert "py-receiver" in registered_names(hub[0])
+
+
+def test_registration_failing_half_way_leaves_no_client(hub, annotated, monkeypatch):
+    from pyvo.samp.client import SAMPClient
+
+    def broken(self, metadata=None):
+        raise OSError("connection reset while declaring metadata")
+
+    before = registered_names(hub[0])
+    monkeypatch.setattr(SAMPClient, "declare_metadata", broken)
+    with pytest.raises(SAMPHubError, match=r"not answering.*connection reset"):
+        send(annotated, hub=hub[1])  # a callable client
+    with pytest.raises(SAMPHubError, match=r"not answering.*connection reset"):
+        point_at(SkyCoord(291.0 * u.deg, 42.5 * u.deg), hub=hub[1])  # not callable
+    monkeypatch.undo()
+    # Registered but never named: it would show as its public id.
+    assert registered_names(hub[0]) == before
 
 
 def test_no_hub(tmp_path, annotated):

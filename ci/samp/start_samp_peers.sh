@@ -6,6 +6,8 @@
 #
 # usage: start_samp_peers.sh RUNDIR PYTHON [--aladin]
 #   PYTHON  a Python with pyvo (runs the hub and the readiness probe)
+#   --aladin  also start Aladin 12 (Debian package `aladin`); waits at most
+#             ALADIN_START_TIMEOUT seconds (default 90) for it to subscribe and answer.
 # Prints the environment the tests need: SAMP_HUB and DISPLAY.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -55,12 +57,21 @@ echo $! > "$rundir/topcat.pid"
     || { cat "$rundir/topcat.log" >&2; exit 1; }
 
 if [ "$with_aladin" = "--aladin" ]; then
-    # Aladin reads the hub from user.home/.samp and needs -local to stay offline.
-    JAVA_TOOL_OPTIONS="-Duser.home=$rundir/home" bash -c 'exec aladin -local -noreleasetest \
+    # Aladin ignores SAMP_HUB: it reads the hub from user.home/.samp. -local, -nolog and
+    # -noreleasetest keep it offline; it still tries a few CDS web pages at start, so its
+    # HTTP(S) goes to a proxy on 127.0.0.1:9 (nothing listens: refused at once, and the
+    # outside host name is never even looked up). Loopback stays direct (nonProxyHosts).
+    aladin_opts="-Duser.home=$rundir/home -Djsamp.localhost=127.0.0.1 -Dsamp.localhost=127.0.0.1"
+    aladin_opts="$aladin_opts -Djava.net.useSystemProxies=false -Dhttp.proxyHost=127.0.0.1"
+    aladin_opts="$aladin_opts -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
+    JAVA_TOOL_OPTIONS="$aladin_opts" bash -c 'exec aladin -local -noreleasetest \
         -nolog -noplugin' > "$rundir/aladin.log" 2>&1 &
     echo $! > "$rundir/aladin.pid"
-    "$python" "$here/wait_client.py" "$lock" aladin coord.pointAt.sky 120 >&2 \
-        || { cat "$rundir/aladin.log" >&2; exit 1; }
+    # Subscribed to every MType the tests use, and answering samp.app.ping.
+    "$python" "$here/wait_client.py" "$lock" aladin script.aladin.send \
+        "${ALADIN_START_TIMEOUT:-90}" >&2 \
+        || { say "Aladin did not become ready within ${ALADIN_START_TIMEOUT:-90} s"; \
+             cat "$rundir/aladin.log" >&2; exit 1; }
 fi
 say "peers ready in $(( $(date +%s) - start )) s"
 echo "export SAMP_HUB=$SAMP_HUB DISPLAY=$display"

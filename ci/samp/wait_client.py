@@ -5,6 +5,9 @@ usage: python wait_client.py LOCKFILE NAME MTYPE TIMEOUT
 Registration is not readiness: TOPCAT subscribes before its window is up, and
 Aladin drops messages sent just after it subscribes. So after the subscription
 appears we keep sending ``samp.app.ping`` until the client replies.
+
+The probe unregisters itself at the end: pyvo's ``disconnect()`` does nothing for
+a client made with ``callable=False``, which would stay on the hub's list.
 """
 import sys
 import time
@@ -46,7 +49,8 @@ def main(lockfile, name, mtype, timeout):
         print(f"{name} never answered samp.app.ping", file=sys.stderr)
         return 1
     finally:
-        client.disconnect()
+        client.client.unregister()
+        client.hub.disconnect()
 
 
 if __name__ == "__main__":
