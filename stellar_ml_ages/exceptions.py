@@ -30,6 +30,7 @@ __all__ = [
     "SAMPClientError",
     "SAMPError",
     "SAMPHubError",
+    "SAMPNoReplyWarning",
     "StellarMLAgesError",
     "StellarMLAgesWarning",
     "StreamingError",
@@ -224,6 +225,11 @@ class SAMPClientError(SAMPError):
         super().__init__(message, service=service)
         self.client = client
         self.reply = reply
+
+
+class SAMPNoReplyWarning(StellarMLAgesWarning):
+    """A SAMP client loaded the table but sent no reply (Aladin's first table);
+    ``Delivery.unanswered`` (`stellar_ml_ages.samp`) says how the arrival was checked."""
 
 
 class TruncatedResultWarning(StellarMLAgesWarning):

@@ -45,10 +45,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import SAMPClientError, SAMPHubError, StellarMLAgesError, StellarMLAgesWarning
+from .exceptions import SAMPClientError, SAMPHubError, SAMPNoReplyWarning, StellarMLAgesError
 
-__all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "SAMPNoReplyWarning",
-           "point_at", "select_rows", "send"]
+__all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "point_at", "select_rows",
+           "send"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOAD_VOTABLE = "table.load.votable"
@@ -62,11 +62,6 @@ _ALADIN_SELECT = "table.select.rowList"
 _ALADIN_SCRIPT = "script.aladin.send"
 # Seconds to wait, after Aladin has finished its loads, for a reply still on its way.
 _LATE_REPLY_WAIT = 0.5
-
-
-class SAMPNoReplyWarning(StellarMLAgesWarning):
-    """A client loaded the table but sent no SAMP reply (Aladin's first table);
-    ``Delivery.unanswered`` says how the arrival was checked."""
 
 
 @dataclass

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from stellar_ml_ages import add_mass_age, samp
+from stellar_ml_ages import SAMPNoReplyWarning, add_mass_age, samp
 from stellar_ml_ages.exceptions import SAMPClientError
-from stellar_ml_ages.samp import SAMPNoReplyWarning, point_at, select_rows, send
+from stellar_ml_ages.samp import point_at, select_rows, send
 
 from .samp_peers import FakeAladin, registered_names, start_private_hub
 
