@@ -8,20 +8,23 @@ lose the hour. `build_catalog` therefore
    ``SELECT TOP n ... WHERE key > last ORDER BY key``), fetching every row that
    shares the key a full page ends on with one more query, so that rows sharing
    a key across a page boundary are neither lost nor repeated (a key value shared
-   by more rows than that query fetches is refused, unless a second, tie-breaking
-   column orders the rows: ``CatalogQuery(tiebreak=...)``, ``--tiebreak``);
+   by more rows than the service returns for one query is refused, unless a
+   second, tie-breaking column orders the rows: ``CatalogQuery(tiebreak=...)``,
+   ``--tiebreak``);
 2. annotates each page with `~stellar_ml_ages.add_mass_age` (locally, or on a
    Dask cluster);
 3. writes each page as one Parquet part (``part-000000.parquet``, ...), by a
    temporary file and a rename, and then records it in ``_manifest.json``:
    the query, the service, the model (name, version, sha256s), the package
-   version, the pages done with their first and last keys, rows, checksums and
-   flag counts.
+   version and the version of the parts' contents (`OUTPUT_VERSION`), the pages
+   done with their first and last keys, rows, checksums and flag counts, and a
+   checksum of the whole manifest.
 
 Rerunning the same call continues after the last recorded page; the parts come
-out byte for byte as an uninterrupted run writes them. A changed query, model or
-page size refuses to resume unless ``restart=True``, which deletes only the parts
-the manifest lists: never a file the package did not write.
+out byte for byte as an uninterrupted run writes them. A changed query, model,
+page size or output version refuses to resume unless ``restart=True``, which
+deletes only the parts the manifest lists whose bytes are the ones it records:
+never a file the package did not write.
 """
 
 import contextlib
@@ -52,6 +55,13 @@ __all__ = ["PRESETS", "CatalogQuery", "CatalogSummary", "build_catalog", "read_m
 MANIFEST = "_manifest.json"
 _PART = re.compile(r"^part-\d{6}\.parquet$")
 _MANIFEST_FORMAT = 1
+#: The version of what the parts hold. Bump it whenever add_mass_age's output for the
+#: same input changes (columns, values, descriptions, meta): a resume across versions
+#: would mix parts of both (an editable install's ``__version__`` does not change
+#: between commits), so the manifest records it with the other settings and a changed
+#: one refuses to resume. Manifests without it were written before it was recorded
+#: (version 1: "84th percentile of prediction" descriptions, no record checksums).
+OUTPUT_VERSION = 2
 
 #: Named surveys: a catalog of ``stellar_ml_ages.vo.CATALOGS``, its paging key, whether
 #: pages are read as the catalog's fetcher reads them (renames, units, label source,
@@ -130,7 +140,8 @@ class CatalogQuery:
             return "*"
         names = list(self.columns)
         for position, name in enumerate(self.paging_columns):
-            if name not in names:
+            # ADQL regular identifiers have no case: ``obsid`` is the column ``OBSID``.
+            if not any(_same_identifier(name, other) for other in names):
                 names.insert(position, name)
         return ", ".join(quote_identifier(name) for name in names)
 
@@ -195,6 +206,15 @@ class CatalogQuery:
         if self.tiebreak is not None:
             settings["tiebreak"] = self.tiebreak
         return settings
+
+
+def _same_identifier(a, b):
+    """Whether two column names name one column in ADQL: regular identifiers compare
+    without case (``obsid`` is ``OBSID``), delimited ones (``"[Fe/H]"``, a reserved
+    word such as ``"Size"``: `quote_identifier` quotes them) exactly."""
+    if quote_identifier(a) == a and quote_identifier(b) == b:
+        return a.lower() == b.lower()
+    return a == b
 
 
 def _literal(value):
@@ -268,7 +288,9 @@ class CatalogSummary:
 
 
 class _DamagedManifest(CatalogError):
-    """A manifest this package wrote (format 1) that no longer reads as one.
+    """A manifest this package wrote (format 1) that no longer reads as one: its
+    structure, a page record's checksum or the manifest's own checksum
+    (``manifest_sha256``, over every other field) is not what was written.
 
     Unlike a file it did not write, ``restart=True`` may replace it: starting over
     then deletes only the parts whose bytes are still those it records (`_ours`).
@@ -292,7 +314,8 @@ def read_manifest(directory):
         ``_manifest.json`` is not a manifest of this package (not JSON, not an
         object, no or another format: never overwritten, even with ``restart``),
         or one that was damaged or edited (no ``pages`` list, a page record that
-        is not the one written: ``restart=True`` starts over).
+        is not the one written, a field changed after the manifest's checksum was
+        written: ``restart=True`` starts over).
 
     Examples
     --------
@@ -319,13 +342,13 @@ def read_manifest(directory):
         raise CatalogError(f"{where} has manifest format {manifest['format']!r}; this "
                            f"stellar_ml_ages writes format {_MANIFEST_FORMAT}: build with the "
                            "version that wrote it, or into another directory")
-    problem = _manifest_problem(manifest)
+    problem = _manifest_problem(manifest) or _checksum_problem(manifest)
     if problem:
         raise _DamagedManifest(
             f"{where} is damaged or was edited ({problem}): it no longer says which parts "
             "were written and where the next page starts. Pass restart=True (--restart) to "
-            "start over (deleting only parts a manifest lists), or build into another "
-            "directory", manifest)
+            "start over (deleting only the parts whose bytes it records), or build into "
+            "another directory", manifest)
     return manifest
 
 
@@ -337,6 +360,32 @@ def _record_sha256(page):
     """
     record = {name: value for name, value in page.items() if name != "record_sha256"}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def _manifest_sha256(manifest):
+    """Checksum of a whole manifest (as JSON holds it), without itself.
+
+    Covers what a record's checksum does not: ``complete``, ``summary``, ``pending``,
+    the settings and which records there are.
+    """
+    content = {name: value for name, value in manifest.items() if name != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
+def _checksum_problem(manifest):
+    """What the manifest's own checksum says is wrong with it, or None.
+
+    Manifests of an output version (`OUTPUT_VERSION`) always carry it; earlier ones
+    do not, and are refused for resume by their missing ``output_version``.
+    """
+    recorded = manifest.get("manifest_sha256")
+    if recorded is None:
+        return ("no manifest_sha256, which every manifest with an output_version has"
+                if "output_version" in manifest else None)
+    if recorded != _manifest_sha256(manifest):
+        return ("its content is not the one its manifest_sha256 was written for: a field "
+                "(complete, summary, a setting, a record) was changed")
+    return None
 
 
 def _manifest_problem(manifest):
@@ -358,7 +407,10 @@ def _manifest_problem(manifest):
         # build delete or overwrite any other file.
         if page["part"] != name:
             return f"page {index} names {page['part']!r}, not {name!r}"
-        # Records written before records had checksums are taken as they are.
+        # Records written before records had checksums are taken as they are (such a
+        # manifest has no output_version, and is not resumed); later ones have them.
+        if "record_sha256" not in page and "output_version" in manifest:
+            return f"the record of page {index} has no record_sha256"
         if "record_sha256" in page and page["record_sha256"] != _record_sha256(page):
             return (f"the record of {name} is not the one written with it (first_key, "
                     "last_key, rows or sha256 changed)")
@@ -368,6 +420,13 @@ def _manifest_problem(manifest):
             and isinstance(pending.get("sha256"), str)):
         return f"its 'pending' entry {pending!r} is not the next part"
     return None
+
+
+def _write_manifest(directory, manifest):
+    """Write ``manifest`` with its checksum (as JSON will read it back)."""
+    manifest.pop("manifest_sha256", None)
+    manifest["manifest_sha256"] = _manifest_sha256(json.loads(json.dumps(manifest)))
+    _write_json(directory / MANIFEST, manifest)
 
 
 def _write_json(path, content):
@@ -387,6 +446,7 @@ def _settings(query, model, page_rows, options):
     card = model.card
     return {
         "package_version": __version__,
+        "output_version": OUTPUT_VERSION,
         "query": query.as_dict(),
         "page_rows": int(page_rows),
         "model": {"name": model.name, "version": card.get("model_version", ""),
@@ -464,41 +524,41 @@ def _key_value(row):
 def _ties(query, last, page_rows, full):
     """Every row whose key is ``last``, or a CatalogError when they do not fit an answer.
 
-    The answer is asked for at most ``page_rows + 1`` rows, so a part holds at most
-    about two pages whatever the key (memory grows with ``page_rows``). An answer
-    is cut when the service says so (OVERFLOW), or silently by a cap: a cap the page
-    query (``full`` rows long) did not meet is longer than ``full``, so only an
-    answer at least that long is checked against ``COUNT(*)``, as `_check_complete`
-    checks the whole table.
+    The tie query asks for no ``MAXREC``: the service's own limit applies (the part
+    holds the page's head and every tie, however many the service answers). An
+    answer is cut when the service says so (OVERFLOW), or silently by a cap of its
+    own: a cap the page query (``full`` rows long) did not meet is longer than
+    ``full``, so only an answer at least that long is checked against ``COUNT(*)``,
+    as `_check_complete` checks the whole table.
     """
-    cap = page_rows + 1
     try:
-        ties = run_query(query.service, query.tie_query(last), maxrec=cap)
+        ties = run_query(query.service, query.tie_query(last))
     except TAPOverflowError:
         ties, flagged = None, True
     else:
         flagged = False
-        if len(ties) < min(full, cap):
+        if len(ties) < full:
             return ties
     total = int(run_query(query.service, query.count_query(equal=last))["n"][0])
     if not flagged and total <= len(ties):
         return ties
     names = ", ".join(query.paging_columns)
     value = " = ".join([names, repr(last if query.tiebreak is None else tuple(last))])
-    got = ("the service flagged its answer as truncated" if flagged else
-           f"the service answered {len(ties)} of them")
+    got = ("the service cut its answer at its own row limit (MAXREC) and flagged it as "
+           "truncated" if flagged else
+           f"the service answered {len(ties)} of them, cut without a word by a row limit "
+           "of its own")
     if query.tiebreak is None:
         remedy = (f"page on a second column unique among rows sharing a {query.key}: "
-                  f"--tiebreak COLUMN (CatalogQuery(..., tiebreak=COLUMN)), or raise "
-                  f"--page-rows to at least {total} if the service answers that many")
+                  f"--tiebreak COLUMN (CatalogQuery(..., tiebreak=COLUMN))")
     else:
         remedy = (f"choose a --tiebreak column unique among rows sharing a {query.key} "
                   f"(not {query.tiebreak})")
     raise CatalogError(
-        f"{total} rows of {query.table} share the key {value}, more than the {cap} one "
-        f"query fetches with page_rows {page_rows} ({got}): paging on {names} would lose "
-        f"some of them. The catalog is not marked complete and its parts are kept; "
-        f"{remedy}, and build again with --restart")
+        f"{total} rows of {query.table} share the key {value}, more than the service "
+        f"returns for one query ({got}): paging on {names} would lose some of them. The "
+        f"catalog is not marked complete and its parts are kept; {remedy}, and build "
+        f"again with --restart")
 
 
 def _overlap_error(query, repeated):
@@ -600,9 +660,10 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
     page_rows : int
         Rows per TAP query and per part; memory grows with it, not with the table.
     restart : bool
-        Start over (deleting the parts its manifest lists) when the directory holds a
-        catalog built with another query, model or page size, or a damaged manifest;
-        without it such a call refuses. A build that wrote no part yet binds nothing:
+        Start over (deleting the parts its manifest lists, if their bytes are the
+        ones it records) when the directory holds a catalog built with another
+        query, model, page size or output version, or a damaged manifest; without it
+        such a call refuses. A build that wrote no part yet binds nothing:
         the next call may change any setting without ``restart``. Files the manifest
         does not list are never deleted: a file named like a part
         (``part-999999.parquet``) is refused, named, for you to move.
@@ -622,13 +683,16 @@ def build_catalog(directory, query=None, *, preset=None, model=None, page_rows=1
     Raises
     ------
     CatalogError
-        The directory holds another catalog (without ``restart``), a part or a page
-        record does not match its recorded checksum, a file named like a part that
-        the manifest does not list, or a manifest this package did not write; the
-        key has nulls; more rows share one key value than a query of ``page_rows``
-        fetches (give ``query.tiebreak``, ``--tiebreak COLUMN``); the service
-        returns rows again after the page that ended on them (a text key under a
-        collation whose comparison disagrees with its order).
+        The directory holds another catalog, or one written by an earlier version
+        of the parts' contents (without ``restart``); a part, a page record or the
+        manifest does not match its recorded checksum; a file named like a part
+        that the manifest does not list (or lists with other bytes: not deleted even
+        with ``restart``), or a manifest this package did not write; the key has
+        nulls; more rows share one key value than the service returns for one
+        query (give ``query.tiebreak``, ``--tiebreak COLUMN``); the service returns
+        rows again after the page that ended on them (a text key under a collation
+        whose comparison disagrees with its order); a page has other columns than
+        the first.
     TAPServiceError, TAPTimeoutError, TAPQueryError
         From the service; the pages written so far stay, and the next call resumes.
 
@@ -679,33 +743,64 @@ def _build_lock(directory):
     """One build per directory at a time: a second one is refused, not interleaved.
 
     An advisory ``flock`` on a file in the directory, released when the build ends or
-    its process dies (so a killed build leaves nothing to clean up).
+    its process dies (so a killed build leaves nothing to clean up). The holder
+    deletes the file before releasing it; a build that opened it before then locks a
+    file no longer in the directory, which `_lock_file` tells by its inode and opens
+    again (else it and the next build, on a new file, would both hold "the" lock).
     """
+    path = Path(directory) / LOCK_FILE
+    handle = _lock_file(path, directory)  # held for the whole build
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {_now()}\n")
+        handle.flush()
+        yield
+    finally:
+        try:
+            # Removed while still held: a build starting meanwhile makes a new lock file
+            # (or finds this one gone by its inode), and this one has written everything.
+            # Nothing of ours is left behind.
+            path.unlink(missing_ok=True)
+        finally:
+            handle.close()
+
+
+def _lock_file(path, directory, attempts=100):
+    """The lock file, open and ``flock``-ed; a CatalogError when another build holds it."""
     import fcntl
 
-    path = Path(directory) / LOCK_FILE
-    handle = open(path, "a+")  # held for the whole build
-    try:
+    for _ in range(attempts):
+        handle = open(path, "a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            handle.close()
             raise CatalogError(
                 f"another build is writing to {str(directory)!r} ({holder}); wait for it to "
                 "finish, or build into another directory") from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()} since {_now()}\n")
-            handle.flush()
-            yield
-        finally:
-            # Removed while still held: a build starting meanwhile makes a new lock file,
-            # and this one has written everything. Nothing of ours is left behind.
-            path.unlink(missing_ok=True)
-    finally:
+        except BaseException:
+            handle.close()
+            raise
+        if _is_current(handle, path):
+            return handle
+        # Deleted (by the build that held it) between our open and our flock: the
+        # lock of a file no longer in the directory excludes no one. Open it again.
         handle.close()
+    raise CatalogError(f"could not take the build lock {str(path)!r}: its file was replaced "
+                       f"{attempts} times while being locked; build again")
+
+
+def _is_current(handle, path):
+    """Whether the open (locked) ``handle`` is the file now at ``path``."""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _build(directory, query, model, page_rows, restart, dask, progress, annotate_options):
@@ -731,8 +826,8 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
     after = manifest["pages"][-1]["last_key"] if manifest["pages"] else None
     bar = _progress_bar(query, summary.n_rows) if progress else None
     run = RunSummary(model)
-    annotate = _local_annotator(model, annotate_options, run, summary.n_rows) \
-        if dask is None else _dask_annotator(dask, model, annotate_options, run)
+    annotate = _local_annotator(model, annotate_options, run, query, summary.n_rows) \
+        if dask is None else _dask_annotator(dask, model, annotate_options, run, query)
     try:
         for annotated, first_key, last_key in annotate(_pages(query, page_rows, after,
                                                               timings), timings):
@@ -752,7 +847,7 @@ def _build(directory, query, model, page_rows, restart, dask, progress, annotate
         manifest["finished"] = _now()
         manifest["summary"] = {"rows": summary.n_rows, "predicted": summary.n_predicted,
                                "reasons": summary.reasons}
-        _write_json(directory / MANIFEST, manifest)
+        _write_manifest(directory, manifest)
     finally:
         if bar is not None:
             bar.close()
@@ -859,9 +954,9 @@ def _ours(directory, manifest, verified=False):
 
     A part is renamed into place before the manifest records it; ``pending`` (written
     just before the rename, with the part's sha256) recognises a part whose record a
-    crash lost. Of a damaged manifest (``verified``) only the parts whose bytes are
-    still those it records count: its list alone proves nothing. Any other file named
-    like a part is not the package's to delete.
+    crash lost. To delete (``verified``: starting over, or a damaged manifest) only
+    the parts whose bytes are still those it records count: its list alone proves
+    nothing. Any other file named like a part is not the package's to delete.
     """
     if manifest is None:
         return set()
@@ -884,31 +979,42 @@ def _ours(directory, manifest, verified=False):
     return ours
 
 
-def _refuse_foreign_parts(directory, ours):
+def _refuse_foreign_parts(directory, ours, listed=frozenset()):
     """No file named like a part that the manifest does not account for.
 
     It would be overwritten by a later part, or read with the catalog by every
     Parquet dataset reader, and the package cannot tell it from the user's data:
-    the user moves it, the package never deletes it.
+    the user moves it, the package never deletes it. A part the manifest lists
+    (``listed``) whose bytes are not those it records (``ours`` holds only the
+    others) is no more the package's to delete.
     """
-    foreign = sorted(path.name for path in directory.iterdir()
-                     if _PART.match(path.name) and path.name not in ours)
-    if foreign:
-        listed = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5
-                                           else "")
+    def names(found):
+        return ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+
+    parts = sorted(path.name for path in directory.iterdir() if _PART.match(path.name))
+    altered = [name for name in parts if name not in ours and name in listed]
+    foreign = [name for name in parts if name not in ours and name not in listed]
+    if altered:
         raise CatalogError(
-            f"{str(directory)!r} holds {listed}, which its {MANIFEST} does not list: "
+            f"{str(directory)!r} holds {names(altered)}, which its {MANIFEST} lists but "
+            "whose bytes are not the ones it records (edited, replaced or damaged): "
+            "stellar_ml_ages deletes only the parts it wrote, not even with --restart. Move "
+            "it out of the directory (delete it if it is a damaged part of this build), "
+            "then build again with --restart")
+    if foreign:
+        raise CatalogError(
+            f"{str(directory)!r} holds {names(foreign)}, which its {MANIFEST} does not list: "
             "stellar_ml_ages did not write it (or lost its record) and deletes only parts "
             "a manifest lists, not even with --restart. Move it out of the directory "
             "(delete it if it is left from an interrupted build), then build again")
 
 
-def _fresh(directory, settings, ours=frozenset()):
-    _refuse_foreign_parts(directory, ours)
+def _fresh(directory, settings, ours=frozenset(), listed=frozenset()):
+    _refuse_foreign_parts(directory, ours, listed)
     _remove_parts(directory, ours)
     manifest = {"format": _MANIFEST_FORMAT, **settings,
                 "pages": [], "complete": False, "started": _now(), "finished": None}
-    _write_json(directory / MANIFEST, manifest)  # at once: a crash now leaves a clean start
+    _write_manifest(directory, manifest)  # at once: a crash now leaves a clean start
     return manifest
 
 
@@ -920,7 +1026,8 @@ def _resume(directory, settings, restart):
             raise
         # Ours, but its list of parts cannot be trusted: only parts whose bytes it
         # records are deleted (any other file named like a part is refused, named).
-        return _fresh(directory, settings, _ours(directory, damaged.manifest, verified=True))
+        return _fresh(directory, settings, _ours(directory, damaged.manifest, verified=True),
+                      _ours(directory, damaged.manifest))
     if manifest is None:
         foreign = [p.name for p in directory.iterdir()
                    if not (_PART.match(p.name) or p.name.startswith("."))]
@@ -932,12 +1039,21 @@ def _resume(directory, settings, restart):
         return _fresh(directory, settings)
     recorded = {key: manifest.get(key) for key in settings}
     changed = _differences(recorded, settings)
-    ours = _ours(directory, manifest)
+    listed = _ours(directory, manifest)
     # A build that failed before its first part (a service down, a key with nulls)
-    # wrote nothing to keep: its settings do not bind the next call.
+    # wrote nothing to keep: its settings do not bind the next call. Starting over
+    # deletes only the listed parts whose bytes are still the ones recorded.
     if restart or (changed and not manifest["pages"]):
-        return _fresh(directory, settings, ours)
-    _refuse_foreign_parts(directory, ours)
+        return _fresh(directory, settings, _ours(directory, manifest, verified=True), listed)
+    _refuse_foreign_parts(directory, listed)
+    if "output_version" not in manifest:
+        raise CatalogError(
+            f"{str(directory)!r} holds a catalog written by an earlier stellar_ml_ages, "
+            "before manifests recorded the version of their parts' contents "
+            f"(output_version; this one writes {OUTPUT_VERSION}): its parts may differ from "
+            "what this version writes for the same rows, and a resume would mix both. Pass "
+            "restart=True (--restart) to delete its parts and start over, or choose another "
+            "directory")
     if changed:
         raise CatalogError(
             f"{str(directory)!r} holds a catalog built differently ("
@@ -945,11 +1061,18 @@ def _resume(directory, settings, restart):
             "and start over, or choose another directory")
     for page in manifest["pages"]:
         part = directory / page["part"]
-        if not part.is_file() or _sha256(part) != page["sha256"]:
-            raise CatalogError(f"part {str(part)!r} is missing or differs from the "
-                               "manifest; pass restart=True (--restart) to rebuild")
+        if not part.is_file():
+            raise CatalogError(f"part {str(part)!r} of the manifest is missing; pass "
+                               "restart=True (--restart) to rebuild")
+        if _sha256(part) != page["sha256"]:
+            raise CatalogError(
+                f"part {str(part)!r} differs from the manifest (its bytes are not the ones "
+                "written: edited, replaced or damaged); stellar_ml_ages never deletes such a "
+                "file, not even with --restart: move it out of the directory (delete it if "
+                "it is a damaged part of this build), then build again with restart=True "
+                "(--restart)")
     # The pending part (a crash after its rename) is written again, as the same bytes.
-    _remove_parts(directory, ours - {page["part"] for page in manifest["pages"]})
+    _remove_parts(directory, listed - {page["part"] for page in manifest["pages"]})
     return manifest
 
 
@@ -1005,7 +1128,7 @@ def _write_part(directory, manifest, annotated, first_key, last_key, options):
     # Said before the rename: a crash between it and the record below leaves a part
     # the next call can tell from a file of the user's (by its checksum).
     manifest["pending"] = {"part": name, "sha256": sha256}
-    _write_json(directory / MANIFEST, manifest)
+    _write_manifest(directory, manifest)
     os.replace(temporary, directory / name)
     page = {"part": name, "rows": len(annotated), "first_key": _jsonable_key(first_key),
             "last_key": _jsonable_key(last_key), "sha256": sha256, "predicted": predicted,
@@ -1013,17 +1136,56 @@ def _write_part(directory, manifest, annotated, first_key, last_key, options):
     page["record_sha256"] = _record_sha256(page)
     manifest["pages"].append(page)
     del manifest["pending"]
-    _write_json(directory / MANIFEST, manifest)
+    _write_manifest(directory, manifest)
 
 
-def _first_reading(page, options):
-    """What the table is, read from its first page: every page has its columns and meta."""
+class _PageHeader:
+    """What `~stellar_ml_ages.reading.read_table` looks at (column names and meta), of a
+    page and the query it came from."""
+
+    def __init__(self, colnames, meta):
+        self.colnames, self.meta = list(colnames), meta
+
+
+def _provenance_query(query):
+    """The ADQL of the whole paged table: the same for every page, fresh or resumed."""
+    return f"SELECT {query._select()} FROM {query.table}{query._conditions()}"
+
+
+def _first_reading(page, options, query):
+    """What the table is, read from its first page: every page has its columns and meta.
+
+    The pages lose their ``QUERY`` (one per page and tie query; the manifest records
+    the query), so the reading is given the query's own: a VizieR table name
+    (``"J/ApJS/245/34/catalog"``) says where the labels come from, as it does for a
+    fetched table. The page itself is not changed (its part's bytes are not).
+    """
     from .reading import read_table
 
-    return read_table(page, options.get("mapping"), options.get("state_column"))
+    meta = {**page.meta, "QUERY": _provenance_query(query)}
+    return read_table(_PageHeader(page.colnames, meta), options.get("mapping"),
+                      options.get("state_column"))
 
 
-def _local_annotator(model, options, run, rows_before=0):
+def _same_columns(page, reading, first_key):
+    """Every page is annotated with the first page's reading: it must have its columns."""
+    columns = tuple(page.colnames)
+    if columns == reading.colnames:
+        return
+    missing = [name for name in reading.colnames if name not in columns]
+    extra = [name for name in columns if name not in reading.colnames]
+    differences = ([f"without {', '.join(missing)}"] if missing else []) + (
+        [f"with {', '.join(extra)}"] if extra else [])
+    raise CatalogError(
+        f"the service's page starting at key {first_key!r} has other columns than the "
+        f"first page of this build ({'; '.join(differences) or 'in another order'}: "
+        f"{', '.join(columns)}; first page: {', '.join(reading.colnames)}), and every page "
+        "is annotated as the first page was read. The table changed during the build, or "
+        "the service answers with another column set: give --columns explicitly, or build "
+        "again (--restart) once the table is stable")
+
+
+def _local_annotator(model, options, run, query, rows_before=0):
     from .annotate import _annotate_call
 
     def annotate(pages, timings):
@@ -1032,7 +1194,9 @@ def _local_annotator(model, options, run, rows_before=0):
             t0 = time.perf_counter()
             first = reading is None
             if first:
-                reading = _first_reading(page, options)
+                reading = _first_reading(page, options, query)
+            else:
+                _same_columns(page, reading, first_key)
             annotated = _annotate_call(page, model, summary=run, check_source=first,
                                        row_offset=rows_before + run.n_rows, reading=reading,
                                        **options).table
@@ -1053,7 +1217,7 @@ def _annotate_remote(page, shipped, options, reading):
                           **options).table
 
 
-def _dask_annotator(dask, model, options, run):
+def _dask_annotator(dask, model, options, run, query):
     from .annotate import _check_source
     from .dataframes import ShippedModel
 
@@ -1073,8 +1237,10 @@ def _dask_annotator(dask, model, options, run):
                     # The workers' warnings reach no one: what the table *is* is read
                     # here, once, from the first page, as the local run does, and the
                     # workers get that reading.
-                    reading = _first_reading(page, options)
+                    reading = _first_reading(page, options, query)
                     _check_source(reading, model, options.get("propagate_errors", False), run)
+                else:
+                    _same_columns(page, reading, first_key)
                 pending.append((client.submit(_annotate_remote, page, shipped, options,
                                               reading, pure=False), first_key, last_key))
                 if len(pending) >= window:

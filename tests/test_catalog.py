@@ -295,8 +295,13 @@ def test_a_damaged_part_is_not_resumed_over_and_restart_recovers(survey, tmp_pat
     first = build_catalog(tmp_path, query, page_rows=400)
     part = sorted(tmp_path.glob("part-*.parquet"))[0]
     part.write_bytes(part.read_bytes()[:-10])
-    with pytest.raises(CatalogError, match="differs from the manifest"):
+    with pytest.raises(CatalogError, match=r"differs from the manifest.*move it out"):
         build_catalog(tmp_path, query, page_rows=400)
+    # Its bytes are not the package's: even --restart does not delete them.
+    with pytest.raises(CatalogError, match=rf"{part.name}, which its _manifest\.json lists "
+                                           "but whose bytes"):
+        build_catalog(tmp_path, query, page_rows=400, restart=True)
+    part.unlink()
     again = build_catalog(tmp_path, query, page_rows=400, restart=True)
     assert again.resumed_pages == 0 and again.n_rows == first.n_rows
 
@@ -467,6 +472,7 @@ class _FakeTAP:
         self.equal_fold = self.fold if equal_fold == "fold" else (equal_fold or (lambda t: t))
         self.rng = np.random.default_rng(seed)
         self.queries, self.fail_at = [], fail_at
+        self.maxrecs = []  # the MAXREC each query asked for (None: the service's own)
 
     def _compare(self, op, value, literal):
         value = value.item() if isinstance(value, np.generic) else value
@@ -494,6 +500,7 @@ class _FakeTAP:
         from stellar_ml_ages import TAPOverflowError
 
         self.queries.append(adql)
+        self.maxrecs.append(maxrec)
         if self.fail_at is not None and len(self.queries) == self.fail_at:
             raise TAPServiceError("connection reset (injected)", service)
         parsed = re.fullmatch(r"SELECT (?:TOP (\d+) )?(.+?) FROM (\S+)(?: WHERE (.+?))?"
@@ -584,10 +591,10 @@ def test_exact_adql_of_paging_with_a_tiebreak():
 @pytest.mark.parametrize("flag", [True, False], ids=["overflow-flagged", "silently-capped"])
 def test_more_ties_than_an_answer_holds_are_refused_naming_the_tiebreak(
         tmp_path, monkeypatch, flag):
-    """M7 (#26): 60 rows share obs_key 40; a tie query of page_rows 30 cannot hold them
-    (the service flags the cut, or cuts silently): a CatalogError names the key, the
-    value, the rows and --tiebreak; the manifest stays incomplete, the part kept.
-    With --tiebreak the same service gives every row once."""
+    """M7 (#26): 60 rows share obs_key 40; a service whose own limit (MAXREC 50) cannot
+    hold them in one answer (it flags the cut, or cuts silently): a CatalogError names
+    the key, the value, the rows, the limit and --tiebreak; the manifest stays
+    incomplete, the part kept. With --tiebreak the same service gives every row once."""
     from stellar_ml_ages import catalog as catalog_module
 
     keys = np.arange(150)
@@ -599,7 +606,14 @@ def test_more_ties_than_an_answer_holds_are_refused_naming_the_tiebreak(
     with pytest.raises(CatalogError, match=r"60 rows of demo\.stars share the key obs_key = "
                                            r"40.*--tiebreak COLUMN.*--restart") as info:
         build_catalog(out, _fake_query(), page_rows=30)
-    assert "flagged" in str(info.value) if flag else "answered 31 of them" in str(info.value)
+    if flag:
+        assert "cut its answer at its own row limit (MAXREC) and flagged it" in str(info.value)
+    else:
+        assert "answered 50 of them, cut without a word by a row limit of its own" in str(
+            info.value)
+    # The tie query asked for no MAXREC of the package's: the service's own limit cut it.
+    ties = [i for i, q in enumerate(service.queries) if q.endswith("obs_key = 40")]
+    assert ties and all(service.maxrecs[i] is None for i in ties)
     manifest = read_manifest(out)
     assert manifest["complete"] is False and len(manifest["pages"]) == 1
     assert (out / "part-000000.parquet").is_file()
@@ -640,8 +654,8 @@ def test_the_command_line_pages_with_a_tiebreak(tmp_path, monkeypatch, capsys):
     """M7 (#26): ``--tiebreak COLUMN``; without it the refusal names it."""
     from stellar_ml_ages import catalog as catalog_module
 
-    keys = np.zeros(80, dtype=int)  # one key value for all
-    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(_stars(keys)))
+    keys = np.zeros(80, dtype=int)  # one key value for all, more than the service answers
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(_stars(keys), default_maxrec=50))
     arguments = ["catalog", str(tmp_path), "--service", "http://127.0.0.1:1/tap", "--table",
                  "demo.stars", "--key", "obs_key", "--page-rows", "30", "--no-progress"]
     assert main(arguments) == 1
@@ -727,9 +741,15 @@ def _built(tmp_path, monkeypatch, name="catalog", fail_at=None, n=100):
     return out
 
 
-def _edit_manifest(directory, edit):
+def _edit_manifest(directory, edit, sign=False):
+    """Edit the manifest as a user would (its checksum then no longer matches), or, with
+    ``sign``, as the package writes it (a state it passes through: a crash)."""
+    from stellar_ml_ages.catalog import _manifest_sha256
+
     manifest = json.loads((directory / MANIFEST).read_text())
     edit(manifest)
+    if sign:
+        manifest["manifest_sha256"] = _manifest_sha256(manifest)
     (directory / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -814,10 +834,10 @@ def test_a_part_whose_record_a_crash_lost_is_recognised_by_its_checksum(tmp_path
         manifest["pending"] = {"part": page["part"], "sha256": page["sha256"]}
         manifest["complete"] = False
 
-    _edit_manifest(out, crash)
+    _edit_manifest(out, crash, sign=True)
     summary = build_catalog(out, _fake_query(), page_rows=20)
     assert summary.n_rows == 100 and _files(out) == _files(clean)
-    _edit_manifest(out, crash)
+    _edit_manifest(out, crash, sign=True)
     (out / "part-000004.parquet").write_bytes(b"not the part")
     with pytest.raises(CatalogError, match=r"part-000004\.parquet, which"):
         build_catalog(out, _fake_query(), page_rows=20)
@@ -866,13 +886,212 @@ def test_pages_share_the_first_pages_reading_and_keep_the_scale_note(tmp_path, m
 
 
 def test_the_default_interval_kind_spelled_out_is_the_same_build(tmp_path, monkeypatch):
-    """A build with intervals="robust" (the packaged models' default) resumes or repeats
-    a build without it; the posterior's intervals are another build."""
-    out = _built(tmp_path, monkeypatch)
-    before = _files(out)
-    assert "intervals" not in read_manifest(out)["annotate_options"]
+    """A build with intervals="robust" (the packaged models' default) resumes a build
+    without it, into the parts an uninterrupted default build writes; the posterior's
+    intervals are another build."""
+    clean = _built(tmp_path, monkeypatch, name="clean")
+    out = _built(tmp_path, monkeypatch, name="broken", fail_at=5)
+    done = read_manifest(out)
+    assert 0 < len(done["pages"]) < 5 and not done["complete"]
+    assert "intervals" not in done["annotate_options"]
     summary = build_catalog(out, _fake_query(), page_rows=20, intervals="robust")
-    assert summary.n_rows == 100 and _files(out) == before
+    assert summary.resumed_pages == len(done["pages"]) and summary.n_rows == 100
+    assert _files(out) == _files(clean)
     assert "intervals" not in read_manifest(out)["annotate_options"]
     with pytest.raises(CatalogError, match="intervals"):
         build_catalog(out, _fake_query(), page_rows=20, intervals="posterior")
+
+
+# --- review of the catalog builder (#26): provenance, ties, versions, checksums, lock -------
+
+def test_a_vizier_table_name_in_the_query_says_where_the_labels_come_from(
+        tmp_path, monkeypatch):
+    """The pages lose their QUERY (the manifest records it); the reading of the table is
+    given the query's own, so a query on J/ApJS/245/34 (DD-Payne) warns a DR17 model's
+    user once. A resumed build reads the same and writes the fresh build's bytes."""
+    from stellar_ml_ages import LabelSourceWarning
+    from stellar_ml_ages import catalog as catalog_module
+
+    stars = _stars(np.arange(60))
+    query = CatalogQuery("http://127.0.0.1:1/tap", '"J/ApJS/245/34/catalog"', "obs_key")
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars))
+    with pytest.warns(LabelSourceWarning, match="LAMOST DR5 DD-Payne") as caught:
+        build_catalog(tmp_path / "fresh", query, page_rows=20, model="giants")
+    assert len([w for w in caught if issubclass(w.category, LabelSourceWarning)]) == 1
+    assert all("QUERY" not in part.meta for part in _parts(tmp_path / "fresh"))
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars, fail_at=5))
+    with pytest.raises(TAPServiceError, match="injected"):  # its warnings go with it
+        build_catalog(tmp_path / "resumed", query, page_rows=20, model="giants")
+    monkeypatch.setattr(catalog_module, "run_query", _FakeTAP(stars, seed=3))
+    with pytest.warns(LabelSourceWarning, match="LAMOST DR5 DD-Payne"):
+        summary = build_catalog(tmp_path / "resumed", query, page_rows=20, model="giants")
+    assert summary.resumed_pages and summary.n_rows == 60
+    assert _files(tmp_path / "resumed") == _files(tmp_path / "fresh")
+
+
+def test_ties_beyond_a_page_with_no_service_limit_build_every_row_once(tmp_path, monkeypatch):
+    """60 rows share obs_key 40, page_rows 30, a service without a MAXREC of its own: the
+    tie query fetches them all (no limit of the package's), every row once."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    keys = np.arange(150)
+    keys[40:100] = 40
+    service = _FakeTAP(_stars(keys), default_maxrec=None)
+    monkeypatch.setattr(catalog_module, "run_query", service)
+    summary = build_catalog(tmp_path, _fake_query(), page_rows=30)
+    rows = _all_rows(tmp_path)
+    assert summary.n_rows == len(rows) == 150
+    assert sorted(rows["obs_id"]) == list(range(150))
+    assert read_manifest(tmp_path)["complete"] is True
+    assert any(len(part) > 60 for part in _parts(tmp_path))  # the page head and all 60 ties
+
+
+def test_a_resume_across_output_versions_is_refused(tmp_path, monkeypatch):
+    """The parts' contents change between versions of the annotation while the package
+    version of an editable install does not: the manifest's output_version pins them."""
+    from stellar_ml_ages.catalog import OUTPUT_VERSION
+
+    out = _built(tmp_path, monkeypatch, fail_at=5)
+    assert read_manifest(out)["output_version"] == OUTPUT_VERSION
+
+    def older(manifest):
+        manifest["output_version"] = OUTPUT_VERSION - 1
+
+    _edit_manifest(out, older, sign=True)
+    with pytest.raises(CatalogError, match=rf"output_version was {OUTPUT_VERSION - 1}, now "
+                                           rf"{OUTPUT_VERSION}.*--restart"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    summary = build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert summary.resumed_pages == 0 and summary.n_rows == 100
+
+
+def test_a_manifest_written_before_output_versions_and_record_checksums_is_not_resumed(
+        tmp_path, monkeypatch):
+    """A manifest without output_version (nor record or manifest checksums) was written
+    by the earlier annotation ("84th percentile of prediction"): its parts would mix
+    with this version's, so a resume is refused, saying so and naming --restart, which
+    then deletes its parts (their bytes are the ones it records) and starts over."""
+    clean = _built(tmp_path, monkeypatch, name="clean")
+    out = _built(tmp_path, monkeypatch, fail_at=5)
+
+    def earlier(manifest):
+        for name in ("output_version", "manifest_sha256"):
+            del manifest[name]
+        for page in manifest["pages"]:
+            del page["record_sha256"]
+
+    _edit_manifest(out, earlier)
+    assert read_manifest(out)["pages"]  # it reads, as the earlier format
+    with pytest.raises(CatalogError, match=r"written by an earlier stellar_ml_ages.*"
+                                           r"output_version.*--restart"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    summary = build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert summary.resumed_pages == 0 and _files(out) == _files(clean)
+
+
+@pytest.mark.parametrize("edit", ["complete", "record_sha256", "manifest_sha256"])
+def test_an_edited_manifest_is_refused_by_its_own_checksum(tmp_path, monkeypatch, edit):
+    """'complete': true on an incomplete manifest, or an edited last_key with its record's
+    checksum deleted, or the manifest's checksum deleted: each is damaged (restart is
+    the remedy), never a catalog that skips or repeats rows."""
+    out = _built(tmp_path, monkeypatch, fail_at=5)
+
+    def change(manifest):
+        if edit == "complete":
+            manifest["complete"] = True
+        elif edit == "record_sha256":
+            manifest["pages"][-1]["last_key"] = 3
+            del manifest["pages"][-1]["record_sha256"]
+        else:
+            del manifest["manifest_sha256"]
+
+    _edit_manifest(out, change)
+    problem = {"complete": "manifest_sha256 was written for",
+               "record_sha256": "has no record_sha256",
+               "manifest_sha256": "no manifest_sha256"}[edit]
+    with pytest.raises(CatalogError, match=rf"damaged or was edited \(.*{problem}.*--restart"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    summary = build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert summary.n_rows == 100 and sorted(_all_rows(out)["obs_id"]) == list(range(100))
+
+
+def test_restart_never_deletes_a_listed_part_whose_bytes_are_not_the_packages(
+        tmp_path, monkeypatch):
+    """--restart deletes a listed part only if its bytes are the ones the manifest
+    records: a file of the user's under that name is refused, named, and kept."""
+    out = _built(tmp_path, monkeypatch, fail_at=7)
+    assert len(read_manifest(out)["pages"]) >= 2
+    (out / "part-000000.parquet").write_bytes(b"user bytes, not the package's part")
+    with pytest.raises(CatalogError, match="differs from the manifest"):
+        build_catalog(out, _fake_query(), page_rows=20)
+    with pytest.raises(CatalogError, match=r"part-000000\.parquet, which its _manifest\.json "
+                                           r"lists but whose bytes are not the ones"):
+        build_catalog(out, _fake_query(), page_rows=20, restart=True)
+    assert (out / "part-000000.parquet").read_bytes().startswith(b"user bytes")
+    assert (out / "part-000001.parquet").is_file()  # nothing deleted before the refusal
+    (out / "part-000000.parquet").rename(tmp_path / "mine.parquet")
+    assert build_catalog(out, _fake_query(), page_rows=20, restart=True).n_rows == 100
+
+
+def test_paging_columns_are_not_selected_twice_in_another_case():
+    """ADQL regular identifiers have no case: OBSID is the tiebreak obsid."""
+    query = CatalogQuery("http://127.0.0.1:1/tap", "t", "ra", ("OBSID",), tiebreak="obsid")
+    assert query._select() == "ra, OBSID"
+    query = CatalogQuery("http://127.0.0.1:1/tap", "t", "RA", ("ra", "teff"))
+    assert query._select() == "ra, teff"
+    # Delimited names (here a reserved word) keep their case.
+    query = CatalogQuery("http://127.0.0.1:1/tap", "t", "size", ("Size",))
+    assert query._select() == '"size", "Size"'
+
+
+def test_a_lock_file_deleted_between_open_and_flock_is_not_taken_for_the_lock(
+        tmp_path, monkeypatch):
+    """A build opens the lock file; the build holding it finishes and deletes it; the
+    first then locks a file no longer in the directory. It must open the lock again
+    (by the inode), so that a third build is refused while it runs."""
+    import fcntl
+
+    from stellar_ml_ages.catalog import LOCK_FILE, _build_lock
+
+    real, calls = fcntl.flock, []
+
+    def flock(handle, operation):
+        calls.append(operation)
+        if len(calls) == 1:  # the holder finishes between this build's open and flock
+            (tmp_path / LOCK_FILE).unlink()
+        return real(handle, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with _build_lock(tmp_path):
+        assert len(calls) == 2  # locked again, on the file in the directory
+        assert "pid" in (tmp_path / LOCK_FILE).read_text()
+        with pytest.raises(CatalogError, match="another build is writing"), \
+                _build_lock(tmp_path):
+            pass
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("change", ["dropped", "reordered"])
+def test_a_page_with_other_columns_than_the_first_is_a_catalog_error(
+        tmp_path, monkeypatch, change):
+    """Every page is annotated with the first page's reading: a page with other columns
+    (the table changed, a service's other column set) is refused, naming them."""
+    from stellar_ml_ages import catalog as catalog_module
+
+    fake = _FakeTAP(_stars(np.arange(100)))
+
+    def service(*args, **kwargs):
+        answer = fake(*args, **kwargs)
+        if len(fake.queries) >= 4 and "COUNT" not in args[1]:  # from the second page on
+            if change == "dropped":
+                answer.remove_column("DNU")
+            else:
+                answer = answer[[*answer.colnames[1:], answer.colnames[0]]]
+        return answer
+
+    monkeypatch.setattr(catalog_module, "run_query", service)
+    message = r"without DNU" if change == "dropped" else r"in another order"
+    with pytest.raises(CatalogError, match=rf"page starting at key 20 has other columns "
+                                           rf"than the first page.*{message}"):
+        build_catalog(tmp_path, _fake_query(), page_rows=20)
+    assert len(read_manifest(tmp_path)["pages"]) == 1
