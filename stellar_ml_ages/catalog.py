@@ -16,7 +16,7 @@ lose the hour. `build_catalog` therefore
 3. writes each page as one Parquet part (``part-000000.parquet``, ...), by a
    temporary file and a rename, and then records it in ``_manifest.json``:
    the query, the service, the model (name, version, sha256s), the package
-   version and the version of the parts' contents (`OUTPUT_VERSION`), the pages
+   version and the version of the parts' contents (``OUTPUT_VERSION``), the pages
    done with their first and last keys, rows, checksums and flag counts, and a
    checksum of the whole manifest.
 
@@ -375,7 +375,7 @@ def _manifest_sha256(manifest):
 def _checksum_problem(manifest):
     """What the manifest's own checksum says is wrong with it, or None.
 
-    Manifests of an output version (`OUTPUT_VERSION`) always carry it; earlier ones
+    Manifests of an output version (``OUTPUT_VERSION``) always carry it; earlier ones
     do not, and are refused for resume by their missing ``output_version``.
     """
     recorded = manifest.get("manifest_sha256")
