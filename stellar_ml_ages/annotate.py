@@ -16,7 +16,7 @@ Data flow one way, each step in its own module:
    summary of the call (`stellar_ml_ages.diagnostics`).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.table import Column, MaskedColumn, Table
@@ -243,15 +243,70 @@ def _inputs(reading, model, propagate_errors, survey_flags):
                    state_column)
 
 
-def _check_source(reading, model, propagate_errors, summary):
-    """The label-source guard, on the reading: its problems go to ``summary``."""
-    columns = _input_columns(reading.sources(model.feature_names))
+def _check_source(table, reading, model, propagate_errors, summary, survey_flags=True):
+    """The label-source guard, on the reading (and on the first rows' error columns):
+    its problems go to ``summary``."""
+    resolved = reading.sources(model.feature_names)
+    noise = label_noise_problem(reading, model, propagate_errors)
+    if noise is None and not propagate_errors:
+        noise = _error_column_problem(table, reading, model, survey_flags)
     for problem, where in ((label_source_problem(reading, model), summary.label_problems),
-                           (mixed_source_problem(reading, columns), summary.label_problems),
-                           (label_noise_problem(reading, model, propagate_errors),
-                            summary.noise_problems)):
+                           (mixed_source_problem(reading, _input_columns(resolved)),
+                            summary.label_problems),
+                           (noise, summary.noise_problems)):
         if problem:
             where.append(problem)
+
+
+#: Rows on which unpropagated error columns are tried (the first ones of the table).
+_NOISE_SAMPLE = 500
+#: Error columns matter when propagating them widens the median interval this much.
+_WIDER = 1.2
+
+
+def _error_column_problem(table, reading, model, survey_flags=True):
+    """The warning text when the table's own error columns, which nothing propagates,
+    would widen its intervals noticeably, else None.
+
+    Measured, not guessed from the errors' size: the first rows are predicted with and
+    without their errors propagated, and the median widths compared (an error that
+    matters for one label may not for another).
+    """
+    with_errors = _inputs(reading, model, True, survey_flags)
+    if all(source is None for source in with_errors.errors.values()):
+        return None
+    sample = table[:_NOISE_SAMPLE]
+    scratch = RunSummary(model)  # collects the sample's notes, so that nothing is warned
+    kind = _interval_kind(model, None)
+    without = _evaluate(sample, model, replace(with_errors, errors=None), False, 1, 0,
+                        scratch, intervals=kind)
+    propagated = _evaluate(sample, model, with_errors, False, 16, 0, scratch, intervals=kind)
+    both = without.predicted & propagated.predicted  # an impossible error withholds a row
+    if not both.any():
+        return None
+
+    def widths(block, target):
+        width = np.full(len(sample), np.nan)
+        result = block.predictions[target]
+        width[block.predicted] = result[0.84] - result[0.16]
+        return width[both]
+
+    widening = {target: float(np.median(widths(propagated, target) / widths(without, target)))
+                for target in model.target_names}
+    if max(widening.values()) < _WIDER:
+        return None
+    columns = sorted({str(part) for source in with_errors.errors.values() if source is not None
+                      for part in (source if isinstance(source, tuple) else (source,))
+                      if part is not None})
+    wider = ", ".join(f"{100 * (ratio - 1):.0f}% ({target})"
+                      for target, ratio in widening.items())
+    return (
+        f"the table's error columns ({', '.join(columns)}) say its labels are noisier than "
+        f"those model {model.name!r} was trained on, and no errors are propagated: "
+        f"propagated, they widen the median 68% interval of its first {len(sample)} rows by "
+        f"{wider}, so the intervals given hold the truth less often than 68%. Remedy: "
+        "propagate_errors=True (only the part of each error beyond the training noise is "
+        "added)")
 
 
 def _evaluate(table, model, inputs, allow_extrapolation, n_draws, seed, summary=None,
@@ -503,7 +558,7 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     if inputs.errors is not None:
         summary.note_error_sources(inputs.errors)
     if check_source:
-        _check_source(reading, model, propagate_errors, summary)
+        _check_source(table, reading, model, propagate_errors, summary, survey_flags)
 
     n_rows = len(table)
     step = max(int(conf.chunk_size), 1)

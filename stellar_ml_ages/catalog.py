@@ -1238,7 +1238,9 @@ def _dask_annotator(dask, model, options, run, query):
                     # here, once, from the first page, as the local run does, and the
                     # workers get that reading.
                     reading = _first_reading(page, options, query)
-                    _check_source(reading, model, options.get("propagate_errors", False), run)
+                    _check_source(page, reading, model,
+                                  options.get("propagate_errors", False), run,
+                                  options.get("survey_flags", True))
                 else:
                     _same_columns(page, reading, first_key)
                 pending.append((client.submit(_annotate_remote, page, shipped, options,

@@ -81,8 +81,9 @@ class LabelNoiseWarning(StellarMLAgesWarning):
 
     E.g. SLAM's scatter at the reference S/N assumed for stars without a usable S/N
     (`stellar_ml_ages.slam.slam_uncertainties`): it understates fainter stars' errors;
-    or SLAM labels given to a model trained for APOGEE's noise without propagating
-    their errors.
+    SLAM labels given to a model trained for APOGEE's noise without propagating
+    their errors; or any table whose own error columns, propagated, would widen
+    the intervals by more than 20% and are not propagated.
     """
 
 

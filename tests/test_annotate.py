@@ -1,6 +1,7 @@
 """add_mass_age: what an astronomer relies on when annotating a catalog."""
 
 import io
+import warnings
 
 import astropy.units as u
 import numpy as np
@@ -305,7 +306,10 @@ def test_error_propagation_widens_intervals(giants):
     for column, error in (("TEFF", 100.0), ("LOGG", 0.1), ("FE_H", 0.05), ("ALPHA_M", 0.05),
                           ("C_FE", 0.05), ("N_FE", 0.05)):
         table[f"{column}_ERR"] = [error] * table[column].unit
-    plain = add_mass_age(table, model=giants)
+    from stellar_ml_ages import LabelNoiseWarning
+
+    with pytest.warns(LabelNoiseWarning, match="propagate_errors=True"):  # what it measures
+        plain = add_mass_age(table, model=giants)
     noisy = add_mass_age(table, model=giants, propagate_errors=True, n_draws=64)
     assert (noisy["mass_p84"][0] - noisy["mass_p16"][0]) > (plain["mass_p84"][0]
                                                            - plain["mass_p16"][0])
@@ -356,3 +360,31 @@ def test_interval_columns_say_what_they_are(stars, tmp_path, intervals, words):
     write_quietly(annotated, path)
     # Short enough for a FITS header card: read back unaltered.
     assert Table.read(path)["mass_p84"].description == f"Stellar mass, {words}"
+
+
+def test_error_columns_noisier_than_the_training_labels_are_warned_about(stars):
+    """#26: a table whose own errors exceed the model's training noise, given without
+    propagation, would get intervals that are too narrow: one warning with the remedy."""
+    from stellar_ml_ages import LabelNoiseWarning
+
+    stars["TEFF_ERR"] = np.full(len(stars), 30.0) * u.K  # DR17-like: as trained
+    stars["N_FE_ERR"] = np.full(len(stars), 0.2) * u.dex  # LAMOST-like: 4-5x the training's
+    with pytest.warns(LabelNoiseWarning, match=r"\(N_FE_ERR, TEFF_ERR\).*widen the median "
+                      r"68% interval of its first 200 rows by \d\d+% \(mass\)") as caught:
+        add_mass_age(stars, model="giants")
+    messages = [str(w.message) for w in caught if w.category is LabelNoiseWarning]
+    assert len(messages) == 1
+    assert "propagate_errors=True" in messages[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", LabelNoiseWarning)
+        propagated = add_mass_age(stars, model="giants", propagate_errors=True)
+        stars["N_FE_ERR"] = np.full(len(stars), 0.04) * u.dex
+        add_mass_age(stars, model="giants")
+        plain = add_mass_age(stars, model="giants")
+    # Propagated, the intervals are wider than without the errors.
+    ok = ~propagated["mass"].mask & ~plain["mass"].mask
+
+    def width(annotated):
+        return np.median(np.asarray(annotated["mass_p84"] - annotated["mass_p16"])[ok])
+
+    assert width(propagated) > 1.2 * width(plain)
