@@ -86,9 +86,10 @@ def _slam_like(stars):
 
 @pytest.mark.parametrize("model", [None, "giants"])
 def test_add_mass_age_reads_the_table_once(stars, lookups, model):
+    stars = stars[:50]
     stars["TEFF_ERR"] = np.full(len(stars), 60.0) * u.K
     with conf.set_temp("chunk_size", 7):  # several blocks
-        annotated = add_mass_age(stars, model=model, propagate_errors=True)
+        annotated = add_mass_age(stars, model=model, propagate_errors=True, n_draws=8)
     assert lookups["label_source"] == 1
     assert lookups["features"], "no feature was looked up"
     assert max(lookups["features"].values()) == 1, lookups["features"]
