@@ -310,7 +310,10 @@ def _percent(value):
 
 
 def _markdown(results):
-    lines = ["# Models v2 on the full-range APOKASC-3 set, and the paper's protocol", "",
+    from .. import __version__
+
+    lines = ["# The packaged recipes on the full-range APOKASC-3 set, and the paper's protocol",
+             "", f"stellar_ml_ages {__version__}. "
              f"Settings: {json.dumps(results['settings'])}; data: `{results['data_dir']}`; "
              f"run time {results['seconds']:.0f} s.", "",
              "## Label scale: preliminary APOKASC-3 labels onto APOGEE DR17 allStar", "",
