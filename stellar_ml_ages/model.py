@@ -300,7 +300,10 @@ def row_normal_deviates(rows, seed, n_draws, n_columns):
     """
     from scipy.special import ndtri
 
-    bits = np.ascontiguousarray(np.nan_to_num(np.asarray(rows, dtype=np.float64), nan=0.0))
+    values = np.asarray(rows, dtype=np.float64)
+    if len(values) == 0:  # no row to draw for (a block where nothing is predicted)
+        return np.zeros((n_draws, 0, n_columns))
+    bits = np.ascontiguousarray(np.nan_to_num(values, nan=0.0))
     bits = bits.reshape(len(bits), -1).view(np.uint64)
     with np.errstate(over="ignore"):
         key = np.full(len(bits), _mix64(np.uint64(int(seed) & 0xFFFFFFFFFFFFFFFF)))

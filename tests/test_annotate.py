@@ -388,3 +388,16 @@ def test_error_columns_noisier_than_the_training_labels_are_warned_about(stars):
         return np.median(np.asarray(annotated["mass_p84"] - annotated["mass_p16"])[ok])
 
     assert width(propagated) > 1.2 * width(plain)
+
+
+@pytest.mark.parametrize("propagate", [False, True])
+def test_error_columns_with_nothing_to_predict(stars, propagate):
+    """An empty table, or one whose every row lacks an input, with error columns: every row
+    kept and flagged, no crash in the error draws (there is no row to draw for)."""
+    stars["N_FE_ERR"] = np.full(len(stars), 0.2) * u.dex
+    assert len(add_mass_age(stars[:0], model="giants", propagate_errors=propagate)) == 0
+    stars["TEFF"] = np.nan * stars["TEFF"]
+    with pytest.warns(FlaggedRowsWarning, match="Teff is missing"):
+        annotated = add_mass_age(stars, model="giants", propagate_errors=propagate)
+    assert len(annotated) == len(stars) and annotated["mass"].mask.all()
+    assert np.all(annotated["mass_age_flag"] & MassAgeFlag.MISSING_INPUT)
