@@ -352,14 +352,19 @@ def read_manifest(directory):
     return manifest
 
 
+def _json_sha256(content, own_field):
+    """Checksum of a JSON object without ``own_field``, the field that holds it."""
+    content = {name: value for name, value in content.items() if name != own_field}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def _record_sha256(page):
     """Checksum of a page's record in the manifest, without itself.
 
     A resume starts after the last record's ``last_key``: an edited one would repeat
     or skip rows, so records are checked as parts are.
     """
-    record = {name: value for name, value in page.items() if name != "record_sha256"}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return _json_sha256(page, "record_sha256")
 
 
 def _manifest_sha256(manifest):
@@ -368,8 +373,7 @@ def _manifest_sha256(manifest):
     Covers what a record's checksum does not: ``complete``, ``summary``, ``pending``,
     the settings and which records there are.
     """
-    content = {name: value for name, value in manifest.items() if name != "manifest_sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    return _json_sha256(manifest, "manifest_sha256")
 
 
 def _checksum_problem(manifest):
