@@ -243,28 +243,38 @@ def _refused(error, url, client_id, client_name, message):
         service=url, client=client_id)
 
 
-def _call(client, url, client_id, client_name, message, timeout):
-    """call_and_wait, with every failure turned into a package error."""
+def _ask(client, url, client_id, message, timeout, client_name="Aladin"):
+    """call_and_wait: the reply, or None if none came within ``timeout``; a refusal or a
+    hub that stops answering is a package error."""
     from pyvo.samp import SAMPProxyError
 
     try:
-        reply = client.call_and_wait(client_id, message, _hub_seconds(timeout))
+        return client.call_and_wait(client_id, message, _hub_seconds(timeout))
     except SAMPProxyError as error:
-        text = getattr(error, "faultString", str(error))
-        if "timeout" in text.lower():
-            raise SAMPClientError(
-                f"SAMP client {client_name} ({client_id}) did not answer "
-                f"{message['samp.mtype']} within {timeout} s", service=url,
-                client=client_id) from None
+        if "timeout" in getattr(error, "faultString", str(error)).lower():
+            return None
         raise _refused(error, url, client_id, client_name, message) from None
     except (OSError, xmlrpc.client.Error) as error:
         raise _hub_failure(error, url) from None
+
+
+def _status(reply):
+    return reply.get("samp.status") if isinstance(reply, dict) else None
+
+
+def _call(client, url, client_id, client_name, message, timeout):
+    """call_and_wait, with every failure turned into a package error."""
+    reply = _ask(client, url, client_id, message, timeout, client_name)
+    if reply is None:
+        raise SAMPClientError(
+            f"SAMP client {client_name} ({client_id}) did not answer "
+            f"{message['samp.mtype']} within {timeout} s", service=url, client=client_id)
     return _checked(reply, url, client_id, client_name, message)
 
 
 def _checked(reply, url, client_id, client_name, message):
     """The reply itself, or the package error its status calls for."""
-    status = reply.get("samp.status") if isinstance(reply, dict) else None
+    status = _status(reply)
     if status is None:
         # pyvo's hub returns an empty response when it stops while waiting.
         raise SAMPHubError(
@@ -315,26 +325,6 @@ def _is_aladin(client, client_id, client_name):
     except (OSError, xmlrpc.client.Error):
         return False
     return _ALADIN_SELECT in subscriptions and _ALADIN_SCRIPT in subscriptions
-
-
-def _ask(client, url, client_id, message, timeout):
-    """A short call to Aladin: its reply, or None if it did not answer within ``timeout``."""
-    from pyvo.samp import SAMPProxyError
-
-    try:
-        return client.call_and_wait(client_id, message, _hub_seconds(timeout))
-    except SAMPProxyError as error:
-        if "timeout" in getattr(error, "faultString", str(error)).lower():
-            return None
-        raise SAMPClientError(
-            f"the hub refused {message['samp.mtype']} to Aladin ({client_id}): "
-            f"{getattr(error, 'faultString', error)}", service=url, client=client_id) from None
-    except (OSError, xmlrpc.client.Error) as error:
-        raise _hub_failure(error, url) from None
-
-
-def _status(reply):
-    return reply.get("samp.status") if isinstance(reply, dict) else None
 
 
 def _aladin_holds(client, url, client_id, table_id, timeout):
