@@ -26,6 +26,7 @@ import re
 import warnings
 from dataclasses import dataclass
 
+from .columns import _names_by_lower
 from .exceptions import LabelSourceWarning
 
 __all__ = ["LabelSource", "check_label_source", "label_noise_problem", "label_source_problem",
@@ -106,10 +107,6 @@ def _vizier_pattern(identifier):
                       re.IGNORECASE)
 
 
-def _by_lower(table):
-    return {name.lower() for name in table.colnames}
-
-
 def table_label_source(table):
     """What the table says about the survey its labels come from.
 
@@ -142,7 +139,7 @@ def table_label_source(table):
             for identifier in identifiers:
                 if _vizier_pattern(identifier).search(text):
                     return LabelSource(name, scale, f"meta[{key!r}] names VizieR {identifier}")
-    names = _by_lower(table)
+    names = set(_names_by_lower(table))
     if "apogee_id" in names and ({"aspcapflag", "aspcapflags"} & names):
         return LabelSource("APOGEE", "APOGEE", "columns APOGEE_ID and ASPCAPFLAG")
     if "sobject_id" in names or "flag_sp" in names:

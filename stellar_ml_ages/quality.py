@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .columns import _names_by_lower
 from .exceptions import ColumnValueError
 
 __all__ = ["ASPCAPFLAG_BAD_BITS", "ELEMFLAG_BAD_BITS", "STARFLAG_BAD_BITS", "QualityCheck",
@@ -85,13 +86,6 @@ class QualityCheck:
     bad: np.ndarray
     counts: dict = field(default_factory=dict)
     used: list = field(default_factory=list)
-
-
-def _by_lower(table):
-    names = {}
-    for name in table.colnames:
-        names.setdefault(name.lower(), name)
-    return names
 
 
 def _integer_flags(column, name):
@@ -155,7 +149,8 @@ class SurveyFlags:
     """
 
     def __init__(self, table, input_columns):
-        names = _by_lower(table)
+        # The first column of each name, compared without case.
+        names = {lower: found[0] for lower, found in _names_by_lower(table).items()}
         #: (kind, column, what): "bits" with {bit: name}, "good" with the good text
         #: value, "nonzero" with None.
         self.rules = []
