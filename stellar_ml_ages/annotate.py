@@ -224,11 +224,6 @@ class _Inputs:
     survey_flags: object
     state_column: str | None
 
-    @property
-    def columns(self):
-        """The table columns the features are read from."""
-        return _input_columns(self.resolved)
-
 
 def _input_columns(resolved):
     return [column for source in resolved.values() for column in source.columns]

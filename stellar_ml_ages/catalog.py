@@ -1173,17 +1173,13 @@ def _first_reading(page, options, query):
 
 def _same_columns(page, reading, first_key):
     """Every page is annotated with the first page's reading: it must have its columns."""
-    columns = tuple(page.colnames)
-    if columns == reading.colnames:
+    difference = reading.column_difference(page)
+    if difference is None:
         return
-    missing = [name for name in reading.colnames if name not in columns]
-    extra = [name for name in columns if name not in reading.colnames]
-    differences = ([f"without {', '.join(missing)}"] if missing else []) + (
-        [f"with {', '.join(extra)}"] if extra else [])
     raise CatalogError(
         f"the service's page starting at key {first_key!r} has other columns than the "
-        f"first page of this build ({'; '.join(differences) or 'in another order'}: "
-        f"{', '.join(columns)}; first page: {', '.join(reading.colnames)}), and every page "
+        f"first page of this build ({difference}: "
+        f"{', '.join(page.colnames)}; first page: {', '.join(reading.colnames)}), and every page "
         "is annotated as the first page was read. The table changed during the build, or "
         "the service answers with another column set: give --columns explicitly, or build "
         "again (--restart) once the table is stable")

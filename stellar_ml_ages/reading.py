@@ -65,10 +65,20 @@ class TableReading:
             raise type(self._state)(str(self._state))
         return self._state
 
-    @property
-    def mapping(self):
-        """The user's ``{feature: column}`` overrides this reading honours."""
-        return self.columns.mapping
+    def column_difference(self, table):
+        """How ``table``'s column names differ from the ones read, or None.
+
+        The blocks of a file and the pages of a catalog are annotated as their first
+        was read: each must have its columns, in its order.
+        """
+        columns = tuple(table.colnames)
+        if columns == self.colnames:
+            return None
+        missing = [name for name in self.colnames if name not in columns]
+        extra = [name for name in columns if name not in self.colnames]
+        differences = ([f"without {', '.join(missing)}"] if missing else []) + (
+            [f"with {', '.join(extra)}"] if extra else [])
+        return "; ".join(differences) or "in another order"
 
     def sources(self, features):
         """Feature name to its source (see `~stellar_ml_ages.columns.resolve_columns`)."""

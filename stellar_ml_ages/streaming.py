@@ -637,12 +637,11 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                                          options.get("state_column"))
                     model = select_model(reading) if model is None else get_model(model)
                     run = RunSummary(model)
-                elif tuple(block.colnames) != reading.colnames:
-                    changed = sorted(set(block.colnames) ^ set(reading.colnames))
+                elif difference := reading.column_difference(block):
                     raise StreamingError(
                         f"block {n_blocks + 1} of {str(input_path)!r} has other columns than "
-                        f"the first ({', '.join(changed) or 'another order'}): the file is read "
-                        "as its first block says; a prepare step must treat every block alike")
+                        f"the first ({difference}): the file is read as its first block "
+                        "says; a prepare step must treat every block alike")
                 # One summary for the whole file: each warning is given once, at the end.
                 annotated = _annotate_call(block, model, copy=False,
                                            overwrite=overwrite_columns, summary=run,
