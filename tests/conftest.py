@@ -95,3 +95,14 @@ def local_vizier(tap_url):
             conf.set_temp("slam_table_prefix", "smatest.slam"), \
             conf.set_temp("retry_backoff", 0.05):
         yield tap_url
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A private in-process SAMP hub on 127.0.0.1: ``(server, lockfile)``."""
+    from .samp_peers import start_private_hub
+
+    lockfile = tmp_path / "samp-lock"
+    server = start_private_hub(lockfile)
+    yield server, lockfile
+    server.stop()

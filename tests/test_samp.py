@@ -27,14 +27,6 @@ from .samp_peers import RecordingReceiver, registered_names, start_private_hub
 
 
 @pytest.fixture
-def hub(tmp_path):
-    lockfile = tmp_path / "samp-lock"
-    server = start_private_hub(lockfile)
-    yield server, lockfile
-    server.stop()
-
-
-@pytest.fixture
 def receiver(hub):
     peer = RecordingReceiver(hub[0])
     yield peer

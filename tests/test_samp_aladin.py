@@ -25,7 +25,7 @@ from stellar_ml_ages import SAMPNoReplyWarning, add_mass_age, samp
 from stellar_ml_ages.exceptions import SAMPClientError
 from stellar_ml_ages.samp import point_at, select_rows, send
 
-from .samp_peers import FakeAladin, registered_names, start_private_hub
+from .samp_peers import FakeAladin, registered_names
 
 
 def _with_positions(table):
@@ -43,14 +43,6 @@ def annotated(stars):
 
 
 # ------------------------------------------------- the stand-in, in-process hub
-@pytest.fixture
-def hub(tmp_path):
-    lockfile = tmp_path / "samp-lock"
-    server = start_private_hub(lockfile)
-    yield server, lockfile
-    server.stop()
-
-
 @pytest.fixture
 def fast_grace(monkeypatch):
     monkeypatch.setattr(samp, "ALADIN_REPLY_GRACE", 0.3)
