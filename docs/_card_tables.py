@@ -98,8 +98,10 @@ def models_report_table():
                          f"{e['log_slope_RGB']:.2f} / {e['log_slope_RC']:.2f}",
                          f"{_percent(e['worst_bin_coverage'])} "
                          f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})"])
-    note = (f"\n{report['n_folds']} KIC-hash folds, spec ``{report['spec']}``; run "
-            f"{report['date']} at commit {report['commit']}.\n")
+    runs = "; ".join(f"{name} {variant.get('date', report['date'])} at commit "
+                     f"{variant.get('commit', report['commit'])}"
+                     for name, variant in report["variants"].items())
+    note = f"\n{report['n_folds']} KIC-hash folds, spec ``{report['spec']}``; run: {runs}.\n"
     return _table(header, rows) + note
 
 

@@ -1164,11 +1164,10 @@ def _first_reading(page, options, query):
     (``"J/ApJS/245/34/catalog"``) says where the labels come from, as it does for a
     fetched table. The page itself is not changed (its part's bytes are not).
     """
-    from .reading import read_table
+    from .reading import read_table_for_call
 
     meta = {**page.meta, "QUERY": _provenance_query(query)}
-    return read_table(_PageHeader(page.colnames, meta), options.get("mapping"),
-                      options.get("state_column"))
+    return read_table_for_call(_PageHeader(page.colnames, meta), options)
 
 
 def _same_columns(page, reading, first_key):

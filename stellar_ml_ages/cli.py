@@ -246,7 +246,7 @@ def _slam_options(args, options):
         if getattr(args, "slam_snr", None) is not None:
             raise argparse.ArgumentTypeError("--slam-snr goes with --slam-errors")
         return None
-    from .slam import slam_uncertainties
+    from .slam import _with_slam_errors
 
     if args.propagate_errors is None:
         options["propagate_errors"] = True
@@ -258,17 +258,16 @@ def _slam_options(args, options):
             snr = float(snr)
         except ValueError:
             pass  # a column name
-    from .slam import slam_error_columns
-
     user_mapping = dict(options.get("mapping") or {})
     # The annotation reads the combined errors from new columns, named per label; the
     # user's own error columns are written out unchanged.
     annotate_mapping = options["mapping"] = dict(user_mapping)
 
     def prepare(table):
-        names = slam_error_columns(table, user_mapping, keep_own_columns=True)
+        table, names = _with_slam_errors(table, snr=snr, mapping=user_mapping,
+                                        keep_own_columns=True)
         annotate_mapping.update({f"{label}_err": name for label, name in names.items()})
-        return slam_uncertainties(table, snr=snr, mapping=user_mapping, keep_own_columns=True)
+        return table
 
     return prepare
 

@@ -394,7 +394,7 @@ def _plain(column):
 
 def _run_model(table, target, model, options):
     from .annotate import _annotate_call, calibration_grid, quantile_suffix
-    from .reading import read_table
+    from .reading import read_table_for_call
     from .registry import get_model, select_model
 
     for forbidden in ("prefix", "suffix", "quantiles", "copy", "overwrite", "intervals"):
@@ -403,7 +403,7 @@ def _run_model(table, target, model, options):
     if model is None and "MLMODEL" in table.meta:
         model = table.meta["MLMODEL"]
     # Read once, as add_mass_age reads it, and the model checked before any work.
-    reading = read_table(table, options.get("mapping"), options.get("state_column"))
+    reading = read_table_for_call(table, options)
     model = select_model(reading) if model is None else get_model(model)
     if target not in model.target_names:
         raise ModelError(f"model {model.name!r} does not predict {target!r}; it "

@@ -171,10 +171,14 @@ def validate_card(card, where="model card"):
              "feature entries?)")
     oblique = card.get("oblique_inputs", [])
     need(isinstance(oblique, list), "'oblique_inputs' must be a list")
+    # A feature's residual names the feature; a target direction its ln target.
+    directions = {f"ln {target.get('name')}" for target in card.get("targets") or []
+                  if isinstance(target, dict)}
     for entry in oblique:
-        need(isinstance(entry, dict) and entry.get("of") in seen,
+        need(isinstance(entry, dict) and (entry.get("of") in seen
+                                          or entry.get("of") in directions),
              f"oblique input {entry.get('name') if isinstance(entry, dict) else entry!r} must "
-             "name one of the card's features in 'of'")
+             "name one of the card's features (or 'ln <target>') in 'of'")
         weights = _finite_numbers(entry.get("weights", []),
                                   f"{where}: oblique input {entry['of']!r} weights")
         need(len(weights) == len(features),

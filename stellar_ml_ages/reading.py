@@ -25,7 +25,7 @@ from .exceptions import ColumnError
 from .labelsource import LabelSource, table_label_source
 from .quality import SurveyFlags
 
-__all__ = ["TableReading", "read_table"]
+__all__ = ["TableReading", "read_table", "read_table_for_call"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +139,13 @@ def read_table(table, mapping=None, state_column=None):
         state = error
     return TableReading(colnames=tuple(table.colnames), label_source=table_label_source(table),
                         _state=state, columns=ColumnResolution(table, mapping))
+
+
+def read_table_for_call(table, options):
+    """`read_table` with the column options of an `~stellar_ml_ages.add_mass_age` call.
+
+    ``options`` is the call's keyword arguments; only ``mapping`` and
+    ``state_column`` are read. For the callers that pass those options on
+    (`~stellar_ml_ages.predictive_distribution`, streamed blocks, catalog pages).
+    """
+    return read_table(table, options.get("mapping"), options.get("state_column"))

@@ -336,6 +336,13 @@ def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise",
     >>> out["e_Teff"].round(1).tolist(), out["e_[N/M]"].round(3).tolist()
     ([60.0, 194.0], [0.096, 0.422])
     """
+    return _with_slam_errors(table, snr, mapping, missing_snr, keep_own_columns)[0]
+
+
+def _with_slam_errors(table, snr=None, mapping=None, missing_snr="raise",
+                     keep_own_columns=False):
+    """`slam_uncertainties` and the ``{label: column}`` it wrote, from one reading of
+    the table's names (what `slam_error_columns` would say, without a second)."""
     if missing_snr not in ("raise", "warn"):
         raise ValueError(f"missing_snr must be 'raise' or 'warn', not {missing_snr!r}")
     mapping = dict(mapping or {})
@@ -360,4 +367,4 @@ def slam_uncertainties(table, snr=None, mapping=None, missing_snr="raise",
         f"{', '.join(written)} = max(own error, SLAM error: sqrt(scatter**2 - APOGEE "
         f"noise**2), scatter at S/N_g {REFERENCE_SNR:g} x max(1, {REFERENCE_SNR:g}/S/N)); "
         f"S/N from {snr_source}")
-    return out
+    return out, names

@@ -43,7 +43,7 @@ from .annotate import _annotate_call
 from .config import conf
 from .diagnostics import RunSummary
 from .exceptions import StreamingError
-from .reading import read_table
+from .reading import read_table_for_call
 from .registry import get_model, select_model
 
 __all__ = ["STREAMABLE_FORMATS", "StreamSummary", "annotate_file", "output_mode"]
@@ -633,8 +633,7 @@ def annotate_file(input_path, output_path, *, input_format, output_format, model
                 if n_blocks == 0:
                     # What the file is (label source, columns, state, flags) is read
                     # once, from its first block: the others have its columns and meta.
-                    reading = read_table(block, options.get("mapping"),
-                                         options.get("state_column"))
+                    reading = read_table_for_call(block, options)
                     model = select_model(reading) if model is None else get_model(model)
                     run = RunSummary(model)
                 elif difference := reading.column_difference(block):

@@ -13,7 +13,7 @@ from stellar_ml_ages.model import load_model, validate_card, with_oblique_inputs
 from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
 from stellar_ml_ages.training.evaluation import state_bin_coverage
 from stellar_ml_ages.training.labelscale import deming_slope, fit_label_correction
-from stellar_ml_ages.training.pipeline import fit_oblique_inputs
+from stellar_ml_ages.training.pipeline import _select, add_input_noise, fit_oblique_inputs
 
 
 # ------------------------------------------------------------------ label scale
@@ -144,6 +144,35 @@ def test_a_card_with_malformed_oblique_inputs_is_refused(oblique_model):
     card = copy.deepcopy(oblique_model.card)
     card["oblique_inputs"][0]["of"] = "dnu"
     with pytest.raises(ModelFormatError, match="must name one of the card's features"):
+        validate_card(card)
+
+
+def test_target_directions_are_the_targets_linear_fits_and_travel_in_the_card(tmp_path):
+    """``target_directions`` (measured, not packaged): ln mass and ln age's least-squares
+    fits on the z-scores, one input each, centred and of unit spread on the training
+    stars; a card that names another target is refused."""
+    spec = dataclasses.replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10,
+                               target_directions=True)
+    catalog = make_synthetic_catalog(spec, 500, seed=2)
+    model = train_model(spec, catalog).model
+    entries = model.card["oblique_inputs"]
+    assert [entry["of"] for entry in entries] == ["teff", "c_n", "logg", "ln mass", "ln age"]
+    assert model.card["hyperparameters"]["target_directions"] is True
+    # On the training stars the direction is centred, of unit spread, and follows ln mass.
+    keep, features, targets = _select(catalog, spec)
+    z = model.standardize(add_input_noise(spec, features[keep], np.asarray(catalog["KIC"])[keep]))
+    direction = model.forest_inputs(z)[:, len(model.feature_names) + 3]
+    assert abs(direction.mean()) < 0.1 and direction.std() == pytest.approx(1.0, rel=0.1)
+    correlation = np.corrcoef(direction, np.log(targets["mass"][keep]))[0, 1]
+    assert correlation ** 2 == pytest.approx(entries[3]["explained_variance"], abs=0.05)
+    assert correlation > 0.3
+    restored = load_model(model.save(tmp_path))
+    rows = features[keep][:5]
+    np.testing.assert_array_equal(restored.predict(rows)["age"]["value"],
+                                  model.predict(rows)["age"]["value"])
+    card = copy.deepcopy(model.card)
+    card["oblique_inputs"][3]["of"] = "ln radius"
+    with pytest.raises(ModelFormatError, match="'ln <target>'"):
         validate_card(card)
 
 

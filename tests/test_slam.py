@@ -470,6 +470,39 @@ def test_command_line_slam_errors_streamed_and_in_memory(tmp_path, capsys):
     assert "rows" in capsys.readouterr().out
 
 
+def test_command_line_slam_errors_read_the_slam_columns_once_per_block(tmp_path,
+                                                                        monkeypatch):
+    """``--slam-errors`` finds SLAM's columns once per block (it used to ask twice:
+    for the error columns' names, then to write them)."""
+    from stellar_ml_ages import slam as slam_module
+    from stellar_ml_ages.cli import main
+
+    readings = []
+    original = slam_module._slam_sources
+
+    def counting(table, mapping):
+        readings.append(len(table))
+        return original(table, mapping)
+
+    monkeypatch.setattr(slam_module, "_slam_sources", counting)
+    stars, _ = slam_like(40, snr=30.0)
+    for label, portable in (("[M/H]", "M_H"), ("[alpha/M]", "ALPHA_M"), ("[C/M]", "C_M"),
+                            ("[N/M]", "N_M"), ("Teff", "TEFF"), ("logg", "LOGG")):
+        stars.rename_column(label, portable)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FITS cannot keep log g's dex(cm / s2)
+        stars.write(tmp_path / "slam.fits")
+    out = tmp_path / "out.fits"
+    assert main(["annotate", str(tmp_path / "slam.fits"), str(out), "--slam-errors",
+                 "--no-progress", "--block-rows", "15"]) == 0
+    assert readings == [15, 15, 10]  # one per block
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        annotated = Table.read(out)
+    np.testing.assert_allclose(np.asarray(annotated["TEFF_ERR"]), slam_error("teff", 30.0))
+    assert np.isfinite(np.ma.filled(annotated["mass_p84"], np.nan)).sum() >= 35
+
+
 def test_command_line_slam_errors_keep_the_users_own_error_columns(tmp_path):
     """Silent case 4 of #26: ``--slam-errors`` writes the combined errors to new
     ``*_slam`` columns and propagates those; the user's ``e_*`` columns are kept."""

@@ -25,6 +25,10 @@ Variants:
     trends the overlap identifies (`load_full_range_training_table` defaults).
 ``v3``
     ``v3-labels`` and the packaged spec as it is now (oblique features...).
+``v3+directions``
+    ``v3`` and each target's linear fit on the features as two more forest inputs
+    (``target_directions``); measured, not packaged. Not in the default
+    ``--variants``: ``--variants v3+directions`` adds it to the report.
 
 Usage::
 
@@ -69,6 +73,8 @@ def variants(spec_name):
                                                         "scale_method": "symmetric"}),
         "v3-labels": (dataclasses.replace(spec, **v2_fields), {}),
         "v3": (spec, {}),
+        # Measured, not packaged: see docs/models.rst.
+        "v3+directions": (dataclasses.replace(spec, target_directions=True), {}),
     }
 
 

@@ -415,6 +415,42 @@ def fit_oblique_inputs(names, feature_names, standardized):
     return entries
 
 
+def fit_target_directions(training_sets):
+    """Card entries of supervised oblique inputs: each target's linear fit on the features.
+
+    ``training_sets`` maps a target name to the (z-scores, ln target) of its training
+    stars. The least-squares direction of ln(target) in feature space is the one along
+    which the target changes most; given to every forest as one more input, a split on
+    it does at once what axis-aligned splits can only approach by staircases, which
+    compresses the predictions less. Stored like `fit_oblique_inputs`' entries (weights
+    on the z-scores, an offset and a scale that centre and standardise it on the
+    training stars), so that prediction needs nothing new; coefficients are rounded to
+    12 decimals for byte-identical retraining.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.training.pipeline import fit_target_directions
+    >>> z = np.random.default_rng(1).normal(size=(200, 2))
+    >>> entry, = fit_target_directions({"mass": (z, 0.3 * z[:, 0] - 0.1 * z[:, 1])})
+    >>> entry["of"], np.round(entry["weights"], 2).tolist(), entry["explained_variance"]
+    ('ln mass', [0.3, -0.1], 1.0)
+    """
+    entries = []
+    for name, (standardized, log_target) in training_sets.items():
+        design = np.column_stack([np.ones(len(standardized)), standardized])
+        coefficients, *_ = np.linalg.lstsq(design, log_target, rcond=None)
+        weights = np.round(coefficients[1:], 12)
+        fitted = standardized @ weights
+        offset = round(float(-fitted.mean()), 12)
+        entries.append({"name": f"ln {name} | linear fit on the features", "of": f"ln {name}",
+                        "weights": [float(w) for w in weights], "offset": offset,
+                        "scale": round(float(np.std(fitted)), 12),
+                        "explained_variance": round(float(
+                            1 - np.var(log_target - fitted) / np.var(log_target)), 6)})
+    return entries
+
+
 def rarity_weights(log_target, states, cap, n_bins=12):
     """Per-star weights: inverse density of ``log_target`` within the star's state.
 
@@ -574,6 +610,10 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     scale = train_features.std(axis=0)
     oblique = fit_oblique_inputs(spec.oblique_features, list(spec.features),
                                  (train_features - mean) / scale)
+    if spec.target_directions:
+        oblique += fit_target_directions(
+            {name: ((features[kept[name]] - mean) / scale, np.log(targets[name][kept[name]]))
+             for name in spec.targets})
 
     def standardize(rows):
         return with_oblique_inputs((features[rows] - mean) / scale, oblique)

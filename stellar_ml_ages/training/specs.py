@@ -94,6 +94,11 @@ class ModelSpec:
         features is given to the forests as an extra input, fitted on each training
         set (``training.pipeline.fit_oblique_inputs``) and stored in
         the card; the hull stays on ``features``.
+    target_directions : bool
+        If true, each target's least-squares linear fit on the features (z-scores of
+        the target's training stars) is given to every forest as one more oblique
+        input (``training.pipeline.fit_target_directions``), stored in the card
+        after the ``oblique_features``' entries.
     target_limits : dict
         Target name to the (low, high) values accepted as physical: catalog
         outliers beyond them (a 0.015 Msun or a 30 Gyr "giant") are not selected.
@@ -131,6 +136,7 @@ class ModelSpec:
     candidate_features: tuple = ()
     oblique_features: tuple = ()
     rarity_weight_cap: float = 0.0
+    target_directions: bool = False
     target_limits: dict = None
 
     def __post_init__(self):
@@ -165,6 +171,7 @@ class ModelSpec:
                else {}),
             **({"rarity_weight_cap": self.rarity_weight_cap} if self.rarity_weight_cap
                else {}),
+            **({"target_directions": True} if self.target_directions else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
             **({"label_noise_shrinkage": self.label_noise_shrinkage}
                if self.label_noise_shrinkage else {}),
