@@ -73,12 +73,12 @@ def state_bin_table(name):
     return _table(header, rows) if rows else "(not recorded in this card)\n"
 
 
-def models_report_table():
-    """Version 2 against version 3 of the giants recipe, out of fold
-    (tools/models_report.py)."""
+def models_report_table(file_name="models_report.json"):
+    """Versions of a recipe against each other, out of fold (tools/models_report.py):
+    the giants' by default, another spec's from its ``models_report_<spec>.json``."""
     import json
 
-    path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / "models_report.json"
+    path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / file_name
     report = json.loads(path.read_text())
     header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
               "slope RGB / RC", "worst state x true-value bin [p16, p84]: robust "
@@ -92,10 +92,14 @@ def models_report_table():
         for target, e in variant["scores"].items():
             rows.append([name, target, two(e["median_rel_error_all"]),
                          two(e["median_rel_error_in_hull"]),
-                         two(e["median_rel_error_RGB"]), two(e["median_rel_error_RC"]),
+                         *(two(e[f"median_rel_error_{state}"])
+                           if f"median_rel_error_{state}" in e else "-"
+                           for state in ("RGB", "RC")),
                          f"{two(e['dr17_input']['median_rel_error'])} "
                          f"({e['dr17_input']['n']})",
-                         f"{e['log_slope_RGB']:.2f} / {e['log_slope_RC']:.2f}",
+                         " / ".join(f"{e[f'log_slope_{state}']:.2f}"
+                                    if f"log_slope_{state}" in e else "-"
+                                    for state in ("RGB", "RC")),
                          f"{_percent(e['worst_bin_coverage'])} "
                          f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})"])
     runs = "; ".join(f"{name} {variant.get('date', report['date'])} at commit "
@@ -523,6 +527,9 @@ def write(directory):
     (directory / "population_trends.rst").write_text(population_trends_table())
     (directory / "rgb_experiment.rst").write_text(rgb_experiment_table())
     (directory / "models_report.rst").write_text(models_report_table())
+    for spec in ("red-clump", "red-clump-seismic"):
+        (directory / f"models_report_{spec}.rst").write_text(
+            models_report_table(f"models_report_{spec}.json"))
     (directory / "clump_selection.rst").write_text(clump_selection_table())
     population_figure(directory / "population_age.png")
     population_trend_figure(directory / "population_trends.png")

@@ -134,6 +134,11 @@ def _slope(predicted, truth):
     return float(np.polyfit(np.log(truth[use]), np.log(predicted[use]), 1)[0])
 
 
+def _states(state):
+    """The states scored separately: RGB and RC, those the spec trains on."""
+    return [s for s in ("RGB", "RC") if np.any(state == s)]
+
+
 def scores(arrays, targets):
     state = arrays["state"]
     out = {}
@@ -144,7 +149,7 @@ def scores(arrays, targets):
                  "median_rel_error_all": _median_error(value, truth),
                  "median_rel_error_in_hull": _median_error(value[inside], truth[inside]),
                  "fraction_in_hull": float(inside[np.isfinite(truth)].mean())}
-        for s in ("RGB", "RC"):
+        for s in _states(state):
             rows = state == s
             entry[f"median_rel_error_{s}"] = _median_error(value[rows], truth[rows])
             entry[f"log_slope_{s}"] = _slope(value[rows], truth[rows])
@@ -162,7 +167,7 @@ def scores(arrays, targets):
             & (truth[has] <= arrays[f"{target}_p97.5"][has])))
         # By *predicted* value too, per state: tenths of the point estimate.
         entry["coverage_by_predicted_tenth"] = {}
-        for s in ("RGB", "RC"):
+        for s in _states(state):
             for label, low_name, high_name in (("robust", "_p16", "_p84"),
                                                ("posterior", "_p16_posterior",
                                                 "_p84_posterior")):
@@ -199,9 +204,14 @@ def main(argv=None):
     parser.add_argument("--variants", default="v2,v3-labels,v3")
     parser.add_argument("--save-arrays", default=None, metavar="DIR",
                         help="also write each variant's out-of-fold arrays to DIR/<variant>.npz")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "stellar_ml_ages"
-                                              / "data" / "models_report.json"))
+    parser.add_argument("--out", default=None,
+                        help="default: stellar_ml_ages/data/models_report.json for giants, "
+                             "models_report_<spec>.json for another spec")
     args = parser.parse_args(argv)
+    if args.out is None:
+        suffix = "" if args.spec == "giants" else f"_{args.spec}"
+        args.out = str(Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data"
+                       / f"models_report{suffix}.json")
     warnings.simplefilter("ignore")  # catalog unit strings; the numbers are what matter
     known = variants(args.spec)
     report = {"commit": git_commit(), "date": datetime.date.today().isoformat(),
@@ -227,11 +237,11 @@ def main(argv=None):
             print(f"  {target}: all {100 * entry['median_rel_error_all']:.2f}%, in hull "
                   f"{100 * entry['median_rel_error_in_hull']:.2f}%, DR17 input "
                   f"{100 * entry['dr17_input']['median_rel_error']:.2f}% "
-                  f"(n={entry['dr17_input']['n']}), RGB "
-                  f"{100 * entry['median_rel_error_RGB']:.2f}%, RC "
-                  f"{100 * entry['median_rel_error_RC']:.2f}%, slopes RGB "
-                  f"{entry['log_slope_RGB']:.2f} RC {entry['log_slope_RC']:.2f}, worst bin "
-                  f"{100 * entry['worst_bin_coverage']:.0f}%")
+                  f"(n={entry['dr17_input']['n']}), "
+                  + ", ".join(f"{s} {100 * entry[f'median_rel_error_{s}']:.2f}% (slope "
+                              f"{entry[f'log_slope_{s}']:.2f})"
+                              for s in ("RGB", "RC") if f"log_slope_{s}" in entry)
+                  + f", worst bin {100 * entry['worst_bin_coverage']:.0f}%")
         path.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {path}")
 

@@ -277,6 +277,8 @@ PACKAGED_SPECS = {
             features=("c_n", "logg", "teff", "n_fe", "alpha_m", "fe_h"),
             evolutionary_states=("RC",),
             calibration_groups=("RC",),
+            # As the giants models' (measured: docs/models.rst, red-clump models).
+            oblique_features=("teff", "c_n", "logg"),
         ),
         _full_range(
             name="red-clump-seismic-apogee-dr17",
@@ -291,6 +293,7 @@ PACKAGED_SPECS = {
             input_noise={"dnu": SEISMIC_DNU_NOISE},
             calibration_groups=("RC",),
             candidate_features=("dnu", *CANDIDATE_LABELS),
+            oblique_features=("teff", "c_n", "logg"),
         ),
     )
 }
