@@ -32,7 +32,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _provenance import git_commit  # tools/ is the script's directory
+from _paired import paired_bootstrap  # tools/ is the script's directory
+from _provenance import git_commit
 
 from stellar_ml_ages.training import get_spec
 from stellar_ml_ages.training.catalogs import load_full_range_training_table
@@ -73,17 +74,6 @@ def _scores(predicted, truth, states):
             slope = np.polyfit(np.log(truth[rows]), np.log(predicted[rows]), 1)[0]
             result[f"log_slope_{group}"] = round(float(slope), 3)
     return result
-
-
-def _paired_bootstrap(candidate, forest, truth, n=400, seed=0):
-    """Mean and spread of the change in median relative error (percentage points)."""
-    ok = np.isfinite(candidate) & np.isfinite(forest) & np.isfinite(truth)
-    a = np.abs(candidate[ok] / truth[ok] - 1)
-    b = np.abs(forest[ok] / truth[ok] - 1)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, ok.sum(), size=(n, ok.sum()))
-    change = 100 * (np.median(a[draws], axis=1) - np.median(b[draws], axis=1))
-    return round(float(change.mean()), 2), round(float(change.std()), 2)
 
 
 def main():
@@ -141,7 +131,7 @@ def main():
                 combined = np.exp((1 - weight) * np.log(forest[target])
                                   + weight * np.log(boosted[name, target]))
                 entry[target] = _scores(combined, truth[target], states)
-                entry[target]["change_vs_forest"] = _paired_bootstrap(
+                entry[target]["change_vs_forest"] = paired_bootstrap(
                     combined, forest[target], truth[target])
             report["boosting"][label] = entry
     best = {target: min(report["boosting"].items(), key=lambda item: item[1][target]["all"])

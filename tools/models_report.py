@@ -35,7 +35,9 @@ Usage::
     python tools/models_report.py --data-dir ../shared/data [--variants v2,v3]
 
 About 4 minutes per variant on 2 cores (10 folds). Written to
-``stellar_ml_ages/data/models_report.json`` with the commit it ran on.
+``stellar_ml_ages/data/models_report.json`` (``models_report_<spec>.json`` for another
+``--spec``) with the commit each variant ran on; every variant after the first of a
+run records its paired change in error against that first one (``change_vs``).
 """
 
 import argparse
@@ -47,7 +49,8 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _provenance import git_commit  # tools/ is the script's directory
+from _paired import paired_bootstrap  # tools/ is the script's directory
+from _provenance import git_commit
 
 from stellar_ml_ages.training import get_spec
 from stellar_ml_ages.training.catalogs import load_full_range_training_table
@@ -196,6 +199,27 @@ def scores(arrays, targets):
     return out
 
 
+def paired_changes(arrays, reference, targets):
+    """Change in median relative error against ``reference`` (the same stars, in the
+    same order), percentage points: (mean, spread) of a paired bootstrap, for all
+    stars, each state and the DR17-input test."""
+    if not np.array_equal(arrays["kic"], reference["kic"]):
+        raise ValueError("the two variants scored different stars")
+    out = {}
+    for target in targets:
+        truth = arrays[f"{target}_true"]
+        entry = {"all": paired_bootstrap(arrays[target], reference[target], truth)}
+        for s in _states(arrays["state"]):
+            rows = arrays["state"] == s
+            entry[s] = paired_bootstrap(arrays[target][rows], reference[target][rows],
+                                        truth[rows])
+        dr17 = arrays["has_dr17"]
+        entry["dr17_input"] = paired_bootstrap(arrays[f"{target}_dr17"][dr17],
+                                               reference[f"{target}_dr17"][dr17], truth[dr17])
+        out[target] = entry
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -221,6 +245,7 @@ def main(argv=None):
         previous = json.loads(path.read_text())
         if previous.get("spec") == args.spec and previous.get("n_folds") == args.folds:
             report["variants"] = previous["variants"]
+    first = None  # the first variant of this run: the others' paired changes are against it
     for name in args.variants.split(","):
         spec, table_options = known[name]
         print(f"{name}: {table_options or 'default training labels'}")
@@ -233,6 +258,12 @@ def main(argv=None):
         report["variants"][name] = {"table": table.meta["label_choice"],
                                     "scores": scores(arrays, spec.targets),
                                     "commit": report["commit"], "date": report["date"]}
+        if first is None:
+            first = name, arrays
+        else:
+            report["variants"][name]["change_vs"] = {"variant": first[0],
+                                                     **paired_changes(arrays, first[1],
+                                                                      spec.targets)}
         for target, entry in report["variants"][name]["scores"].items():
             print(f"  {target}: all {100 * entry['median_rel_error_all']:.2f}%, in hull "
                   f"{100 * entry['median_rel_error_in_hull']:.2f}%, DR17 input "
