@@ -73,6 +73,14 @@ def state_bin_table(name):
     return _table(header, rows) if rows else "(not recorded in this card)\n"
 
 
+def _change(change_vs, target):
+    """A variant's paired change in error against the first variant of its run."""
+    if not change_vs:
+        return "-"
+    mean, spread = change_vs[target]["all"]
+    return f"{mean:+.2f} ± {spread:.2f} vs {change_vs['variant']}"
+
+
 def models_report_table(file_name="models_report.json"):
     """Versions of a recipe against each other, out of fold (tools/models_report.py):
     the giants' by default, another spec's from its ``models_report_<spec>.json``."""
@@ -82,7 +90,7 @@ def models_report_table(file_name="models_report.json"):
     report = json.loads(path.read_text())
     header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
               "slope RGB / RC", "worst state x true-value bin [p16, p84]: robust "
-              "(posterior)"]
+              "(posterior)", "change (paired bootstrap, points)"]
     rows = []
 
     def two(value):  # the variants differ by tenths of a percent
@@ -101,7 +109,8 @@ def models_report_table(file_name="models_report.json"):
                                     if f"log_slope_{state}" in e else "-"
                                     for state in ("RGB", "RC")),
                          f"{_percent(e['worst_bin_coverage'])} "
-                         f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})"])
+                         f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})",
+                         _change(variant.get("change_vs"), target)])
     runs = "; ".join(f"{name} {variant.get('date', report['date'])} at commit "
                      f"{variant.get('commit', report['commit'])}"
                      for name, variant in report["variants"].items())
