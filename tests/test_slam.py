@@ -442,16 +442,21 @@ def test_configured_slam_table_is_used_as_is(recorded_vizier):
     assert not queries
 
 
-def test_command_line_slam_errors_streamed_and_in_memory(tmp_path, capsys):
-    from stellar_ml_ages.cli import main
-
-    stars, _ = slam_like(40, snr=30.0)
+def _portable_slam_fits(path, n, snr):
+    """``slam_like`` stars under allStar-style names (TEFF, M_H, C_M...), as a FITS file."""
+    stars, _ = slam_like(n, snr=snr)
     for label, portable in (("[M/H]", "M_H"), ("[alpha/M]", "ALPHA_M"), ("[C/M]", "C_M"),
                             ("[N/M]", "N_M"), ("Teff", "TEFF"), ("logg", "LOGG")):
         stars.rename_column(label, portable)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # FITS cannot keep log g's dex(cm / s2)
-        stars.write(tmp_path / "slam.fits")
+        stars.write(path)
+
+
+def test_command_line_slam_errors_streamed_and_in_memory(tmp_path, capsys):
+    from stellar_ml_ages.cli import main
+
+    _portable_slam_fits(tmp_path / "slam.fits", 40, snr=30.0)
     results = {}
     for mode, extra in (("streamed", ["--block-rows", "15"]), ("memory", ["--in-memory"])):
         out = tmp_path / f"out-{mode}.fits"
@@ -485,13 +490,7 @@ def test_command_line_slam_errors_read_the_slam_columns_once_per_block(tmp_path,
         return original(table, mapping)
 
     monkeypatch.setattr(slam_module, "_slam_sources", counting)
-    stars, _ = slam_like(40, snr=30.0)
-    for label, portable in (("[M/H]", "M_H"), ("[alpha/M]", "ALPHA_M"), ("[C/M]", "C_M"),
-                            ("[N/M]", "N_M"), ("Teff", "TEFF"), ("logg", "LOGG")):
-        stars.rename_column(label, portable)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # FITS cannot keep log g's dex(cm / s2)
-        stars.write(tmp_path / "slam.fits")
+    _portable_slam_fits(tmp_path / "slam.fits", 40, snr=30.0)
     out = tmp_path / "out.fits"
     assert main(["annotate", str(tmp_path / "slam.fits"), str(out), "--slam-errors",
                  "--no-progress", "--block-rows", "15"]) == 0
