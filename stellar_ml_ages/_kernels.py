@@ -13,7 +13,7 @@ import numpy as np
 #: Rows that descend a tree together in the compiled forest kernel.
 LANES = 64
 
-__all__ = ["forest_moments_kernel", "kernels_available", "set_threads"]
+__all__ = ["forest_moments_kernel", "kernels_available", "network_kernel", "set_threads"]
 
 #: True in a process forked from this one (``os.fork``, ``multiprocessing`` "fork").
 _FORKED = False
@@ -130,5 +130,59 @@ def _build_kernel(parallel=True):
             for j in range(width):
                 mean[start + j] = total[j] / n_trees
                 second[start + j] = total_second[j] / n_trees
+
+    return kernel
+
+
+def network_kernel():
+    """The network kernel: parallel, or serial in a forked child (see `_build_network_kernel`)."""
+    return _build_network_kernel(parallel=not _FORKED)
+
+
+@functools.cache
+def _build_network_kernel(parallel=True):
+    """``kernel(x, w_in, b_in, w_hidden, b_hidden, w_out, b_out, out)``.
+
+    The mean over members of fully connected ReLU networks (shapes in
+    `stellar_ml_ages.network.CompactNetwork`), one row at a time: every sum runs
+    in the same fixed order for every row, so a row's result does not depend on
+    its neighbours, the number of rows or threads (a BLAS product may change the
+    last bits with the matrix's shape). The inner loop runs over a layer's output
+    units, contiguous in the weights, which the compiler vectorises.
+    """
+    numba = _numba()
+
+    @numba.njit(parallel=parallel, cache=parallel, nogil=True, boundscheck=False)
+    def kernel(x, w_in, b_in, w_hidden, b_hidden, w_out, b_out, out):
+        n_rows, n_inputs = x.shape
+        n_members, _, width = w_in.shape
+        n_hidden = w_hidden.shape[1]
+        for row in numba.prange(n_rows):
+            h = np.empty(width)
+            g = np.empty(width)
+            total = 0.0
+            for m in range(n_members):
+                for j in range(width):
+                    h[j] = b_in[m, j]
+                for k in range(n_inputs):
+                    a = x[row, k]
+                    for j in range(width):
+                        h[j] += a * w_in[m, k, j]
+                for j in range(width):
+                    h[j] = max(h[j], 0.0)
+                for layer in range(n_hidden):
+                    for j in range(width):
+                        g[j] = b_hidden[m, layer, j]
+                    for k in range(width):
+                        a = h[k]
+                        for j in range(width):
+                            g[j] += a * w_hidden[m, layer, k, j]
+                    for j in range(width):
+                        h[j] = max(g[j], 0.0)
+                result = b_out[m]
+                for j in range(width):
+                    result += h[j] * w_out[m, j]
+                total += result
+            out[row] = total / n_members
 
     return kernel

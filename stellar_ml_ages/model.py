@@ -10,7 +10,8 @@ An artifact is two files side by side:
     ``card_sha256``, the sha256 of the card's own content, so an edited card is
     refused as surely as a corrupted array file.
 ``NAME.npz``
-    The forests and the hull vertices as NumPy arrays. It is read with
+    The forests, the hull vertices and (format 4) the neural networks of targets
+    whose card entry has a ``network``, as NumPy arrays. It is read with
     ``allow_pickle=False`` only after its checksum matched the card.
 
 Before either checksum is trusted the card is checked against its schema
@@ -42,6 +43,7 @@ from .exceptions import (
 from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
+from .network import CompactNetwork
 from .reference_prior import interp_levels, robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
@@ -51,7 +53,9 @@ __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "loa
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
 #: training labels' noise; version 3 the card's own checksum (``card_sha256``).
 #: Version 1 and 2 cards still load, after the same schema checks.
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+#: The first format whose targets may carry a ``network`` (`stellar_ml_ages.network`).
+_NETWORK_VERSION = 4
 #: From this format on, the card carries ``card_sha256`` and the loader requires it.
 _CHECKSUM_VERSION = 3
 
@@ -229,6 +233,13 @@ def validate_card(card, where="model card"):
                      "non-decreasing, <= 0 below the median and >= 0 above it")
         if "calibrated_range" in target:
             _finite_numbers(target["calibrated_range"], f"{where}: {what} calibrated_range")
+        network = target.get("network")
+        if network is not None:
+            need(isinstance(network, dict), f"{what} network must be an object")
+            share = _finite_number(network.get("weight"), f"{where}: {what} network weight")
+            need(0 < share <= 1, f"{what} network weight must be in (0, 1], got {share}")
+            need(card.get("format_version", _NETWORK_VERSION) >= _NETWORK_VERSION,
+                 f"{what} has a network, which needs format_version >= {_NETWORK_VERSION}")
         prior = target.get("prior")
         if prior is not None:
             need(isinstance(prior, dict), f"{what} prior must be an object")
@@ -368,6 +379,10 @@ class MassAgeModel:
         Target name to `~stellar_ml_ages.forest.CompactForest`.
     domain : `~stellar_ml_ages.hull.ConvexHullDomain`
         Hull of the standardised training features.
+    networks : dict, optional
+        Target name to `~stellar_ml_ages.network.CompactNetwork`, for the targets
+        whose card entry has a ``network``: their point estimate blends the forest's
+        with the networks' (`point_and_variance`).
 
     Examples
     --------
@@ -384,9 +399,10 @@ class MassAgeModel:
     True
     """
 
-    def __init__(self, card, forests, domain):
+    def __init__(self, card, forests, domain, networks=None):
         self.card = card
         self.forests = forests
+        self.networks = dict(networks or {})
         self.domain = domain
         n_features = len(self.feature_names)
         if domain.n_dim != n_features:
@@ -396,8 +412,17 @@ class MassAgeModel:
         for target in self.target_names:
             if target not in forests:
                 raise ModelFormatError(f"model {self.name!r}: no forest for target {target!r}")
+            n_inputs = n_features + len(card.get("oblique_inputs", []))
+            wants_network = "network" in self.target(target)
+            if wants_network != (target in self.networks):
+                raise ModelFormatError(
+                    f"model {self.name!r}, target {target!r}: the card "
+                    f"{'names' if wants_network else 'does not name'} a network, the arrays "
+                    f"{'have one' if target in self.networks else 'have none'}")
             try:
-                forests[target].validate(n_features + len(card.get("oblique_inputs", [])))
+                forests[target].validate(n_inputs)
+                if wants_network:
+                    self.networks[target].validate(n_inputs)
             except ValueError as error:
                 raise ModelFormatError(f"model {self.name!r}, target {target!r}: {error}") from None
 
@@ -532,14 +557,37 @@ class MassAgeModel:
         states : array-like of str, optional
             Evolutionary state of each row (``"RGB"``, ``"RC"``), selecting its calibration.
         """
-        mean, variance = self.forests[target].predict_moments(
-            self.forest_inputs(self.standardize(features)), chunk_size)
+        mean, variance = self.point_and_variance(
+            target, self.forest_inputs(self.standardize(features)), chunk_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (self._forward_transform(target, values) - mean) / np.sqrt(variance)
         probability = np.asarray(self.target(target)["calibration"]["probability"])
         table = self._offset_table(target, mean, states)
         return np.array([np.interp(z[row], table[:, row], probability)
                          for row in range(len(z))])
+
+    def point_and_variance(self, target, inputs, chunk_size=20_000):
+        """Point estimate and predictive variance of ``target`` (transformed, e.g. ln).
+
+        The variance is the forest's (`~stellar_ml_ages.forest.CompactForest.predict_moments`);
+        the point estimate too, unless the card's target has a ``network``: then it is
+        ``(1 - weight) * forest + weight * network`` (the calibration was fitted on
+        residuals of that same blend).
+
+        Parameters
+        ----------
+        target : str
+        inputs : ndarray, shape (n_rows, n_inputs)
+            What the forests split on (`forest_inputs` of `standardize`).
+        chunk_size : int
+            Rows per forest block.
+        """
+        mean, variance = self.forests[target].predict_moments(inputs, chunk_size)
+        network = self.networks.get(target)
+        if network is not None:
+            share = float(self.target(target)["network"]["weight"])
+            mean = (1.0 - share) * mean + share * network.predict(inputs)
+        return mean, variance
 
     def _transform_pair(self, target):
         transform = self.target(target).get("transform", "identity")
@@ -710,7 +758,7 @@ class MassAgeModel:
         Returns
         -------
         dict
-            Target name to a dict with ``"value"`` (the forest's point estimate)
+            Target name to a dict with ``"value"`` (the point estimate, `point_and_variance`)
             and one array per requested quantile, keyed by probability, in the
             target's unit (`target_unit`).
         """
@@ -726,11 +774,12 @@ class MassAgeModel:
         results = {}
         for target in self.target_names:
             forest = self.forests[target]
-            mean, variance = forest.predict_moments(standardized, chunk_size)
+            mean, variance = self.point_and_variance(target, standardized, chunk_size)
             training_sigma = None
             if feature_errors is not None:
                 training_sigma = np.sqrt(variance)
-                # Mixture over draws: total variance = mean variance + variance of means.
+                # Mixture over draws: total variance = mean variance + variance of means
+                # (the forest's: the spread is the forest's, networks or not).
                 moments = [forest.predict_moments(z, chunk_size) for z in draws]
                 draw_means = np.array([m for m, _ in moments])
                 draw_vars = np.array([v for _, v in moments])
@@ -752,13 +801,17 @@ class MassAgeModel:
 
     # ------------------------------------------------------------------ I/O
     @classmethod
-    def from_parts(cls, card, forests, domain):
-        """Assemble a model in memory (used by training)."""
+    def from_parts(cls, card, forests, domain, networks=None):
+        """Assemble a model in memory (used by training).
+
+        Its card gets the oldest format that holds it: a model without networks
+        stays readable by a package that reads format 3.
+        """
         card = dict(card)
-        card.setdefault("format_version", FORMAT_VERSION)
+        card.setdefault("format_version", _NETWORK_VERSION if networks else _NETWORK_VERSION - 1)
         card.setdefault("arrays", {})
         validate_card(card, f"model {card.get('name')!r}")
-        return cls(card, forests, domain)
+        return cls(card, forests, domain, networks)
 
     def _array_bytes(self):
         """The ``.npz`` file's bytes, the same for the same arrays.
@@ -770,6 +823,8 @@ class MassAgeModel:
         arrays = {"hull_vertices": self.domain.vertices}
         for target, forest in self.forests.items():
             arrays.update(forest.to_arrays(prefix=f"{target}."))
+        for target, network in self.networks.items():
+            arrays.update(network.to_arrays(prefix=f"{target}.network."))
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for key, value in arrays.items():
@@ -940,10 +995,15 @@ def _from_bytes(card, payload, where):
             target["name"]: CompactForest.from_arrays(arrays, prefix=f"{target['name']}.")
             for target in card["targets"]
         }
+        networks = {
+            target["name"]: CompactNetwork.from_arrays(arrays,
+                                                       prefix=f"{target['name']}.network.")
+            for target in card["targets"] if "network" in target
+        }
         domain = ConvexHullDomain(arrays["hull_vertices"])
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
         raise ModelFormatError(f"{where} is unreadable: {error}") from None
-    model = MassAgeModel(card, forests, domain)
+    model = MassAgeModel(card, forests, domain, networks)
     low, high = model.standardize(np.vstack(model.feature_bounds))
     slack = 1e-6 * (high - low)
     outside = np.any((domain.vertices < low - slack) | (domain.vertices > high + slack), axis=0)

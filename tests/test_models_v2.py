@@ -230,11 +230,13 @@ def test_allstar_minimal_columns_are_enough(giants):
 
 
 # --------------------------------------------------------------- card format
-def test_format_1_card_still_loads_with_pooled_calibration(tmp_path, giants):
+def test_format_1_card_still_loads_with_pooled_calibration(tmp_path):
+    # A forest-only model: format 1 had no networks (they came with format 4).
+    forest_only = get_model("red-clump")
     for suffix in (".json", ".npz"):
-        source = giants.card_path.with_suffix(suffix)
+        source = forest_only.card_path.with_suffix(suffix)
         shutil.copy(source, tmp_path / source.name)
-    card_path = tmp_path / giants.card_path.name
+    card_path = tmp_path / forest_only.card_path.name
     card = json.loads(card_path.read_text())
     card["format_version"] = 1
     del card["card_sha256"]  # format 1 and 2 cards had no checksum of their own
@@ -244,7 +246,7 @@ def test_format_1_card_still_loads_with_pooled_calibration(tmp_path, giants):
     card_path.write_text(json.dumps(card))
     with pytest.warns(ModelIntegrityWarning, match="format version 1, without a checksum"):
         old = load_model(card_path)
-    table = _rgb_and_clump(giants)
+    table = _rgb_and_clump(forest_only)
     annotated = add_mass_age(table, model=old)
     # Without bins every row gets the pooled offsets, whatever its state.
     sigma_ratio = np.log(np.asarray(annotated["mass_p84"]) / np.asarray(annotated["mass"]))

@@ -23,16 +23,19 @@ Variants:
 ``v3-labels``
     Final DR17 labels where a star has them, the others mapped with offsets and the
     trends the overlap identifies (`load_full_range_training_table` defaults).
+``v3.1``
+    ``v3-labels`` and oblique inputs, the forest alone (models 3.1.0).
 ``v3``
-    ``v3-labels`` and the packaged spec as it is now (oblique features...).
-``v3+directions``
-    ``v3`` and each target's linear fit on the features as two more forest inputs
+    The packaged spec as it is now: for giants, ``v3.1`` with the point estimate
+    blended with a neural-network ensemble (``ModelSpec.network``; models 3.2.0).
+``v3.1+directions``
+    ``v3.1`` and each target's linear fit on the features as two more forest inputs
     (``target_directions``); measured, not packaged. Not in the default
-    ``--variants``: ``--variants v3+directions`` adds it to the report.
+    ``--variants``: ``--variants v3.1+directions`` adds it to the report.
 
 Usage::
 
-    python tools/models_report.py --data-dir ../shared/data [--variants v2,v3]
+    python tools/models_report.py --data-dir ../shared/data [--variants v3.1,v3]
 
 About 4 minutes per variant on 2 cores (10 folds). Written to
 ``stellar_ml_ages/data/models_report.json`` (``models_report_<spec>.json`` for another
@@ -64,7 +67,7 @@ from stellar_ml_ages.training.pipeline import (
 )
 
 #: Version 2 learner: the giants spec without what version 3 added.
-V2_LEARNER = {"oblique_features": ()}
+V2_LEARNER = {"oblique_features": (), "network": None}
 
 
 def variants(spec_name):
@@ -75,9 +78,11 @@ def variants(spec_name):
         "v2": (dataclasses.replace(spec, **v2_fields), {"prefer_final": False,
                                                         "scale_method": "symmetric"}),
         "v3-labels": (dataclasses.replace(spec, **v2_fields), {}),
+        "v3.1": (dataclasses.replace(spec, network=None), {}),
         "v3": (spec, {}),
         # Measured, not packaged: see docs/models.rst.
-        "v3+directions": (dataclasses.replace(spec, target_directions=True), {}),
+        "v3.1+directions": (dataclasses.replace(spec, network=None, target_directions=True),
+                            {}),
     }
 
 
@@ -225,7 +230,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--spec", default="giants")
-    parser.add_argument("--variants", default="v2,v3-labels,v3")
+    parser.add_argument("--variants", default="v2,v3-labels,v3.1,v3")
     parser.add_argument("--save-arrays", default=None, metavar="DIR",
                         help="also write each variant's out-of-fold arrays to DIR/<variant>.npz")
     parser.add_argument("--out", default=None,

@@ -8,11 +8,13 @@
    spec's absolute or relative limits are dropped. (The paper cleans both halves,
    which flatters its test metrics; this is the honest variant.)
 4. Z-score standardisation with the cleaned training stars' means and deviations.
-5. Final forest per target, on the natural log of the target.
+5. Final forest per target, on the natural log of the target; for specs with a
+   ``network``, a neural-network ensemble on the same inputs too
+   (`fit_network`), blended with the forest into the point estimate.
 6. Uncertainty calibration on the whole training split: out-of-bag predictions
-   of the final forest for the kept stars, all-tree predictions for the stars the
-   cleaning removed; the quantiles of ``(ln y - mean) / sigma`` become the card's
-   calibration table.
+   of the final forest (blended with the networks' out-of-fold ones) for the kept
+   stars, all-tree predictions for the stars the cleaning removed; the quantiles
+   of ``(ln y - mean) / sigma`` become the card's calibration table.
 7. Convex hull of the standardised training features.
 8. Metrics on the untouched test split, for stars inside the hull, exactly as the
    paper defines them, plus the coverage of the [p16, p84] and [p2.5, p97.5] intervals.
@@ -21,6 +23,7 @@
 import datetime
 import hashlib
 import platform
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -451,6 +454,72 @@ def fit_target_directions(training_sets):
     return entries
 
 
+def fit_network(settings, inputs, log_target, kic, seed):
+    """The neural-network ensemble of one target, and its out-of-fold predictions.
+
+    The training stars are split in ``settings["members"]`` folds by a hash of
+    their KIC; member ``f`` is a scikit-learn ``MLPRegressor`` (ReLU, Adam, early
+    stopping, L2 penalty ``settings["alpha"]``) fitted on the standardised
+    ``log_target`` of the other folds. A first network on all stars marks the
+    residuals beyond ``settings["clean"]`` robust sigmas (1.4826 x the median
+    absolute residual; the squared loss is not robust to a bad seismic value),
+    which no member trains on. Every star is then predicted by the member that
+    did not see it: what the interval calibration needs, as the forest's
+    out-of-bag predictions. Single-threaded BLAS, fixed seeds: the same stars give
+    the same weights.
+
+    Parameters
+    ----------
+    settings : dict
+        A spec's ``network`` (`~stellar_ml_ages.training.ModelSpec`).
+    inputs : ndarray, shape (n_stars, n_inputs)
+        What the forest splits on (z-scores and oblique inputs).
+    log_target : ndarray, shape (n_stars,)
+    kic : ndarray
+        KIC numbers, for the folds.
+    seed : int
+
+    Returns
+    -------
+    network : `~stellar_ml_ages.network.CompactNetwork`
+    out_of_fold : ndarray, shape (n_stars,)
+        Each star's prediction (ln target) by the member that did not train on it.
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    from threadpoolctl import threadpool_limits
+
+    from ..network import CompactNetwork
+
+    offset, scale = float(np.mean(log_target)), float(np.std(log_target))
+    standardized = (log_target - offset) / scale
+
+    def fitted(rows, member_seed):
+        regressor = MLPRegressor(hidden_layer_sizes=tuple(settings["hidden"]),
+                                 alpha=settings["alpha"], batch_size=128, max_iter=400,
+                                 early_stopping=True, n_iter_no_change=20,
+                                 random_state=member_seed)
+        return regressor.fit(inputs[rows], standardized[rows])
+
+    n_members = int(settings["members"])
+    fold = np.minimum((kic_uniform(kic, f"network-folds:{seed}") * n_members).astype(int),
+                      n_members - 1)
+    # Early stopping ends the members' training; a small training set can reach
+    # max_iter first, which changes nothing for the result but warns.
+    with threadpool_limits(1), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        everyone = np.ones(len(inputs), dtype=bool)
+        residual = standardized - fitted(everyone, seed).predict(inputs)
+        trusted = np.abs(residual) <= settings["clean"] * 1.4826 * np.median(np.abs(residual))
+        members = [fitted(trusted & (fold != f), seed + 1 + f) for f in range(n_members)]
+    network = CompactNetwork.from_sklearn(members, offset, scale)
+    out_of_fold = np.empty(len(inputs))
+    for f in range(n_members):
+        rows = fold == f
+        out_of_fold[rows] = network.member(f).predict(inputs[rows])
+    return network, out_of_fold
+
+
 def rarity_weights(log_target, states, cap, n_bins=12):
     """Per-star weights: inverse density of ``log_target`` within the star's state.
 
@@ -618,7 +687,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     def standardize(rows):
         return with_oblique_inputs((features[rows] - mean) / scale, oblique)
 
-    forests, target_cards, calibration_stars = {}, [], {}
+    forests, networks, target_cards, calibration_stars = {}, {}, [], {}
     for name, (_, unit) in spec.targets.items():
         rows = kept[name]
         removed = train & np.isfinite(targets[name]) & ~rows
@@ -632,7 +701,16 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         # Calibrate on the whole training split, as the test split is not cleaned either:
         # out of bag for the kept stars, all trees for the stars cleaning removed.
         oob_mean, oob_variance, count = _oob_moments(forest, compact, kept_x)
-        removed_mean, removed_variance = compact.predict_moments(standardize(removed))
+        removed_x = standardize(removed)
+        removed_mean, removed_variance = compact.predict_moments(removed_x)
+        if spec.network:
+            # The point estimate blends in the networks; the forest keeps the spread.
+            network, network_oof = fit_network(spec.network, kept_x, log_target,
+                                               kic[rows], spec.seed)
+            networks[name] = network
+            share = spec.network["weight"]
+            oob_mean = (1 - share) * oob_mean + share * network_oof
+            removed_mean = (1 - share) * removed_mean + share * network.predict(removed_x)
         calibration_stars[name] = (
             np.concatenate([log_target, np.log(targets[name][removed])]),
             np.concatenate([oob_mean, removed_mean]),
@@ -653,6 +731,9 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             # the NEAR_*_EDGE flag bits are set.
             "calibrated_range": [float(low), float(high)],
             "n_train": int(rows.sum()),
+            **({"network": {"weight": spec.network["weight"],
+                            "members": networks[name].n_members,
+                            "shape": list(networks[name].shape)}} if spec.network else {}),
         })
         say(f"{spec.name}: {name} forest has {compact.n_nodes} nodes, depth {compact.max_depth}")
 
@@ -678,7 +759,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     card = {
         "name": spec.name,
         "aliases": list(spec.aliases),
-        "model_version": "3.1.0",
+        "model_version": spec.model_version,
         "description": spec.description,
         "created": datetime.date.today().isoformat(),
         "features": feature_cards,
@@ -727,7 +808,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     }
     domain = ConvexHullDomain.from_points((train_features - mean) / scale)
     card["domain"]["n_vertices"] = len(domain.vertices)
-    model = MassAgeModel.from_parts(card, forests, domain)
+    model = MassAgeModel.from_parts(card, forests, domain, networks)
     for entry in model.card["targets"]:
         entry["reference_prior"] = _reference_prior(model, entry["name"],
                                                     calibration_stars[entry["name"]],

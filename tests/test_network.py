@@ -1,0 +1,165 @@
+"""The neural-network ensemble beside the forest: arrays, kernels, training, model cards."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from sklearn.neural_network import MLPRegressor
+
+from stellar_ml_ages.exceptions import ModelFormatError
+from stellar_ml_ages.model import MassAgeModel, load_model
+from stellar_ml_ages.network import CompactNetwork
+from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
+from stellar_ml_ages.training.pipeline import fit_network
+
+# Small members on small data may reach max_iter before early stopping: not what is tested.
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def members():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((300, 4))
+    y = np.tanh(x[:, 0]) + 0.5 * x[:, 1] ** 2
+    fitted = [MLPRegressor(hidden_layer_sizes=(8, 8, 8), max_iter=300, random_state=seed,
+                           learning_rate_init=0.01).fit(x, y) for seed in (1, 2, 3)]
+    return fitted, x
+
+
+@pytest.fixture(scope="module")
+def small_spec():
+    return dataclasses.replace(
+        get_spec("giants"), n_estimators=20, cleaning_estimators=10,
+        network={"hidden": (8, 8), "alpha": 0.01, "members": 3, "weight": 0.7, "clean": 3.0})
+
+
+@pytest.fixture(scope="module")
+def trained(small_spec):
+    return train_model(small_spec, make_synthetic_catalog(small_spec, 500, seed=2))
+
+
+def test_compact_network_is_the_mean_of_the_scikit_learn_members(members):
+    fitted, x = members
+    net = CompactNetwork.from_sklearn(fitted, offset=2.0, scale=0.5)
+    expected = 2.0 + 0.5 * np.mean([m.predict(x) for m in fitted], axis=0)
+    np.testing.assert_allclose(net.predict(x), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(net.predict_numpy(x), expected, rtol=0, atol=1e-12)
+    assert net.shape == (4, 8, 8, 8, 1) and net.n_members == 3
+    np.testing.assert_allclose(net.member(1).predict(x), 2.0 + 0.5 * fitted[1].predict(x),
+                               atol=1e-12)
+
+
+def test_a_row_does_not_depend_on_its_neighbours(members):
+    """The compiled kernel sums in a fixed order per row: bit-identical in any batch."""
+    net = CompactNetwork.from_sklearn(members[0])
+    x = members[1]
+    whole = net.predict(x)
+    for start, stop in ((0, 1), (7, 8), (13, 190), (299, 300)):
+        np.testing.assert_array_equal(net.predict(x[start:stop]), whole[start:stop])
+    np.testing.assert_array_equal(net.predict(x[::-1]), whole[::-1])
+    assert net.predict(x[:0]).shape == (0,)
+
+
+def test_array_round_trip_and_validation(members):
+    net = CompactNetwork.from_sklearn(members[0])
+    restored = CompactNetwork.from_arrays(net.to_arrays(prefix="age.network."),
+                                          prefix="age.network.")
+    np.testing.assert_array_equal(restored.predict(members[1]), net.predict(members[1]))
+    restored.validate(n_inputs=4)
+    with pytest.raises(ValueError, match="takes 4 inputs, the model gives it 6"):
+        restored.validate(n_inputs=6)
+    restored.hidden_biases[1, 0, 3] = np.nan
+    with pytest.raises(ValueError, match="not all finite"):
+        restored.validate(n_inputs=4)
+    broken = net.to_arrays()
+    broken["output_weights"] = broken["output_weights"][:, :5]
+    with pytest.raises(ValueError, match="'output_weights' has shape"):
+        CompactNetwork.from_arrays(broken).validate(n_inputs=4)
+
+
+def test_members_of_different_shapes_are_refused(members):
+    other = MLPRegressor(hidden_layer_sizes=(5,), max_iter=50).fit(members[1], members[1][:, 0])
+    with pytest.raises(ValueError, match="one shape"):
+        CompactNetwork.from_sklearn([members[0][0], other])
+
+
+def test_fit_network_predicts_each_star_by_a_member_that_did_not_see_it():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((400, 3))
+    y = 0.3 * x[:, 0] - 0.2 * x[:, 1] ** 2 + 0.05 * rng.standard_normal(400)
+    y[:4] += 3.0  # catalog outliers: left out by the cleaning, still predicted
+    kic = np.arange(1000, 1400)
+    settings = {"hidden": (16, 16), "alpha": 0.01, "members": 4, "weight": 0.5, "clean": 3.0}
+    network, out_of_fold = fit_network(settings, x, y, kic, seed=11)
+    assert network.n_members == 4
+    in_sample = network.predict(x)
+    residual_oof = np.median(np.abs(out_of_fold[4:] - y[4:]))
+    residual_in = np.median(np.abs(in_sample[4:] - y[4:]))
+    # Out of fold is the honest one: worse than in sample, better than the spread.
+    assert residual_in < residual_oof < np.median(np.abs(y - np.median(y)))
+    assert np.all(np.abs(out_of_fold[:4] - y[:4]) > 2.0)
+    again, again_oof = fit_network(settings, x, y, kic, seed=11)
+    for name, array in network.to_arrays().items():
+        np.testing.assert_array_equal(again.to_arrays()[name], array, err_msg=name)
+    np.testing.assert_array_equal(again_oof, out_of_fold)
+
+
+def test_model_blends_forest_and_network_and_keeps_the_forest_spread(trained):
+    model = trained.model
+    assert model.card["format_version"] == 4
+    inputs = model.forest_inputs(model.standardize(
+        np.array([[f["mean"] for f in model.card["features"]]]) + 0.1))
+    for target in model.target_names:
+        entry = model.target(target)["network"]
+        assert entry == {"weight": 0.7, "members": 3, "shape": [len(inputs[0]), 8, 8, 1]}
+        forest_mean, forest_variance = model.forests[target].predict_moments(inputs)
+        mean, variance = model.point_and_variance(target, inputs)
+        expected = 0.3 * forest_mean + 0.7 * model.networks[target].predict(inputs)
+        np.testing.assert_allclose(mean, expected, rtol=1e-12)
+        np.testing.assert_array_equal(variance, forest_variance)
+
+
+def test_saved_model_with_networks_round_trips(trained, tmp_path):
+    model = trained.model
+    card_path = model.save(tmp_path)
+    loaded = load_model(card_path)
+    rng = np.random.default_rng(1)
+    means = np.array([f["mean"] for f in model.card["features"]])
+    stds = np.array([f["std"] for f in model.card["features"]])
+    x = means + 0.3 * stds * rng.standard_normal((50, len(means)))
+    first, second = model.predict(x), loaded.predict(x)
+    for target in model.target_names:
+        for key in ("value", 0.16, 0.84):
+            np.testing.assert_array_equal(first[target][key], second[target][key])
+
+
+def test_card_and_arrays_must_agree_on_networks(trained):
+    model = trained.model
+    card = dict(model.card)
+    with pytest.raises(ModelFormatError, match="card names a network, the arrays have none"):
+        MassAgeModel(card, model.forests, model.domain)
+    stripped = {**card, "targets": [{k: v for k, v in t.items() if k != "network"}
+                                    for t in card["targets"]]}
+    with pytest.raises(ModelFormatError, match="does not name a network, the arrays have one"):
+        MassAgeModel(stripped, model.forests, model.domain, model.networks)
+    old = {**card, "format_version": 3}
+    from stellar_ml_ages.model import validate_card
+
+    with pytest.raises(ModelFormatError, match="needs format_version >= 4"):
+        validate_card(old)
+    bad = {**card, "targets": [{**card["targets"][0], "network": {"weight": 1.5}},
+                               *card["targets"][1:]]}
+    with pytest.raises(ModelFormatError, match="network weight must be in"):
+        validate_card(bad)
+
+
+def test_models_without_networks_keep_format_3(small_spec):
+    spec = dataclasses.replace(small_spec, network=None)
+    model = train_model(spec, make_synthetic_catalog(spec, 300, seed=3)).model
+    assert model.card["format_version"] == 3 and not model.networks
+    assert all("network" not in target for target in model.card["targets"])
+
+
+def test_spec_refuses_incomplete_network_settings():
+    with pytest.raises(ValueError, match="network needs hidden, alpha, members"):
+        dataclasses.replace(get_spec("giants"), network={"hidden": (8,), "weight": 0.5})
