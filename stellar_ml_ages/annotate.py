@@ -477,15 +477,19 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
 
     Notes
     -----
-    ``mass`` is the forest's prediction (the mean over trees of the logarithm,
-    exponentiated): the best single value for a star of the training population,
-    and so pulled towards the middle of its range. ``*_p16`` and ``*_p84`` come
-    from the calibrated predictive distribution (the trees' leaf distributions,
-    rescaled so that on out-of-bag training stars the stated fractions of true
-    values fall inside). With the default ``intervals="robust"`` each end is the
-    further of that posterior's quantile and the quantile with the training
-    population's prior divided out, both at a level recalibrated so that 68% of
-    training stars fall inside (an end may sit slightly inside the posterior's):
+    ``mass`` is the model's point estimate of the logarithm, exponentiated: the
+    forest's mean over trees, blended with a small neural-network ensemble where
+    the card says so (``giants``, models 3.2;
+    `~stellar_ml_ages.model.MassAgeModel.point_and_variance`):
+    the best single value for a star of the training population, and so pulled
+    towards the middle of its range. ``*_p16`` and ``*_p84`` come from the
+    calibrated predictive distribution (the spread of the trees' leaf
+    distributions about the point estimate, rescaled so that on out-of-bag
+    training stars the stated fractions of true values fall inside). With the
+    default ``intervals="robust"`` each end is the further of that posterior's
+    quantile and the quantile with the training population's prior divided out,
+    both at a level recalibrated so that 68% of training stars fall inside (an end
+    may sit slightly inside the posterior's):
     for a star at the ends of the range (a young RGB star, say) the interval
     reaches out on the side where its truth is likely to be. See the
     "Uncertainties and flags" page of the docs.

@@ -30,10 +30,11 @@ Usage::
 
 About 4 minutes on 2 cores (10 fold models; ``--folds 5`` halves it). The fold
 predictions are cached in ``--cache`` (default: a file in the system's temporary
-directory, never in the repository).
+directory named after the giants recipe's settings, never in the repository).
 """
 
 import argparse
+import hashlib
 import itertools
 import json
 import subprocess
@@ -279,8 +280,12 @@ def main(argv=None):
                                              / "stellar_ml_ages" / "data" / "population.json"))
     args = parser.parse_args(argv)
     data_dir = find_data_dir(args.data_dir)
+    # Keyed by the recipe: a retrained recipe must not reuse another's predictions.
+    spec = get_spec("giants")
+    recipe = hashlib.sha256(json.dumps([spec.features, spec.hyperparameters, spec.model_version],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
     cache = Path(args.cache or Path(tempfile.gettempdir())
-                 / f"stellar_ml_ages_population_{args.folds}.npz")
+                 / f"stellar_ml_ages_population_{args.folds}_{recipe}.npz")
     if cache.is_file():
         with np.load(cache, allow_pickle=False) as stored:
             arrays = {key: stored[key] for key in stored.files}
