@@ -201,7 +201,10 @@ def compare(args):
     n_rows = 20_000 if args.quick else args.rows
     n_trees = 200 if args.quick else args.baseline_trees
     print(f"# stellar_ml_ages {stellar_ml_ages.__version__}, model {model.name} "
-          f"({model.forests[model.target_names[0]].n_trees} trees), {n_rows:,} rows, "
+          f"({model.forests[model.target_names[0]].n_trees} trees"
+          + "".join(f"; {target} networks {network.n_members} x {network.shape}"
+                    for target, network in model.networks.items())
+          + f"), {n_rows:,} rows, "
           f"{os.cpu_count()} cores, threads={stellar_ml_ages.conf.threads or 'all'}")
     data = None if args.synthetic_training else training_data(model, args.data_dir)
     if data is None:

@@ -163,3 +163,28 @@ def test_models_without_networks_keep_format_3(small_spec):
 def test_spec_refuses_incomplete_network_settings():
     with pytest.raises(ValueError, match="network needs hidden, alpha, members"):
         dataclasses.replace(get_spec("giants"), network={"hidden": (8,), "weight": 0.5})
+
+
+def test_packaged_giants_networks_agree_with_their_forests():
+    """The shipped networks and forests model the same function of the same inputs: on
+    stars drawn from the training distribution (the card's mean and covariance) their
+    ln mass and ln age agree to within the models' own errors, and correlate closely. A
+    network fed its inputs in another order, or the wrong target's weights, fails."""
+    from stellar_ml_ages import get_model
+
+    giants = get_model("giants")
+    assert giants.card["model_version"] == "3.2.0" and set(giants.networks) == {"mass", "age"}
+    distribution = giants.card["training_set"]["feature_distribution"]
+    rng = np.random.default_rng(12)
+    stars = rng.multivariate_normal(distribution["mean"], distribution["covariance"], 4000)
+    stars = stars[giants.in_hull(stars)]
+    assert len(stars) > 2000
+    inputs = giants.forest_inputs(giants.standardize(stars))
+    for target, tolerance in (("mass", 0.06), ("age", 0.2)):
+        forest, _ = giants.forests[target].predict_moments(inputs)
+        network = giants.networks[target].predict(inputs)
+        assert np.median(np.abs(network - forest)) < tolerance
+        assert np.corrcoef(network, forest)[0, 1] > 0.9
+    # Mass and age anticorrelate (heavier giants are younger), in the networks too.
+    mass, age = (giants.networks[t].predict(inputs) for t in ("mass", "age"))
+    assert np.corrcoef(mass, age)[0, 1] < -0.8
