@@ -238,6 +238,13 @@ def validate_card(card, where="model card"):
             need(isinstance(network, dict), f"{what} network must be an object")
             share = _finite_number(network.get("weight"), f"{where}: {what} network weight")
             need(0 < share <= 1, f"{what} network weight must be in (0, 1], got {share}")
+            members, shape = network.get("members"), network.get("shape")
+            need(isinstance(members, int) and not isinstance(members, bool) and members > 0,
+                 f"{what} network members must be a positive integer, got {members!r}")
+            need(isinstance(shape, list) and len(shape) >= 3 and shape[-1] == 1
+                 and all(isinstance(n, int) and n > 0 for n in shape),
+                 f"{what} network shape must list its layer widths, inputs to one output, "
+                 f"got {shape!r}")
             need(card.get("format_version", _NETWORK_VERSION) >= _NETWORK_VERSION,
                  f"{what} has a network, which needs format_version >= {_NETWORK_VERSION}")
         prior = target.get("prior")
@@ -422,9 +429,20 @@ class MassAgeModel:
             try:
                 forests[target].validate(n_inputs)
                 if wants_network:
-                    self.networks[target].validate(n_inputs)
+                    network, entry = self.networks[target], self.target(target)["network"]
+                    network.validate(n_inputs)
+                    if (network.n_members, list(network.shape)) != (entry["members"],
+                                                                    entry["shape"]):
+                        raise ValueError(
+                            f"the card's network has {entry['members']} members of shape "
+                            f"{entry['shape']}, the arrays {network.n_members} of shape "
+                            f"{list(network.shape)}")
             except ValueError as error:
                 raise ModelFormatError(f"model {self.name!r}, target {target!r}: {error}") from None
+        strays = sorted(set(self.networks) - set(self.target_names))
+        if strays:
+            raise ModelFormatError(f"model {self.name!r}: networks for {strays}, which the card "
+                                   "does not list as targets")
 
     def __repr__(self):
         return (
@@ -731,7 +749,8 @@ class MassAgeModel:
             sharing a column move together; what `add_mass_age` passes). When
             given, ``n_draws`` Monte Carlo draws of the inputs, with the error in
             excess of the training labels' noise, are pushed through the forest
-            and their spread is added to the predictive variance.
+            (and the networks, where the card has them) and the spread of their
+            point estimates is added to the predictive variance.
         n_draws, seed : int
             Monte Carlo draws and their random seed; a row's draws depend only on its
             own inputs and ``seed`` (``row_normal_deviates``).
@@ -773,14 +792,14 @@ class MassAgeModel:
                      for shift in self._perturbations(features, feature_errors, seed, n_draws)]
         results = {}
         for target in self.target_names:
-            forest = self.forests[target]
             mean, variance = self.point_and_variance(target, standardized, chunk_size)
             training_sigma = None
             if feature_errors is not None:
                 training_sigma = np.sqrt(variance)
-                # Mixture over draws: total variance = mean variance + variance of means
-                # (the forest's: the spread is the forest's, networks or not).
-                moments = [forest.predict_moments(z, chunk_size) for z in draws]
+                # Mixture over draws: total variance = mean variance + variance of means,
+                # the means blended as the point estimate is (a network may follow the
+                # labels more steeply than the forest).
+                moments = [self.point_and_variance(target, z, chunk_size) for z in draws]
                 draw_means = np.array([m for m, _ in moments])
                 draw_vars = np.array([v for _, v in moments])
                 variance = draw_vars.mean(axis=0) + draw_means.var(axis=0)
@@ -1000,6 +1019,11 @@ def _from_bytes(card, payload, where):
                                                        prefix=f"{target['name']}.network.")
             for target in card["targets"] if "network" in target
         }
+        unnamed = sorted(key.split(".network.")[0] for key in arrays
+                         if key.endswith(".network.input_weights")
+                         and key.split(".network.")[0] not in networks)
+        if unnamed:
+            raise ValueError(f"it holds networks for {unnamed}, which the card does not name")
         domain = ConvexHullDomain(arrays["hull_vertices"])
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
         raise ModelFormatError(f"{where} is unreadable: {error}") from None

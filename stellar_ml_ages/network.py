@@ -151,9 +151,9 @@ class CompactNetwork:
         """
         from ._kernels import kernels_available, network_kernel, set_threads
 
+        x = self._checked(inputs)
         if not kernels_available():
-            return self.predict_numpy(inputs)
-        x = np.ascontiguousarray(inputs, dtype=np.float64)
+            return self.predict_numpy(x)
         raw = np.empty(len(x))
         if len(x):
             set_threads()
@@ -162,9 +162,18 @@ class CompactNetwork:
         offset, scale = self.output_scaling
         return offset + scale * raw
 
+    def _checked(self, inputs):
+        """Inputs as a C-contiguous float64 matrix of `n_inputs` columns (the kernel does
+        not check bounds: a wrong column count must fail here)."""
+        x = np.ascontiguousarray(inputs, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.n_inputs:
+            raise ValueError(f"network takes rows of {self.n_inputs} inputs, got an array of "
+                             f"shape {x.shape}")
+        return x
+
     def predict_numpy(self, inputs):
         """`predict` in NumPy: the reference implementation."""
-        x = np.asarray(inputs, dtype=np.float64)
+        x = self._checked(inputs)
         total = np.zeros(len(x))
         for m in range(self.n_members):
             h = np.maximum(x @ self.input_weights[m] + self.input_biases[m], 0.0)

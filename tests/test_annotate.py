@@ -181,7 +181,8 @@ def test_overwrite_removes_outputs_of_an_earlier_run_that_are_not_rewritten(star
 
     card = {**giants.card, "name": "mass-only", "aliases": [],
             "targets": [t for t in giants.card["targets"] if t["name"] == "mass"]}
-    mass_only = MassAgeModel.from_parts(card, {"mass": giants.forests["mass"]}, giants.domain)
+    mass_only = MassAgeModel.from_parts(card, {"mass": giants.forests["mass"]}, giants.domain,
+                                         {"mass": giants.networks["mass"]})
     first = add_mass_age(stars, model="giants", quantiles=(0.025, 0.975))
     first["age_note"] = "kept"  # not an output column
     again = add_mass_age(first, model=mass_only, overwrite=True)

@@ -277,7 +277,7 @@ def test_another_in_memory_model_of_the_same_name_refuses_to_resume(survey, tmp_
             card.pop(key, None)
         card["targets"][0]["calibration"]["z"] = [
             z * (1 + shift) for z in card["targets"][0]["calibration"]["z"]]
-        return MassAgeModel.from_parts(card, giants.forests, giants.domain)
+        return MassAgeModel.from_parts(card, giants.forests, giants.domain, giants.networks)
 
     query = _query(tap_url, "obs_key < 3000")
     build_catalog(tmp_path, query, page_rows=400, model=rebuilt(0.0))

@@ -142,6 +142,10 @@ def test_training_is_deterministic(full_range_table):
         for name in ("feature", "threshold", "value", "variance"):
             np.testing.assert_array_equal(getattr(first.model.forests[target], name),
                                           getattr(second.model.forests[target], name))
+        # The giants' networks too (single-threaded BLAS, fixed seeds).
+        for name, array in first.model.networks[target].to_arrays().items():
+            np.testing.assert_array_equal(array,
+                                          second.model.networks[target].to_arrays()[name])
     # No star is both trained on and tested on; cleaning never touches the test split:
     # the test stars are exactly the KIC-hash quarter of the selected stars.
     assert not np.isin(first.test_table["KIC"], first.train_kic).any()

@@ -120,7 +120,7 @@ def _heteroscedastic_catalog(n, seed):
 
 def test_calibration_by_state_holds_where_pooled_fails():
     spec = dataclasses.replace(get_spec("giants"), n_estimators=60, cleaning_estimators=30,
-                               test_fraction=0.0)
+                               test_fraction=0.0, network=None)  # the forest's calibration
     model = train_model(spec, _heteroscedastic_catalog(4000, seed=5)).model
     test = _heteroscedastic_catalog(3000, seed=6)
     states = np.asarray(test["EVSTATE"])
@@ -174,7 +174,7 @@ def test_edge_flags_mark_predictions_beyond_the_calibrated_range(giants):
     for target in edited["targets"]:
         target["calibrated_range"] = [target["calibrated_range"][1] * 10,
                                       target["calibrated_range"][1] * 20]
-    shifted = type(model)(edited, model.forests, model.domain)
+    shifted = type(model)(edited, model.forests, model.domain, model.networks)
     flagged = add_mass_age(table, model=shifted)
     flag = MassAgeFlag(int(flagged["mass_age_flag"][0]))
     assert MassAgeFlag.MASS_NEAR_LOW_EDGE in flag and MassAgeFlag.AGE_NEAR_LOW_EDGE in flag
@@ -292,7 +292,7 @@ def test_high_edge_bit(giants):
     edited = json.loads(json.dumps(model.card))
     for target in edited["targets"]:
         target["calibrated_range"] = [1e-3, 2e-3]
-    shifted = type(model)(edited, model.forests, model.domain)
+    shifted = type(model)(edited, model.forests, model.domain, model.networks)
     flag = MassAgeFlag(int(add_mass_age(typical_star(giants, 1), model=shifted)
                            ["mass_age_flag"][0]))
     assert MassAgeFlag.MASS_NEAR_HIGH_EDGE in flag and MassAgeFlag.AGE_NEAR_HIGH_EDGE in flag

@@ -99,7 +99,7 @@ def test_training_labels_are_final_dr17_values_where_the_star_has_them(full_rang
 @pytest.fixture(scope="module")
 def oblique_model():
     spec = dataclasses.replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10,
-                               oblique_features=("teff", "c_n"))
+                               oblique_features=("teff", "c_n"), network=None)
     return train_model(spec, make_synthetic_catalog(spec, 500, seed=2)).model
 
 
@@ -152,7 +152,7 @@ def test_target_directions_are_the_targets_linear_fits_and_travel_in_the_card(tm
     fits on the z-scores, one input each, centred and of unit spread on the training
     stars; a card that names another target is refused."""
     spec = dataclasses.replace(get_spec("giants"), n_estimators=20, cleaning_estimators=10,
-                               target_directions=True)
+                               target_directions=True, network=None)
     catalog = make_synthetic_catalog(spec, 500, seed=2)
     model = train_model(spec, catalog).model
     entries = model.card["oblique_inputs"]

@@ -49,15 +49,34 @@ def test_compact_network_is_the_mean_of_the_scikit_learn_members(members):
                                atol=1e-12)
 
 
-def test_a_row_does_not_depend_on_its_neighbours(members):
-    """The compiled kernel sums in a fixed order per row: bit-identical in any batch."""
+def test_a_row_does_not_depend_on_its_neighbours_or_the_threads(members):
+    """The compiled kernel sums in a fixed order per row: bit-identical in any batch and
+    for any thread count, and equal to the NumPy twin to round-off."""
+    from stellar_ml_ages import conf
+
     net = CompactNetwork.from_sklearn(members[0])
     x = members[1]
-    whole = net.predict(x)
-    for start, stop in ((0, 1), (7, 8), (13, 190), (299, 300)):
-        np.testing.assert_array_equal(net.predict(x[start:stop]), whole[start:stop])
-    np.testing.assert_array_equal(net.predict(x[::-1]), whole[::-1])
-    assert net.predict(x[:0]).shape == (0,)
+    with conf.set_temp("use_compiled_kernels", True):
+        whole = net.predict(x)
+        for start, stop in ((0, 1), (7, 8), (13, 190), (299, 300)):
+            np.testing.assert_array_equal(net.predict(x[start:stop]), whole[start:stop])
+        np.testing.assert_array_equal(net.predict(x[::-1]), whole[::-1])
+        assert net.predict(x[:0]).shape == (0,)
+        for threads in (1, 2):
+            with conf.set_temp("threads", threads):
+                np.testing.assert_array_equal(net.predict(x), whole)
+    np.testing.assert_allclose(net.predict_numpy(x), whole, rtol=0, atol=1e-12)
+    with conf.set_temp("use_compiled_kernels", False):
+        np.testing.assert_array_equal(net.predict(x), net.predict_numpy(x))
+
+
+def test_inputs_of_the_wrong_width_are_refused(members):
+    net = CompactNetwork.from_sklearn(members[0])
+    for bad in (members[1][:, :3], members[1][0]):
+        with pytest.raises(ValueError, match="rows of 4 inputs, got an array of shape"):
+            net.predict(bad)
+        with pytest.raises(ValueError, match="rows of 4 inputs"):
+            net.predict_numpy(bad)
 
 
 def test_array_round_trip_and_validation(members):
@@ -102,6 +121,13 @@ def test_fit_network_predicts_each_star_by_a_member_that_did_not_see_it():
     for name, array in network.to_arrays().items():
         np.testing.assert_array_equal(again.to_arrays()[name], array, err_msg=name)
     np.testing.assert_array_equal(again_oof, out_of_fold)
+    # No member trained on the outliers: even in sample, the networks follow the clean
+    # trend there; without the cleaning the squared loss pulls them towards the outliers.
+    trend = y[:4] - 3.0
+    uncleaned, _ = fit_network({**settings, "clean": np.inf}, x, y, kic, seed=11)
+    assert np.max(np.abs(network.predict(x[:4]) - trend)) < 0.25
+    assert (np.mean(np.abs(uncleaned.predict(x[:4]) - trend))
+            > 2 * np.mean(np.abs(network.predict(x[:4]) - trend)))
 
 
 def test_model_blends_forest_and_network_and_keeps_the_forest_spread(trained):
@@ -147,10 +173,38 @@ def test_card_and_arrays_must_agree_on_networks(trained):
 
     with pytest.raises(ModelFormatError, match="needs format_version >= 4"):
         validate_card(old)
-    bad = {**card, "targets": [{**card["targets"][0], "network": {"weight": 1.5}},
-                               *card["targets"][1:]]}
+    first = card["targets"][0]
+
+    def with_network(**entry):
+        return {**card, "targets": [{**first, "network": {**first["network"], **entry}},
+                                    *card["targets"][1:]]}
+
     with pytest.raises(ModelFormatError, match="network weight must be in"):
-        validate_card(bad)
+        validate_card(with_network(weight=1.5))
+    with pytest.raises(ModelFormatError, match="network members must be a positive integer"):
+        validate_card(with_network(members=None))
+    with pytest.raises(ModelFormatError, match="network shape must list its layer widths"):
+        validate_card(with_network(shape=[9, 8, 8, 2]))
+    with pytest.raises(ModelFormatError, match="the card's network has 4 members"):
+        MassAgeModel(with_network(members=4), model.forests, model.domain, model.networks)
+    with pytest.raises(ModelFormatError, match=r"networks for \['radius'\]"):
+        MassAgeModel(card, model.forests, model.domain,
+                     {**model.networks, "radius": model.networks["mass"]})
+
+
+def test_network_arrays_the_card_does_not_name_are_refused_on_load(trained):
+    import hashlib
+    import json
+
+    from stellar_ml_ages.model import _from_bytes
+
+    model = trained.model
+    _, payload = model.to_payload()
+    card = json.loads(json.dumps(model.card))
+    del card["targets"][1]["network"]  # the age networks stay in the arrays
+    card["arrays"]["sha256"] = hashlib.sha256(payload).hexdigest()
+    with pytest.raises(ModelFormatError, match=r"networks for \['age'\], which the card does"):
+        _from_bytes(card, payload, "edited model")
 
 
 def test_models_without_networks_keep_format_3(small_spec):
@@ -188,3 +242,33 @@ def test_packaged_giants_networks_agree_with_their_forests():
     # Mass and age anticorrelate (heavier giants are younger), in the networks too.
     mass, age = (giants.networks[t].predict(inputs) for t in ("mass", "age"))
     assert np.corrcoef(mass, age)[0, 1] < -0.8
+
+
+def test_propagated_errors_move_the_networks_too(trained):
+    """With input errors, the spread added is that of the blended point estimates over
+    the draws (forest and networks), as the point estimate itself is the blend."""
+    model = trained.model
+    rng = np.random.default_rng(4)
+    means = np.array([f["mean"] for f in model.card["features"]])
+    stds = np.array([f["std"] for f in model.card["features"]])
+    x = means + 0.2 * stds * rng.standard_normal((40, len(means)))
+    errors = np.tile(0.3 * stds, (len(x), 1))
+    plain = model.predict(x, intervals="posterior")
+    noisy = model.predict(x, feature_errors=errors, n_draws=16, seed=3, intervals="posterior")
+    draws = [model.forest_inputs(model.standardize(x + shift))
+             for shift in model._perturbations(x, errors, 3, 16)]
+    for target in model.target_names:
+        inputs = model.forest_inputs(model.standardize(x))
+        mean, variance = model.point_and_variance(target, inputs)
+        moments = [model.point_and_variance(target, z) for z in draws]
+        expected = np.sqrt(np.mean([v for _, v in moments], axis=0)
+                           + np.var([m for m, _ in moments], axis=0))
+        # Posterior quantiles are mean + offset * sigma with the same offsets: the
+        # ratio of the upper half-widths is that of the sigmas.
+        ratio = (np.log(noisy[target][0.84]) - mean) / (np.log(plain[target][0.84]) - mean)
+        np.testing.assert_allclose(ratio, expected / np.sqrt(variance), rtol=1e-9)
+        np.testing.assert_allclose(noisy[target]["value"], plain[target]["value"])
+        forest_only = np.var([model.forests[target].predict_moments(z)[0] for z in draws],
+                             axis=0)
+        blended = np.var([m for m, _ in moments], axis=0)
+        assert not np.allclose(blended, forest_only)

@@ -73,7 +73,7 @@ def _recalibrated(model, factor=2.0):
         for group in calibration.get("bins", {}).values():
             group["z"] = [[factor * z for z in row] for row in group["z"]]
     card["arrays"] = {}
-    return MassAgeModel.from_parts(card, model.forests, model.domain)
+    return MassAgeModel.from_parts(card, model.forests, model.domain, model.networks)
 
 
 def test_dask_workers_run_the_model_object_they_were_given(tmp_path):
@@ -218,7 +218,8 @@ def _forest_with(giants, **changes):
 def test_hand_built_forests_are_validated(giants, changes, message):
     forest = _forest_with(giants, **changes)
     with pytest.raises(ModelFormatError, match=message):
-        MassAgeModel.from_parts(giants.card, {**giants.forests, "mass": forest}, giants.domain)
+        MassAgeModel.from_parts(giants.card, {**giants.forests, "mass": forest}, giants.domain,
+                                giants.networks)
 
 
 def test_a_child_in_another_tree_is_refused(giants):
@@ -233,7 +234,7 @@ def test_a_child_in_another_tree_is_refused(giants):
     with pytest.raises(ModelFormatError, match="another tree"):
         MassAgeModel.from_parts(giants.card, {**giants.forests,
                                               "mass": _forest_with(giants, left=into_next_tree)},
-                                giants.domain)
+                                giants.domain, giants.networks)
 
 
 # ------------------------------------------------------------------ small things

@@ -276,7 +276,7 @@ def test_prefix_through_pandas_and_the_command_line(stars, tmp_path, capsys):
 def _retagged(model, label_source, name):
     card = {**model.card, "name": name,
             "training_set": {**model.card["training_set"], "label_source": label_source}}
-    return MassAgeModel.from_parts(card, model.forests, model.domain)
+    return MassAgeModel.from_parts(card, model.forests, model.domain, model.networks)
 
 
 @pytest.mark.parametrize(("describe", "survey"), [

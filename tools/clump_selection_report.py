@@ -16,7 +16,7 @@ Usage::
 
     python tools/clump_selection_report.py --data-dir ../shared/data
 
-About 4 minutes on 2 cores. Writes ``stellar_ml_ages/data/classifiers/state-apogee-dr17.json``
+About 7 minutes on 2 cores. Writes ``stellar_ml_ages/data/classifiers/state-apogee-dr17.json``
 and ``stellar_ml_ages/data/clump_selection.json`` (with the commit and date).
 """
 

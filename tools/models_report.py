@@ -37,7 +37,7 @@ Usage::
 
     python tools/models_report.py --data-dir ../shared/data [--variants v3.1,v3]
 
-About 4 minutes per variant on 2 cores (10 folds). Written to
+About 4 minutes per variant on 2 cores (10 folds; 6 with the giants networks). Written to
 ``stellar_ml_ages/data/models_report.json`` (``models_report_<spec>.json`` for another
 ``--spec``) with the commit each variant ran on; every variant after the first of a
 run records its paired change in error against that first one (``change_vs``).

@@ -28,7 +28,7 @@ Usage::
 
     python tools/population_report.py --data-dir ../shared/data
 
-About 4 minutes on 2 cores (10 fold models; ``--folds 5`` halves it). The fold
+About 7 minutes on 2 cores (10 fold models; ``--folds 5`` halves it). The fold
 predictions are cached in ``--cache`` (default: a file in the system's temporary
 directory named after the giants recipe's settings, never in the repository).
 """

@@ -465,8 +465,12 @@ def fit_network(settings, inputs, log_target, kic, seed):
     absolute residual; the squared loss is not robust to a bad seismic value),
     which no member trains on. Every star is then predicted by the member that
     did not see it: what the interval calibration needs, as the forest's
-    out-of-bag predictions. Single-threaded BLAS, fixed seeds: the same stars give
-    the same weights.
+    out-of-bag predictions. (One member's prediction is a little noisier than the
+    members' mean that prediction uses, so the calibration errs on the wide side,
+    as the forest's out-of-bag one does.) Single-threaded BLAS, fixed seeds: the
+    same stars give the same weights whatever the core count, on the same kind of
+    machine (BLAS builds for other processors may round differently, and training
+    amplifies it).
 
     Parameters
     ----------
