@@ -36,6 +36,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -44,6 +45,11 @@ from astropy.table import QTable
 import stellar_ml_ages
 from stellar_ml_ages import add_mass_age, get_model
 from stellar_ml_ages.features import get_feature
+
+# The report tools' provenance helper: an editable install's __version__ is the one of
+# its last (re)install, the commit is what actually ran.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from _provenance import git_commit
 
 PAPER_ROWS = 948_216
 FIVE_QUANTILES = (0.025, 0.05, 0.5, 0.95, 0.975)
@@ -200,7 +206,8 @@ def compare(args):
     model = get_model(args.model)
     n_rows = 20_000 if args.quick else args.rows
     n_trees = 200 if args.quick else args.baseline_trees
-    print(f"# stellar_ml_ages {stellar_ml_ages.__version__}, model {model.name} "
+    print(f"# stellar_ml_ages {stellar_ml_ages.__version__} (commit {git_commit()}), model "
+          f"{model.name} {model.card['model_version']} "
           f"({model.forests[model.target_names[0]].n_trees} trees"
           + "".join(f"; {target} networks {network.n_members} x {network.shape}"
                     for target, network in model.networks.items())

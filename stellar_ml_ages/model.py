@@ -301,6 +301,19 @@ def _mix64(values):
     return values ^ (values >> np.uint64(31))
 
 
+def _mean_over_draws(values):
+    """Mean of a list of per-row arrays, summed in list order.
+
+    ``numpy.mean(axis=0)`` of a stack sums pairwise where the reduced axis is
+    contiguous (a one-row table) and in order otherwise, so a star's last bits would
+    depend on how many rows came with it.
+    """
+    total = np.array(values[0], dtype=np.float64)
+    for value in values[1:]:
+        total += value
+    return total / len(values)
+
+
 def row_normal_deviates(rows, seed, n_draws, n_columns):
     """Standard normal deviates, shape (n_draws, n_rows, n_columns), each row's a
     function of that row's values and ``seed`` only.
@@ -357,10 +370,16 @@ def with_oblique_inputs(standardized, entries):
     standardized = np.asarray(standardized, dtype=np.float64)
     if not entries:
         return standardized
-    weights = np.array([e["weights"] for e in entries], dtype=np.float64)
-    offset = np.array([e["offset"] for e in entries], dtype=np.float64)
-    scale = np.array([e["scale"] for e in entries], dtype=np.float64)
-    return np.hstack([standardized, (standardized @ weights.T + offset) / scale])
+    columns = []
+    for entry in entries:
+        # Summed feature by feature, not by a matrix product: BLAS picks its kernel
+        # (and summation order) by the number of rows, so a star's last bits, and the
+        # networks' output, would depend on how many stars came with it.
+        total = np.zeros(len(standardized))
+        for column, weight in zip(standardized.T, entry["weights"], strict=True):
+            total += column * float(weight)
+        columns.append((total + float(entry["offset"])) / float(entry["scale"]))
+    return np.column_stack([standardized, *columns])
 
 
 def _stood_in_for(label):
@@ -800,9 +819,9 @@ class MassAgeModel:
                 # the means blended as the point estimate is (a network may follow the
                 # labels more steeply than the forest).
                 moments = [self.point_and_variance(target, z, chunk_size) for z in draws]
-                draw_means = np.array([m for m, _ in moments])
-                draw_vars = np.array([v for _, v in moments])
-                variance = draw_vars.mean(axis=0) + draw_means.var(axis=0)
+                draw_means = _mean_over_draws([m for m, _ in moments])
+                spread = _mean_over_draws([(m - draw_means) ** 2 for m, _ in moments])
+                variance = _mean_over_draws([v for _, v in moments]) + spread
             sigma = np.sqrt(variance)
             # Linear in probability and in the predicted value, so interpolating the
             # small tables in probability first changes nothing but the cost.

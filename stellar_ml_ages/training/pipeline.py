@@ -409,7 +409,8 @@ def fit_oblique_inputs(names, feature_names, standardized):
         weights[others] = -coefficients[1:]
         weights = np.round(weights, 12)
         offset = round(float(-coefficients[0]), 12)
-        residual = standardized @ weights + offset
+        residual = with_oblique_inputs(
+            standardized, [{"weights": weights, "offset": offset, "scale": 1.0}])[:, -1]
         others_names = ", ".join(feature_names[j] for j in others)
         entries.append({"name": f"{name} | {others_names}", "of": name,
                         "weights": [float(w) for w in weights], "offset": offset,
@@ -454,6 +455,10 @@ def fit_target_directions(training_sets):
     return entries
 
 
+#: What `fit_network` rounds the networks' arrays to (`CompactNetwork.rounded`).
+NETWORK_WEIGHT_GRID = 2.0 ** -20
+
+
 def fit_network(settings, inputs, log_target, kic, seed):
     """The neural-network ensemble of one target, and its out-of-fold predictions.
 
@@ -468,9 +473,10 @@ def fit_network(settings, inputs, log_target, kic, seed):
     out-of-bag predictions. (One member's prediction is a little noisier than the
     members' mean that prediction uses, so the calibration errs on the wide side,
     as the forest's out-of-bag one does.) Single-threaded BLAS, fixed seeds: the
-    same stars give the same weights whatever the core count, on the same kind of
-    machine (BLAS builds for other processors may round differently, and training
-    amplifies it).
+    same stars give the same weights whatever the core count. BLAS builds for other
+    processors round differently (measured between two kinds of machine: weights
+    off by up to 6e-15 after training); the stored arrays are rounded to multiples
+    of ``NETWORK_WEIGHT_GRID`` (2**-20), so that noise does not reach them.
 
     Parameters
     ----------
@@ -516,7 +522,9 @@ def fit_network(settings, inputs, log_target, kic, seed):
         residual = standardized - fitted(everyone, seed).predict(inputs)
         trusted = np.abs(residual) <= settings["clean"] * 1.4826 * np.median(np.abs(residual))
         members = [fitted(trusted & (fold != f), seed + 1 + f) for f in range(n_members)]
-    network = CompactNetwork.from_sklearn(members, offset, scale)
+    # Rounded before anything uses it (the calibration's out-of-fold predictions
+    # too): last-bit differences between BLAS builds must not reach the arrays.
+    network = CompactNetwork.from_sklearn(members, offset, scale).rounded(NETWORK_WEIGHT_GRID)
     out_of_fold = np.empty(len(inputs))
     for f in range(n_members):
         rows = fold == f

@@ -269,7 +269,7 @@ PACKAGED_SPECS = {
             ),
             **_GIANTS,
             network=GIANTS_NETWORK,
-            model_version="3.2.0",
+            model_version="3.2.1",
         ),
         _full_range(
             name="giants-slam-apogee-dr17",
