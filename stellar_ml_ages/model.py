@@ -47,7 +47,8 @@ from .network import CompactNetwork
 from .reference_prior import interp_levels, robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
-           "row_normal_deviates", "sha256_of", "validate_card", "with_oblique_inputs"]
+           "row_normal_deviates", "row_products", "sha256_of", "validate_card",
+           "with_oblique_inputs"]
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
@@ -370,16 +371,32 @@ def with_oblique_inputs(standardized, entries):
     standardized = np.asarray(standardized, dtype=np.float64)
     if not entries:
         return standardized
-    columns = []
-    for entry in entries:
-        # Summed feature by feature, not by a matrix product: BLAS picks its kernel
-        # (and summation order) by the number of rows, so a star's last bits, and the
-        # networks' output, would depend on how many stars came with it.
-        total = np.zeros(len(standardized))
-        for column, weight in zip(standardized.T, entry["weights"], strict=True):
-            total += column * float(weight)
-        columns.append((total + float(entry["offset"])) / float(entry["scale"]))
+    columns = [(row_products(standardized, entry["weights"]) + float(entry["offset"]))
+               / float(entry["scale"]) for entry in entries]
     return np.column_stack([standardized, *columns])
+
+
+def row_products(matrix, coefficients):
+    """``matrix @ coefficients``, each row summed column by column in column order.
+
+    A matrix product's BLAS kernel, and with it the order of the sums, depends on the
+    number of rows, so a star's last bits would depend on the table it came in (and
+    the networks pass them on). Here a row's result depends on that row alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.model import row_products
+    >>> row_products(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0], [-1.0]]))
+    array([[-1.],
+           [-1.]])
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    coefficients = np.asarray(coefficients, dtype=np.float64)
+    total = np.zeros((len(matrix), *coefficients.shape[1:]))
+    for column, coefficient in zip(matrix.T, coefficients, strict=True):
+        total += (column[:, None] if coefficients.ndim == 2 else column) * coefficient
+    return total
 
 
 def _stood_in_for(label):
@@ -702,7 +719,7 @@ class MassAgeModel:
         design = np.asarray(design, dtype=np.float64)
         deviates = row_normal_deviates(np.column_stack([features, errors]), seed,
                                        n_draws, excess.shape[1])
-        return [(deviates[k] * excess) @ design.T for k in range(n_draws)]
+        return [row_products(deviates[k] * excess, design.T) for k in range(n_draws)]
 
     @property
     def interval_kinds(self):

@@ -22,6 +22,14 @@ _ARRAY_NAMES = ("input_weights", "input_biases", "hidden_weights", "hidden_biase
                 "output_weights", "output_biases", "output_scaling")
 
 
+def _check_grid(grid):
+    exponent = np.log2(grid) if grid > 0 else np.nan
+    if not (np.isfinite(exponent) and exponent == np.round(exponent)):
+        # Division and multiplication by a power of two are exact; by anything else
+        # the rounding would add its own last-bit noise.
+        raise ValueError(f"grid must be a power of two, got {grid!r}")
+
+
 class CompactNetwork:
     """Mean of ``n_members`` ReLU networks of one shape, in plain arrays.
 
@@ -112,11 +120,12 @@ class CompactNetwork:
         """A copy with every array rounded to the nearest multiple of ``grid``.
 
         Training on another machine's BLAS build changes the last bits of the
-        weights (seen: up to 6e-15 between two kinds of processor); with ``grid`` a
+        weights (seen: up to 6e-15 between two kinds of processor); rounded to a
         power of two far above that noise (2**-20 for the packaged models), the
-        rounded arrays, and everything computed from them, are the same bytes
-        wherever they are retrained, and the predictions move by far less than the
-        intervals resolve (about 1e-6 in ln of the target).
+        arrays, and everything computed from them, come out the same bytes unless a
+        weight lies within that noise of a rounding boundary (`boundary_margin`).
+        The packaged networks' outputs move by up to about 3e-6 in ln of the target,
+        far below what the intervals resolve. Zeros are stored as +0.0.
 
         Examples
         --------
@@ -128,8 +137,20 @@ class CompactNetwork:
         >>> float(net.rounded(0.25).input_weights[0, 0, 0])
         0.25
         """
-        return CompactNetwork(*(np.round(getattr(self, name) / grid) * grid
+        _check_grid(grid)
+        # + 0.0 turns the -0.0 of tiny negative weights into +0.0: same value, and the
+        # same bytes whichever side of zero another machine's weight fell.
+        return CompactNetwork(*(np.round(getattr(self, name) / grid) * grid + 0.0
                                 for name in _ARRAY_NAMES))
+
+    def boundary_margin(self, grid):
+        """Smallest distance of any array value from a boundary of ``rounded(grid)``.
+
+        Last-bit noise larger than this could round a value the other way.
+        """
+        _check_grid(grid)
+        steps = np.concatenate([getattr(self, name).ravel() for name in _ARRAY_NAMES]) / grid
+        return float(np.min(np.abs(np.abs(steps - np.floor(steps)) - 0.5)) * grid)
 
     def member(self, index):
         """The network of member ``index`` alone (a one-member `CompactNetwork`)."""

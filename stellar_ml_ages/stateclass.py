@@ -34,7 +34,7 @@ import numpy as np
 
 from .columns import resolve_columns
 from .exceptions import ExistingColumnError, ModelChecksumError, ModelFormatError
-from .model import card_checksum
+from .model import card_checksum, row_products
 from .units import feature_matrix
 
 __all__ = ["STATE_CLASSIFIER", "StateClassifier", "add_spectroscopic_state",
@@ -110,7 +110,7 @@ class StateClassifier:
         mean = np.array([f["mean"] for f in self.card["features"]])
         scale = np.array([f["std"] for f in self.card["features"]])
         design = polynomial_terms((features - mean) / scale, self.card["powers"])
-        logit = design @ np.asarray(self.card["coefficients"], dtype=np.float64)
+        logit = row_products(design, self.card["coefficients"])
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-logit))
 

@@ -244,6 +244,27 @@ def test_a_stars_propagated_interval_does_not_depend_on_its_neighbours(stars):
     assert alone["age_p16"][0] == whole["age_p16"][star]
 
 
+def test_correlated_draws_of_a_star_do_not_depend_on_its_neighbours(stars):
+    """As above, with [X/Fe] made from three columns ([X/M] + [M/H] - [Fe/H]): the
+    draws' design then sums three products per feature, which a BLAS matrix product
+    orders differently for one row and for many."""
+    table = stars.copy()
+    table["M_H"] = table["FE_H"] + 0.03 * u.dex
+    for element in ("C", "N"):
+        table[f"{element}_M"] = table[f"{element}_FE"] - table["M_H"] + table["FE_H"]
+        del table[f"{element}_FE"]
+    for name, error in (("TEFF", 110 * u.K), ("N_M", 0.09 * u.dex), ("C_M", 0.07 * u.dex),
+                        ("M_H", 0.05 * u.dex), ("FE_H", 0.06 * u.dex)):
+        table[f"{name}_ERR"] = error
+    whole = add_mass_age(table, model="giants", propagate_errors=True)
+    predicted = np.flatnonzero(~np.ma.getmaskarray(whole["age"]))
+    assert len(predicted) > 100
+    for star in predicted[::20]:
+        alone = add_mass_age(table[star:star + 1], model="giants", propagate_errors=True)
+        for name in ("mass_p16", "mass_p84", "age_p16", "age_p84"):
+            assert alone[name][0] == whole[name][star], (star, name)
+
+
 def test_model_selection_and_clear_errors(stars, giants):
     assert add_mass_age(stars).meta["MLMODEL"] == giants.name
     with pytest.raises(MissingColumnError, match="no packaged model applies"):

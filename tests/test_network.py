@@ -10,7 +10,7 @@ from stellar_ml_ages.exceptions import ModelFormatError
 from stellar_ml_ages.model import MassAgeModel, load_model
 from stellar_ml_ages.network import CompactNetwork
 from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
-from stellar_ml_ages.training.pipeline import fit_network
+from stellar_ml_ages.training.pipeline import fit_network, kic_uniform
 
 # Small members on small data may reach max_iter before early stopping: not what is tested.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -143,14 +143,27 @@ def test_fit_network_rounds_away_last_bit_noise():
     for name, array in network.to_arrays().items():
         steps = array / NETWORK_WEIGHT_GRID
         np.testing.assert_array_equal(steps, np.round(steps), err_msg=name)
-    # A member's weights off by a few ulps, as between two kinds of machine, round back.
+        assert not np.any(np.signbit(array) & (array == 0)), f"{name} stores -0.0"
+    # The calibration's out-of-fold predictions come from the rounded members.
+    fold = np.minimum((kic_uniform(np.arange(300), "network-folds:5") * 3).astype(int), 2)
+    for f in range(3):
+        np.testing.assert_array_equal(out_of_fold[fold == f],
+                                      network.member(f).predict(x[fold == f]))
+    with pytest.raises(ValueError, match="power of two"):
+        network.rounded(1e-6)
+    # Weights off by a few ulps, as between two kinds of machine, round back to the
+    # same bytes; so does a tiny weight on the other side of zero (no -0.0).
     noisy = CompactNetwork(*(a * (1 + 4e-16 * rng.choice([-1, 1], a.shape))
                              for a in network.to_arrays().values()))
+    tiny = CompactNetwork(*(np.full_like(a, -1e-30) for a in network.to_arrays().values()))
+    assert not any(np.signbit(a).any()
+                   for a in tiny.rounded(NETWORK_WEIGHT_GRID).to_arrays().values())
     assert any(not np.array_equal(a, b) for a, b in
                zip(noisy.to_arrays().values(), network.to_arrays().values(), strict=True))
     again = noisy.rounded(NETWORK_WEIGHT_GRID)
+    assert noisy.boundary_margin(NETWORK_WEIGHT_GRID) > 1e-12
     for name, array in network.to_arrays().items():
-        np.testing.assert_array_equal(again.to_arrays()[name], array, err_msg=name)
+        assert again.to_arrays()[name].tobytes() == array.tobytes(), name
     np.testing.assert_array_equal(
         np.concatenate([again.member(f).predict(x[:5]) for f in range(3)]),
         np.concatenate([network.member(f).predict(x[:5]) for f in range(3)]))

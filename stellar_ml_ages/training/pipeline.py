@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import __version__
 from ..columns import resolve_columns
-from ..exceptions import TrainingDataError
+from ..exceptions import StellarMLAgesWarning, TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
@@ -476,7 +476,10 @@ def fit_network(settings, inputs, log_target, kic, seed):
     same stars give the same weights whatever the core count. BLAS builds for other
     processors round differently (measured between two kinds of machine: weights
     off by up to 6e-15 after training); the stored arrays are rounded to multiples
-    of ``NETWORK_WEIGHT_GRID`` (2**-20), so that noise does not reach them.
+    of ``NETWORK_WEIGHT_GRID`` (2**-20), so that noise does not reach them unless
+    a weight lies within it of a rounding boundary (warned about below 1e-12;
+    the packaged weights are at least 6.5e-12 away). The cleaning network is not
+    rounded: only a residual within that noise of its threshold could change.
 
     Parameters
     ----------
@@ -524,7 +527,13 @@ def fit_network(settings, inputs, log_target, kic, seed):
         members = [fitted(trusted & (fold != f), seed + 1 + f) for f in range(n_members)]
     # Rounded before anything uses it (the calibration's out-of-fold predictions
     # too): last-bit differences between BLAS builds must not reach the arrays.
-    network = CompactNetwork.from_sklearn(members, offset, scale).rounded(NETWORK_WEIGHT_GRID)
+    unrounded = CompactNetwork.from_sklearn(members, offset, scale)
+    margin = unrounded.boundary_margin(NETWORK_WEIGHT_GRID)
+    if margin < 1e-12:
+        warnings.warn(f"a network weight lies {margin:.1e} from a rounding boundary: "
+                      "another kind of machine may not retrain the same arrays",
+                      StellarMLAgesWarning, stacklevel=2)
+    network = unrounded.rounded(NETWORK_WEIGHT_GRID)
     out_of_fold = np.empty(len(inputs))
     for f in range(n_members):
         rows = fold == f
