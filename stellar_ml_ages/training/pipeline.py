@@ -477,9 +477,10 @@ def fit_network(settings, inputs, log_target, kic, seed):
     processors round differently (measured between two kinds of machine: weights
     off by up to 6e-15 after training); the stored arrays are rounded to multiples
     of ``NETWORK_WEIGHT_GRID`` (2**-20), so that noise does not reach them unless
-    a weight lies within it of a rounding boundary (warned about below 1e-12;
-    the packaged weights are at least 6.5e-12 away). The cleaning network is not
-    rounded: only a residual within that noise of its threshold could change.
+    a weight lies within it of a rounding boundary (warned about below 1e-13, 16
+    times the noise measured: about one model in fifty; the packaged weights are at
+    least 6.5e-12 away). The cleaning network is not rounded: only a residual within
+    that noise of its threshold could change.
 
     Parameters
     ----------
@@ -529,7 +530,7 @@ def fit_network(settings, inputs, log_target, kic, seed):
     # too): last-bit differences between BLAS builds must not reach the arrays.
     unrounded = CompactNetwork.from_sklearn(members, offset, scale)
     margin = unrounded.boundary_margin(NETWORK_WEIGHT_GRID)
-    if margin < 1e-12:
+    if margin < 1e-13:
         warnings.warn(f"a network weight lies {margin:.1e} from a rounding boundary: "
                       "another kind of machine may not retrain the same arrays",
                       StellarMLAgesWarning, stacklevel=2)
