@@ -27,7 +27,7 @@ Variants:
     ``v3-labels`` and oblique inputs, the forest alone (models 3.1.0).
 ``v3``
     The packaged spec as it is now: for giants, ``v3.1`` with the point estimate
-    blended with a neural-network ensemble (``ModelSpec.network``; models 3.2.0).
+    blended with a neural-network ensemble (``ModelSpec.network``; models 3.2).
 ``v3.1+directions``
     ``v3.1`` and each target's linear fit on the features as two more forest inputs
     (``target_directions``); measured, not packaged. Not in the default
