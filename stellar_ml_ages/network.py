@@ -30,6 +30,14 @@ def _check_grid(grid):
         raise ValueError(f"grid must be a power of two, got {grid!r}")
 
 
+def _affine(x, weights, biases):
+    """``biases + x @ weights``, each row's sums in column order from the bias on."""
+    result = np.repeat(np.asarray(biases, dtype=np.float64)[None, :], len(x), axis=0)
+    for column, row_of_weights in zip(x.T, weights, strict=True):
+        result += column[:, None] * row_of_weights
+    return result
+
+
 class CompactNetwork:
     """Mean of ``n_members`` ReLU networks of one shape, in plain arrays.
 
@@ -216,14 +224,21 @@ class CompactNetwork:
         return x
 
     def predict_numpy(self, inputs):
-        """`predict` in NumPy: the reference implementation."""
+        """`predict` in NumPy: the reference implementation.
+
+        Sums in the compiled kernel's order (a layer's bias, then its inputs one by
+        one), column by column rather than by a matrix product, whose BLAS kernel
+        and summation order change with the number of rows: a row's result depends
+        on that row alone, and equals the kernel's.
+        """
         x = self._checked(inputs)
         total = np.zeros(len(x))
         for m in range(self.n_members):
-            h = np.maximum(x @ self.input_weights[m] + self.input_biases[m], 0.0)
+            h = np.maximum(_affine(x, self.input_weights[m], self.input_biases[m]), 0.0)
             for layer in range(self.hidden_weights.shape[1]):
-                h = np.maximum(h @ self.hidden_weights[m, layer] + self.hidden_biases[m, layer],
-                               0.0)
-            total += h @ self.output_weights[m] + self.output_biases[m]
+                h = np.maximum(_affine(h, self.hidden_weights[m, layer],
+                                       self.hidden_biases[m, layer]), 0.0)
+            total += _affine(h, self.output_weights[m][:, None],
+                             np.atleast_1d(self.output_biases[m]))[:, 0]
         offset, scale = self.output_scaling
         return offset + scale * total / self.n_members

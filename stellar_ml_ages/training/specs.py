@@ -295,6 +295,9 @@ PACKAGED_SPECS = {
             # as 5-star leaves and 300 trees, at a fifth of the size).
             min_samples_leaf=15,
             n_estimators=200,
+            # The giants recipe's networks (measured: docs/lamost.rst, models 3.2).
+            network=GIANTS_NETWORK,
+            model_version="3.2.0",
         ),
         _full_range(
             name="red-clump-apogee-dr17",
