@@ -195,3 +195,28 @@ def test_positional_match_recovers_kic_identities_on_real_catalogs(training_tabl
     assert len(matched) / len(clump) > 0.99
     assert np.mean(matched["KICID"] == matched["KIC"]) > 0.999
     assert np.median(matched["separation"]) < 0.5
+
+
+def test_cards_from_a_checkout_name_its_commit(monkeypatch):
+    """An editable install's version string is frozen at install time: the card names
+    the commit the source is at, and nothing where there is no checkout of it."""
+    import subprocess
+    from pathlib import Path
+
+    from stellar_ml_ages.training import pipeline
+
+    commit = pipeline._source_commit()
+    if commit is None:
+        pytest.skip("the package is not running from a git checkout")
+    package = Path(pipeline.__file__).resolve().parents[1]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True, cwd=package).stdout.strip()
+    assert head.startswith(commit.removesuffix("-dirty")) and len(head) == 40
+    assert pipeline._software()["stellar_ml_ages_commit"] == commit
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(subprocess, "run", no_git)
+    assert pipeline._source_commit() is None
+    assert "stellar_ml_ages_commit" not in pipeline._software()

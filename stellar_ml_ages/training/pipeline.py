@@ -264,9 +264,48 @@ def _software():
     import scipy
     import sklearn
 
-    return {"python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
-            "astropy": astropy.__version__, "stellar_ml_ages": __version__}
+    software = {"python": platform.python_version(), "numpy": np.__version__,
+                "scipy": scipy.__version__, "scikit-learn": sklearn.__version__,
+                "astropy": astropy.__version__, "stellar_ml_ages": __version__}
+    commit = _source_commit()
+    if commit is not None:
+        software["stellar_ml_ages_commit"] = commit
+    return software
+
+
+def _source_commit():
+    """The git commit the running package's source is at, or None if not a checkout.
+
+    An editable install's version string is frozen when it was installed, so a card
+    trained from a checkout names the commit too (``-dirty`` if a tracked ``.py``
+    file differs from it). None for an installed package, or if the git repository
+    around it is not this package's.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.training.pipeline import _source_commit
+    >>> commit = _source_commit()
+    >>> commit is None or len(commit.removesuffix("-dirty")) >= 7
+    True
+    """
+    import subprocess
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1]
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=package, timeout=30).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if (top / package.name / "__init__.py").resolve() != package / "__init__.py":
+            return None
+        commit = git("rev-parse", "--short=9", "HEAD")
+        modified = git("status", "--porcelain", "--untracked-files=no", "--", "*.py")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if modified else "")
 
 
 def training_states(table):
