@@ -152,6 +152,8 @@ def _build_network_kernel(parallel=True):
     """
     numba = _numba()
 
+    # No fastmath: fused multiply-adds would break the bit-for-bit agreement with
+    # `CompactNetwork.predict_numpy` (and between processors with and without FMA).
     @numba.njit(parallel=parallel, cache=parallel, nogil=True, boundscheck=False)
     def kernel(x, w_in, b_in, w_hidden, b_hidden, w_out, b_out, out):
         n_rows, n_inputs = x.shape

@@ -33,8 +33,10 @@ def _check_grid(grid):
 def _affine(x, weights, biases):
     """``biases + x @ weights``, each row's sums in column order from the bias on."""
     result = np.repeat(np.asarray(biases, dtype=np.float64)[None, :], len(x), axis=0)
+    term = np.empty_like(result)
     for column, row_of_weights in zip(x.T, weights, strict=True):
-        result += column[:, None] * row_of_weights
+        np.multiply(column[:, None], row_of_weights, out=term)
+        result += term
     return result
 
 
@@ -199,7 +201,7 @@ class CompactNetwork:
         """Mean over members of ``offset + scale * network(inputs)``, shape (n_rows,).
 
         Compiled (numba, all cores of ``conf.threads``) where available, else
-        `predict_numpy`; the two agree to float64 round-off.
+        `predict_numpy`; the two agree bit for bit.
         """
         from ._kernels import kernels_available, network_kernel, set_threads
 
@@ -241,4 +243,5 @@ class CompactNetwork:
             total += _affine(h, self.output_weights[m][:, None],
                              np.atleast_1d(self.output_biases[m]))[:, 0]
         offset, scale = self.output_scaling
-        return offset + scale * total / self.n_members
+        # As `predict`: the members' mean first, then the scaling.
+        return offset + scale * (total / self.n_members)

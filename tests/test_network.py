@@ -54,7 +54,8 @@ def test_a_row_does_not_depend_on_its_neighbours_or_the_threads(members):
     for any thread count, and equal to the NumPy twin."""
     from stellar_ml_ages import conf
 
-    net = CompactNetwork.from_sklearn(members[0])
+    # An offset and a scale that are not powers of two: the scaling's rounding counts.
+    net = CompactNetwork.from_sklearn(members[0], offset=0.3, scale=0.68)
     x = members[1]
     with conf.set_temp("use_compiled_kernels", True):
         whole = net.predict(x)
@@ -262,6 +263,24 @@ def test_models_without_networks_keep_format_3(small_spec):
 def test_spec_refuses_incomplete_network_settings():
     with pytest.raises(ValueError, match="network needs hidden, alpha, members"):
         dataclasses.replace(get_spec("giants"), network={"hidden": (8,), "weight": 0.5})
+
+
+@pytest.mark.parametrize("model_name", ["giants", "giants-slam"])
+def test_compiled_kernel_on_the_packaged_networks(model_name):
+    """The shipped networks (five members of 64-unit layers, output scales that are
+    not powers of two): the compiled kernel and the NumPy twin give the same bits,
+    inside and far outside the training range, a row alone as in a table."""
+    from stellar_ml_ages import conf, get_model
+
+    model = get_model(model_name)
+    rng = np.random.default_rng(13)
+    inputs = model.forest_inputs(rng.standard_normal((2000, len(model.feature_names))) * 2.0)
+    for target, network in model.networks.items():
+        assert network.n_members == 5 and network.output_scaling[1] != 1.0, target
+        with conf.set_temp("use_compiled_kernels", True):
+            compiled = network.predict(inputs)
+        np.testing.assert_array_equal(network.predict_numpy(inputs), compiled)
+        np.testing.assert_array_equal(network.predict_numpy(inputs[17:18]), compiled[17:18])
 
 
 def test_packaged_giants_networks_agree_with_their_forests():
