@@ -119,6 +119,10 @@ def test_reproduce_quick_writes_the_whole_report(full_range_table, tmp_path):
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["models"]) == set(REPORT_MODELS)
     text = (tmp_path / "report.md").read_text()
+    # Which code ran: the version, and the commit where the package is a checkout.
+    assert report["software"]["stellar_ml_ages"] in text.splitlines()[2]
+    if "stellar_ml_ages_commit" in report["software"]:
+        assert f"(commit {report['software']['stellar_ml_ages_commit']})" in text
     for heading in ("Label scale", "Feature selection", "Out-of-fold metrics",
                     "paper's protocol", "Six methods", "External checks"):
         assert heading in text

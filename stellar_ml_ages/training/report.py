@@ -34,7 +34,7 @@ import numpy as np
 from .catalogs import find_data_dir, load_full_range_training_table
 from .evaluation import coverage, cross_validated_predictions, dilution, group_coverage
 from .methods import METHODS, make_method
-from .pipeline import _select, add_input_noise, kic_test_mask, train_model
+from .pipeline import _select, _software, add_input_noise, kic_test_mask, train_model
 from .ranking import error_curve, feature_count_curve, permutation_ranking
 from .specs import get_spec
 
@@ -310,10 +310,12 @@ def _percent(value):
 
 
 def _markdown(results):
-    from .. import __version__
-
+    software = results["software"]
+    # An editable install's version is frozen at install time: name the commit too.
+    commit = (f" (commit {software['stellar_ml_ages_commit']})"
+              if "stellar_ml_ages_commit" in software else "")
     lines = ["# The packaged recipes on the full-range APOKASC-3 set, and the paper's protocol",
-             "", f"stellar_ml_ages {__version__}. "
+             "", f"stellar_ml_ages {software['stellar_ml_ages']}{commit}. "
              f"Settings: {json.dumps(results['settings'])}; data: `{results['data_dir']}`; "
              f"run time {results['seconds']:.0f} s.", "",
              "## Label scale: preliminary APOKASC-3 labels onto APOGEE DR17 allStar", "",
@@ -462,7 +464,7 @@ def reproduce(data_dir=None, out_dir="report", quick=False, progress=print):
     table = load_full_range_training_table(data_dir)
     out = Path(out_dir)
     figures = out / "figures"
-    results = {"settings": settings, "data_dir": str(data_dir),
+    results = {"settings": settings, "data_dir": str(data_dir), "software": _software(),
                "label_scale": table.meta["label_scale"],
                "label_noise": table.meta["label_noise"], "models": {}}
     cv_by_model = {}
