@@ -281,6 +281,8 @@ def test_compiled_kernel_on_the_packaged_networks(model_name):
             compiled = network.predict(inputs)
         np.testing.assert_array_equal(network.predict_numpy(inputs), compiled)
         np.testing.assert_array_equal(network.predict_numpy(inputs[17:18]), compiled[17:18])
+        # Blocks of rows change no bit.
+        np.testing.assert_array_equal(network.predict_numpy(inputs, chunk_size=7), compiled)
 
 
 def test_packaged_giants_networks_agree_with_their_forests():
