@@ -31,6 +31,7 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
+from ._rowwise import row_products
 from .evstate import normalize_states
 from .exceptions import (
     ModelChecksumError,
@@ -374,29 +375,6 @@ def with_oblique_inputs(standardized, entries):
     columns = [(row_products(standardized, entry["weights"]) + float(entry["offset"]))
                / float(entry["scale"]) for entry in entries]
     return np.column_stack([standardized, *columns])
-
-
-def row_products(matrix, coefficients):
-    """``matrix @ coefficients``, each row summed column by column in column order.
-
-    A matrix product's BLAS kernel, and with it the order of the sums, depends on the
-    number of rows, so a star's last bits would depend on the table it came in (and
-    the networks pass them on). Here a row's result depends on that row alone.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from stellar_ml_ages.model import row_products
-    >>> row_products(np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[1.0], [-1.0]]))
-    array([[-1.],
-           [-1.]])
-    """
-    matrix = np.asarray(matrix, dtype=np.float64)
-    coefficients = np.asarray(coefficients, dtype=np.float64)
-    total = np.zeros((len(matrix), *coefficients.shape[1:]))
-    for column, coefficient in zip(matrix.T, coefficients, strict=True):
-        total += (column[:, None] if coefficients.ndim == 2 else column) * coefficient
-    return total
 
 
 def _stood_in_for(label):

@@ -16,6 +16,8 @@ evaluated by a compiled kernel that sums in a fixed order per row, or by NumPy.
 
 import numpy as np
 
+from ._rowwise import row_products
+
 __all__ = ["CompactNetwork"]
 
 _ARRAY_NAMES = ("input_weights", "input_biases", "hidden_weights", "hidden_biases",
@@ -28,16 +30,6 @@ def _check_grid(grid):
         # Division and multiplication by a power of two are exact; by anything else
         # the rounding would add its own last-bit noise.
         raise ValueError(f"grid must be a power of two, got {grid!r}")
-
-
-def _affine(x, weights, biases):
-    """``biases + x @ weights``, each row's sums in column order from the bias on."""
-    result = np.repeat(np.asarray(biases, dtype=np.float64)[None, :], len(x), axis=0)
-    term = np.empty_like(result)
-    for column, row_of_weights in zip(x.T, weights, strict=True):
-        np.multiply(column[:, None], row_of_weights, out=term)
-        result += term
-    return result
 
 
 class CompactNetwork:
@@ -240,14 +232,13 @@ class CompactNetwork:
         for start in range(0, len(x), chunk_size):
             block = x[start:start + chunk_size]
             for m in range(self.n_members):
-                h = np.maximum(_affine(block, self.input_weights[m], self.input_biases[m]),
-                               0.0)
+                h = np.maximum(row_products(block, self.input_weights[m],
+                                            self.input_biases[m]), 0.0)
                 for layer in range(self.hidden_weights.shape[1]):
-                    h = np.maximum(_affine(h, self.hidden_weights[m, layer],
-                                           self.hidden_biases[m, layer]), 0.0)
-                total[start:start + chunk_size] += _affine(
-                    h, self.output_weights[m][:, None],
-                    np.atleast_1d(self.output_biases[m]))[:, 0]
+                    h = np.maximum(row_products(h, self.hidden_weights[m, layer],
+                                                self.hidden_biases[m, layer]), 0.0)
+                total[start:start + chunk_size] += row_products(
+                    h, self.output_weights[m], self.output_biases[m])
         offset, scale = self.output_scaling
         # As `predict`: the members' mean first, then the scaling.
         return offset + scale * (total / self.n_members)
