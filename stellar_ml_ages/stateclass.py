@@ -38,7 +38,7 @@ from .model import card_checksum, row_products
 from .units import feature_matrix
 
 __all__ = ["STATE_CLASSIFIER", "StateClassifier", "add_spectroscopic_state",
-           "load_state_classifier", "polynomial_terms"]
+           "clump_probability", "load_state_classifier", "polynomial_terms"]
 
 #: The packaged classifier's card (in ``stellar_ml_ages/data/classifiers``).
 STATE_CLASSIFIER = "state-apogee-dr17"
@@ -57,6 +57,25 @@ def polynomial_terms(standardized, powers):
     standardized = np.asarray(standardized, dtype=np.float64)
     powers = np.asarray(powers, dtype=np.int64)
     return np.prod(standardized[:, None, :] ** powers[None, :, :], axis=2)
+
+
+def clump_probability(design, coefficients):
+    """The logistic surface: P(clump) per row of ``design`` (`polynomial_terms`).
+
+    The logit is summed row by row (``model.row_products``), so a
+    star's probability does not depend on the rows it came with; a logit so negative
+    that ``exp`` overflows is a probability of 0, not a warning.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.stateclass import clump_probability
+    >>> clump_probability(np.array([[1.0, 0.0], [1.0, -800.0]]), [0.0, 1.0])
+    array([0.5, 0. ])
+    """
+    logit = row_products(design, coefficients)
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-logit))
 
 
 class StateClassifier:
@@ -110,9 +129,7 @@ class StateClassifier:
         mean = np.array([f["mean"] for f in self.card["features"]])
         scale = np.array([f["std"] for f in self.card["features"]])
         design = polynomial_terms((features - mean) / scale, self.card["powers"])
-        logit = row_products(design, self.card["coefficients"])
-        with np.errstate(over="ignore"):
-            return 1.0 / (1.0 + np.exp(-logit))
+        return clump_probability(design, self.card["coefficients"])
 
     def save(self, directory):
         directory = Path(directory)

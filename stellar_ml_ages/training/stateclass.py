@@ -5,8 +5,7 @@ import datetime
 import numpy as np
 
 from ..features import get_feature
-from ..model import row_products
-from ..stateclass import StateClassifier
+from ..stateclass import StateClassifier, clump_probability
 from .evaluation import kic_folds
 from .pipeline import _canonical_matrix, _software, training_states
 
@@ -67,7 +66,7 @@ def out_of_fold_state_probability(table, n_folds=10):
         mean, scale, _, coefficients = fit_state_classifier(features[train],
                                                             states[train] == "RC")
         design = _design(features[test], mean, scale)[0]
-        probability[test] = 1.0 / (1.0 + np.exp(-row_products(design, coefficients)))
+        probability[test] = clump_probability(design, coefficients)
     return probability, rows, states
 
 
