@@ -1,19 +1,15 @@
 """What the report tools record about the code they ran on."""
 
-import subprocess
-from pathlib import Path
-
 __all__ = ["git_commit"]
 
 
 def git_commit():
-    """The short hash of this checkout's commit, or ``"unknown"`` outside a git tree.
+    """The commit of the package the tools ran on, or ``"unknown"`` outside a checkout.
 
-    Asked of the repository these tools are in, wherever they are run from.
+    The same stamp the training writes in a model card (``stellar_ml_ages_commit``):
+    the short hash, with ``-dirty`` if a tracked ``.py`` file differs from it, so a
+    report run on uncommitted code says so.
     """
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from stellar_ml_ages.training.pipeline import _source_commit
+
+    return _source_commit() or "unknown"

@@ -37,13 +37,13 @@ import argparse
 import hashlib
 import itertools
 import json
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import astropy.units as u
 import numpy as np
+from _provenance import git_commit  # tools/ is the script's directory
 from astropy.table import Table
 
 from stellar_ml_ages.distributions import PredictiveDistribution
@@ -304,11 +304,7 @@ def main(argv=None):
                           "coverage_pooled": coverage_table(arrays, target, "pooled"),
                           "tails": tails_table(arrays, target)}
     report["trends"] = trend_tables(arrays)
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     report["generated"] = {"commit": commit, "date": time.strftime("%Y-%m-%d"),
                            "command": "python tools/population_report.py --data-dir DATA"}
     Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -31,11 +31,11 @@ About 8 minutes on 2 cores.
 import argparse
 import dataclasses
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+from _provenance import git_commit  # tools/ is the script's directory
 
 from stellar_ml_ages.training import get_spec, load_training_table
 from stellar_ml_ages.training.catalogs import find_data_dir
@@ -136,11 +136,7 @@ def main(argv=None):
             results[label][target]["median_rel_error_common"] = float(np.median(errors))
             print(f"  common {target} stars ({len(common)}): {label} "
                   f"{100 * np.median(errors):.2f}%")
-    try:
-        commit = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
-                                text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
+    commit = git_commit()
     results["generated"] = {"date": time.strftime("%Y-%m-%d"), "n_folds": args.folds,
                             "commit": commit,
                             "command": "python tools/rgb_age_experiment.py --data-dir DATA"}

@@ -278,8 +278,8 @@ def _source_commit():
 
     An editable install's version string is frozen when it was installed, so a card
     trained from a checkout names the commit too (``-dirty`` if a tracked ``.py``
-    file differs from it). None for an installed package, or if the git repository
-    around it is not this package's.
+    file of the repository differs from it). None for an installed package, or if the
+    git repository around it is not this package's.
 
     Examples
     --------
@@ -302,7 +302,9 @@ def _source_commit():
         if (top / package.name / "__init__.py").resolve() != package / "__init__.py":
             return None
         commit = git("rev-parse", "--short=9", "HEAD")
-        modified = git("status", "--porcelain", "--untracked-files=no", "--", "*.py")
+        # Any tracked .py file of the repository (tools, specs, kernels), not only
+        # the package's: the report tools stamp their results with this too.
+        modified = git("status", "--porcelain", "--untracked-files=no", "--", ":/*.py")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if modified else "")
