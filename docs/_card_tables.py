@@ -81,6 +81,16 @@ def _change(change_vs, target):
     return f"{mean:+.2f} ± {spread:.2f} vs {change_vs['variant']}"
 
 
+def _mapped_labels(test):
+    """The DR17-input stars predicted from their mapped preliminary labels, and how far
+    that is from the prediction from their final labels ("-" for runs before it)."""
+    if "median_rel_error_mapped_labels" not in test:
+        return "-"
+    return (f"{100 * test['median_rel_error_mapped_labels']:.2f}%; "
+            f"{test['median_ln_dr17_over_mapped']:+.3f}, "
+            f"{test['median_abs_ln_dr17_over_mapped']:.3f}")
+
+
 def models_report_table(file_name="models_report.json"):
     """Versions of a recipe against each other, out of fold (tools/models_report.py):
     the giants' by default, another spec's from its ``models_report_<spec>.json``."""
@@ -89,6 +99,7 @@ def models_report_table(file_name="models_report.json"):
     path = Path(__file__).resolve().parents[1] / "stellar_ml_ages" / "data" / file_name
     report = json.loads(path.read_text())
     header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
+              "same stars, mapped labels: error; ln(DR17 / mapped) median, median abs",
               "slope RGB / RC", "worst state x true-value bin [p16, p84]: robust "
               "(posterior)", "change (paired bootstrap, points)"]
     rows = []
@@ -105,6 +116,7 @@ def models_report_table(file_name="models_report.json"):
                            for state in ("RGB", "RC")),
                          f"{two(e['dr17_input']['median_rel_error'])} "
                          f"({e['dr17_input']['n']})",
+                         _mapped_labels(e["dr17_input"]),
                          " / ".join(f"{e[f'log_slope_{state}']:.2f}"
                                     if f"log_slope_{state}" in e else "-"
                                     for state in ("RGB", "RC")),
