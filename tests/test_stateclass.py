@@ -78,3 +78,15 @@ def test_retraining_reproduces_the_packaged_classifier(full_range_table):
     retrained = train_state_classifier(full_range_table).card
     assert retrained["coefficients"] == shipped["coefficients"]
     assert retrained["metrics"] == shipped["metrics"]
+
+
+def test_quadratic_terms_keep_the_order_the_shipped_card_was_fitted_in():
+    """The classifier's terms are built without scikit-learn now; their order must stay
+    that of ``PolynomialFeatures(degree=2)``, which the shipped card's powers record."""
+    from sklearn.preprocessing import PolynomialFeatures
+
+    from stellar_ml_ages.training.stateclass import quadratic_powers
+
+    expected = PolynomialFeatures(degree=2).fit(np.zeros((1, 6))).powers_
+    assert np.array_equal(quadratic_powers(6), expected)
+    assert np.array_equal(quadratic_powers(6), load_state_classifier().card["powers"])

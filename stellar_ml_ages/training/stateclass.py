@@ -1,16 +1,17 @@
 """Training the spectroscopic RGB/clump classifier (`stellar_ml_ages.stateclass`)."""
 
 import datetime
+import itertools
 
 import numpy as np
 
 from ..features import get_feature
-from ..stateclass import StateClassifier, clump_probability
+from ..stateclass import StateClassifier, clump_probability, polynomial_terms
 from .evaluation import kic_folds
 from .pipeline import _canonical_matrix, _software, training_states
 
 __all__ = ["STATE_FEATURES", "fit_state_classifier", "out_of_fold_state_probability",
-           "train_state_classifier"]
+           "quadratic_powers", "train_state_classifier"]
 
 #: The giants model's inputs: whatever ``giants`` can annotate can be classified.
 STATE_FEATURES = ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h")
@@ -18,12 +19,27 @@ STATE_FEATURES = ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h")
 _C = 1.0
 
 
-def _design(features, mean, scale):
-    from sklearn.preprocessing import PolynomialFeatures
+def quadratic_powers(n_features):
+    """Exponents of the degree-2 terms, in scikit-learn's ``PolynomialFeatures`` order.
 
-    expand = PolynomialFeatures(degree=2, include_bias=True)
-    design = expand.fit_transform((features - mean) / scale)
-    return design, expand.powers_
+    The constant, each z-score, then each product ``z_i z_j`` with ``i <= j``.
+
+    Examples
+    --------
+    >>> quadratic_powers(2).tolist()
+    [[0, 0], [1, 0], [0, 1], [2, 0], [1, 1], [0, 2]]
+    """
+    unit = np.eye(n_features, dtype=np.int64)
+    pairs = [unit[i] + unit[j] for i, j in itertools.combinations_with_replacement(
+        range(n_features), 2)]
+    return np.vstack([np.zeros((1, n_features), dtype=np.int64), unit, *pairs])
+
+
+def _design(features, mean, scale):
+    # The terms prediction uses (StateClassifier.probability), so training and the
+    # out-of-fold probabilities see the same numbers.
+    powers = quadratic_powers(features.shape[1])
+    return polynomial_terms((features - mean) / scale, powers), powers
 
 
 def fit_state_classifier(features, is_clump):
