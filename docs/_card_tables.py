@@ -84,7 +84,7 @@ def _change(change_vs, target):
 def _mapped_labels(test):
     """The DR17-input stars predicted from their mapped preliminary labels, and how far
     that is from the prediction from their final labels ("-" for runs before it)."""
-    if "median_rel_error_mapped_labels" not in test:
+    if test.get("median_rel_error_mapped_labels") is None:
         return "-"
     return (f"{100 * test['median_rel_error_mapped_labels']:.2f}%; "
             f"{test['median_ln_dr17_over_mapped']:+.3f}, "

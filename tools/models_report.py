@@ -8,11 +8,10 @@ hull), and scored against its seismic mass and age (preliminary APOKASC-3):
   inside it, for RGB and clump stars separately too;
 * the DR17-input test: stars with all six final DR17 labels, predicted from those
   labels (what users have) by the same fold models, and from their preliminary labels
-  mapped to the DR17 scale (what the training uses for every star without final
-  labels): where the training labels are the final ones (``v3-labels`` on), the first
-  are the out-of-fold predictions themselves, of stars between 0.97 and 1.82 Msun
-  (the APOKASC-3 subset's mass cut), and the difference between the two measures
-  what the mapping leaves;
+  mapped to the DR17 scale by a map fitted without the fold's stars (what the
+  training uses for every star without final labels). Where the training labels are
+  the final ones (``v3-labels`` on), the first are the out-of-fold predictions
+  themselves, of stars inside the APOKASC-3 subset's mass cut (``true_p1_p99``);
 * coverage of the 68% interval (the default robust intervals) overall, by state, and
   by true-value bin per state (mass < 1, 1-1.4, 1.4-1.8, > 1.8 Msun; age < 2, 2-5,
   5-9, > 9 Gyr), with the median ln bias in each bin; the worst bin of the
@@ -91,12 +90,14 @@ def variants(spec_name):
     }
 
 
-def fold_predictions(spec, table, n_folds, say=print, mapped_table=None):
+def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
     """Out-of-fold predictions from the training labels and from the final DR17 labels.
 
-    With ``mapped_table`` (the same stars, every label the preliminary run's mapped to
-    the DR17 scale: ``prefer_final=False``), the stars with final labels are predicted
-    from those mapped labels too (``<target>_mapped``).
+    With ``mapped_table_for``, a function of the test fold's KIC numbers returning the
+    same stars with every label the preliminary run's, mapped to the DR17 scale by a
+    map fitted without those stars (``prefer_final=False, map_fit_excluding=...``), the
+    stars with final labels are predicted from those mapped labels too
+    (``<target>_mapped``; NaN where a mapped label is missing).
     """
     keep, features, targets = _select(table, spec)
     selected = table[keep]
@@ -108,13 +109,11 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table=None):
         dr17[name] = selected[f"{name}_DR17"]
     dr17_features = add_input_noise(spec, _canonical_matrix(dr17, spec.features), kic)
     has_dr17 = np.all(np.isfinite(dr17_features), axis=1)
-    if mapped_table is not None:
-        row_of = {k: i for i, k in enumerate(np.asarray(mapped_table["KIC"]))}
-        mapped = mapped_table[[row_of[k] for k in kic]]
-        mapped_features = add_input_noise(spec, _canonical_matrix(mapped, spec.features), kic)
     fold = kic_folds(kic, n_folds)
     out = {"kic": kic, "state": states, "fold": fold, "has_dr17": has_dr17,
            "in_hull": np.zeros(len(kic), bool), "in_hull_dr17": np.zeros(len(kic), bool)}
+    if mapped_table_for is not None:
+        out.update({f"{target}_mapped": np.full(len(kic), np.nan) for target in spec.targets})
     for target in spec.targets:
         out[f"{target}_true"] = targets[target][keep]
         for suffix in ("", "_p2.5", "_p16", "_p84", "_p97.5", "_p16_posterior",
@@ -133,8 +132,15 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table=None):
         out["in_hull_dr17"][dr17_rows] = model.in_hull(dr17_features[dr17_rows])
         from_dr17 = model.predict(dr17_features[dr17_rows], quantiles=(0.16, 0.84),
                                   states=states[dr17_rows])
-        if mapped_table is not None:
-            from_mapped = model.predict(mapped_features[dr17_rows], states=states[dr17_rows])
+        if mapped_table_for is not None:
+            mapped = mapped_table_for(kic[rows])
+            row_of = {k: i for i, k in enumerate(np.asarray(mapped["KIC"]))}
+            mapped_features = add_input_noise(
+                spec, _canonical_matrix(mapped[[row_of[k] for k in kic[dr17_rows]]],
+                                        spec.features), kic[dr17_rows])
+            has_mapped = np.all(np.isfinite(mapped_features), axis=1)
+            mapped_rows = dr17_rows[has_mapped]
+            from_mapped = model.predict(mapped_features[has_mapped], states=states[mapped_rows])
         for target in spec.targets:
             out[target][rows] = predicted[target]["value"]
             out[f"{target}_p16"][rows] = predicted[target][0.16]
@@ -144,9 +150,8 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table=None):
             out[f"{target}_p16_posterior"][rows] = posterior[target][0.16]
             out[f"{target}_p84_posterior"][rows] = posterior[target][0.84]
             out[f"{target}_dr17"][dr17_rows] = from_dr17[target]["value"]
-            if mapped_table is not None:
-                out.setdefault(f"{target}_mapped", np.full(len(kic), np.nan))
-                out[f"{target}_mapped"][dr17_rows] = from_mapped[target]["value"]
+            if mapped_table_for is not None:
+                out[f"{target}_mapped"][mapped_rows] = from_mapped[target]["value"]
         say(f"  fold {k + 1}/{n_folds}: {time.time() - start:.0f} s")
     return out
 
@@ -188,10 +193,12 @@ def scores(arrays, targets):
             "true_p1_p99": [float(v) for v in np.nanpercentile(truth[dr17], [1, 99])],
         }
         if f"{target}_mapped" in arrays:
-            from_dr17, mapped = arrays[f"{target}_dr17"][dr17], arrays[f"{target}_mapped"][dr17]
+            both = dr17 & np.isfinite(arrays[f"{target}_mapped"]) & np.isfinite(truth)
+            from_dr17, mapped = arrays[f"{target}_dr17"][both], arrays[f"{target}_mapped"][both]
             shift = np.log(from_dr17 / mapped)
             entry["dr17_input"].update({
-                "median_rel_error_mapped_labels": _median_error(mapped, truth[dr17]),
+                "n_mapped": int(both.sum()),
+                "median_rel_error_mapped_labels": _median_error(mapped, truth[both]),
                 # What the label map leaves: prediction from DR17 labels against the
                 # same model's from the mapped preliminary ones.
                 "median_ln_dr17_over_mapped": float(np.median(shift)),
@@ -285,9 +292,13 @@ def main(argv=None):
         spec, table_options = known[name]
         print(f"{name}: {table_options or 'default training labels'}")
         table = load_full_range_training_table(args.data_dir, **table_options)
-        mapped = load_full_range_training_table(args.data_dir,
-                                                **{**table_options, "prefer_final": False})
-        arrays = fold_predictions(spec, table, args.folds, mapped_table=mapped)
+
+        def mapped_table_for(test_kic, options=table_options):
+            return load_full_range_training_table(
+                args.data_dir, **{**options, "prefer_final": False,
+                                  "map_fit_excluding": test_kic})
+
+        arrays = fold_predictions(spec, table, args.folds, mapped_table_for=mapped_table_for)
         if args.save_arrays:
             Path(args.save_arrays).mkdir(parents=True, exist_ok=True)
             np.savez(Path(args.save_arrays) / f"{name}.npz",

@@ -225,7 +225,8 @@ def _lookup(index, kic, column):
 _MAPPED_DECIMALS = {"teff": 3, "logg": 6, "fe_h": 6, "c_fe": 6, "n_fe": 6, "alpha_m": 6}
 
 
-def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_method="deming"):
+def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_method="deming",
+                                   map_fit_excluding=()):
     """Preliminary APOKASC-3 giants at every mass, labels on the DR17 allStar scale.
 
     Joins, by KIC, the preliminary APOKASC-3 labels (Teff, log g, [Fe/H], [α/Fe],
@@ -251,6 +252,11 @@ def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_me
         (`~stellar_ml_ages.training.labelscale.fit_label_correction`); ``"symmetric"``
         with ``prefer_final=False`` rebuilds the version 2 table, whose ``is_rc``
         term followed the seismic state.
+    map_fit_excluding : sequence of int, optional
+        KIC numbers whose final DR17 labels the corrections are *not* fitted on (their
+        labels are still the final ones with ``prefer_final``): with
+        ``prefer_final=False``, their mapped labels are then out of sample for the
+        map, for testing it (``tools/models_report.py`` leaves out each fold's stars).
 
     Returns
     -------
@@ -301,6 +307,7 @@ def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_me
     trend_variables = {"teff": raw["teff"], "fe_h": raw["fe_h"],
                        "is_rc": is_rc.astype(np.float64)}
 
+    fitted_on = ~np.isin(kic, np.asarray(map_fit_excluding, dtype=np.int64))
     table = Table()
     table["KIC"] = kic
     table["EVSTATE"] = state
@@ -316,7 +323,8 @@ def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_me
         noise[name] = float(np.nanmedian(np.where(reference_errors > 0, reference_errors,
                                                   np.nan)))
         correction = fit_label_correction(
-            name, raw[name], reference_values, trend_variables, source=column,
+            name, raw[name], np.where(fitted_on, reference_values, np.nan), trend_variables,
+            source=column,
             reference=f"{CATALOG_FILES[reference_key]}:{reference_column}",
             source_errors=source_errors, reference_errors=reference_errors,
             method=scale_method)
@@ -351,7 +359,9 @@ def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_me
         "label_origin": origin,
         "label_choice": ("final DR17 value where the star has one, else the preliminary value "
                          "mapped" if prefer_final else "every preliminary value mapped")
-                        + f" ({scale_method} scale rule)",
+                        + f" ({scale_method} scale rule"
+                        + (f"; map fitted without {int((~fitted_on).sum())} stars)"
+                           if not fitted_on.all() else ")"),
         # Median DR17-reported 1-sigma error of each label over the overlap stars.
         "label_noise": noise,
     }

@@ -302,8 +302,8 @@ def _source_commit():
         if (top / package.name / "__init__.py").resolve() != package / "__init__.py":
             return None
         commit = git("rev-parse", "--short=9", "HEAD")
-        # Any tracked .py file of the repository (tools, specs, kernels), not only
-        # the package's: the report tools stamp their results with this too.
+        # Any tracked .py file of the repository, not only the package's (tools,
+        # tests, docs scripts too): the report tools stamp their results with this.
         modified = git("status", "--porcelain", "--untracked-files=no", "--", ":/*.py")
     except (OSError, subprocess.SubprocessError):
         return None
