@@ -793,8 +793,11 @@ class MassAgeModel:
         dict
             Target name to a dict with ``"value"`` (the point estimate, `point_and_variance`)
             and one array per requested quantile, keyed by probability, in the
-            target's unit (`target_unit`).
+            target's unit (`target_unit`). NaN for rows with a non-finite feature (a
+            forest would otherwise send them down one side of every split).
         """
+        features = np.asarray(features, dtype=np.float64)
+        unusable = ~np.all(np.isfinite(features), axis=1)
         available = self.interval_kinds
         intervals = available[0] if intervals is None else intervals
         if intervals not in available:
@@ -829,6 +832,8 @@ class MassAgeModel:
             result = {"value": self._inverse_transform(target, mean)}
             for probability, value in zip(quantiles, log_quantiles, strict=True):
                 result[float(probability)] = self._inverse_transform(target, value)
+            for values in result.values():
+                values[unusable] = np.nan
             results[target] = result
         return results
 

@@ -239,3 +239,25 @@ def test_import_loads_no_model_and_models_are_cached():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.split("\n")[:2] == ["0 False False", "1 True"]
+
+
+@pytest.mark.parametrize("name", ["red-clump", "giants"])
+def test_rows_with_a_missing_feature_get_nan_and_leave_the_others_alone(name):
+    """A forest sends NaN down one side of every split and returns a number; the model
+    returns NaN for such a row (the network already did), and the other rows' values
+    are those they get without it."""
+    model = get_model(name)
+    rng = np.random.default_rng(3)
+    mean = np.array([f["mean"] for f in model.card["features"]])
+    std = np.array([f["std"] for f in model.card["features"]])
+    features = mean + 0.3 * std * rng.standard_normal((5, len(mean)))
+    holed = features.copy()
+    holed[2, 1] = np.nan
+    holed[4, 0] = np.inf
+    full = model.predict(features)
+    with_holes = model.predict(holed)
+    for target in model.target_names:
+        for key, values in with_holes[target].items():
+            assert np.isnan(values[[2, 4]]).all(), (target, key)
+            assert np.array_equal(values[[0, 1, 3]], full[target][key][[0, 1, 3]])
+            assert np.all(np.isfinite(full[target][key]))
