@@ -796,7 +796,11 @@ class MassAgeModel:
             target's unit (`target_unit`). NaN for rows with a non-finite feature (a
             forest would otherwise send them down one side of every split).
         """
-        features = np.asarray(features, dtype=np.float64)
+        # Masked entries count as missing, as in add_mass_age.
+        features = np.ma.filled(np.ma.asarray(features, dtype=np.float64), np.nan)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
+            raise ModelError(f"model {self.name!r} needs features of shape (n_rows, "
+                             f"{len(self.feature_names)}), not {features.shape}")
         unusable = ~np.all(np.isfinite(features), axis=1)
         available = self.interval_kinds
         intervals = available[0] if intervals is None else intervals

@@ -8,6 +8,7 @@ import pytest
 
 from stellar_ml_ages import (
     ModelChecksumError,
+    ModelError,
     ModelFormatError,
     ModelNotFoundError,
     ModelVersionError,
@@ -261,3 +262,9 @@ def test_rows_with_a_missing_feature_get_nan_and_leave_the_others_alone(name):
             assert np.isnan(values[[2, 4]]).all(), (target, key)
             assert np.array_equal(values[[0, 1, 3]], full[target][key][[0, 1, 3]])
             assert np.all(np.isfinite(full[target][key]))
+    # A masked entry is a missing one; one star's features still need a row.
+    masked = np.ma.masked_array(features, mask=np.isnan(holed) | np.isinf(holed))
+    assert np.array_equal(model.predict(masked)[model.target_names[0]]["value"],
+                          with_holes[model.target_names[0]]["value"], equal_nan=True)
+    with pytest.raises(ModelError, match=r"shape \(n_rows, 6\)"):
+        model.predict(features[0])

@@ -328,7 +328,7 @@ def test_shipped_dr17_input_test_and_what_the_label_map_leaves(report):
         # the per-star difference between the two label sets' predictions.
         shift, spread = test["median_ln_dr17_over_mapped"], test["median_abs_ln_dr17_over_mapped"]
         assert abs(shift) < (0.01 if target == "mass" else 0.03), (name, target)
-        assert 3 * abs(shift) < spread < (0.04 if target == "mass" else 0.12), (name, target)
+        assert 2 * abs(shift) < spread < (0.04 if target == "mass" else 0.12), (name, target)
 
 
 def test_the_label_map_can_be_fitted_without_the_stars_it_is_tested_on(full_range_table):
@@ -344,7 +344,7 @@ def test_the_label_map_can_be_fitted_without_the_stars_it_is_tested_on(full_rang
     in_sample = load_full_range_training_table(data_dir, prefer_final=False)
     out_of_sample = load_full_range_training_table(data_dir, prefer_final=False,
                                                    map_fit_excluding=left_out)
-    assert f"map fitted without {len(left_out)} stars" in out_of_sample.meta["label_choice"]
+    assert f"map fitted without {len(left_out)} given stars" in out_of_sample.meta["label_choice"]
     for name, entry in in_sample.meta["label_scale"].items():
         fitted = out_of_sample.meta["label_scale"][name]
         overlap_left_out = entry["n_overlap"] - fitted["n_overlap"]

@@ -31,11 +31,15 @@ def git_commit():
     commit = _source_commit()
     if commit is not None and tools_top is not None and tools_top == _toplevel(package):
         return commit
+    here = Path(__file__).resolve().parent
     try:
         tools_commit = subprocess.run(["git", "rev-parse", "--short=9", "HEAD"],
-                                      capture_output=True, text=True, check=True,
-                                      cwd=Path(__file__).resolve().parent,
+                                      capture_output=True, text=True, check=True, cwd=here,
                                       timeout=30).stdout.strip()
+        modified = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                   "--", ":/*.py"], capture_output=True, text=True,
+                                  check=True, cwd=here, timeout=30).stdout.strip()
+        tools_commit += "-dirty" if modified else ""
     except (OSError, subprocess.SubprocessError):
         tools_commit = "unknown"
     return (f"{tools_commit} (tools), stellar_ml_ages "

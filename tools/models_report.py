@@ -113,7 +113,9 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
     out = {"kic": kic, "state": states, "fold": fold, "has_dr17": has_dr17,
            "in_hull": np.zeros(len(kic), bool), "in_hull_dr17": np.zeros(len(kic), bool)}
     if mapped_table_for is not None:
-        out.update({f"{target}_mapped": np.full(len(kic), np.nan) for target in spec.targets})
+        out.update({f"{target}{suffix}": np.full(len(kic), np.nan) for target in spec.targets
+                    for suffix in ("_mapped", "_dr17_shifted")})
+        out["label_difference"] = np.full((len(kic), len(spec.features)), np.nan)
     for target in spec.targets:
         out[f"{target}_true"] = targets[target][keep]
         for suffix in ("", "_p2.5", "_p16", "_p84", "_p97.5", "_p16_posterior",
@@ -141,6 +143,12 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
             has_mapped = np.all(np.isfinite(mapped_features), axis=1)
             mapped_rows = dr17_rows[has_mapped]
             from_mapped = model.predict(mapped_features[has_mapped], states=states[mapped_rows])
+            difference = mapped_features[has_mapped] - dr17_features[mapped_rows]
+            out["label_difference"][mapped_rows] = difference
+            # The final labels moved by the mean difference alone: how much of the
+            # shift between the two predictions is a zero point.
+            shifted = model.predict(dr17_features[mapped_rows] + difference.mean(axis=0),
+                                    states=states[mapped_rows])
         for target in spec.targets:
             out[target][rows] = predicted[target]["value"]
             out[f"{target}_p16"][rows] = predicted[target][0.16]
@@ -152,6 +160,7 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
             out[f"{target}_dr17"][dr17_rows] = from_dr17[target]["value"]
             if mapped_table_for is not None:
                 out[f"{target}_mapped"][mapped_rows] = from_mapped[target]["value"]
+                out[f"{target}_dr17_shifted"][mapped_rows] = shifted[target]["value"]
         say(f"  fold {k + 1}/{n_folds}: {time.time() - start:.0f} s")
     return out
 
@@ -171,7 +180,7 @@ def _states(state):
     return [s for s in ("RGB", "RC") if np.any(state == s)]
 
 
-def scores(arrays, targets):
+def scores(arrays, targets, features=()):
     state = arrays["state"]
     out = {}
     for target in targets:
@@ -192,6 +201,14 @@ def scores(arrays, targets):
             "median_rel_error_training_labels": _median_error(value[dr17], truth[dr17]),
             "true_p1_p99": [float(v) for v in np.nanpercentile(truth[dr17], [1, 99])],
         }
+        # Every star of that range, and those of them without all six final labels:
+        # how much of the subset's lower error is its range.
+        low, high = entry["dr17_input"]["true_p1_p99"]
+        in_range = (truth >= low) & (truth <= high)
+        entry["dr17_input"]["median_rel_error_all_in_range"] = _median_error(
+            value[in_range], truth[in_range])
+        entry["dr17_input"]["median_rel_error_in_range_without_all_final"] = _median_error(
+            value[in_range & ~dr17], truth[in_range & ~dr17])
         if f"{target}_mapped" in arrays:
             both = dr17 & np.isfinite(arrays[f"{target}_mapped"]) & np.isfinite(truth)
             from_dr17, mapped = arrays[f"{target}_dr17"][both], arrays[f"{target}_mapped"][both]
@@ -203,6 +220,13 @@ def scores(arrays, targets):
                 # same model's from the mapped preliminary ones.
                 "median_ln_dr17_over_mapped": float(np.median(shift)),
                 "median_abs_ln_dr17_over_mapped": float(np.median(np.abs(shift))),
+                # Mapped minus final label, mean over the same stars: what the map's
+                # (median) offsets leave; and the shift those means alone cause.
+                "mean_label_difference": dict(zip(
+                    features, (float(v) for v in arrays["label_difference"][both].mean(axis=0)),
+                    strict=True)),
+                "median_ln_dr17_over_dr17_shifted": float(np.median(np.log(
+                    from_dr17 / arrays[f"{target}_dr17_shifted"][both]))),
             })
         coverage = state_bin_coverage({**arrays, "EVSTATE": state}, target)
         entry["coverage"] = coverage
@@ -304,7 +328,7 @@ def main(argv=None):
             np.savez(Path(args.save_arrays) / f"{name}.npz",
                      **{k: np.asarray(v) for k, v in arrays.items()})
         report["variants"][name] = {"table": table.meta["label_choice"],
-                                    "scores": scores(arrays, spec.targets),
+                                    "scores": scores(arrays, spec.targets, spec.features),
                                     "commit": report["commit"], "date": report["date"]}
         if first is None:
             first = name, arrays

@@ -360,7 +360,7 @@ def load_full_range_training_table(data_dir=None, *, prefer_final=True, scale_me
         "label_choice": ("final DR17 value where the star has one, else the preliminary value "
                          "mapped" if prefer_final else "every preliminary value mapped")
                         + f" ({scale_method} scale rule"
-                        + (f"; map fitted without {int((~fitted_on).sum())} stars)"
+                        + (f"; map fitted without {int((~fitted_on).sum())} given stars)"
                            if not fitted_on.all() else ")"),
         # Median DR17-reported 1-sigma error of each label over the overlap stars.
         "label_noise": noise,

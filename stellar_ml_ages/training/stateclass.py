@@ -22,7 +22,17 @@ _C = 1.0
 def quadratic_powers(n_features):
     """Exponents of the degree-2 terms, in scikit-learn's ``PolynomialFeatures`` order.
 
-    The constant, each z-score, then each product ``z_i z_j`` with ``i <= j``.
+    The constant, each z-score, then each product ``z_i z_j`` with ``i <= j``: the
+    order the packaged classifier card's ``powers`` were fitted in.
+
+    Parameters
+    ----------
+    n_features : int
+
+    Returns
+    -------
+    powers : ndarray of int, shape (1 + n_features + n_features * (n_features + 1) / 2, n_features)
+        One row per term, for `stellar_ml_ages.stateclass.polynomial_terms`.
 
     Examples
     --------
