@@ -588,15 +588,33 @@ class MassAgeModel:
             Target values in the target's unit.
         states : array-like of str, optional
             Evolutionary state of each row (``"RGB"``, ``"RC"``), selecting its calibration.
+
+        Returns
+        -------
+        ndarray, shape (n_rows,)
+            NaN for rows with a non-finite or masked feature.
         """
+        features, unusable = self._feature_rows(features)
         mean, variance = self.point_and_variance(
             target, self.forest_inputs(self.standardize(features)), chunk_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = (self._forward_transform(target, values) - mean) / np.sqrt(variance)
         probability = np.asarray(self.target(target)["calibration"]["probability"])
         table = self._offset_table(target, mean, states)
-        return np.array([np.interp(z[row], table[:, row], probability)
-                         for row in range(len(z))])
+        cdf = np.array([np.interp(z[row], table[:, row], probability)
+                        for row in range(len(z))])
+        cdf[unusable] = np.nan
+        return cdf
+
+    def _feature_rows(self, features):
+        """``features`` as a float array (masked entries NaN, as ``add_mass_age`` treats
+        them) and which rows have a non-finite feature: those get NaN, not what a forest
+        makes of NaN (it goes down one side of every split)."""
+        features = np.ma.filled(np.ma.asarray(features, dtype=np.float64), np.nan)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
+            raise ModelError(f"model {self.name!r} needs features of shape (n_rows, "
+                             f"{len(self.feature_names)}), not {features.shape}")
+        return features, ~np.all(np.isfinite(features), axis=1)
 
     def point_and_variance(self, target, inputs, chunk_size=20_000):
         """Point estimate and predictive variance of ``target`` (transformed, e.g. ln).
@@ -796,12 +814,7 @@ class MassAgeModel:
             target's unit (`target_unit`). NaN for rows with a non-finite feature (a
             forest would otherwise send them down one side of every split).
         """
-        # Masked entries count as missing, as in add_mass_age.
-        features = np.ma.filled(np.ma.asarray(features, dtype=np.float64), np.nan)
-        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
-            raise ModelError(f"model {self.name!r} needs features of shape (n_rows, "
-                             f"{len(self.feature_names)}), not {features.shape}")
-        unusable = ~np.all(np.isfinite(features), axis=1)
+        features, unusable = self._feature_rows(features)
         available = self.interval_kinds
         intervals = available[0] if intervals is None else intervals
         if intervals not in available:

@@ -268,3 +268,7 @@ def test_rows_with_a_missing_feature_get_nan_and_leave_the_others_alone(name):
                           with_holes[model.target_names[0]]["value"], equal_nan=True)
     with pytest.raises(ModelError, match=r"shape \(n_rows, 6\)"):
         model.predict(features[0])
+    target = model.target_names[0]
+    cdf = model.predictive_cdf(target, holed, full[target]["value"])
+    assert np.isnan(cdf[[2, 4]]).all()
+    assert np.all((cdf[[0, 1, 3]] > 0.2) & (cdf[[0, 1, 3]] < 0.8))  # at the point estimate
