@@ -216,8 +216,8 @@ def scores(arrays, targets, features=()):
             entry["dr17_input"].update({
                 "n_mapped": int(both.sum()),
                 "median_rel_error_mapped_labels": _median_error(mapped, truth[both]),
-                # What the label map leaves: prediction from DR17 labels against the
-                # same model's from the mapped preliminary ones.
+                # Prediction from DR17 labels against the same model's from the mapped
+                # preliminary ones (zero point and per-star differences together).
                 "median_ln_dr17_over_mapped": float(np.median(shift)),
                 "median_abs_ln_dr17_over_mapped": float(np.median(np.abs(shift))),
                 # Mapped minus final label, mean over the same stars: what the map's

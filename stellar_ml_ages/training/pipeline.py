@@ -273,13 +273,36 @@ def _software():
     return software
 
 
+def _checkout_commit(directory):
+    """``(top, commit)`` of the git checkout around ``directory``, or None outside one.
+
+    ``commit`` is the short hash of HEAD, with ``-dirty`` if a tracked ``.py`` file of
+    the repository differs from it (any of them, not only the package's: tools, tests
+    and docs scripts too, since the report tools stamp their results with this).
+    """
+    import subprocess
+    from pathlib import Path
+
+    def git(*args):
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=directory, timeout=30).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        commit = git("rev-parse", "--short=9", "HEAD")
+        modified = git("status", "--porcelain", "--untracked-files=no", "--", ":/*.py")
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return top, commit + ("-dirty" if modified else "")
+
+
 def _source_commit():
     """The git commit the running package's source is at, or None if not a checkout.
 
     An editable install's version string is frozen when it was installed, so a card
-    trained from a checkout names the commit too (``-dirty`` if a tracked ``.py``
-    file of the repository differs from it). None for an installed package, or if the
-    git repository around it is not this package's.
+    trained from a checkout names the commit too (`_checkout_commit`: ``-dirty`` if a
+    tracked ``.py`` file of the repository differs from it). None for an installed
+    package, or if the git repository around it is not this package's.
 
     Examples
     --------
@@ -288,26 +311,16 @@ def _source_commit():
     >>> commit is None or len(commit.removesuffix("-dirty")) >= 7
     True
     """
-    import subprocess
     from pathlib import Path
 
     package = Path(__file__).resolve().parents[1]
-
-    def git(*args):
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                              cwd=package, timeout=30).stdout.strip()
-
-    try:
-        top = Path(git("rev-parse", "--show-toplevel")).resolve()
-        if (top / package.name / "__init__.py").resolve() != package / "__init__.py":
-            return None
-        commit = git("rev-parse", "--short=9", "HEAD")
-        # Any tracked .py file of the repository, not only the package's (tools,
-        # tests, docs scripts too): the report tools stamp their results with this.
-        modified = git("status", "--porcelain", "--untracked-files=no", "--", ":/*.py")
-    except (OSError, subprocess.SubprocessError):
+    checkout = _checkout_commit(package)
+    if checkout is None:
         return None
-    return commit + ("-dirty" if modified else "")
+    top, commit = checkout
+    if (top / package.name / "__init__.py").resolve() != package / "__init__.py":
+        return None
+    return commit
 
 
 def training_states(table):
