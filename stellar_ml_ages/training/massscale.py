@@ -53,7 +53,8 @@ def temperature_consistency(logg_seismic, numax, temperatures):
     >>> numax = np.array([30.0, 60.0, 120.0])
     >>> teff = np.array([4600.0, 4800.0, 4900.0])
     >>> logg = np.log10(numax / 3076.0 * np.sqrt(teff / 5772.0)) + 4.438
-    >>> found = temperature_consistency(logg, numax, {"used": teff, "other": teff + 50})
+    >>> another = teff * np.array([1.0, 1.02, 0.99])
+    >>> found = temperature_consistency(logg, numax, {"used": teff, "other": another})
     >>> found["used"]["max_abs"] < 1e-12, found["other"]["max_abs"] > 1e-3
     (True, True)
     """
@@ -164,5 +165,5 @@ def seismic_mass_scale(data_dir=None):
             "temperature_consistency": consistency,
             "final_against_preliminary": comparison,
             "ln_age_per_ln_mass": slopes,
-            "files": {key: CATALOG_FILES[key] for key in ("prelim_labels", "prelim_masses", "prelim_ages", "labels",
-                                                   "apokasc3")}}
+            "files": {key: CATALOG_FILES[key] for key in
+                      ("prelim_labels", "prelim_masses", "prelim_ages", "labels", "apokasc3")}}
