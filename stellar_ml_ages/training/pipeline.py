@@ -534,7 +534,8 @@ def fit_network(settings, inputs, log_target, kic, seed):
     a weight lies within it of a rounding boundary (warned about below 1e-13, 16
     times the noise measured: about one model in fifty; the packaged weights are at
     least 6.5e-12 away). The cleaning network is not rounded: only a residual within
-    that noise of its threshold could change.
+    that noise of its threshold could change, and training warns when one lies
+    within 1e-10 of it (`_robust_cleaning`).
 
     Parameters
     ----------
@@ -578,8 +579,12 @@ def fit_network(settings, inputs, log_target, kic, seed):
         warnings.simplefilter("ignore", ConvergenceWarning)
         everyone = np.ones(len(inputs), dtype=bool)
         residual = standardized - fitted(everyone, seed).predict(inputs)
-        trusted = np.abs(residual) <= settings["clean"] * 1.4826 * np.median(np.abs(residual))
+        trusted, cleaning_margin = _robust_cleaning(residual, settings["clean"])
         members = [fitted(trusted & (fold != f), seed + 1 + f) for f in range(n_members)]
+    if cleaning_margin < 1e-10:
+        warnings.warn(f"a star's residual lies {cleaning_margin:.1e} from the networks' "
+                      "cleaning threshold: another kind of machine may clean it differently",
+                      StellarMLAgesWarning, stacklevel=2)
     # Rounded before anything uses it (the calibration's out-of-fold predictions
     # too): last-bit differences between BLAS builds must not reach the arrays.
     unrounded = CompactNetwork.from_sklearn(members, offset, scale)
@@ -594,6 +599,26 @@ def fit_network(settings, inputs, log_target, kic, seed):
         rows = fold == f
         out_of_fold[rows] = network.member(f).predict(inputs[rows])
     return network, out_of_fold
+
+
+def _robust_cleaning(residual, n_sigmas):
+    """Rows whose residual is within ``n_sigmas`` robust sigmas, and the closest call.
+
+    The robust sigma is 1.4826 x the median absolute residual. The margin is the
+    smallest distance of an absolute residual from the threshold: a star closer than
+    last-bit noise could be cleaned differently by another BLAS build.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.training.pipeline import _robust_cleaning
+    >>> kept, margin = _robust_cleaning(np.array([0.5, -1.0, 1.0, 4.0, -4.5]), 2.0)
+    >>> kept.tolist(), round(margin, 4)
+    ([True, True, True, False, False], 1.0348)
+    """
+    absolute = np.abs(residual)
+    threshold = n_sigmas * 1.4826 * np.median(absolute)
+    return absolute <= threshold, float(np.min(np.abs(absolute - threshold)))
 
 
 def rarity_weights(log_target, states, cap, n_bins=12):
