@@ -45,7 +45,7 @@ from .reading import read_table
 from .registry import get_model, select_model
 from .units import feature_matrix
 
-__all__ = ["OUTPUT_COLUMNS", "add_mass_age", "calibration_grid", "quantile_levels",
+__all__ = ["OUTPUT_COLUMNS", "add_mass_age", "affix_pattern", "calibration_grid", "quantile_levels",
            "quantile_suffix"]
 
 _TARGET_META = {
@@ -473,7 +473,9 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
         More than ``conf.flagged_warning_fraction`` of the rows got no prediction:
         counts per reason and the likely cause (once per call).
     AssumedUnitWarning
-        Input columns without units (once per call).
+        Input columns without units whose values do not look like the documented
+        unit (e.g. Teff in kK; once per call). Columns read in the documented unit
+        without a warning are named in ``meta["MLUNITS"]``.
 
     Notes
     -----
@@ -606,6 +608,12 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
     out.meta["MLQUANT"] = ", ".join(f"{p:g}" for p in sorted(levels.values()))
     # ... and what they describe (robust intervals or the posterior's quantiles).
     out.meta["MLINTVL"] = intervals
+    # The keys describe this run only, and a table can carry several runs under
+    # other prefixes: say which columns they describe ...
+    out.meta["MLAFFIX"] = affix_pattern(prefix, suffix)
+    # ... and drop what an earlier run noted that this one does not.
+    for key in ("MLSCALE", "MLUNITS"):
+        out.meta.pop(key, None)
     # What is known of the zero points: a fact of the reading and the model, written
     # to every block and page (also where the guard is not run again).
     note = scale_note(reading, model)
@@ -615,6 +623,18 @@ def _annotate_call(table, model, *, copy=True, mapping=None, overwrite=False,
         out.meta["MLUNITS"] = summary.unit_note()
     summary.table = out
     return summary
+
+
+def affix_pattern(prefix="", suffix=""):
+    """The ``MLAFFIX`` value of a run: its column names with ``{}`` for the output name.
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.annotate import affix_pattern
+    >>> affix_pattern("g_"), affix_pattern()
+    ('g_{}', '{}')
+    """
+    return f"{prefix}{{}}{suffix}"
 
 
 def _column_info(name, model, intervals="posterior"):

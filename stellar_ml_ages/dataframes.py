@@ -6,8 +6,9 @@ its name or card path, or from the card and arrays of a model object sent with
 the graph; never a pickled model) and annotates its partitions
 with `~stellar_ml_ages.add_mass_age`, so the result is row for row what the
 in-memory path gives. Data frames carry no units: give them with ``units``,
-otherwise each feature's documented default unit is assumed (with an
-`~stellar_ml_ages.AssumedUnitWarning`), as for a unitless table.
+otherwise each feature's documented default unit is assumed, as for a unitless
+table (``MLUNITS`` of the annotation; an `~stellar_ml_ages.AssumedUnitWarning`
+where the values do not look like that unit).
 
 Predictions the model does not make are NaN here (data frames have no masks);
 ``mass_age_flag`` says why.
@@ -22,7 +23,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .annotate import OUTPUT_COLUMNS, add_mass_age
+from .annotate import OUTPUT_COLUMNS, add_mass_age, quantile_suffix
 from .registry import get_model
 
 __all__ = ["ShippedModel", "annotate_dask", "annotate_pandas"]
@@ -117,12 +118,14 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
         table[name].unit = u.Unit(unit)
     annotated = add_mass_age(table, _resolve(model), mapping=mapping, **options)
     result = frame.copy()
-    # Every output column, also those replaced in place with overwrite=True (which
-    # keep their position, so they are not all after the frame's own columns).
-    outputs = {options.get("prefix", "") + name + options.get("suffix", "")
-               for name in OUTPUT_COLUMNS}
+    # Every column this run wrote, also those replaced in place with overwrite=True
+    # (which keep their position, so they are not all after the frame's own columns),
+    # extra quantiles included; and what it removed as left over from an earlier run.
+    outputs = {name.lower() for name in _written_names(annotated.meta, options)}
     written = [name for name in annotated.colnames
-               if name not in table.colnames or name in outputs]
+               if name not in table.colnames or name.lower() in outputs]
+    result = result.drop(columns=[name for name in table.colnames
+                                  if name not in annotated.colnames])
     for name in written:
         column = annotated[name]
         if column.dtype.kind == "f":
@@ -130,6 +133,17 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
         else:
             result[name] = np.asarray(column)
     return result
+
+
+def _written_names(meta, options):
+    """Names of the columns an `add_mass_age` run with ``options`` may have written."""
+    prefix, suffix = options.get("prefix", ""), options.get("suffix", "")
+    levels = [float(text) for text in str(meta.get("MLQUANT", "")).split(",") if text.strip()]
+    endings = ["", *(quantile_suffix(p) for p in levels)]
+    names = {f"{prefix}{name}{suffix}" for name in OUTPUT_COLUMNS}
+    names |= {f"{prefix}{target}{ending}{suffix}" for target in ("mass", "age")
+              for ending in endings}
+    return names
 
 
 def _share(shipped):

@@ -364,6 +364,8 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
     if not isinstance(table, Table):
         raise TypeError(f"predictive_distribution needs an astropy Table, not "
                         f"{type(table).__name__}")
+    if model is None:
+        _check_meta_describes(table, target, prefix, suffix)
     found = _levels_in_table(table, target, prefix, suffix) if model is None else None
     if found is not None:
         grid, names = found
@@ -375,6 +377,32 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
         return PredictiveDistribution(target, grid, quantiles, point=point, unit=unit, meta=meta,
                                       prior=_card_prior(table.meta.get("MLMODEL"), target))
     return _run_model(table, target, model, options)
+
+
+def _check_meta_describes(table, target, prefix, suffix):
+    """Refuse to read columns whose run the table's ``ML*`` keys do not describe.
+
+    The keys describe the last annotation (``MLAFFIX`` names its columns); columns
+    of an earlier run under other affixes would otherwise be read, or their model
+    rerun, as the last run's model. Tables written before ``MLAFFIX`` existed are
+    taken as they are.
+    """
+    from .annotate import affix_pattern
+
+    described = table.meta.get("MLAFFIX")
+    wanted = affix_pattern(prefix, suffix)
+    if described is None or described == wanted:
+        return
+    mine = {f"{prefix}{target}{suffix}".lower()} | {
+        name.lower() for name in table.colnames
+        if name.lower().startswith(f"{prefix}{target}_p".lower())
+        and name.lower().endswith(suffix.lower())}
+    if any(name.lower() in mine for name in table.colnames):
+        raise ModelError(
+            f"the table's {table.meta.get('MLMODEL', '?')!r} annotation wrote columns "
+            f"{described.format(target)!r}, ...; the {wanted.format(target)!r} columns come "
+            "from an earlier run the table's metadata no longer describes: pass model=... "
+            "(the model that wrote them), or annotate again with this prefix and suffix")
 
 
 def _card_prior(model_name, target):

@@ -145,6 +145,8 @@ def _as_float(raw, mask, name):
     if kind in "SUO":
         values = np.full(len(raw), np.nan)
         for i, item in enumerate(raw):
+            if item is None:  # an object column's missing entry, as pandas reads it
+                continue
             text = item.decode() if isinstance(item, bytes) else str(item)
             if mask[i] or not text.strip():
                 continue

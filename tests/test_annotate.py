@@ -195,6 +195,20 @@ def test_overwrite_removes_outputs_of_an_earlier_run_that_are_not_rewritten(star
     assert {"age", "age_p2_5", "v3_mass"} <= set(prefixed.colnames)
 
 
+def test_run_notes_describe_the_last_run_only(stars):
+    """MLUNITS and MLSCALE are the last run's: an earlier note it would not write goes,
+    and MLAFFIX says which columns the ML* keys describe."""
+    unitless = stars.copy()
+    unitless["TEFF"].unit = None
+    first = add_mass_age(unitless, model="giants")
+    assert "TEFF as K" in first.meta["MLUNITS"] and first.meta["MLAFFIX"] == "{}"
+    first["TEFF"].unit = "K"
+    again = add_mass_age(first, model="giants", overwrite=True)
+    assert "MLUNITS" not in again.meta
+    assert "MLUNITS" in first.meta  # the caller's table keeps its own
+    assert add_mass_age(stars, model="giants", suffix="_v3").meta["MLAFFIX"] == "{}_v3"
+
+
 def test_error_columns_can_be_named_by_feature_err_keys(stars):
     """M6 (#26): the documented ``{"<feature>_err": column}`` mapping keys work."""
     table = stars.copy()

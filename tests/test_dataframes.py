@@ -81,3 +81,28 @@ def test_pandas_overwrite_returns_the_new_values(catalog):
     extrapolated = first["mass"].isna() & again["mass"].notna()
     assert extrapolated.any()
     assert list(again.columns) == list(first.columns)
+
+
+def test_pandas_overwrite_replaces_extra_quantiles_and_drops_left_over_ones(catalog):
+    """With overwrite=True every column the run writes is new, extra quantiles too, and
+    the columns add_mass_age removes as left over from an earlier run are gone."""
+    frame = catalog.to_pandas()[:400]
+    units = units_of(catalog)
+    first = annotate_pandas(frame, "giants", units=units, quantiles=(0.025, 0.975))
+    hotter = first.copy()
+    hotter["TEFF"] += 150.0
+    again = annotate_pandas(hotter, "giants", units=units, quantiles=(0.025, 0.975),
+                            overwrite=True)
+    table = catalog[:400].copy()
+    table["TEFF"] += 150.0
+    expected = add_mass_age(table, "giants", quantiles=(0.025, 0.975))
+    for name in ("mass", "mass_p2_5", "age_p97_5"):
+        np.testing.assert_array_equal(
+            again[name].to_numpy(),
+            np.ma.filled(np.ma.asarray(expected[name], dtype=np.float64), np.nan), err_msg=name)
+    predicted = again["mass"].notna()
+    assert (again["mass_p2_5"][predicted] <= again["mass_p16"][predicted]).all()
+    assert list(again.columns) == list(first.columns)
+    plain = annotate_pandas(hotter, "giants", units=units, overwrite=True)
+    assert "mass_p2_5" not in plain.columns and "mass_p16" in plain.columns
+    assert "TEFF" in plain.columns and len(plain) == len(frame)

@@ -15,7 +15,7 @@ from astropy.table import MaskedColumn, QTable, Table
 from scipy.special import ndtri
 from scipy.stats import ks_2samp, norm
 
-from stellar_ml_ages import QuantileLevelError, add_mass_age
+from stellar_ml_ages import ModelError, QuantileLevelError, add_mass_age
 from stellar_ml_ages.annotate import quantile_levels, quantile_suffix
 from stellar_ml_ages.cli import main
 from stellar_ml_ages.distributions import PredictiveDistribution, predictive_distribution
@@ -298,6 +298,26 @@ def test_predictive_distribution_from_columns_equals_the_model_run(stars):
     again = predictive_distribution(plain, "age")
     assert again.meta["model"] == "red-clump-apogee-dr17"
     assert again.prior is not None
+
+
+def test_columns_of_an_earlier_run_are_not_read_as_the_last_runs_model(stars):
+    """The ML* keys describe the last annotation (MLAFFIX names its columns): a
+    second run under another prefix must not make the first run's columns read, or
+    rerun, as the second run's model."""
+    giants = add_mass_age(stars, model="giants", prefix="g_", quantiles="all")
+    assert giants.meta["MLAFFIX"] == "g_{}"
+    assert predictive_distribution(giants, "age", prefix="g_").meta["source"] == \
+        "quantile columns"
+    both = add_mass_age(giants, model="red-clump", prefix="rc_")
+    assert both.meta["MLAFFIX"] == "rc_{}" and both.meta["MLMODEL"].startswith("red-clump")
+    with pytest.raises(ModelError, match=r"'g_age'.*pass model="):
+        predictive_distribution(both, "age", prefix="g_")
+    # Naming the model that wrote them reads it again, as the first run did.
+    named = predictive_distribution(both, "age", model="giants", prefix="g_")
+    first = predictive_distribution(giants, "age", prefix="g_")
+    ok = first.predicted
+    assert np.array_equal(named.predicted, ok)
+    assert np.allclose(named.quantile(0.5).value[ok], first.quantile(0.5).value[ok])
 
 
 def test_population_functions_on_a_real_model_run(stars):

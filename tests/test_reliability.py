@@ -262,6 +262,25 @@ def test_row_numbers_count_from_the_top_of_the_table(stars, tmp_path):
                       model="giants", block_rows=40)
 
 
+def test_none_in_an_object_column_is_a_missing_value_not_text(stars):
+    """As pandas reads it (and as annotate_pandas already treated it): flagged
+    MISSING_INPUT, the other rows predicted as before."""
+    from astropy.table import Column
+
+    from stellar_ml_ages import MassAgeFlag
+
+    table = stars.copy()
+    table["TEFF"] = Column(np.array([None, *np.asarray(stars["TEFF"])[1:]], dtype=object),
+                           unit="K")
+    annotated = add_mass_age(table, model="giants")
+    reference = add_mass_age(stars, model="giants")
+    assert annotated["mass_age_flag"][0] & MassAgeFlag.MISSING_INPUT
+    assert np.ma.is_masked(annotated["mass"][0])
+    assert np.array_equal(np.ma.getmaskarray(annotated["mass"][1:]),
+                          np.ma.getmaskarray(reference["mass"][1:]))
+    assert np.ma.allequal(annotated["mass"][1:], reference["mass"][1:])
+
+
 @pytest.mark.parametrize("threads", [-1, -8])
 def test_bad_thread_counts_are_refused(stars, threads):
     with conf.set_temp("threads", threads), pytest.raises(ValueError, match=r"conf\.threads"):
