@@ -343,7 +343,8 @@ def _evaluate(table, model, inputs, allow_extrapolation, n_draws, seed, summary=
         _set(flags, rows[result["value"] < calibrated[0]], low_bit)
         _set(flags, rows[result["value"] > calibrated[1]], high_bit)
     if summary is not None:
-        summary.add_block(flags, features, predicted, quality)
+        summary.add_block(flags, features, predicted, quality, states=states,
+                          state_column=inputs.state_column)
     return _Block(predictions, predicted, flags, in_hull, features.sources)
 
 

@@ -87,6 +87,10 @@ class RunSummary:
         self.label_problems = []
         #: Texts of the call's `~stellar_ml_ages.LabelNoiseWarning` (noise not accounted for).
         self.noise_problems = []
+        #: Predicted rows whose state (the table's state column, named in
+        #: ``state_column``) the model was not trained on: state -> rows.
+        self.untrained_states = {}
+        self.state_column = None
         #: The annotated table, once the call has finished.
         self.table = None
         n = len(model.feature_names)
@@ -97,9 +101,17 @@ class RunSummary:
         self._n_sampled = np.zeros(n, dtype=np.int64)
 
     # ------------------------------------------------------------ gathering
-    def add_block(self, flags, features, predicted, quality=None):
-        """Fold one block's flags, feature values and survey-flag counts in."""
+    def add_block(self, flags, features, predicted, quality=None, states=None,
+                  state_column=None):
+        """Fold one block's flags, feature values, survey-flag and state counts in."""
         self.n_rows += len(flags)
+        trained_on = self.model.card.get("evolutionary_state", {}).get("trained_on")
+        if states is not None and trained_on:
+            self.state_column = state_column
+            for state in ("RGB", "RC"):
+                n = int(np.count_nonzero(np.asarray(predicted) & (states == state)))
+                if n and state not in trained_on:
+                    self.untrained_states[state] = self.untrained_states.get(state, 0) + n
         self.n_predicted += int(np.count_nonzero(predicted))
         self.n_in_domain += int(np.count_nonzero(
             (np.asarray(flags, dtype=np.int64) & int(_WITHHELD)) == 0))
@@ -221,6 +233,14 @@ class RunSummary:
             found.append((AssumedUnitWarning,
                           "no unit on column(s): " + "; ".join(self.assumed_units)
                           + ". Give the columns units to silence this warning."))
+        for state, n in self.untrained_states.items():
+            trained_on = " and ".join(self.model.card["evolutionary_state"]["trained_on"])
+            found.append((StellarMLAgesWarning, (
+                f"{n} predicted rows are {state} stars by the table's state column "
+                f"{self.state_column!r}, but model {self.model.name!r} is trained on "
+                f"{trained_on} stars only: their predictions and intervals are not "
+                f"calibrated for them (docs: models, red-clump models). Use a model trained "
+                f"on both states (giants) for them, or select {trained_on} stars first")))
         for column, n in self.bad_errors.items():
             # A defect of the data, however few rows: said whatever the fraction withheld.
             found.append((FlaggedRowsWarning, (

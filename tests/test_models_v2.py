@@ -17,6 +17,7 @@ from stellar_ml_ages.exceptions import (
     AmbiguousColumnError,
     MissingColumnError,
     ModelIntegrityWarning,
+    StellarMLAgesWarning,
 )
 from stellar_ml_ages.model import load_model
 from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
@@ -88,6 +89,22 @@ def _rgb_and_clump(model, n=4):
     table = typical_star(model, n)
     table["EVSTATE"] = ["RGB", "RC", "", "AMB"][:n]
     return table
+
+
+def test_a_clump_model_on_rows_the_table_calls_rgb_warns(giants):
+    """#23 item 7: red-clump is trained on clump stars; rows the table's own state
+    column calls RGB are predicted (not dropped) and the call says so, once."""
+    clump = get_model("red-clump")
+    table = _rgb_and_clump(clump)
+    with pytest.warns(StellarMLAgesWarning) as caught:
+        annotated = add_mass_age(table, model=clump)
+    texts = [str(w.message) for w in caught if "state column" in str(w.message)]
+    assert len(texts) == 1 and texts[0].startswith("1 predicted rows are RGB stars")
+    assert "'EVSTATE'" in texts[0] and "giants" in texts[0]
+    assert not np.ma.is_masked(annotated["mass"][0])  # flagged by the warning, kept
+    # No warning without a state column, or for a model trained on both states.
+    add_mass_age(table, model=clump, state_column=False)
+    add_mass_age(_rgb_and_clump(giants), model=giants)
 
 
 def test_state_selects_the_interval_calibration(giants):
@@ -247,7 +264,8 @@ def test_format_1_card_still_loads_with_pooled_calibration(tmp_path):
     with pytest.warns(ModelIntegrityWarning, match="format version 1, without a checksum"):
         old = load_model(card_path)
     table = _rgb_and_clump(forest_only)
-    annotated = add_mass_age(table, model=old)
+    with pytest.warns(StellarMLAgesWarning, match="RGB stars by the table's state column"):
+        annotated = add_mass_age(table, model=old)
     # Without bins every row gets the pooled offsets, whatever its state.
     sigma_ratio = np.log(np.asarray(annotated["mass_p84"]) / np.asarray(annotated["mass"]))
     np.testing.assert_allclose(sigma_ratio, sigma_ratio[0], rtol=1e-9)
