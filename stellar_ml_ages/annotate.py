@@ -184,18 +184,24 @@ def _stale_outputs(table, names, prefix, suffix):
     quantiles. Left in place beside the new columns they would describe another run."""
     from .training.pipeline import CALIBRATION_PROBABILITIES
 
-    levels = {*CALIBRATION_PROBABILITIES, *_QUANTILES.values()}
-    for text in str(table.meta.get("MLQUANT", "")).split(","):
-        try:
-            levels.add(float(text))
-        except ValueError:
-            continue
+    levels = {*CALIBRATION_PROBABILITIES, *_QUANTILES.values(), *_recorded_levels(table.meta)}
     endings = ["", *(quantile_suffix(p) for p in sorted(levels) if 0 < p < 1)]
     written = {name.lower() for name in names}
     candidates = {f"{prefix}{target}{ending}{suffix}".lower()
                   for target in _TARGET_META for ending in endings}
     return [column for column in table.colnames
             if column.lower() in candidates and column.lower() not in written]
+
+
+def _recorded_levels(meta):
+    """The quantile levels an annotation recorded in ``MLQUANT`` (unreadable ones skipped)."""
+    levels = []
+    for text in str(meta.get("MLQUANT", "")).split(","):
+        try:
+            levels.append(float(text))
+        except ValueError:
+            continue
+    return levels
 
 
 def _check_affix(prefix, suffix):

@@ -23,7 +23,7 @@ import numpy as np
 from astropy import units as u
 from astropy.table import Table
 
-from .annotate import OUTPUT_COLUMNS, add_mass_age, quantile_suffix
+from .annotate import _output_names, _recorded_levels, add_mass_age, quantile_suffix
 from .registry import get_model
 
 __all__ = ["ShippedModel", "annotate_dask", "annotate_pandas"]
@@ -116,12 +116,16 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
         if name not in table.colnames:
             raise KeyError(f"units given for column {name!r}, which the frame does not have")
         table[name].unit = u.Unit(unit)
-    annotated = add_mass_age(table, _resolve(model), mapping=mapping, **options)
+    resolved = _resolve(model)
+    annotated = add_mass_age(table, resolved, mapping=mapping, **options)
     result = frame.copy()
     # Every column this run wrote, also those replaced in place with overwrite=True
     # (which keep their position, so they are not all after the frame's own columns),
     # extra quantiles included; and what it removed as left over from an earlier run.
-    outputs = {name.lower() for name in _written_names(annotated.meta, options)}
+    used = resolved if resolved is not None else get_model(annotated.meta["MLMODEL"])
+    levels = {quantile_suffix(p): p for p in _recorded_levels(annotated.meta)}
+    outputs = {name.lower() for name in _output_names(
+        used, options.get("prefix", ""), options.get("suffix", ""), levels).values()}
     written = [name for name in annotated.colnames
                if name not in table.colnames or name.lower() in outputs]
     result = result.drop(columns=[name for name in table.colnames
@@ -133,17 +137,6 @@ def annotate_pandas(frame, model=None, *, units=None, mapping=None, **options):
         else:
             result[name] = np.asarray(column)
     return result
-
-
-def _written_names(meta, options):
-    """Names of the columns an `add_mass_age` run with ``options`` may have written."""
-    prefix, suffix = options.get("prefix", ""), options.get("suffix", "")
-    levels = [float(text) for text in str(meta.get("MLQUANT", "")).split(",") if text.strip()]
-    endings = ["", *(quantile_suffix(p) for p in levels)]
-    names = {f"{prefix}{name}{suffix}" for name in OUTPUT_COLUMNS}
-    names |= {f"{prefix}{target}{ending}{suffix}" for target in ("mass", "age")
-              for ending in endings}
-    return names
 
 
 def _share(shipped):

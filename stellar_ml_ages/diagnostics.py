@@ -109,8 +109,10 @@ class RunSummary:
         if states is not None and trained_on:
             self.state_column = state_column
             for state in ("RGB", "RC"):
+                if state in trained_on:
+                    continue
                 n = int(np.count_nonzero(np.asarray(predicted) & (states == state)))
-                if n and state not in trained_on:
+                if n:
                     self.untrained_states[state] = self.untrained_states.get(state, 0) + n
         self.n_predicted += int(np.count_nonzero(predicted))
         self.n_in_domain += int(np.count_nonzero(

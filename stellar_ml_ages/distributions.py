@@ -393,11 +393,9 @@ def _check_meta_describes(table, target, prefix, suffix):
     wanted = affix_pattern(prefix, suffix)
     if described is None or described == wanted:
         return
-    mine = {f"{prefix}{target}{suffix}".lower()} | {
-        name.lower() for name in table.colnames
-        if name.lower().startswith(f"{prefix}{target}_p".lower())
-        and name.lower().endswith(suffix.lower())}
-    if any(name.lower() in mine for name in table.colnames):
+    stem, end = f"{prefix}{target}".lower(), suffix.lower()
+    if any(name == stem + end or (name.startswith(stem + "_p") and name.endswith(end))
+           for name in map(str.lower, table.colnames)):
         raise ModelError(
             f"the table's {table.meta.get('MLMODEL', '?')!r} annotation wrote columns "
             f"{described.format(target)!r}, ...; the {wanted.format(target)!r} columns come "

@@ -13,13 +13,9 @@ training mass, and how the masses' scale relates to the final APOKASC-3 one.
 import numpy as np
 
 from .catalogs import CATALOG_FILES, _by_kic, _lookup, _read, find_data_dir
+from .labelscale import robust_scatter
 
 __all__ = ["seismic_mass_scale", "temperature_consistency"]
-
-
-def _robust_sigma(values):
-    values = values[np.isfinite(values)]
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
 
 
 def temperature_consistency(logg_seismic, numax, temperatures):
@@ -69,7 +65,7 @@ def temperature_consistency(logg_seismic, numax, temperatures):
             continue
         centre = float(np.median(residual))
         out[name] = {"n": int(residual.size), "median_ln_ratio": centre,
-                     "robust_sigma": _robust_sigma(residual),
+                     "robust_sigma": robust_scatter(residual),
                      "max_abs": float(np.max(np.abs(residual - centre)))}
     return out
 
@@ -141,9 +137,9 @@ def seismic_mass_scale(data_dir=None):
         comparison[name] = {
             "n": int(rows.sum()),
             "median_ln_mass_ratio": float(np.median(ln_mass[rows])),
-            "robust_sigma_ln_mass_ratio": _robust_sigma(ln_mass[rows]),
+            "robust_sigma_ln_mass_ratio": robust_scatter(ln_mass[rows]),
             "median_ln_teff_ratio": float(np.median(ln_teff[rows])),
-            "robust_sigma_ln_teff_ratio": _robust_sigma(ln_teff[rows]),
+            "robust_sigma_ln_teff_ratio": robust_scatter(ln_teff[rows]),
             "median_ln_mass_ratio_from_teff": float(np.median(1.5 * ln_teff[rows])),
             "median_ln_mass_ratio_at_same_teff": float(
                 np.median(ln_mass[rows] - 1.5 * ln_teff[rows])),
