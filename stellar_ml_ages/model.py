@@ -48,16 +48,19 @@ from .network import CompactNetwork
 from .reference_prior import interp_levels, robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
-           "row_normal_deviates", "row_products", "sha256_of", "validate_card",
+           "row_normal_deviates", "row_products", "sha256_of", "spread_factor", "validate_card",
            "with_oblique_inputs"]
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
 #: training labels' noise; version 3 the card's own checksum (``card_sha256``).
 #: Version 1 and 2 cards still load, after the same schema checks.
-FORMAT_VERSION = 4
+FORMAT_VERSION = 5
 #: The first format whose targets may carry a ``network`` (`stellar_ml_ages.network`).
 _NETWORK_VERSION = 4
+#: The first format whose calibrations may carry a ``spread`` (`spread_factor`): an
+#: older reader would ignore it and give intervals too narrow where it exceeds 1.
+_SPREAD_VERSION = 5
 #: From this format on, the card carries ``card_sha256`` and the loader requires it.
 _CHECKSUM_VERSION = 3
 
@@ -233,6 +236,22 @@ def validate_card(card, where="model card"):
                      and np.all(z[probability < 0.5] <= 0) and np.all(z[probability > 0.5] >= 0),
                      f"{what} calibration {label} offsets must be one per probability, "
                      "non-decreasing, <= 0 below the median and >= 0 above it")
+            spread = calibration.get("spread")
+            if spread is not None:
+                need(isinstance(spread, dict) and spread.get("feature") in seen,
+                     f"{what} calibration spread must be an object naming one of the card's "
+                     "features")
+                centre = _finite_numbers(spread.get("centre", []),
+                                         f"{where}: {what} calibration spread centre")
+                factor = _finite_numbers(spread.get("factor", []),
+                                         f"{where}: {what} calibration spread factor")
+                need(len(centre) >= 1 and len(centre) == len(factor)
+                     and np.all(np.diff(centre) > 0) and np.all(factor > 0),
+                     f"{what} calibration spread needs increasing centres and one positive "
+                     "factor per centre")
+                need(card.get("format_version", _SPREAD_VERSION) >= _SPREAD_VERSION,
+                     f"{what} has a calibration spread, which needs format_version >= "
+                     f"{_SPREAD_VERSION}")
         if "calibrated_range" in target:
             _finite_numbers(target["calibrated_range"], f"{where}: {what} calibrated_range")
         network = target.get("network")
@@ -314,6 +333,36 @@ def _mean_over_draws(values):
     for value in values[1:]:
         total += value
     return total / len(values)
+
+
+def spread_factor(spread, values):
+    """A card's spread factor at ``values`` of its feature (canonical units).
+
+    The predictive sigma of a target with a ``calibration["spread"]`` entry is the
+    forest's times this factor: linear in the feature between the bins' centres and
+    held beyond the outer ones, as the calibration's bins of predicted value are.
+
+    Parameters
+    ----------
+    spread : dict
+        ``{"feature": name, "centre": [...], "factor": [...]}`` (the card's entry).
+    values : array-like
+        The feature's values, in its canonical unit.
+
+    Returns
+    -------
+    ndarray
+        The factor per value (NaN where the value is NaN).
+
+    Examples
+    --------
+    >>> spread_factor({"feature": "logg", "centre": [1.8, 2.4, 3.0],
+    ...                "factor": [1.5, 1.0, 0.8]}, [1.0, 2.1, 3.3])
+    array([1.5 , 1.25, 0.8 ])
+    """
+    return np.interp(np.asarray(values, dtype=np.float64),
+                     np.asarray(spread["centre"], dtype=np.float64),
+                     np.asarray(spread["factor"], dtype=np.float64))
 
 
 def row_normal_deviates(rows, seed, n_draws, n_columns):
@@ -619,10 +668,13 @@ class MassAgeModel:
     def point_and_variance(self, target, inputs, chunk_size=20_000):
         """Point estimate and predictive variance of ``target`` (transformed, e.g. ln).
 
-        The variance is the forest's (`~stellar_ml_ages.forest.CompactForest.predict_moments`);
-        the point estimate too, unless the card's target has a ``network``: then it is
-        ``(1 - weight) * forest + weight * network`` (the calibration was fitted on
-        residuals of that same blend).
+        The variance is the forest's (`~stellar_ml_ages.forest.CompactForest.predict_moments`),
+        times the square of the card's spread factor where its calibration has a
+        ``spread`` entry (`spread_factor`: how the residuals' spread changes along one
+        input, e.g. log g); the point estimate is the forest's too, unless the card's
+        target has a ``network``: then it is ``(1 - weight) * forest + weight *
+        network``. The calibration was fitted on residuals of that same point estimate
+        and variance.
 
         Parameters
         ----------
@@ -637,6 +689,12 @@ class MassAgeModel:
         if network is not None:
             share = float(self.target(target)["network"]["weight"])
             mean = (1.0 - share) * mean + share * network.predict(inputs)
+        spread = (self.target(target).get("calibration") or {}).get("spread")
+        if spread:
+            column = self.feature_names.index(spread["feature"])
+            feature_mean, feature_scale = self._scaling
+            values = inputs[:, column] * feature_scale[column] + feature_mean[column]
+            variance = variance * spread_factor(spread, values) ** 2
         return mean, variance
 
     def _transform_pair(self, target):
@@ -860,10 +918,14 @@ class MassAgeModel:
         """Assemble a model in memory (used by training).
 
         Its card gets the oldest format that holds it: a model without networks
-        stays readable by a package that reads format 3.
+        stays readable by a package that reads format 3, one without a calibration
+        ``spread`` by one that reads format 4.
         """
         card = dict(card)
-        card.setdefault("format_version", _NETWORK_VERSION if networks else _NETWORK_VERSION - 1)
+        spread = any((target.get("calibration") or {}).get("spread")
+                     for target in card.get("targets") or [])
+        card.setdefault("format_version", _SPREAD_VERSION if spread
+                        else _NETWORK_VERSION if networks else _NETWORK_VERSION - 1)
         card.setdefault("arrays", {})
         validate_card(card, f"model {card.get('name')!r}")
         return cls(card, forests, domain, networks)

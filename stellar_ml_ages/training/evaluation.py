@@ -23,7 +23,7 @@ from .pipeline import (
 )
 
 __all__ = ["coverage", "cross_validated_predictions", "dilution", "group_coverage", "kic_folds",
-           "stacked_prior", "state_bin_coverage", "train_and_validate"]
+           "label_coverage", "stacked_prior", "state_bin_coverage", "train_and_validate"]
 
 _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
@@ -297,6 +297,66 @@ def state_bin_coverage(predictions, target, true_bins=None):
     return rows
 
 
+#: Bins of equal count per label in the card's ``coverage_by_label``.
+LABEL_COVERAGE_BINS = 10
+
+
+def label_coverage(predictions, target, labels, n_bins=LABEL_COVERAGE_BINS):
+    """Coverage of the 68% interval in bins of each input label (inside the hull).
+
+    The calibration is by state and predicted value; a group chosen by a label
+    (upper-RGB giants by log g, cool stars by Teff, the α-rich) is where that can
+    still fail. Both the intervals users get (robust, where the model gives them)
+    and the posterior's (what population stacking uses) are counted.
+
+    Parameters
+    ----------
+    predictions : `~astropy.table.Table`
+        Out-of-fold predictions from `cross_validated_predictions` (the labels as
+        predicted, ``<target>_p16``/``_p84`` and ``<target>_quantiles`` at
+        ``meta["probability"]``).
+    target : str
+    labels : sequence of str
+        Canonical feature names (columns of ``predictions``).
+    n_bins : int
+        Bins of equal count per label.
+
+    Returns
+    -------
+    dict
+        Label to ``{"edges", "n", "p16_p84", "p16_p84_posterior"}``, one entry per bin
+        (the outer edges are the smallest and largest values).
+    """
+    truth = np.asarray(predictions[f"{target}_true"], dtype=np.float64)
+    usable = np.asarray(predictions["in_hull"], dtype=bool) & np.isfinite(truth)
+    probability = list(predictions.meta["probability"])
+    quantiles = np.asarray(predictions[f"{target}_quantiles"], dtype=np.float64)
+    posterior = (quantiles[:, probability.index(0.16)], quantiles[:, probability.index(0.84)])
+    robust = (np.asarray(predictions[f"{target}_p16"], dtype=np.float64),
+              np.asarray(predictions[f"{target}_p84"], dtype=np.float64))
+    with np.errstate(invalid="ignore"):
+        inside = {kind: (truth >= low) & (truth <= high)
+                  for kind, (low, high) in (("p16_p84", robust),
+                                            ("p16_p84_posterior", posterior))}
+    out = {}
+    for label in labels:
+        values = np.asarray(predictions[label], dtype=np.float64)
+        rows = usable & np.isfinite(values)
+        if not rows.any():
+            continue
+        edges = np.unique(np.quantile(values[rows], np.linspace(0.0, 1.0, n_bins + 1)))
+        which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        entry = {"edges": [float(e) for e in edges], "n": [], "p16_p84": [],
+                 "p16_p84_posterior": []}
+        for b in range(len(edges) - 1):
+            cell = rows & (which == b)
+            entry["n"].append(int(cell.sum()))
+            for kind in ("p16_p84", "p16_p84_posterior"):
+                entry[kind].append(float(np.mean(inside[kind][cell])) if cell.any() else None)
+        out[label] = entry
+    return out
+
+
 def dilution(predictions, target, bins=None):
     """Regression dilution of out-of-fold predictions (inside the hull).
 
@@ -379,6 +439,7 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
     every star, and the card's ``metrics`` and ``coverage`` are the pooled
     out-of-fold ones; otherwise ``coverage_cv`` is added next to the split's.
     Either way every target gets ``coverage_cv``, ``coverage_by_group``,
+    ``coverage_by_state_and_true_value``, ``coverage_by_label`` (`label_coverage`),
     ``dilution`` and the ``prior`` its distributions are made under
     (`stacked_prior`).
 
@@ -399,6 +460,7 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
         target["coverage_by_group"] = group_coverage(predictions, name)
         target["dilution"] = dilution(predictions, name)
         target["coverage_by_state_and_true_value"] = state_bin_coverage(predictions, name)
+        target["coverage_by_label"] = label_coverage(predictions, name, spec.features)
         target["dilution_by_state"] = {
             state: dilution(predictions[training_states(predictions) == state],
                             name)["slope_predicted_on_true"]

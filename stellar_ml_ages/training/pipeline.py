@@ -14,7 +14,9 @@
 6. Uncertainty calibration on the whole training split: out-of-bag predictions
    of the final forest (blended with the networks' out-of-fold ones) for the kept
    stars, all-tree predictions for the stars the cleaning removed; the quantiles
-   of ``(ln y - mean) / sigma`` become the card's calibration table.
+   of ``(ln y - mean) / sigma`` become the card's calibration table. For specs
+   with a ``spread_feature``, sigma is first scaled along that input
+   (`spread_scale`).
 7. Convex hull of the standardised training features.
 8. Metrics on the untouched test split, for stars inside the hull, exactly as the
    paper defines them, plus the coverage of the [p16, p84] and [p2.5, p97.5] intervals.
@@ -22,6 +24,7 @@
 
 import datetime
 import hashlib
+import math
 import platform
 import warnings
 from dataclasses import dataclass
@@ -34,12 +37,12 @@ from ..exceptions import StellarMLAgesWarning, TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
-from ..model import MassAgeModel, validate_card, with_oblique_inputs
+from ..model import MassAgeModel, spread_factor, validate_card, with_oblique_inputs
 from ..reference_prior import fit_reference_prior
 from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",
-           "train_model"]
+           "spread_scale", "train_model"]
 
 #: Probabilities at which the predictive distribution is calibrated.
 CALIBRATION_PROBABILITIES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5,
@@ -181,6 +184,57 @@ def _binned_offsets(z, mean):
         table.append([float(v) for v in _offsets(z[rows])])
         counts.append(int(rows.sum()))
     return {"centre": centres, "z": table, "n": counts}
+
+
+#: Calibration stars per bin of the spread feature (`spread_scale`), and at most so
+#: many bins: the 68% quantile of each bin rests on hundreds of stars.
+_STARS_PER_SPREAD_BIN = 1000
+_MAX_SPREAD_BINS = 8
+#: The probability inside one sigma of a normal distribution's mean.
+_ONE_SIGMA = math.erf(1.0 / math.sqrt(2.0))
+
+
+def spread_scale(log_target, mean, variance, count, values, feature):
+    """How the predictive spread changes along one input: the card's calibration ``spread``.
+
+    The calibration stars are split into bins of equal count in ``values`` (the
+    feature, canonical units); a bin's factor is its 68.27% quantile of
+    ``|ln y - mean| / sigma`` over that of all the stars. The model multiplies its
+    sigma by the factor, interpolated between the bins' median values
+    (`stellar_ml_ages.model.spread_factor`), before the calibration by state and
+    predicted value, which is fitted on residuals standardised by the scaled sigma.
+
+    Parameters
+    ----------
+    log_target, mean, variance, count : ndarray
+        The calibration stars (as `_calibration` takes them).
+    values : ndarray
+        The feature's value per star.
+    feature : str
+        Its canonical name, recorded in the entry.
+
+    Returns
+    -------
+    dict
+        ``{"feature", "centre", "factor", "n"}``.
+    """
+    usable = (count > 0) & (variance > 0) & np.isfinite(values)
+    z = np.abs(log_target[usable] - mean[usable]) / np.sqrt(variance[usable])
+    values = values[usable]
+    n_bins = int(np.clip(len(z) // _STARS_PER_SPREAD_BIN, 1, _MAX_SPREAD_BINS))
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)))
+    n_bins = max(len(edges) - 1, 1)
+    which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+    overall = np.quantile(z, _ONE_SIGMA)
+    centres, factors, counts = [], [], []
+    for b in range(n_bins):
+        rows = which == b
+        if not rows.any():
+            continue
+        centres.append(float(np.median(values[rows])))
+        factors.append(float(np.quantile(z[rows], _ONE_SIGMA) / overall))
+        counts.append(int(rows.sum()))
+    return {"feature": feature, "centre": centres, "factor": factors, "n": counts}
 
 
 def _calibration(log_target, mean, variance, count, states=None, groups=()):
@@ -819,9 +873,22 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             np.concatenate([count, np.full(int(removed.sum()), spec.n_estimators)]),
             np.concatenate([states[rows], states[removed]]),
         )
+        spread = None
+        if spec.spread_feature:
+            # The calibration, the reference prior and prediction all see the scaled
+            # variance (MassAgeModel.point_and_variance applies the same factor).
+            column = list(spec.features).index(spec.spread_feature)
+            values = np.concatenate([features[rows, column], features[removed, column]])
+            spread = spread_scale(*calibration_stars[name][:4], values, spec.spread_feature)
+            log_y, star_mean, star_variance, star_count, star_states = calibration_stars[name]
+            calibration_stars[name] = (log_y, star_mean,
+                                       star_variance * spread_factor(spread, values) ** 2,
+                                       star_count, star_states)
         calibration = _calibration(*calibration_stars[name][:4],
                                    states=calibration_stars[name][4],
                                    groups=spec.calibration_groups)
+        if spread is not None:
+            calibration["spread"] = spread
         low, high = np.exp(calibration.pop("calibrated_log_range"))
         target_cards.append({
             "name": name, "unit": unit, "transform": "ln",

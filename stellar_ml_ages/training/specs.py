@@ -108,6 +108,15 @@ class ModelSpec:
         fold for the calibration), ``"weight"`` (the networks' share) and
         ``"clean"`` (residuals beyond this many robust sigmas of a first network
         are left out of the members' training). None (default): the forest alone.
+    spread_feature : str
+        If given (a name of ``features``), the predictive sigma is scaled along that
+        input before the interval calibration: by bins of it, the ratio of the
+        calibration stars' 68.27% quantile of ``|ln y - mean| / sigma`` to that of
+        all of them (``training.pipeline.spread_scale``; the card's
+        ``calibration["spread"]``, `stellar_ml_ages.model.spread_factor`). The
+        calibration by state and predicted value alone holds on average over the
+        input, not along it: upper-RGB giants (low log g) are predicted less well
+        than their forest spread says. "" (default): no scaling.
     model_version : str
         The card's ``model_version``: which version of its recipe a model is (the
         package's models change recipe one at a time).
@@ -151,6 +160,7 @@ class ModelSpec:
     target_directions: bool = False
     target_limits: dict = None
     network: dict = None
+    spread_feature: str = ""
     model_version: str = "3.1.0"
 
     def __post_init__(self):
@@ -168,6 +178,9 @@ class ModelSpec:
             if missing or not 0 < self.network["weight"] <= 1 or self.network["members"] < 2:
                 raise ValueError(f"spec {self.name!r}: network needs hidden, alpha, members "
                                  f"(>= 2), weight (0-1] and clean; got {self.network}")
+        if self.spread_feature and self.spread_feature not in self.features:
+            raise ValueError(f"spec {self.name!r}: spread_feature {self.spread_feature!r} is "
+                             f"not among its features {list(self.features)}")
         unknown = [name for name in self.oblique_features if name not in self.features]
         if unknown:
             raise ValueError(f"spec {self.name!r}: oblique_features {unknown} are not among "
@@ -191,6 +204,7 @@ class ModelSpec:
             **({"rarity_weight_cap": self.rarity_weight_cap} if self.rarity_weight_cap
                else {}),
             **({"target_directions": True} if self.target_directions else {}),
+            **({"spread_feature": self.spread_feature} if self.spread_feature else {}),
             **({"network": {**self.network, "hidden": list(self.network["hidden"])}}
                if self.network else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
@@ -265,11 +279,14 @@ PACKAGED_SPECS = {
                 "Mass and age of red giants (RGB and red clump, 0.5-3.5 Msun, alpha-poor "
                 "and alpha-rich) from APOGEE DR17 [C/N], Teff, log g, [alpha/M], [N/Fe], "
                 "[Fe/H] ([C/N] = C_FE - N_FE); no seismic input. Point estimate: forest "
-                "and neural networks blended (models 3.2)."
+                "and neural networks blended (models 3.2); spread scaled along log g "
+                "(models 3.3)."
             ),
             **_GIANTS,
             network=GIANTS_NETWORK,
-            model_version="3.2.1",
+            # Intervals that hold along the giant branch (models 3.3, docs/uncertainties.rst).
+            spread_feature="logg",
+            model_version="3.3.0",
         ),
         _full_range(
             name="giants-slam-apogee-dr17",
