@@ -73,12 +73,48 @@ def state_bin_table(name):
     return _table(header, rows) if rows else "(not recorded in this card)\n"
 
 
+def label_coverage_table(name, label="logg"):
+    """68% coverage in tenths of one input label, robust and posterior (the card's
+    ``coverage_by_label``, out of fold), with the card's spread factor there."""
+    from stellar_ml_ages.model import spread_factor
+
+    model = get_model(name)
+    header = ["target", f"{label} bin", "n", "[p16, p84] robust", "posterior",
+              "spread factor"]
+    rows = []
+    for target in model.card["targets"]:
+        entry = target.get("coverage_by_label", {}).get(label)
+        if not entry:
+            continue
+        spread = target["calibration"].get("spread")
+        edges = entry["edges"]
+        for i, n in enumerate(entry["n"]):
+            middle = 0.5 * (edges[i] + edges[i + 1])
+            factor = (f"{float(spread_factor(spread, [middle])[0]):.2f}"
+                      if spread and spread["feature"] == label else "-")
+            rows.append([target["name"], f"{edges[i]:.2f}-{edges[i + 1]:.2f}", n,
+                         _percent(entry["p16_p84"][i]),
+                         _percent(entry["p16_p84_posterior"][i]), factor])
+    return _table(header, rows) if rows else "(not recorded in this card)\n"
+
+
 def _change(change_vs, target):
     """A variant's paired change in error against the first variant of its run."""
     if not change_vs:
         return "-"
     mean, spread = change_vs[target]["all"]
     return f"{mean:+.2f} ± {spread:.2f} vs {change_vs['variant']}"
+
+
+def _logg_tenths(entry):
+    """The range of the 68% coverage over tenths of log g ("-" for runs before it)."""
+    if not entry:
+        return "-"
+
+    def span(values):
+        return f"{_percent(min(values))}-{_percent(max(values))}"
+
+    return f"{span(entry['robust'])} ({span(entry['posterior'])})"
 
 
 def _mapped_labels(test):
@@ -101,7 +137,8 @@ def models_report_table(file_name="models_report.json"):
     header = ["variant", "target", "all stars", "in hull", "RGB", "RC", "DR17 input (n)",
               "same stars, mapped labels: error; ln(DR17 / mapped) median, median abs",
               "slope RGB / RC", "worst state x true-value bin [p16, p84]: robust "
-              "(posterior)", "change (paired bootstrap, points)"]
+              "(posterior)", "tenths of log g [p16, p84]: robust (posterior)",
+              "change (paired bootstrap, points)"]
     rows = []
 
     def two(value):  # the variants differ by tenths of a percent
@@ -122,6 +159,7 @@ def models_report_table(file_name="models_report.json"):
                                     for state in ("RGB", "RC")),
                          f"{_percent(e['worst_bin_coverage'])} "
                          f"({_percent(e.get('worst_bin_coverage_posterior', float('nan')))})",
+                         _logg_tenths(e.get("coverage_by_logg_tenth")),
                          _change(variant.get("change_vs"), target)])
     runs = "; ".join(f"{name} {variant.get('date', report['date'])} at commit "
                      f"{variant.get('commit', report['commit'])}"
@@ -310,7 +348,7 @@ def population_groups_table(target):
     unit = "Gyr" if target == "age" else "Msun"
     header = ["group", "stars", "KS: points", "KS: stacked", f"KS: deconvolved ({iterations})",
               f"> {threshold:g} {unit}: truth", "points", "stacked", "stacked 95% band",
-              "deconvolved"]
+              "deconvolved", "bins in 68% / 95% band"]
     rows = []
     for entry in report[target]["groups"]:
         above = entry["above"]
@@ -319,7 +357,9 @@ def population_groups_table(target):
                      f"{entry['ks_stacked']:.3f}", f"{entry[f'ks_em{iterations}']:.3f}",
                      f"{above['truth']:.3f}", f"{above['points']:.3f}",
                      f"{above['stacked']:.3f}", f"{band[0]:.3f}-{band[1]:.3f}",
-                     f"{entry[f'above_em{iterations}']:.3f}"])
+                     f"{entry[f'above_em{iterations}']:.3f}",
+                     f"{_percent(entry['bins_in_band68'])} / "
+                     f"{_percent(entry['bins_in_band95'])}"])
     return _table(header, rows)
 
 
@@ -558,3 +598,4 @@ def write(directory):
         short = get_model(name).aliases[0]
         (directory / f"coverage_{short}.rst").write_text(coverage_table(name))
         (directory / f"state_bins_{short}.rst").write_text(state_bin_table(name))
+        (directory / f"label_coverage_{short}.rst").write_text(label_coverage_table(name))

@@ -220,7 +220,9 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
         band), ``density`` (fraction per unit of ``target``), ``cumulative``
         (fraction below ``high``) with ``cumulative_low``/``cumulative_high``, and
         ``point_fraction`` (the histogram of point estimates). Fractions in a
-        group sum to the probability inside the outer edges.
+        group sum to the probability inside the outer edges. ``meta["n_in_no_group"]``
+        counts the rows in no group (a missing ``by`` value, or one outside
+        ``by_bins``).
 
     Examples
     --------
@@ -242,7 +244,8 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
     prior = dist.prior_fractions(edges * dist.unit) if method == "deconvolved" else None
     rng = np.random.default_rng(seed)
     rows_out = []
-    for label, mask in _groups(table, by, by_bins):
+    groups = _groups(table, by, by_bins)
+    for label, mask in groups:
         chosen = mask & dist.predicted
         group = dist[chosen]
         n_stars = int(chosen.sum())
@@ -280,6 +283,12 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
                  f"deconvolved: EM over per-star likelihoods (predictive / training prior), "
                  f"{DECONVOLUTION_ITERATIONS} iterations from the prior")
     out.meta.update(_meta(dist, target, described, n_bootstrap, band, seed))
+    # Rows whose grouping value is missing or outside ``by_bins`` are in no group:
+    # counted here, so that every input row is accounted for.
+    in_a_group = np.zeros(len(table), dtype=bool)
+    for _, mask in groups:
+        in_a_group |= mask
+    out.meta["n_in_no_group"] = int((~in_a_group).sum())
     if method == "deconvolved":
         out.meta["band"] = (f"{100 * levels[0]:g}th-{100 * levels[1]:g}th percentiles of "
                             "bootstrap replicates (stars resampled, EM repeated)")

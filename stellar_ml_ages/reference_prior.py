@@ -218,7 +218,11 @@ def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_
     the higher of the two at ``upper_level(p)``. Non-decreasing in ``p`` per row.
     ``log_range`` (the training stars' true ln y range) bounds the reference
     quantiles: a flat prior *on the range the model was trained on*, so an interval
-    reaches beyond it only as far as the posterior itself does (no 25 Gyr giants).
+    reaches beyond it only as far as the posterior itself does (the reference alone
+    makes no 25 Gyr giants; a posterior wide enough still can). Where the reference's
+    quantile is the further one and reaches the bound, the interval's end *is* the
+    bound: an upper end equal to the training maximum means "not excluded up to the
+    oldest (heaviest) training star", not a measured limit.
 
     Examples
     --------

@@ -48,9 +48,12 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
         assert str(model.target_unit("age")) == "Gyr"
     for name in list_models()["name"]:
         card = get_model(name).card
-        # Format 4 only where a target has networks (stellar_ml_ages.network).
+        # Format 4 only where a target has networks (stellar_ml_ages.network), 5 where
+        # its calibration has a spread (stellar_ml_ages.model.spread_factor).
         has_network = any("network" in target for target in card["targets"])
-        assert card["format_version"] == (4 if has_network else 3)
+        has_spread = any("spread" in target["calibration"] for target in card["targets"])
+        assert card["format_version"] == (5 if has_spread else 4 if has_network else 3)
+        assert has_spread == (name == "giants-apogee-dr17")
         assert len(card["card_sha256"]) == 64
         assert card["training_set"]["n_train"] > 1000
         assert set(card["software"]) >= {"numpy", "scikit-learn", "astropy"}

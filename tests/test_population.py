@@ -329,6 +329,23 @@ def test_population_functions_on_a_real_model_run(stars):
     assert np.all(ages["fraction_low"] <= ages["fraction_high"])
     assert np.sum(ages["fraction"]) == pytest.approx(1.0, abs=0.02)
     assert stars.colnames == before.colnames and stars.meta == before.meta
+    assert ages.meta["n_in_no_group"] == 0
+
+
+def test_rows_in_no_group_are_counted(stars):
+    """A missing grouping value, or one outside by_bins, puts a row in no group: every
+    input row is accounted for, in a group (with or without a prediction) or in
+    meta["n_in_no_group"]."""
+    table = Table(stars, masked=True, copy=True)
+    table["FE_H"].mask[:7] = True
+    fe_h = np.ma.filled(table["FE_H"], np.nan)
+    ages = population_distribution(table, "age", model="giants", n_bootstrap=0,
+                                   bins=[0, 4, 20] * u.Gyr, by="FE_H", by_bins=[-0.5, 0, 0.3])
+    outside = int(np.sum(np.isfinite(fe_h) & ((fe_h < -0.5) | (fe_h >= 0.3))))
+    assert ages.meta["n_in_no_group"] == 7 + outside
+    per_group = ages[::2]  # one row per group (two age bins each)
+    assert int(np.sum(per_group["n_stars"] + per_group["n_without_prediction"])) \
+        + ages.meta["n_in_no_group"] == len(table)
 
 
 def test_cli_writes_quantiles_streamed_as_in_memory(tmp_path, stars):

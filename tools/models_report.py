@@ -16,6 +16,7 @@ hull), and scored against its seismic mass and age (preliminary APOKASC-3):
   by true-value bin per state (mass < 1, 1-1.4, 1.4-1.8, > 1.8 Msun; age < 2, 2-5,
   5-9, > 9 Gyr), with the median ln bias in each bin; the worst bin of the
   posterior's intervals (``intervals="posterior"``) beside it;
+* coverage of the 68% interval in tenths of log g (robust and posterior);
 * how often the point estimate lies inside its own interval;
 * log slopes of predicted on true value, per state (regression dilution).
 
@@ -29,9 +30,13 @@ Variants:
     trends the overlap identifies (`load_full_range_training_table` defaults).
 ``v3.1``
     ``v3-labels`` and oblique inputs, the forest alone (models 3.1.0).
+``v3.2``
+    ``v3.1`` with the point estimate blended with a neural-network ensemble
+    (``ModelSpec.network``; models 3.2).
 ``v3``
-    The packaged spec as it is now: for giants, ``v3.1`` with the point estimate
-    blended with a neural-network ensemble (``ModelSpec.network``; models 3.2).
+    The packaged spec as it is now: for giants, ``v3.2`` with the predictive spread
+    scaled along log g before the interval calibration (``spread_feature``; models
+    3.3: the same point estimates, other intervals).
 ``v3.1+directions``
     ``v3.1`` and each target's linear fit on the features as two more forest inputs
     (``target_directions``); measured, not packaged. Not in the default
@@ -71,7 +76,11 @@ from stellar_ml_ages.training.pipeline import (
 )
 
 #: Version 2 learner: the giants spec without what version 3 added.
-V2_LEARNER = {"oblique_features": (), "network": None}
+V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": ""}
+
+
+#: What models 3.3 added to a spec's intervals (the spread along log g), taken away.
+_NO_SPREAD = {"giants": {"spread_feature": ""}}
 
 
 def variants(spec_name):
@@ -82,11 +91,12 @@ def variants(spec_name):
         "v2": (dataclasses.replace(spec, **v2_fields), {"prefer_final": False,
                                                         "scale_method": "symmetric"}),
         "v3-labels": (dataclasses.replace(spec, **v2_fields), {}),
-        "v3.1": (dataclasses.replace(spec, network=None), {}),
+        "v3.1": (dataclasses.replace(spec, network=None, **_NO_SPREAD.get(spec_name, {})), {}),
+        "v3.2": (dataclasses.replace(spec, **_NO_SPREAD.get(spec_name, {})), {}),
         "v3": (spec, {}),
         # Measured, not packaged: see docs/models.rst.
-        "v3.1+directions": (dataclasses.replace(spec, network=None, target_directions=True),
-                            {}),
+        "v3.1+directions": (dataclasses.replace(spec, network=None, target_directions=True,
+                                                **_NO_SPREAD.get(spec_name, {})), {}),
     }
 
 
@@ -110,7 +120,7 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
     dr17_features = add_input_noise(spec, _canonical_matrix(dr17, spec.features), kic)
     has_dr17 = np.all(np.isfinite(dr17_features), axis=1)
     fold = kic_folds(kic, n_folds)
-    out = {"kic": kic, "state": states, "fold": fold, "has_dr17": has_dr17,
+    out = {"kic": kic, "state": states, "fold": fold, "has_dr17": has_dr17, "features": features,
            "in_hull": np.zeros(len(kic), bool), "in_hull_dr17": np.zeros(len(kic), bool)}
     if mapped_table_for is not None:
         out.update({f"{target}{suffix}": np.full(len(kic), np.nan) for target in spec.targets
@@ -246,6 +256,21 @@ def scores(arrays, targets, features=()):
                 inside = ((truth[rows] >= arrays[f"{target}{low_name}"][rows])
                           & (truth[rows] <= arrays[f"{target}{high_name}"][rows]))
                 entry["coverage_by_predicted_tenth"][f"{s} {label}"] = [
+                    float(inside[which == k].mean()) for k in range(10)]
+        # Along the giant branch: tenths of log g (the labels as predicted), all states;
+        # the calibration is by state and predicted value, not by label.
+        if "logg" in features:
+            logg = arrays["features"][:, list(features).index("logg")]
+            rows = np.isfinite(truth) & np.isfinite(value) & np.isfinite(logg)
+            edges = np.quantile(logg[rows], np.linspace(0, 1, 11))
+            which = np.clip(np.searchsorted(edges, logg[rows], side="right") - 1, 0, 9)
+            entry["coverage_by_logg_tenth"] = {"edges": [float(e) for e in edges]}
+            for label, low_name, high_name in (("robust", "_p16", "_p84"),
+                                               ("posterior", "_p16_posterior",
+                                                "_p84_posterior")):
+                inside = ((truth[rows] >= arrays[f"{target}{low_name}"][rows])
+                          & (truth[rows] <= arrays[f"{target}{high_name}"][rows]))
+                entry["coverage_by_logg_tenth"][label] = [
                     float(inside[which == k].mean()) for k in range(10)]
         # Where the point estimate (posterior mean under the training prior) falls
         # outside its own reference-prior interval: the compression made visible.

@@ -23,6 +23,9 @@ hull are scored (what `add_mass_age` predicts). Written to one JSON file that
 ``tails``
     Median relative bias and 68% coverage of the youngest/oldest (lightest/heaviest)
     10% of stars, point estimates against truth.
+``band_by_sample_size``
+    For random samples of 30 to 3,000 stars (100 each): how often the stacked 68% and
+    95% bands of the fraction above the threshold hold the sample's own true fraction.
 
 Usage::
 
@@ -124,6 +127,11 @@ def _group_masks(arrays):
     groups["alpha-rich"] = rich
     groups["RGB"] = arrays["state"] == "RGB"
     groups["RC"] = arrays["state"] == "RC"
+    # Along the giant branch: the upper RGB (luminous, distant giants) and its base,
+    # where the spread of the residuals differs most (models 3.3).
+    logg = arrays["feature:logg"]
+    groups["log g < 2.2"] = logg < 2.2
+    groups["log g > 2.8"] = logg > 2.8
     # Populations selected on the *true* age (a field unlike Kepler's, with the same
     # labels-given-age relation): where the training prior is wrong, not the labels.
     age = np.where(np.isfinite(arrays["age:true"]), arrays["age:true"], np.nan)
@@ -237,6 +245,41 @@ def tails_table(arrays, target):
     return out
 
 
+#: Sizes of the random samples whose bands are checked, and samples per size.
+BAND_SAMPLE_SIZES = (30, 100, 300, 1000, 3000)
+BAND_SAMPLES = 100
+
+
+def band_table(arrays, target, n_bootstrap=200):
+    """How often the stacked band holds a random sample's own true fraction above the
+    threshold, by sample size: the band is the sample's noise (resampling and each
+    star's draws), not the model's systematic error, which it leaves out."""
+    unit = UNITS[target]
+    truth = arrays[f"{target}:true"]
+    scored = np.flatnonzero(arrays["in_hull"] & np.isfinite(truth))
+    dist_all = PredictiveDistribution(target, arrays["grid"], arrays[f"{target}:state"],
+                                      point=arrays[f"{target}:point"], unit=unit)
+    threshold = THRESHOLD[target]
+    edges = np.array([0.0, threshold, 1e3])
+    rng = np.random.default_rng(11)
+    out = {}
+    for size in BAND_SAMPLE_SIZES:
+        inside = {0.68: [], 0.95: []}
+        for _ in range(BAND_SAMPLES):
+            rows = rng.choice(scored, size, replace=False)
+            true_above = float(np.mean(truth[rows] > threshold))
+            fake = Table({"row": np.arange(size)})
+            for band in inside:
+                binned = population_distribution(
+                    fake, target, bins=edges * unit, distribution=dist_all[rows],
+                    n_bootstrap=n_bootstrap, band=band, seed=int(rng.integers(2**31)))
+                inside[band].append(bool(binned["fraction_low"][1] <= true_above
+                                         <= binned["fraction_high"][1]))
+        out[str(size)] = {f"above_in_band{100 * band:g}": float(np.mean(hits))
+                          for band, hits in inside.items()}
+    return out
+
+
 def trend_tables(arrays, n_bootstrap=200):
     truth = arrays["age:true"]
     scored = arrays["in_hull"] & np.isfinite(truth)
@@ -302,7 +345,8 @@ def main(argv=None):
                                                        em_iterations=()),
                           "coverage": coverage_table(arrays, target),
                           "coverage_pooled": coverage_table(arrays, target, "pooled"),
-                          "tails": tails_table(arrays, target)}
+                          "tails": tails_table(arrays, target),
+                          "band_by_sample_size": band_table(arrays, target)}
     report["trends"] = trend_tables(arrays)
     commit = git_commit()
     report["generated"] = {"commit": commit, "date": time.strftime("%Y-%m-%d"),

@@ -1,0 +1,159 @@
+"""The predictive spread along one input (models 3.3): ``spread_feature`` in a spec, the
+card's ``calibration["spread"]``, `~stellar_ml_ages.model.spread_factor`, and coverage
+by bin of each label in the cards (`~stellar_ml_ages.training.evaluation.label_coverage`)."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from stellar_ml_ages import get_model
+from stellar_ml_ages.exceptions import ModelFormatError
+from stellar_ml_ages.model import spread_factor, validate_card
+from stellar_ml_ages.training import get_spec, make_synthetic_catalog, train_model
+from stellar_ml_ages.training.evaluation import label_coverage
+from stellar_ml_ages.training.pipeline import _canonical_matrix
+
+
+def test_spread_factor_is_linear_between_centres_and_held_beyond():
+    spread = {"feature": "logg", "centre": [2.0, 2.5, 3.0], "factor": [1.6, 1.0, 0.8]}
+    np.testing.assert_allclose(spread_factor(spread, [1.0, 2.0, 2.25, 2.75, 3.0, 3.5]),
+                               [1.6, 1.6, 1.3, 0.9, 0.8, 0.8])
+    assert np.isnan(spread_factor(spread, [np.nan]))[0]
+
+
+@pytest.fixture(scope="module")
+def uneven():
+    """Synthetic giants whose masses and ages are four times noisier below the median
+    log g (as upper-RGB giants are harder to predict than their forest spread says),
+    split in halves by KIC."""
+    spec = dataclasses.replace(get_spec("giants"), n_estimators=40, cleaning_estimators=10,
+                               network=None, spread_feature="")
+    table = make_synthetic_catalog(spec, 6000, seed=5)
+    logg = np.asarray(table["LOGG"], dtype=np.float64)
+    low = logg < np.median(logg)
+    rng = np.random.default_rng(9)
+    for column in ("MASS", "AGE"):
+        table[column] = table[column] * np.exp(np.where(low, 0.25, 0.06)
+                                               * rng.standard_normal(len(table)))
+    test = np.asarray(table["KIC"]) % 2 == 0
+    return spec, table, test, low
+
+
+def _coverage_by_half(model, table, test, low):
+    """Posterior [p16, p84] coverage of the test half, below and above the median log g."""
+    features = _canonical_matrix(table[test], model.feature_names)
+    predicted = model.predict(features, states=np.asarray(table["EVSTATE"])[test],
+                              intervals="posterior")
+    out = {}
+    for target, column in (("mass", "MASS"), ("age", "AGE")):
+        truth = np.asarray(table[column], dtype=np.float64)[test]
+        inside = (truth >= predicted[target][0.16]) & (truth <= predicted[target][0.84])
+        out[target] = (inside[low[test]].mean(), inside[~low[test]].mean())
+    return out
+
+
+def test_a_spread_along_log_g_makes_intervals_hold_on_both_sides_of_it(uneven):
+    spec, table, test, low = uneven
+    plain = train_model(spec, table, test_mask=test).model
+    spread = train_model(dataclasses.replace(spec, spread_feature="logg"), table,
+                         test_mask=test).model
+    assert "spread" not in plain.target("mass")["calibration"]
+    assert plain.card["format_version"] == 3 and spread.card["format_version"] == 5
+    for target in ("mass", "age"):
+        entry = spread.target(target)["calibration"]["spread"]
+        assert entry["feature"] == "logg" and sum(entry["n"]) > 1000
+        # Four times the noise below the median: the factors rise towards low log g
+        # (less for age, whose forest spread already carries more of it).
+        assert entry["factor"][0] > 1.15 and entry["factor"][-1] < 0.9, entry["factor"]
+    before = _coverage_by_half(plain, table, test, low)
+    after = _coverage_by_half(spread, table, test, low)
+    for target in ("mass", "age"):
+        # Without the spread the pooled calibration averages the halves: too narrow
+        # below the median log g, too wide above it; with it, both hold.
+        assert before[target][0] < 0.6 and before[target][1] > 0.72, before
+        assert all(0.62 <= value <= 0.74 for value in after[target]), after
+
+
+def test_the_spread_scales_the_predictive_sigma_and_nothing_else(uneven):
+    spec, table, test, _ = uneven
+    model = train_model(dataclasses.replace(spec, spread_feature="logg"), table,
+                        test_mask=test).model
+    inputs = model.forest_inputs(model.standardize(
+        np.array([[f["mean"] for f in model.card["features"]]] * 3)
+        + np.array([[0, 0, -0.4, 0, 0, 0], [0] * 6, [0, 0, 0.4, 0, 0, 0]])))
+    logg = np.array([f["mean"] for f in model.card["features"]])[2] + np.array([-0.4, 0, 0.4])
+    for target in model.target_names:
+        mean, variance = model.point_and_variance(target, inputs)
+        forest_mean, forest_variance = model.forests[target].predict_moments(inputs)
+        np.testing.assert_array_equal(mean, forest_mean)
+        factor = spread_factor(model.target(target)["calibration"]["spread"], logg)
+        np.testing.assert_allclose(variance, forest_variance * factor**2, rtol=1e-12)
+
+
+def test_a_spec_refuses_a_spread_feature_it_does_not_have():
+    with pytest.raises(ValueError, match="spread_feature 'dnu' is not among its features"):
+        dataclasses.replace(get_spec("giants"), spread_feature="dnu")
+
+
+def test_malformed_spreads_and_old_formats_are_refused():
+    card = json.loads(json.dumps(get_model("giants").card))
+    calibration = card["targets"][0]["calibration"]
+    calibration["spread"] = {"feature": "logg", "centre": [2.0, 3.0], "factor": [1.2, 0.9]}
+    card["format_version"] = 5
+    validate_card(card)
+    for edit, message in (
+            ({"feature": "dnu"}, "naming one of the card's features"),
+            ({"centre": [3.0, 2.0]}, "increasing centres"),
+            ({"factor": [1.2, -0.9]}, "one positive factor per centre"),
+            ({"factor": [1.2]}, "one positive factor per centre"),
+            ({"factor": [1.2, float("nan")]}, "finite")):
+        broken = json.loads(json.dumps(card))
+        broken["targets"][0]["calibration"]["spread"].update(edit)
+        with pytest.raises(ModelFormatError, match=message):
+            validate_card(broken)
+    # A reader of format 4 would ignore the spread and give too narrow intervals.
+    card["format_version"] = 4
+    with pytest.raises(ModelFormatError, match="needs format_version >= 5"):
+        validate_card(card)
+
+
+def test_label_coverage_counts_every_scored_star_once_per_label():
+    rng = np.random.default_rng(3)
+    n = 400
+    truth = np.exp(rng.normal(0, 0.2, n))
+    logg = rng.uniform(1.5, 3.2, n)
+    # Intervals of half-width 1 sigma where log g > 2.2, a quarter of it below.
+    width = np.where(logg > 2.2, 0.1, 0.025)
+    value = truth * np.exp(rng.normal(0, 0.1, n))
+    probability = [0.16, 0.5, 0.84]
+    predictions = Table({"in_hull": np.arange(n) % 10 != 0, "mass_true": truth, "logg": logg,
+                   "mass_p16": value * np.exp(-width), "mass_p84": value * np.exp(width),
+                   "mass_quantiles": np.column_stack([value * np.exp(-width), value,
+                                                      value * np.exp(width)])},
+                        meta={"probability": probability})
+    out = label_coverage(predictions, "mass", ["logg"], n_bins=4)["logg"]
+    assert sum(out["n"]) == 360 and len(out["edges"]) == 5
+    assert out["edges"][0] == pytest.approx(logg[np.asarray(predictions["in_hull"])].min())
+    # The lowest quarter (log g below about 1.9) has the narrow intervals.
+    assert out["p16_p84"][0] < 0.35 < 0.55 < out["p16_p84"][-1] < 0.8
+    assert out["p16_p84"] == out["p16_p84_posterior"]
+
+
+def test_packaged_giants_intervals_hold_along_every_label():
+    """Out of fold (the card's 10 KIC-hash folds), in deciles of each input label: the
+    intervals users get and the posterior's (what stacking uses) hold 68% to within
+    the scatter of a few hundred stars, the upper RGB (lowest log g) included."""
+    card = get_model("giants").card
+    assert card["format_version"] == 5
+    for target in card["targets"]:
+        by_label = target["coverage_by_label"]
+        assert set(by_label) == set(get_model("giants").feature_names)
+        assert target["calibration"]["spread"]["feature"] == "logg"
+        for label, entry in by_label.items():
+            assert min(entry["n"]) > 500, label
+            for kind in ("p16_p84", "p16_p84_posterior"):
+                assert all(0.60 <= value <= 0.78 for value in entry[kind]), \
+                    (target["name"], label, kind, entry[kind])
