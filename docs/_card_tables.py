@@ -363,6 +363,23 @@ def population_groups_table(target):
     return _table(header, rows)
 
 
+def population_band_table():
+    """How often the bands hold what they are for, random samples by size
+    (tools/population_report.py, ``band_by_sample_size``)."""
+    report, _ = _population()
+    header = ["target", "stars per sample", "population band 68% / 95%",
+              "sample band 68% / 95%"]
+    rows = []
+    for target in ("age", "mass"):
+        for size, entry in report[target].get("band_by_sample_size", {}).items():
+            rows.append([target, size,
+                         f"{_percent(entry['population_in_band68'])} / "
+                         f"{_percent(entry['population_in_band95'])}",
+                         f"{_percent(entry['sample_in_band68'])} / "
+                         f"{_percent(entry['sample_in_band95'])}"])
+    return _table(header, rows) if rows else "(not in this report)\n"
+
+
 def population_em_table():
     """KS distance of the deconvolution by number of EM iterations."""
     report, _ = _population()
@@ -583,6 +600,7 @@ def write(directory):
     for target in ("age", "mass"):
         (directory / f"population_{target}.rst").write_text(population_groups_table(target))
     (directory / "population_em.rst").write_text(population_em_table())
+    (directory / "population_bands.rst").write_text(population_band_table())
     (directory / "population_coverage.rst").write_text(population_coverage_table())
     (directory / "population_tails.rst").write_text(population_tails_table())
     (directory / "population_trends.rst").write_text(population_trends_table())

@@ -4,17 +4,18 @@ Population studies need the distribution of ages of a *group* of stars, not one
 number per star. The histogram of point estimates is the wrong tool: each point
 estimate is E[ln age | labels], pulled towards the middle of the training set, so
 the histogram is too narrow and its tails too light (out of fold, the fraction of
-stars older than 8 Gyr comes out about 0.6 times the truth). Averaging (stacking)
+α-poor stars older than 8 Gyr comes out about 0.6 times the truth). Averaging (stacking)
 the stars' calibrated predictive distributions does not compress: for stars
 selected by their labels, the average of p(age | labels) over the selection is
 the selection's age distribution, *if* the stars follow the training set's
 relation between labels and age (the Kepler field's, in the packaged models).
 That assumption, and where it holds, is on the "Population ages" page of the docs.
 
-Uncertainty bands come from a bootstrap that resamples the stars and draws each
-resampled star's value from its own distribution, so a band covers both the
-sample's size and each star's uncertainty: it is the range within which the
-true distribution of a sample like this one falls.
+Each result comes with a band (``band_for``): by default, where the distribution
+of the *population* the stars were drawn from lies (the stars resampled, their
+distributions stacked); or, with ``band_for="sample"``, where the true values of
+*these* stars lie (one draw from each star's distribution). Neither includes the
+model's own systematic error, measured out of fold on the "Population ages" page.
 """
 
 import itertools
@@ -148,12 +149,34 @@ def deconvolve(bin_probability, prior, n_iterations=DECONVOLUTION_ITERATIONS, fl
     return fraction / max(fraction.sum(), 1e-300)
 
 
-def _bootstrap(dist, n_bootstrap, rng):
-    """Draws for ``n_bootstrap`` replicates: resampled stars, one draw from each."""
+#: What a band is for (`population_distribution`'s ``band_for``).
+_BAND_KINDS = ("population", "sample")
+
+
+def _check_band_for(band_for):
+    if band_for not in _BAND_KINDS:
+        raise ValueError(f"band_for must be one of {', '.join(map(repr, _BAND_KINDS))}; "
+                         f"got {band_for!r}")
+
+
+def _replicate_cdfs(dist, values, n_bootstrap, band_for, rng):
+    """Distribution functions at ``values`` (in ``dist.unit``) of the band's replicates,
+    shape (n_bootstrap, len(values)).
+
+    ``"population"``: the stars resampled with replacement, each replicate the mean of
+    the resampled stars' distribution functions (the uncertainty of the distribution
+    of the population the stars were drawn from, given the model). ``"sample"``: the
+    same stars, one draw from each star's distribution per replicate (where the true
+    values of *these* stars lie, given the model).
+    """
     n = len(dist)
-    for _ in range(n_bootstrap):
-        rows = rng.integers(0, n, n)
-        yield dist[rows].sample(rng).value
+    if band_for == "population":
+        per_star = dist.cdf(np.asarray(values, dtype=np.float64) * dist.unit)
+        weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_bootstrap) / n
+        return weights @ per_star
+    values = np.asarray(values, dtype=np.float64)
+    return np.array([np.searchsorted(np.sort(dist.sample(rng).value), values) / n
+                     for _ in range(n_bootstrap)])
 
 
 def _band_levels(band):
@@ -164,8 +187,9 @@ def _band_levels(band):
 
 
 def population_distribution(table, target="age", *, bins=None, by=None, by_bins=None,
-                            method="stacked", n_bootstrap=200, band=0.68, seed=0,
-                            distribution=None, model=None, **options):
+                            method="stacked", n_bootstrap=200, band=0.68,
+                            band_for="population", seed=0, distribution=None, model=None,
+                            **options):
     """The distribution of ``target`` over groups of stars, from their predictive distributions.
 
     Each group's distribution is the average of its stars' calibrated predictive
@@ -200,12 +224,21 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
         than stacking for label-selected groups. Fractions are then relative to the
         stars' probability inside the outer edges.
     n_bootstrap : int
-        Bootstrap replicates for the bands (0: no bands).
+        Replicates for the bands (0: no bands).
     band : float
-        Probability of the central bootstrap interval given as the band (0.68: the
-        16th to 84th percentiles of the replicates; 0.95 for 2.5 to 97.5).
+        Probability of the central interval of the replicates given as the band (0.68:
+        their 16th to 84th percentiles; 0.95 for 2.5 to 97.5).
+    band_for : {"population", "sample"}
+        What the band is an interval for. ``"population"`` (default): the
+        distribution of the population the stars were drawn from (the thick disc,
+        say, of which these are a random sample): the stars are resampled and each
+        replicate stacks the resampled stars' distributions. ``"sample"``: the true
+        values of *these* stars: one draw from each star's distribution per
+        replicate, no resampling. Neither includes the model's own systematic error
+        (docs: "Population ages"). The deconvolved method resamples the stars
+        (``"population"`` only).
     seed : int
-        Seed of the bootstrap.
+        Seed of the replicates.
     distribution : `~stellar_ml_ages.distributions.PredictiveDistribution`, optional
         Predictive distributions already computed for ``table``'s rows.
     model, **options
@@ -237,8 +270,12 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
     True
     """
     levels = _band_levels(band)
+    _check_band_for(band_for)
     if method not in _METHODS:
         raise ValueError(f"method must be one of {', '.join(_METHODS)}; got {method!r}")
+    if method == "deconvolved" and band_for != "population":
+        raise ValueError("the deconvolved distribution's band resamples the stars: "
+                         "band_for='population' only")
     dist = _distribution(table, target, distribution, model, options)
     edges = _edges(_default_edges(dist) if bins is None else bins, dist.unit, "bins")
     prior = dist.prior_fractions(edges * dist.unit) if method == "deconvolved" else None
@@ -258,9 +295,8 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
             below = group.stacked_cdf(edges) if n_stars else np.full(len(edges), np.nan)
             fraction = np.diff(below)
         if n_stars and n_bootstrap and method == "stacked":
-            # Fraction of each replicate's draws below every edge.
-            replicates = np.array([np.searchsorted(np.sort(draws), edges) / n_stars
-                                   for draws in _bootstrap(group, int(n_bootstrap), rng)])
+            # Each replicate's distribution function at every edge.
+            replicates = _replicate_cdfs(group, edges, int(n_bootstrap), band_for, rng)
             fraction_band = np.quantile(np.diff(replicates, axis=1), levels, axis=0)
             cumulative_band = np.quantile(replicates[:, 1:], levels, axis=0)
         points = group.point[np.isfinite(group.point)]
@@ -282,7 +318,7 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
     described = ("stacked predictive distributions" if method == "stacked" else
                  f"deconvolved: EM over per-star likelihoods (predictive / training prior), "
                  f"{DECONVOLUTION_ITERATIONS} iterations from the prior")
-    out.meta.update(_meta(dist, target, described, n_bootstrap, band, seed))
+    out.meta.update(_meta(dist, target, described, n_bootstrap, band, band_for, seed))
     # Rows whose grouping value is missing or outside ``by_bins`` are in no group:
     # counted here, so that every input row is accounted for.
     in_a_group = np.zeros(len(table), dtype=bool)
@@ -313,19 +349,23 @@ def _deconvolved(group, edges, prior, n_bootstrap, levels, rng):
     return fraction, below, fraction_band, cumulative_band
 
 
-def _stacked_quantiles(dist, probabilities):
-    """Quantiles of the average of the rows' distribution functions."""
+def _quantile_grid(dist):
+    """Values (in ``dist.unit``) spanning every row's distribution, for stacked quantiles."""
     low = np.nanmin(dist.quantile(0.0).value)
     high = np.nanmax(dist.quantile(1.0).value)
-    grid = (np.geomspace(low, high, _QUANTILE_GRID) if dist.log and low > 0
+    return (np.geomspace(low, high, _QUANTILE_GRID) if dist.log and low > 0
             else np.linspace(low, high, _QUANTILE_GRID))
-    cdf = dist.stacked_cdf(grid * dist.unit)
-    return np.interp(probabilities, cdf, grid)
+
+
+def _stacked_quantiles(dist, probabilities):
+    """Quantiles of the average of the rows' distribution functions."""
+    grid = _quantile_grid(dist)
+    return np.interp(probabilities, dist.stacked_cdf(grid * dist.unit), grid)
 
 
 def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84),
-                     n_bootstrap=200, band=0.68, seed=0, distribution=None, model=None,
-                     **options):
+                     n_bootstrap=200, band=0.68, band_for="population", seed=0,
+                     distribution=None, model=None, **options):
     """How the population's ``target`` changes with another quantity ``x``.
 
     For each bin of ``x``, the quantiles (by default median, 16th and 84th
@@ -342,8 +382,10 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
         Edges of the ``x`` bins (``low <= x < high``).
     quantiles : sequence of float
         Probabilities of the population quantiles per bin.
-    n_bootstrap, band, seed, distribution, model, **options
-        As for `population_distribution`.
+    n_bootstrap, band, band_for, seed, distribution, model, **options
+        As for `population_distribution`: with ``band_for="population"`` each
+        replicate's quantiles are those of the resampled stars' stacked
+        distribution, with ``"sample"`` those of one draw from each star.
 
     Returns
     -------
@@ -370,6 +412,7 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
     if probabilities.ndim != 1 or not np.all((probabilities > 0) & (probabilities < 1)):
         raise ValueError(f"quantiles must be probabilities in (0, 1), got {quantiles!r}")
     levels = _band_levels(band)
+    _check_band_for(band_for)
     dist = _distribution(table, target, distribution, model, options)
     x_values, x_unit = _column_values(table, x, "x")
     edges = _edges(bins, x_unit, "bins")
@@ -388,8 +431,9 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
             np.full(len(probabilities), np.nan)
         interval = np.full((2, len(probabilities)), np.nan)
         if n_stars and n_bootstrap:
-            replicates = np.array([np.quantile(draws, probabilities)
-                                   for draws in _bootstrap(group, int(n_bootstrap), rng)])
+            grid = _quantile_grid(group)
+            cdfs = _replicate_cdfs(group, grid, int(n_bootstrap), band_for, rng)
+            replicates = np.array([np.interp(probabilities, cdf, grid) for cdf in cdfs])
             interval = np.quantile(replicates, levels, axis=0)
         columns["low"].append(low)
         columns["high"].append(high)
@@ -410,17 +454,20 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
         else:
             out[key] = values * dist.unit
     out.meta.update(_meta(dist, target, "quantiles of stacked predictive distributions",
-                          n_bootstrap, band, seed))
+                          n_bootstrap, band, band_for, seed))
     out.meta["x"] = x
     return out
 
 
-def _meta(dist, target, method, n_bootstrap, band, seed):
+def _meta(dist, target, method, n_bootstrap, band, band_for, seed):
     low, high = _band_levels(band)
+    how = ("stars resampled, their predictive distributions stacked" if band_for == "population"
+           else "one draw from each star's predictive distribution")
     return {"target": target, "method": method, "model": dist.meta.get("model", ""),
             "n_bootstrap": int(n_bootstrap), "seed": int(seed) if isinstance(
                 seed, numbers.Integral) else str(seed),
-            "band": f"{100 * low:g}th-{100 * high:g}th percentiles of bootstrap replicates "
-                    "(stars resampled, one draw from each star's predictive distribution)",
+            "band_for": band_for,
+            "band": f"{100 * low:g}th-{100 * high:g}th percentiles of {int(n_bootstrap)} "
+                    f"replicates ({how})",
             "prior": "the training set's (Kepler field) relation between labels and target"}
 
