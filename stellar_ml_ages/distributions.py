@@ -373,7 +373,8 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
         point_name = f"{prefix}{target}{suffix}"
         point = _plain(table[point_name]) if point_name in table.colnames else None
         unit = table[names[0]].unit
-        meta = {"source": "quantile columns", "model": table.meta.get("MLMODEL", "")}
+        meta = {"source": "quantile columns", "model": table.meta.get("MLMODEL", ""),
+                "propagate_errors": table.meta.get("MLERRPRP")}
         return PredictiveDistribution(target, grid, quantiles, point=point, unit=unit, meta=meta,
                                       prior=_card_prior(table.meta.get("MLMODEL"), target))
     return _run_model(table, target, model, options)

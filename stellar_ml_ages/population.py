@@ -20,6 +20,7 @@ model's own systematic error, measured out of fold on the "Population ages" page
 
 import itertools
 import numbers
+import warnings
 
 import astropy.units as u
 import numpy as np
@@ -27,6 +28,7 @@ from astropy.table import QTable
 
 from .annotate import quantile_suffix
 from .distributions import PredictiveDistribution, predictive_distribution
+from .exceptions import LabelNoiseWarning
 
 __all__ = ["DECONVOLUTION_ITERATIONS", "deconvolve", "population_distribution",
            "population_trend"]
@@ -37,12 +39,22 @@ _QUANTILE_GRID = 2000
 
 def _distribution(table, target, distribution, model, options):
     if distribution is None:
-        return predictive_distribution(table, target, model, **options)
+        distribution = predictive_distribution(table, target, model, **options)
     if not isinstance(distribution, PredictiveDistribution):
         raise TypeError("distribution must be a PredictiveDistribution "
                         "(from stellar_ml_ages.distributions.predictive_distribution)")
     if len(distribution) != len(table):
         raise ValueError(f"distribution has {len(distribution)} rows for a table of {len(table)}")
+    if distribution.meta.get("propagate_errors") in (True, "True", "T"):
+        # Propagation perturbs labels that already carry their noise: each star's
+        # distribution is widened by that noise once more, and so is the stack.
+        warnings.warn(
+            "these predictive distributions were widened by propagated input errors "
+            "(propagate_errors=True): stacked, they are broader than the population "
+            "(measured: docs, 'Population ages', 'Noisy labels'). For population "
+            "results, stack distributions made without propagate_errors, from a model "
+            "trained for the labels' noise (giants-slam for SLAM labels)",
+            LabelNoiseWarning, stacklevel=3)
     return distribution
 
 

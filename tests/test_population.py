@@ -367,6 +367,25 @@ def test_population_functions_on_a_real_model_run(stars):
     assert ages.meta["n_in_no_group"] == 0
 
 
+def test_stacking_propagated_distributions_warns(stars):
+    """Propagation widens each star's distribution by noise its labels already carry:
+    stacked, that over-disperses the population, so the population functions say so,
+    whether they run the model or read a file written with propagated errors."""
+    from stellar_ml_ages import LabelNoiseWarning
+
+    noisy = stars.copy()
+    noisy["N_FE_ERR"] = np.full(len(noisy), 0.15) * u.dex
+    with pytest.warns(LabelNoiseWarning, match="widened by propagated input errors"):
+        population_distribution(noisy, "age", model="giants", propagate_errors=True,
+                                bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+    annotated = add_mass_age(noisy, model="giants", quantiles="all", propagate_errors=True)
+    with pytest.warns(LabelNoiseWarning, match="widened by propagated input errors"):
+        population_trend(annotated, "FE_H", "age", bins=[-1, 0, 0.6] * u.dex, n_bootstrap=0)
+    # Without propagation (errors given or not) nothing to warn about.
+    plain = add_mass_age(stars, model="giants", quantiles="all")
+    population_distribution(plain, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+
+
 def test_rows_in_no_group_are_counted(stars):
     """A missing grouping value, or one outside by_bins, puts a row in no group: every
     input row is accounted for, in a group (with or without a prediction) or in
