@@ -670,7 +670,7 @@ class MassAgeModel:
 
         The variance is the forest's (`~stellar_ml_ages.forest.CompactForest.predict_moments`),
         times the square of the card's spread factor where its calibration has a
-        ``spread`` entry (`spread_factor`: how the residuals' spread changes along one
+        ``spread`` entry (``spread_factor``: how the residuals' spread changes along one
         input, e.g. log g); the point estimate is the forest's too, unless the card's
         target has a ``network``: then it is ``(1 - weight) * forest + weight *
         network``. The calibration was fitted on residuals of that same point estimate

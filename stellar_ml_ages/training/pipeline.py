@@ -201,7 +201,7 @@ def spread_scale(log_target, mean, variance, count, values, feature):
     feature, canonical units); a bin's factor is its 68.27% quantile of
     ``|ln y - mean| / sigma`` over that of all the stars. The model multiplies its
     sigma by the factor, interpolated between the bins' median values
-    (`stellar_ml_ages.model.spread_factor`), before the calibration by state and
+    (``stellar_ml_ages.model.spread_factor``), before the calibration by state and
     predicted value, which is fitted on residuals standardised by the scaled sigma.
 
     Parameters

@@ -113,7 +113,7 @@ class ModelSpec:
         input before the interval calibration: by bins of it, the ratio of the
         calibration stars' 68.27% quantile of ``|ln y - mean| / sigma`` to that of
         all of them (``training.pipeline.spread_scale``; the card's
-        ``calibration["spread"]``, `stellar_ml_ages.model.spread_factor`). The
+        ``calibration["spread"]``, ``stellar_ml_ages.model.spread_factor``). The
         calibration by state and predicted value alone holds on average over the
         input, not along it: upper-RGB giants (low log g) are predicted less well
         than their forest spread says. "" (default): no scaling.
