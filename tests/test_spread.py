@@ -93,6 +93,35 @@ def test_the_spread_scales_the_predictive_sigma_and_nothing_else(uneven):
         np.testing.assert_allclose(variance, forest_variance * factor**2, rtol=1e-12)
 
 
+def test_propagated_draws_take_the_spread_at_the_stars_own_log_g(uneven):
+    """With input errors, each draw's variance is scaled by the factor at the star's
+    *observed* log g (the draws' scatter already carries the log g error): the same
+    intervals as a model whose factor is that value everywhere."""
+    import copy
+
+    from stellar_ml_ages.model import MassAgeModel
+
+    spec, table, test, _ = uneven
+    model = train_model(dataclasses.replace(spec, spread_feature="logg"), table,
+                        test_mask=test).model
+    star = np.array([[f["mean"] for f in model.card["features"]]])
+    star[0, 2] -= 0.3  # on the upper branch, where the factor changes fastest
+    flat_card = copy.deepcopy(model.card)
+    for target in flat_card["targets"]:
+        spread = target["calibration"]["spread"]
+        spread["factor"] = [float(spread_factor(spread, star[:, 2])[0])]
+        spread["centre"] = [float(star[0, 2])]
+    flat = MassAgeModel(flat_card, model.forests, model.domain, model.networks)
+    errors = np.array([[0.0, 0.0, 0.4, 0.0, 0.0, 0.0]])  # a large log g error only
+    for intervals in ("posterior", "robust"):
+        with_curve = model.predict(star, feature_errors=errors, intervals=intervals)
+        at_star = flat.predict(star, feature_errors=errors, intervals=intervals)
+        for target in model.target_names:
+            for level in (0.16, 0.84):
+                np.testing.assert_allclose(with_curve[target][level], at_star[target][level],
+                                           rtol=1e-12)
+
+
 def test_a_spec_refuses_a_spread_feature_it_does_not_have():
     with pytest.raises(ValueError, match="spread_feature 'dnu' is not among its features"):
         dataclasses.replace(get_spec("giants"), spread_feature="dnu")
