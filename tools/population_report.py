@@ -173,9 +173,10 @@ def group_table(arrays, target, calibrated_by="state", n_bootstrap=200,
         entry = {"group": label, "n": int(chosen.sum()),
                  "ks_points": ks_points(points, truth), "ks_stacked": ks_distance(dist, truth)}
         for band in (0.68, 0.95):
+            # The truth here is these stars' own distribution: the "sample" band.
             binned = population_distribution(fake, target, bins=edges * unit,
                                              distribution=dist, n_bootstrap=n_bootstrap,
-                                             band=band, seed=1)
+                                             band=band, band_for="sample", seed=1)
             inside = ((true_fraction >= binned["fraction_low"]) &
                       (true_fraction <= binned["fraction_high"]))
             occupied = (true_fraction > 0.01) | (np.asarray(binned["fraction"]) > 0.01)
@@ -299,6 +300,7 @@ def trend_tables(arrays, n_bootstrap=200):
     out = {}
     for column, bins in (("FE_H", AGE_FE_H_BINS), ("ALPHA_M", AGE_ALPHA_BINS)):
         trend = population_trend(table, column, "age", bins=bins * u.dex, distribution=dist,
+                                 band_for="sample",
                                  n_bootstrap=n_bootstrap, seed=2)
         x = np.asarray(table[column])
         rows = []
