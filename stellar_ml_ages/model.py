@@ -665,7 +665,7 @@ class MassAgeModel:
                              f"{len(self.feature_names)}), not {features.shape}")
         return features, ~np.all(np.isfinite(features), axis=1)
 
-    def point_and_variance(self, target, inputs, chunk_size=20_000, spread_inputs=None):
+    def point_and_variance(self, target, inputs, chunk_size=20_000):
         """Point estimate and predictive variance of ``target`` (transformed, e.g. ln).
 
         The variance is the forest's (`~stellar_ml_ages.forest.CompactForest.predict_moments`),
@@ -683,12 +683,6 @@ class MassAgeModel:
             What the forests split on (`forest_inputs` of `standardize`).
         chunk_size : int
             Rows per forest block.
-        spread_inputs : ndarray, optional
-            Inputs whose spread feature sets the factor (default: ``inputs``). The
-            Monte Carlo draws of propagated errors pass the star's own inputs: the
-            factor is the spread of stars *at* its labels, and the draws' scatter
-            already carries the input error (evaluated at each draw's log g, the
-            factor's curvature would widen the intervals once more).
         """
         mean, variance = self.forests[target].predict_moments(inputs, chunk_size)
         network = self.networks.get(target)
@@ -699,8 +693,7 @@ class MassAgeModel:
         if spread:
             column = self.feature_names.index(spread["feature"])
             feature_mean, feature_scale = self._scaling
-            at = inputs if spread_inputs is None else spread_inputs
-            values = at[:, column] * feature_scale[column] + feature_mean[column]
+            values = inputs[:, column] * feature_scale[column] + feature_mean[column]
             variance = variance * spread_factor(spread, values) ** 2
         return mean, variance
 
@@ -897,10 +890,9 @@ class MassAgeModel:
                 training_sigma = np.sqrt(variance)
                 # Mixture over draws: total variance = mean variance + variance of means,
                 # the means blended as the point estimate is (a network may follow the
-                # labels more steeply than the forest).
-                moments = [self.point_and_variance(target, z, chunk_size,
-                                                   spread_inputs=standardized)
-                           for z in draws]
+                # labels more steeply than the forest). Each draw's variance is that at
+                # its own labels, spread factor included: the law of total variance.
+                moments = [self.point_and_variance(target, z, chunk_size) for z in draws]
                 draw_means = _mean_over_draws([m for m, _ in moments])
                 spread = _mean_over_draws([(m - draw_means) ** 2 for m, _ in moments])
                 variance = _mean_over_draws([v for _, v in moments]) + spread
