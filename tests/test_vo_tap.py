@@ -190,6 +190,31 @@ def test_upload_crossmatch_never_overwrites_the_users_columns(local_vizier):
     assert np.all(np.asarray(matched["TEFF_lamost"])[found] > 3000)
 
 
+def test_crossmatched_lamost_labels_warn_like_fetched_ones(local_vizier):
+    lamost = run_query(local_vizier, "SELECT TOP 40 RAJ2000, DEJ2000 FROM smatest.ddpayne")
+    mine = Table({"ra": lamost["RAJ2000"], "dec": lamost["DEJ2000"]})
+    matched = tap_crossmatch(mine, "lamost", 2 * u.arcsec)
+    assert not np.ma.getmaskarray(matched["separation"]).any()
+    assert matched.meta["LABELSRC"] == "LAMOST DR5 DD-Payne"
+    # An APOGEE-trained model on DD-Payne labels: the same warning as for fetch_lamost.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_mass_age(matched, model="giants")
+    assert any(issubclass(w.category, LabelSourceWarning)
+               and "LAMOST DR5 DD-Payne" in str(w.message) for w in caught)
+
+
+def test_crossmatch_cut_by_maxrec_is_marked_truncated(local_vizier):
+    lamost = run_query(local_vizier, "SELECT TOP 30 RAJ2000, DEJ2000 FROM smatest.ddpayne")
+    mine = Table({"ra": lamost["RAJ2000"], "dec": lamost["DEJ2000"]})
+    with pytest.warns(TruncatedResultWarning):
+        matched = tap_crossmatch(mine, "lamost", 2 * u.arcsec, maxrec=10, on_overflow="warn",
+                                 chunk_rows=20)
+    # Every one of the 30 stars is in the mirror; only the cut leaves some unmatched.
+    assert (~np.ma.getmaskarray(matched["separation"])).sum() == 20
+    assert matched.meta["TRUNCATED"] is True
+
+
 def test_maxrec_overflow_raises_or_warns(local_vizier):
     region = CircleSkyRegion(KEPLER, 3 * u.deg)
     with pytest.raises(TAPOverflowError, match="truncated at 25 rows"):
