@@ -215,6 +215,37 @@ def test_crossmatch_cut_by_maxrec_is_marked_truncated(local_vizier):
     assert matched.meta["TRUNCATED"] is True
 
 
+def test_cached_fetches_are_the_fetches(local_vizier, tmp_path, monkeypatch):
+    from astropy.config import set_temp_cache
+
+    from stellar_ml_ages.vo import tap
+
+    region = CircleSkyRegion(KEPLER, 1 * u.deg)
+    with set_temp_cache(tmp_path):
+        first = fetch_lamost(region, cache=True), fetch_apokasc(cache=True)
+
+        def offline(*args):
+            raise AssertionError("the service was asked again")
+
+        monkeypatch.setattr(tap, "_execute", offline)
+        again = fetch_lamost(region, cache=True), fetch_apokasc(cache=True)
+    for fetched, cached in zip(first, again, strict=True):
+        assert cached.colnames == fetched.colnames and dict(cached.meta) == dict(fetched.meta)
+        for name in fetched.colnames:
+            assert cached[name].unit == fetched[name].unit, name
+            np.testing.assert_array_equal(np.ma.getmaskarray(cached[name]),
+                                          np.ma.getmaskarray(fetched[name]))
+    lamost, apokasc = again
+    assert {"FE_H", "C_FE", "N_FE"} <= set(lamost.colnames)  # VizieR's [X/Fe], renamed
+    masses = np.ma.filled(np.ma.asarray(apokasc["MASS"], dtype=float), np.nan)
+    assert apokasc["MASS"].unit == u.solMass and np.nanmedian(masses) > 0.8
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = add_mass_age(lamost, model="giants")
+    assert np.mean(~np.ma.getmaskarray(annotated["mass"])) > 0.3
+    assert any(issubclass(w.category, LabelSourceWarning) for w in caught)
+
+
 def test_maxrec_overflow_raises_or_warns(local_vizier):
     region = CircleSkyRegion(KEPLER, 3 * u.deg)
     with pytest.raises(TAPOverflowError, match="truncated at 25 rows"):

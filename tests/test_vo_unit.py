@@ -224,6 +224,42 @@ def test_complete_results_are_cached_and_reused(recorded, tmp_path):
         assert replay.calls == 3
 
 
+
+def _as_tap_answers_come():
+    """A service answer as pyvo reads it: VizieR names, CDS units, masks, column meta."""
+    from astropy.table import MaskedColumn
+
+    return Table([
+        MaskedColumn([3, 4, 5], name="KIC", dtype=np.int32, mask=[False, True, False],
+                     meta={"ucd": "meta.id", "values": {"null": -2147483648}}),
+        MaskedColumn([-0.2, np.nan, 0.1], name="[Fe/H]", unit=u.Unit("[-]", parse_strict="silent"),
+                     description="[Fe/H] abundance", mask=[False, False, True]),
+        MaskedColumn([1.1, 1.5, 0.0], name="M(cor)", unit=u.solMass, mask=[False, False, True]),
+        MaskedColumn(np.array(["RGB", "RC", None], dtype=object), name="ES",
+                     mask=[False, False, True]),
+    ], meta={"ID": "table5", "name": "J/ApJS/239/32/table5"})
+
+
+def test_cached_answer_is_the_services_answer(recorded, tmp_path):
+    from astropy.config import set_temp_cache
+
+    with set_temp_cache(tmp_path):
+        replay = recorded([(_as_tap_answers_come(), "OK")])
+        first = tap.run_query("http://127.0.0.1:9/tap", "SELECT * FROM t5", cache=True)
+        again = tap.run_query("http://127.0.0.1:9/tap", "SELECT * FROM t5", cache=True)
+    assert replay.calls == 1  # the second one was read from the cache
+    # VizieR's names must survive: the catalog renames look for [Fe/H] and M(cor).
+    assert again.colnames == first.colnames == ["KIC", "[Fe/H]", "M(cor)", "ES"]
+    assert dict(again.meta) == dict(first.meta)
+    for name in first.colnames:
+        assert type(again[name]) is type(first[name]), name
+        assert str(again[name].unit) == str(first[name].unit), name
+        assert again[name].description == first[name].description, name
+        assert dict(again[name].meta) == dict(first[name].meta), name
+        assert list(np.ma.getmaskarray(again[name])) == list(np.ma.getmaskarray(first[name]))
+    assert again["M(cor)"][1] == 1.5 and np.isnan(again["[Fe/H]"][1])  # NaN is not missing
+    assert list(again["ES"][:2]) == ["RGB", "RC"] and again["KIC"].dtype == np.int32
+
 # --- tap_crossmatch on recorded answers (no TAP_SCHEMA query: LAMOST's names are fixed) ---
 
 LAMOST_LABELS = ["RAJ2000", "DEJ2000", "Teff", "logg", "[Fe/H]", "[C/Fe]", "[N/Fe]"]
