@@ -376,7 +376,8 @@ def _cmd_demo(args):
 def _cmd_listen(args):
     from .samp import AnnotationListener
 
-    options = {"allow_extrapolation": args.allow_extrapolation}
+    options = {"allow_extrapolation": args.allow_extrapolation, "prefix": args.prefix,
+               "suffix": args.suffix, "overwrite": args.overwrite_columns}
     with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
         print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in TOPCAT "
               "use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.", flush=True)
@@ -602,6 +603,15 @@ def build_parser():
     listen.add_argument("--model", default=None, help="model name, alias or card path")
     listen.add_argument("--allow-extrapolation", action="store_true",
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
+    listen.add_argument("--prefix", default=None, metavar="PREFIX",
+                        help="prefix of the new columns (default: none, or ml_ when a sent "
+                             "table has columns of their names, which are kept); a table "
+                             "with columns of the prefixed names is refused")
+    listen.add_argument("--suffix", default="", metavar="SUFFIX",
+                        help="suffix of the new columns")
+    listen.add_argument("--overwrite-columns", action="store_true",
+                        help="replace a sent table's columns of the new columns' names "
+                             "instead of keeping them")
     _hub_option(listen)
     listen.set_defaults(run=_cmd_listen, subparser=listen)
 

@@ -54,6 +54,9 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOAD_VOTABLE = "table.load.votable"
 _CLIENT_NAME = "stellar_ml_ages"
 
+#: Prefix of the listener's new columns when a sent table has columns of their names.
+COLLISION_PREFIX = "ml_"
+
 #: Seconds to wait for Aladin's own reply to a table before asking Aladin whether
 #: it holds the table (Aladin answers later tables in 0.03-0.3 s, the first never).
 ALADIN_REPLY_GRACE = 1.0
@@ -629,6 +632,11 @@ class AnnotationListener:
     to TOPCAT's message is ``samp.ok``, or ``samp.error`` with the reason (for
     example a missing column) so TOPCAT shows it.
 
+    The sender's columns are never replaced: when the table already has columns
+    with the annotation's names (compared without case: a seismic ``MASS`` or an
+    ``AGE`` column), the new columns get the prefix ``COLLISION_PREFIX``
+    (``ml_mass``, ``ml_age``, ...), and the reply and ``MLWARN`` say so.
+
     Parameters
     ----------
     model : str, optional
@@ -637,6 +645,16 @@ class AnnotationListener:
         Hub lockfile, as in `send`.
     timeout : float
         Seconds to wait for the sender to accept the annotated table.
+    prefix : str, optional
+        Prefix of the new columns. `None` (default): none, or ``COLLISION_PREFIX``
+        when the table has columns of those names. A string is used as it is, and a
+        table that has columns of the resulting names is refused with a
+        ``samp.error`` naming them, unless ``overwrite``.
+    suffix : str
+        Suffix of the new columns.
+    overwrite : bool
+        Replace the table's columns of the annotation's names (as
+        ``add_mass_age(overwrite=True)``) instead of keeping them.
     **annotate_options
         Passed to `~stellar_ml_ages.add_mass_age` (``allow_extrapolation``, ...).
 
@@ -655,10 +673,14 @@ class AnnotationListener:
     ...     listener.wait()  # until Ctrl-C
     """
 
-    def __init__(self, model=None, *, hub=None, timeout=60, **annotate_options):
+    def __init__(self, model=None, *, hub=None, timeout=60, prefix=None, suffix="",
+                 overwrite=False, **annotate_options):
         self.model = model
         self.hub = hub
         self.timeout = timeout
+        self.prefix = prefix
+        self.suffix = suffix
+        self.overwrite = overwrite
         self.annotate_options = annotate_options
         self.handled = []
         self._context = None
@@ -710,18 +732,15 @@ class AnnotationListener:
         worker.start()
 
     def _handle(self, sender_id, msg_id, params):
-        from .annotate import _annotate_call
-
         record = {"sender": sender_id, "url": params.get("url"), "rows": None,
                   "status": "samp.ok", "error": None, "warnings": []}
         try:
             table = _read_table_url(params.get("url", ""), self.timeout)
             # The sender cannot see Python warnings (and warning filters are not
             # thread-safe): the call's warnings go into the record, the reply and meta.
-            summary = _annotate_call(table, self.model, overwrite=True,
-                                     **self.annotate_options)
+            summary, renamed = self._annotate(table)
             annotated = summary.table
-            record["warnings"] = [text for _, text in summary.messages()]
+            record["warnings"] = renamed + [text for _, text in summary.messages()]
             if record["warnings"]:
                 annotated.meta["MLWARN"] = " | ".join(record["warnings"])
             record["rows"] = len(annotated)
@@ -745,6 +764,24 @@ class AnnotationListener:
                 self._client.ereply(msg_id, "samp.error", error={"samp.errortxt": text})
         finally:
             self.handled.append(record)
+
+    def _annotate(self, table):
+        """The annotation's summary, and a note when the columns had to be prefixed."""
+        from .annotate import _annotate_call
+        from .exceptions import ExistingColumnError
+
+        options = dict(self.annotate_options, suffix=self.suffix, overwrite=self.overwrite)
+        if self.prefix is not None:
+            return _annotate_call(table, self.model, prefix=self.prefix, **options), []
+        try:
+            return _annotate_call(table, self.model, prefix="", **options), []
+        except ExistingColumnError as clash:
+            # The sender's own mass or age (seismic, isochrone) is data, not an earlier
+            # run of ours: the new columns go beside it under other names.
+            summary = _annotate_call(table, self.model, prefix=COLLISION_PREFIX, **options)
+            return summary, [f"{str(clash).split(' (names')[0]}: the new columns are named "
+                             f"{COLLISION_PREFIX}mass, {COLLISION_PREFIX}age, ... and the "
+                             "table's own are kept"]
 
 
 @contextlib.contextmanager

@@ -272,6 +272,43 @@ def test_listener_sends_the_warnings_back(hub, receiver, stars, tmp_path):
     assert listener.handled[0]["warnings"] and listener.handled[0]["status"] == "samp.ok"
 
 
+def test_listener_keeps_the_senders_own_mass_and_age(hub, receiver, stars, tmp_path):
+    """Seismic masses sent from TOPCAT are data: the annotation goes beside them."""
+    table = stars.copy()
+    table["MASS"] = np.linspace(0.9, 2.1, len(table)) * u.solMass  # e.g. asteroseismic
+    table["AGE"] = np.full(len(table), 4.5) * u.Gyr
+    path = tmp_path / "in.vot"
+    write_votable(table, path)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = _ask(receiver, listener, path.as_uri(), name="seismic")
+    assert reply["samp.status"] == "samp.ok"
+    (back,) = receiver.tables
+    np.testing.assert_allclose(back["MASS"], table["MASS"])
+    np.testing.assert_allclose(back["AGE"], table["AGE"])
+    expected = add_mass_age(stars, model="giants")
+    np.testing.assert_allclose(back["ml_mass"].compressed(), expected["mass"].compressed())
+    assert "MASS, AGE" in reply["samp.result"]["warnings"]
+    assert "ml_mass" in back.meta["MLWARN"]
+
+
+def test_listener_with_a_chosen_prefix_refuses_to_replace_columns(hub, receiver, stars,
+                                                                   tmp_path):
+    table = stars.copy()
+    table["MASS"] = np.full(len(table), 1.2) * u.solMass
+    path = tmp_path / "in.vot"
+    write_votable(table, path)
+    with AnnotationListener(model="giants", hub=hub[1], prefix="") as listener:
+        reply = _ask(receiver, listener, path.as_uri())
+    assert reply["samp.status"] == "samp.error"
+    assert "already has column(s) MASS" in reply["samp.error"]["samp.errortxt"]
+    assert receiver.tables == []
+    with AnnotationListener(model="giants", hub=hub[1], overwrite=True) as listener:
+        reply = _ask(receiver, listener, path.as_uri())
+    assert reply["samp.status"] == "samp.ok"  # asked for: the column is replaced
+    (back,) = receiver.tables
+    assert "MASS" not in back.colnames and back["mass"].unit == u.solMass
+
+
 def test_listener_reports_missing_columns_as_samp_error(hub, receiver, stars, tmp_path):
     path = tmp_path / "in.vot"
     write_votable(stars[["ID", "TEFF"]], path)
