@@ -373,15 +373,28 @@ def _cmd_demo(args):
     _annotate(args, demo_table())
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_listen(args):
+    import signal
+
     from .samp import AnnotationListener
 
     options = {"allow_extrapolation": args.allow_extrapolation, "prefix": args.prefix,
                "suffix": args.suffix, "overwrite": args.overwrite_columns}
-    with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
-        print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in TOPCAT "
-              "use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.", flush=True)
-        listener.wait()
+    # kill, a service manager or a closed terminal stops with SIGTERM: leave the hub as
+    # Ctrl-C does, unregistered, instead of dying with a client the hub still lists.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
+            print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in "
+                  "TOPCAT use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.",
+                  flush=True)
+            listener.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"annotated {sum(r['status'] == 'samp.ok' for r in listener.handled)} table(s)")
 
 

@@ -210,9 +210,17 @@ def _recipients(client, url, to, mtype):
         raise _hub_failure(error, url) from None
     subscribed.discard(client.get_public_id())
     if to is None:
+        # The package's own listener (stellar-ml-ages listen) would annotate the table
+        # again and send it back to a sender that is about to unregister: a broadcast
+        # is for the viewers. Name it with to= to send it a table all the same.
+        ours = {cid for cid in subscribed if str(names.get(cid, "")).lower() == _CLIENT_NAME}
+        subscribed -= ours
         if not subscribed:
+            skipped = (f" (the package's own listener {', '.join(sorted(ours))} is not sent "
+                       f"broadcasts: name it with to={_CLIENT_NAME!r})") if ours else ""
             raise SAMPClientError(
-                f"no SAMP client accepts {mtype}; registered: {_listing(names)}", service=url)
+                f"no SAMP client accepts {mtype}; registered: {_listing(names)}{skipped}",
+                service=url)
         return {client_id: names.get(client_id, client_id) for client_id in sorted(subscribed)}
     wanted = str(to).lower()
     matches = [cid for cid, name in names.items() if wanted in (cid.lower(), str(name).lower())]
@@ -429,7 +437,8 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
     to : str, optional
         A client's ``samp.name`` (case-insensitive, e.g. ``"topcat"``,
         ``"aladin"``) or public id. `None` sends to every client subscribed to
-        ``table.load.votable``, one after the other.
+        ``table.load.votable``, one after the other, except the package's own
+        listener (`AnnotationListener`), which only gets tables sent to it by name.
     name : str, optional
         Name the receiving application shows; defaults to ``table.meta["name"]``
         or ``"stellar_ml_ages"``.

@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -163,6 +164,55 @@ def test_no_client_of_ours_stays_registered(hub, receiver, annotated):
         assert "stellar_ml_ages" in registered_names(hub[0])
     assert "stellar_ml_ages" not in registered_names(hub[0])
     assert "py-receiver" in registered_names(hub[0])
+
+
+def test_broadcast_skips_the_packages_own_listener(hub, receiver, annotated):
+    """A listener given a broadcast annotated it again and sent it back to a sender that
+    had left: the send failed although the viewers had the table."""
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        delivery = send(annotated, hub=hub[1])
+        assert list(delivery.clients.values()) == ["py-receiver"]
+        assert listener.handled == []
+        receiver.close()
+        with pytest.raises(SAMPClientError, match=r"own listener .* is not sent broadcasts"):
+            send(annotated, hub=hub[1])
+    assert len(receiver.tables) == 1
+
+
+def test_cli_broadcast_with_a_listener_running_succeeds(hub, receiver, tmp_path, capsys):
+    from stellar_ml_ages.cli import EXIT_OK, main
+
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        assert main(["demo", str(tmp_path / "demo.vot"), "--no-progress", "--samp",
+                     "--hub", str(hub[1])]) == EXIT_OK
+    assert "sent to py-receiver" in capsys.readouterr().out
+    assert listener.handled == [] and len(receiver.tables) == 1
+
+
+def test_listen_stopped_by_sigterm_leaves_the_hub(hub, tmp_path):
+    import signal
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stellar_ml_ages.cli", "listen", "--model", "giants", "--hub",
+         str(hub[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "stellar_ml_ages" not in registered_names(hub[0]):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the listener never registered"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "annotated 0 table(s)" in out
+    assert "stellar_ml_ages" not in registered_names(hub[0])
 
 
 def test_registration_failing_half_way_leaves_no_client(hub, annotated, monkeypatch):
