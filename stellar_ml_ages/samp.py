@@ -45,7 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import SAMPClientError, SAMPHubError, SAMPNoReplyWarning, StellarMLAgesError
+from .exceptions import (
+    ColumnValueError,
+    SAMPClientError,
+    SAMPError,
+    SAMPHubError,
+    SAMPNoReplyWarning,
+    StellarMLAgesError,
+)
 
 __all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "point_at", "select_rows",
            "send"]
@@ -458,6 +465,9 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
 
     Raises
     ------
+    SAMPError
+        The table has a column a VOTable cannot hold (a `~astropy.coordinates.SkyCoord`
+        or `~astropy.time.Time`); the message names it. Nothing is sent.
     SAMPHubError
         No hub is running, it is not on a loopback address, or it stops answering.
     SAMPClientError
@@ -799,8 +809,11 @@ def _temporary_votable(table, name):
 
     handle, path = tempfile.mkstemp(prefix="stellar_ml_ages-", suffix=".vot")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            write_votable(table, stream, name=name)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                write_votable(table, stream, name=name)
+        except ColumnValueError as error:  # a mixin column: nothing was sent
+            raise SAMPError(f"the table cannot be sent as a VOTable: {error}") from error
         yield Path(path).as_uri()
     finally:
         with contextlib.suppress(FileNotFoundError):

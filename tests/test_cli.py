@@ -187,3 +187,18 @@ def test_state_column_options(tmp_path, capsys):
     assert main(["annotate", str(source), str(tmp_path / "x.ecsv"), "--state-column",
                  "NOPE", "--in-memory"]) != EXIT_OK
     assert "NOPE" in capsys.readouterr().err
+
+
+def test_a_votable_output_with_a_sky_position_column_names_it(tmp_path, capsys):
+    from astropy.coordinates import SkyCoord
+
+    table = demo_table()
+    table["where"] = SkyCoord(np.linspace(280, 300, len(table)) * u.deg,
+                              np.full(len(table), 44.0) * u.deg)
+    path = tmp_path / "positions.ecsv"  # ECSV holds a SkyCoord; VOTable cannot
+    table.write(path)
+    output = tmp_path / "out.vot"
+    assert main(["annotate", str(path), str(output), "--model", "giants",
+                 "--no-progress"]) == EXIT_IO
+    assert "column 'where' is a SkyCoord" in capsys.readouterr().err
+    assert not output.exists() and list(tmp_path.iterdir()) == [path]

@@ -392,6 +392,61 @@ def test_sent_votable_passes_votlint(annotated, tmp_path):
     assert [line for line in lines if line.startswith("ERROR")] == []
 
 
+def _votlint_errors(path):
+    result = subprocess.run(["stilts", "votlint", f"votable={path}"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    # votlint exits 0 even when it finds errors: read what it says.
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("ERROR")]
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get(
+    "STELLAR_ML_AGES_REQUIRE_SAMP"), reason="stilts (Debian package) not installed")
+def test_service_tables_with_missing_values_pass_votlint(annotated, tmp_path):
+    """A table as DaCHS or VizieR return it (meta ID, an ID column) with missing flags
+    and missing text: valid VOTable, and missing stays missing."""
+    from astropy.table import MaskedColumn
+
+    from stellar_ml_ages.votable import read_votable
+
+    table = annotated[:3].copy()
+    table.meta["ID"] = "ddpayne"
+    table["ID"] = [7, 8, 9]
+    table["giant"] = MaskedColumn([True, False, True], mask=[False, True, False])
+    table["note"] = np.array(["ok", None, "binary?"], dtype=object)
+    path = tmp_path / "service.vot"
+    write_votable(table, path)
+    assert _votlint_errors(path) == []
+    back = read_votable(path)
+    assert list(np.ma.getmaskarray(back["giant"])) == [False, True, False]
+    assert back["giant"][0] and back["giant"][2]
+    # VOTable text has no null but the empty cell, which TOPCAT shows as blank.
+    assert list(back["note"].filled("")) == ["ok", "", "binary?"]
+    assert b"None" not in path.read_bytes()
+    assert list(back["ID"]) == [7, 8, 9] and back.meta["ID"] == "ddpayne"
+    assert table["note"][1] is None  # the caller's table is as it was
+
+
+def test_mixin_columns_are_refused_by_name(hub, receiver, annotated, tmp_path):
+    from astropy.time import Time
+
+    from stellar_ml_ages.exceptions import ColumnValueError, SAMPError
+
+    table = annotated[:3].copy()
+    table["position"] = SkyCoord([290, 291, 292] * u.deg, [44, 43, 42] * u.deg)
+    with pytest.raises(ColumnValueError, match=r"column 'position' is a SkyCoord.*"
+                                               r"table\['position_ra'\]"):
+        write_votable(table, tmp_path / "x.vot")
+    assert not (tmp_path / "x.vot").exists() or (tmp_path / "x.vot").stat().st_size == 0
+    assert "position" in table.colnames
+    observed = annotated[:3].copy()
+    observed["observed"] = Time([59000, 59001, 59002], format="mjd")
+    with pytest.raises(SAMPError, match=r"cannot be sent.*column 'observed' is a Time"):
+        send(observed, to="py-receiver", hub=hub[1])
+    assert receiver.tables == []
+    assert "stellar_ml_ages" not in registered_names(hub[0])
+
+
 def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
     from stellar_ml_ages.cli import EXIT_OK, EXIT_SERVICE, main
 
