@@ -152,8 +152,11 @@ def write_table(table, path, format=None, overwrite=False):
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise _IOProblem(f"output directory {str(directory)!r} does not exist")
-    # The temporary keeps OUT's suffixes, so that astropy compresses "x.fits.gz".
-    suffix = ".part" + "".join(s for s in path.suffixes[-2:] if s.lower() in (".gz", ".fits"))
+    _check_compression(path, fmt)
+    # Written plain and compressed afterwards: astropy's text writers ignore ".gz" (a
+    # "x.csv.gz" was plain text), so every format goes through the same gzip step.
+    compress = path.suffix.lower() == ".gz"
+    suffix = ".part" + (".fits" if fmt == "fits" else "")
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
                                              dir=directory)
@@ -168,8 +171,10 @@ def write_table(table, path, format=None, overwrite=False):
         else:
             kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
             table.write(temporary, format=fmt, overwrite=True, **kwargs)
-        from .streaming import output_mode
+        from .streaming import _gzip_in_place, output_mode
 
+        if compress:
+            _gzip_in_place(temporary)
         os.chmod(temporary, output_mode(path))
         os.replace(temporary, path)
     except BaseException as error:
@@ -229,8 +234,19 @@ def _state_column(args):
     return getattr(args, "state_column", None)
 
 
+def _check_compression(path, fmt):
+    """Refuse a ``.gz`` name for a format that compresses itself or cannot be gzipped."""
+    if Path(path).suffix.lower() == ".gz" and fmt in ("parquet", "hdf5"):
+        plain = Path(path).name[:-3]
+        raise _IOProblem(f"{str(path)!r}: {'Parquet' if fmt == 'parquet' else 'HDF5'} files "
+                         f"are not gzipped (the format compresses internally); write "
+                         f"{plain!r}, or a FITS, VOTable, ECSV or CSV name ending in .gz")
+
+
 def _check_writer(path, fmt):
-    """Refuse, before any work, an output format whose writer is not installed."""
+    """Refuse, before any work, an output format whose writer is not installed, or a
+    ``.gz`` name the format cannot have."""
+    _check_compression(path, _format_of(path, fmt))
     needs = {"hdf5": "h5py", "parquet": "pyarrow"}.get(_format_of(path, fmt))
     if needs:
         try:
