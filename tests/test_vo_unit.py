@@ -370,3 +370,23 @@ def test_crossmatch_refuses_an_empty_chunk_size_before_asking(recorded, lamost_o
     with pytest.raises(ValueError, match=f"chunk_rows must be at least 1, not {chunk_rows}"):
         tap_crossmatch(_mine(), "lamost", 2 * u.arcsec, chunk_rows=chunk_rows)
     assert replay.calls == 0
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:9/tap", "localhost:9/tap", "ftp://127.0.0.1/tap"])
+def test_a_url_without_http_is_a_configuration_error_not_retried(recorded, url):
+    from stellar_ml_ages.vo import fetch_lamost
+
+    replay = recorded([])
+    with pytest.raises(TAPServiceError, match=rf"configuration error: the service URL "
+                                              rf"'{url}' .*not an http:// or https:// URL"):
+        tap.run_query(url, "SELECT 1")
+    with conf.set_temp("vizier_tap_url", url), pytest.raises(
+            TAPServiceError, match=r"conf\.vizier_tap_url"):
+        fetch_lamost(maxrec=3)
+    assert replay.calls == 0  # nothing sent, nothing retried
+
+
+def test_a_url_without_scheme_says_which_one_was_meant(recorded):
+    recorded([])
+    with pytest.raises(TAPServiceError, match=r"did you mean 'http://127\.0\.0\.1:9/tap'"):
+        tap.run_query("127.0.0.1:9/tap", "SELECT 1")

@@ -446,6 +446,12 @@ def test_table_list_failure(xmatch_service):
     assert xmatch_service.posts == []
 
 
+def test_xmatch_url_without_scheme_is_a_configuration_error(monkeypatch, fast_retries):
+    monkeypatch.setattr(conf, "xmatch_url", "127.0.0.1:9/xmatch/api/v1/sync")
+    with pytest.raises(TAPServiceError, match=r"configuration error.*conf\.xmatch_url"):
+        xmatch_vizier(user_stars(), "lamost")
+
+
 def test_no_service_listening(monkeypatch, fast_retries):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

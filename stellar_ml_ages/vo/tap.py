@@ -27,7 +27,7 @@ from ..exceptions import (
 )
 from .config import conf
 
-__all__ = ["get_service", "run_query"]
+__all__ = ["check_service_url", "get_service", "run_query"]
 
 _TRANSIENT_HTTP = {500, 502, 503, 504}
 
@@ -71,6 +71,32 @@ def get_service(url):
     import pyvo
 
     return pyvo.dal.TAPService(url, session=_session(url))
+
+
+def check_service_url(url, query=None):
+    """Refuse, before any request, a service URL that is not ``http(s)://host...``.
+
+    ``127.0.0.1:8080/tap`` (no scheme) made requests fail in a way that read as an
+    unreadable answer, retried as if transient: it is a setting to correct.
+
+    Raises
+    ------
+    TAPServiceError
+        Naming the URL, the configuration item that holds it (if one does), and the fix.
+    """
+    import urllib.parse
+
+    text = str(url)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return
+    items = [name for name in ("vizier_tap_url", "xmatch_url")
+             if str(getattr(conf, name)) == text]
+    where = (f"stellar_ml_ages.vo.conf.{items[0]}, or --service" if items
+             else "the service URL given")
+    hint = f"; did you mean 'http://{text}'?" if not parsed.netloc and "://" not in text else ""
+    raise TAPServiceError(f"configuration error: the service URL {text!r} ({where}) is not an "
+                          f"http:// or https:// URL{hint}", url, query)
 
 
 def _cause_chain(error):
@@ -181,6 +207,7 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
     """
     if mode not in ("sync", "async"):
         raise ValueError(f"mode must be 'sync' or 'async', not {mode!r}")
+    check_service_url(url, query)
     if on_overflow not in ("raise", "warn"):
         raise ValueError(f"on_overflow must be 'raise' or 'warn', not {on_overflow!r}")
     use_cache = conf.cache if cache is None else cache

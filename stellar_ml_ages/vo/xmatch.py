@@ -32,7 +32,7 @@ from ..training.crossmatch import sky_coordinates
 from .catalogs import CATALOGS, Catalog
 from .config import conf
 from .fetch import _finish, _matched_meta, table_name
-from .tap import _TRANSIENT_HTTP, _cause_chain
+from .tap import _TRANSIENT_HTTP, _cause_chain, check_service_url
 
 __all__ = ["vizier_columns", "xmatch_vizier"]
 
@@ -276,6 +276,7 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         return out
 
     url = _xmatch_url()
+    check_service_url(url)
     use_cache = conf.cache if cache is None else bool(cache)
     client = _xmatch_class()(url, use_cache)
     cat2 = f"vizier:{table_id}"
