@@ -293,6 +293,12 @@ def _annotate(args, table):
     from .config import conf
 
     _check_writer(args.output, args.output_format)
+    if args.samp:
+        from .samp import _check_can_send
+
+        # Before the annotation and OUT: a missing hub or client fails in a moment,
+        # and leaves no OUT for the rerun to trip over.
+        _check_can_send(to=None if args.samp == "all" else args.samp, hub=args.hub)
     options = _options(args)
     prepare = _slam_options(args, options)
     if prepare is not None:
@@ -306,10 +312,17 @@ def _annotate(args, table):
     print(f"{args.output}: {len(annotated)} rows, {int(inside.sum())} inside the domain "
           f"of {annotated.meta['MLMODEL']}{_reasons_text(count_reasons(flags[withheld]))}")
     if args.samp:
+        from .exceptions import SAMPError
         from .samp import send
 
-        delivery = send(annotated, to=None if args.samp == "all" else args.samp, hub=args.hub,
-                        name=Path(args.output).name)
+        try:
+            delivery = send(annotated, to=None if args.samp == "all" else args.samp,
+                            hub=args.hub, name=Path(args.output).name)
+        except SAMPError as error:
+            # The hub or client went away after the check: OUT is complete, say so.
+            error.args = (f"{error.args[0]}\n{args.output} was written all the same; send "
+                          "it from TOPCAT (File > Load Table), or rerun with --overwrite",)
+            raise
         for client_id, reply in delivery.replies.items():
             # A client that loaded the table without answering (Aladin's first table):
             # say what was seen, not a status it never sent.

@@ -513,6 +513,16 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
                     seconds=seconds, unanswered=unanswered)
 
 
+def _check_can_send(to=None, hub=None):
+    """Raise what `send` would for the hub and the recipients, before any work.
+
+    The command line annotates and writes OUT first, then sends: a missing hub or
+    client is found here, in a moment, instead of after the annotation.
+    """
+    with _connected_client(hub) as (client, url):
+        _recipients(client, url, to, LOAD_VOTABLE)
+
+
 def point_at(coord, to="aladin", *, hub=None, timeout=30):
     """Ask a sky viewer to centre on a position (``coord.pointAt.sky``).
 

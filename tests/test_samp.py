@@ -22,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from stellar_ml_ages import add_mass_age
 from stellar_ml_ages.exceptions import SAMPClientError, SAMPHubError
 from stellar_ml_ages.samp import AnnotationListener, point_at, select_rows, send
-from stellar_ml_ages.votable import write_votable
+from stellar_ml_ages.votable import read_votable, write_votable
 
 from .samp_peers import RecordingReceiver, registered_names, start_private_hub
 
@@ -407,8 +407,6 @@ def test_service_tables_with_missing_values_pass_votlint(annotated, tmp_path):
     and missing text: valid VOTable, and missing stays missing."""
     from astropy.table import MaskedColumn
 
-    from stellar_ml_ages.votable import read_votable
-
     table = annotated[:3].copy()
     table.meta["ID"] = "ddpayne"
     table["ID"] = [7, 8, 9]
@@ -459,11 +457,36 @@ def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
     (received,) = receiver.tables
     assert received.meta["MLMODEL"] == "giants-apogee-dr17"
     assert output.is_file()
-    # No hub: the file is still written, the command says what failed and exits 4.
+    # No hub, or no such client: found before the annotation, so no OUT is left behind
+    # for the rerun to refuse ("output file exists").
     assert main(["annotate", str(source), str(tmp_path / "b.vot"), "--model", "giants",
                  "--no-progress", "--samp", "--hub", str(tmp_path / "none")]) == EXIT_SERVICE
     assert "no SAMP hub is running" in capsys.readouterr().err
-    assert (tmp_path / "b.vot").is_file()
+    assert not (tmp_path / "b.vot").exists()
+    assert main(["annotate", str(source), str(tmp_path / "c.vot"), "--model", "giants",
+                 "--no-progress", "--samp", "topcat", "--hub", str(hub[1])]) == EXIT_SERVICE
+    assert "no SAMP client named 'topcat'" in capsys.readouterr().err
+    assert not (tmp_path / "c.vot").exists()
+    assert main(["annotate", str(source), str(tmp_path / "c.vot"), "--model", "giants",
+                 "--no-progress", "--samp", "py-receiver", "--hub", str(hub[1])]) == EXIT_OK
+
+
+def test_cli_says_out_was_written_when_the_client_refuses_it(hub, stars, tmp_path, capsys):
+    from stellar_ml_ages.cli import EXIT_SERVICE, main
+
+    source = tmp_path / "stars.vot"
+    write_votable(stars, source)
+    output = tmp_path / "annotated.vot"
+    refusing = RecordingReceiver(hub[0], name="refuser", behaviour="error")
+    try:
+        assert main(["annotate", str(source), str(output), "--model", "giants",
+                     "--no-progress", "--samp", "refuser", "--hub", str(hub[1])]) \
+            == EXIT_SERVICE
+    finally:
+        refusing.close()
+    err = capsys.readouterr().err
+    assert "cannot load this" in err and f"{output} was written all the same" in err
+    assert len(read_votable(output)) == len(stars)
 
 
 class _HostileHandler(BaseHTTPRequestHandler):
