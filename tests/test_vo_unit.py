@@ -390,3 +390,17 @@ def test_a_url_without_scheme_says_which_one_was_meant(recorded):
     recorded([])
     with pytest.raises(TAPServiceError, match=r"did you mean 'http://127\.0\.0\.1:9/tap'"):
         tap.run_query("127.0.0.1:9/tap", "SELECT 1")
+
+
+def test_crossmatch_radius_limits_are_the_documented_ones(recorded, lamost_on_loopback):
+    """docs/vo.rst: tap_crossmatch takes radii above 0 and below 1 deg (200 arcsec too,
+    unlike CDS XMatch's 180 arcsec)."""
+    from stellar_ml_ages.vo import tap_crossmatch
+
+    replay = recorded([(_lamost_rows([0]), "OK")])
+    matched = tap_crossmatch(_mine(1), "lamost", 200 * u.arcsec, columns=LAMOST_LABELS)
+    assert replay.calls == 1 and matched["separation"][0] == pytest.approx(0.5)
+    for radius in (1 * u.deg, 0 * u.arcsec):
+        with pytest.raises(RegionError, match="above 0 and below 1.0 deg"):
+            tap_crossmatch(_mine(1), "lamost", radius)
+    assert replay.calls == 1

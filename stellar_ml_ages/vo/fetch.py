@@ -416,14 +416,28 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
         A catalog with position columns (``"lamost"``, ``"red_clump"``, ``"lasp"``).
     radius : `~astropy.units.Quantity`
+        Largest separation: above 0 and below 1 deg.
     columns : sequence of str, optional
         Catalog columns to add (default: the catalog's usual columns).
     chunk_rows : int
-        Rows uploaded per query, to stay under the services' upload limits.
+        Rows uploaded per query (at least 1), to stay under the services' upload
+        limits.
 
     Returns
     -------
     `~astropy.table.Table`
+        Every input row, in order; ``meta`` keeps the caller's entries and adds
+        ``MATCHED``, ``TRUNCATED`` (True when a chunk's answer was cut at
+        ``maxrec``), the catalog's ``CATALOG`` and ``CITATION`` where the caller has
+        none, and ``LABELSRC`` when the catalog's labels are the ones read (see
+        `stellar_ml_ages.vo`'s documentation).
+
+    Raises
+    ------
+    RegionError
+        The radius is not above 0 and below 1 deg, or the catalog has no positions.
+    ValueError
+        ``chunk_rows`` is below 1.
 
     Examples
     --------
