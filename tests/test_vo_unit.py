@@ -401,6 +401,6 @@ def test_crossmatch_radius_limits_are_the_documented_ones(recorded, lamost_on_lo
     matched = tap_crossmatch(_mine(1), "lamost", 200 * u.arcsec, columns=LAMOST_LABELS)
     assert replay.calls == 1 and matched["separation"][0] == pytest.approx(0.5)
     for radius in (1 * u.deg, 0 * u.arcsec):
-        with pytest.raises(RegionError, match="above 0 and below 1.0 deg"):
+        with pytest.raises(RegionError, match=r"above 0 and below 1\.0 deg"):
             tap_crossmatch(_mine(1), "lamost", radius)
     assert replay.calls == 1
