@@ -425,6 +425,23 @@ def test_service_tables_with_missing_values_pass_votlint(annotated, tmp_path):
     assert table["note"][1] is None  # the caller's table is as it was
 
 
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get(
+    "STELLAR_ML_AGES_REQUIRE_SAMP"), reason="stilts (Debian package) not installed")
+def test_topcat_reads_missing_values_as_missing(tmp_path):
+    """stilts reads VOTables with STIL, TOPCAT's own library: what it prints is what a
+    TOPCAT user sees in the table."""
+    from astropy.table import MaskedColumn, Table
+
+    table = Table({"ID": [1, 2, 3], "giant": MaskedColumn([True, False, False], mask=[0, 1, 0]),
+                   "note": np.array(["a", None, "b"], dtype=object)}, meta={"ID": "ddpayne"})
+    path = tmp_path / "service.vot"
+    write_votable(table, path)
+    result = subprocess.run(["stilts", "tpipe", f"in={path}", "ofmt=csv"], capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert result.stdout.splitlines() == ["ID,giant,note", "1,true,a", "2,,", "3,false,b"]
+    assert "Multiple elements with ID" not in result.stderr
+
+
 def test_mixin_columns_are_refused_by_name(hub, receiver, annotated, tmp_path):
     from astropy.time import Time
 
