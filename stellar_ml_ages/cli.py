@@ -152,8 +152,11 @@ def write_table(table, path, format=None, overwrite=False):
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise _IOProblem(f"output directory {str(directory)!r} does not exist")
-    # The temporary keeps OUT's suffixes, so that astropy compresses "x.fits.gz".
-    suffix = ".part" + "".join(s for s in path.suffixes[-2:] if s.lower() in (".gz", ".fits"))
+    _check_compression(path, fmt)
+    # Written plain and compressed afterwards: astropy's text writers ignore ".gz" (a
+    # "x.csv.gz" was plain text), so every format goes through the same gzip step.
+    compress = path.suffix.lower() == ".gz"
+    suffix = ".part" + (".fits" if fmt == "fits" else "")
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix,
                                              dir=directory)
@@ -168,8 +171,10 @@ def write_table(table, path, format=None, overwrite=False):
         else:
             kwargs = {"serialize_meta": True} if fmt == "hdf5" else {}
             table.write(temporary, format=fmt, overwrite=True, **kwargs)
-        from .streaming import output_mode
+        from .streaming import _gzip_in_place, output_mode
 
+        if compress:
+            _gzip_in_place(temporary)
         os.chmod(temporary, output_mode(path))
         os.replace(temporary, path)
     except BaseException as error:
@@ -229,8 +234,19 @@ def _state_column(args):
     return getattr(args, "state_column", None)
 
 
+def _check_compression(path, fmt):
+    """Refuse a ``.gz`` name for a format that compresses itself or cannot be gzipped."""
+    if Path(path).suffix.lower() == ".gz" and fmt in ("parquet", "hdf5"):
+        plain = Path(path).name[:-3]
+        raise _IOProblem(f"{str(path)!r}: {'Parquet' if fmt == 'parquet' else 'HDF5'} files "
+                         f"are not gzipped (the format compresses internally); write "
+                         f"{plain!r}, or a FITS, VOTable, ECSV or CSV name ending in .gz")
+
+
 def _check_writer(path, fmt):
-    """Refuse, before any work, an output format whose writer is not installed."""
+    """Refuse, before any work, an output format whose writer is not installed, or a
+    ``.gz`` name the format cannot have."""
+    _check_compression(path, _format_of(path, fmt))
     needs = {"hdf5": "h5py", "parquet": "pyarrow"}.get(_format_of(path, fmt))
     if needs:
         try:
@@ -277,6 +293,12 @@ def _annotate(args, table):
     from .config import conf
 
     _check_writer(args.output, args.output_format)
+    if args.samp:
+        from .samp import _check_can_send
+
+        # Before the annotation and OUT: a missing hub or client fails in a moment,
+        # and leaves no OUT for the rerun to trip over.
+        _check_can_send(to=None if args.samp == "all" else args.samp, hub=args.hub)
     options = _options(args)
     prepare = _slam_options(args, options)
     if prepare is not None:
@@ -290,10 +312,17 @@ def _annotate(args, table):
     print(f"{args.output}: {len(annotated)} rows, {int(inside.sum())} inside the domain "
           f"of {annotated.meta['MLMODEL']}{_reasons_text(count_reasons(flags[withheld]))}")
     if args.samp:
+        from .exceptions import SAMPError
         from .samp import send
 
-        delivery = send(annotated, to=None if args.samp == "all" else args.samp, hub=args.hub,
-                        name=Path(args.output).name)
+        try:
+            delivery = send(annotated, to=None if args.samp == "all" else args.samp,
+                            hub=args.hub, name=Path(args.output).name)
+        except SAMPError as error:
+            # The hub or client went away after the check: OUT is complete, say so.
+            error.args = (f"{error.args[0]}\n{args.output} was written all the same; send "
+                          "it from TOPCAT (File > Load Table), or rerun with --overwrite",)
+            raise
         for client_id, reply in delivery.replies.items():
             # A client that loaded the table without answering (Aladin's first table):
             # say what was seen, not a status it never sent.
@@ -373,14 +402,28 @@ def _cmd_demo(args):
     _annotate(args, demo_table())
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _cmd_listen(args):
+    import signal
+
     from .samp import AnnotationListener
 
-    options = {"allow_extrapolation": args.allow_extrapolation}
-    with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
-        print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in TOPCAT "
-              "use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.", flush=True)
-        listener.wait()
+    options = {"allow_extrapolation": args.allow_extrapolation, "prefix": args.prefix,
+               "suffix": args.suffix, "overwrite": args.overwrite_columns}
+    # kill, a service manager or a closed terminal stops with SIGTERM: leave the hub as
+    # Ctrl-C does, unregistered, instead of dying with a client the hub still lists.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with AnnotationListener(model=args.model, hub=args.hub, **options) as listener:
+            print(f"listening on the SAMP hub as {listener.client_id} (stellar_ml_ages); in "
+                  "TOPCAT use Interop > Send table to > stellar_ml_ages. Ctrl-C stops.",
+                  flush=True)
+            listener.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"annotated {sum(r['status'] == 'samp.ok' for r in listener.handled)} table(s)")
 
 
@@ -602,6 +645,15 @@ def build_parser():
     listen.add_argument("--model", default=None, help="model name, alias or card path")
     listen.add_argument("--allow-extrapolation", action="store_true",
                         help="also predict outside the training hull (flagged EXTRAPOLATED)")
+    listen.add_argument("--prefix", default=None, metavar="PREFIX",
+                        help="prefix of the new columns (default: none, or ml_ when a sent "
+                             "table has columns of their names, which are kept); a table "
+                             "with columns of the prefixed names is refused")
+    listen.add_argument("--suffix", default="", metavar="SUFFIX",
+                        help="suffix of the new columns")
+    listen.add_argument("--overwrite-columns", action="store_true",
+                        help="replace a sent table's columns of the new columns' names "
+                             "instead of keeping them")
     _hub_option(listen)
     listen.set_defaults(run=_cmd_listen, subparser=listen)
 

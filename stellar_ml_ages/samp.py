@@ -45,7 +45,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import SAMPClientError, SAMPHubError, SAMPNoReplyWarning, StellarMLAgesError
+from .exceptions import (
+    ColumnValueError,
+    SAMPClientError,
+    SAMPError,
+    SAMPHubError,
+    SAMPNoReplyWarning,
+    StellarMLAgesError,
+)
 
 __all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "point_at", "select_rows",
            "send"]
@@ -53,6 +60,9 @@ __all__ = ["ALADIN_REPLY_GRACE", "AnnotationListener", "Delivery", "point_at", "
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 LOAD_VOTABLE = "table.load.votable"
 _CLIENT_NAME = "stellar_ml_ages"
+
+#: Prefix of the listener's new columns when a sent table has columns of their names.
+COLLISION_PREFIX = "ml_"
 
 #: Seconds to wait for Aladin's own reply to a table before asking Aladin whether
 #: it holds the table (Aladin answers later tables in 0.03-0.3 s, the first never).
@@ -207,9 +217,17 @@ def _recipients(client, url, to, mtype):
         raise _hub_failure(error, url) from None
     subscribed.discard(client.get_public_id())
     if to is None:
+        # The package's own listener (stellar-ml-ages listen) would annotate the table
+        # again and send it back to a sender that is about to unregister: a broadcast
+        # is for the viewers. Name it with to= to send it a table all the same.
+        ours = {cid for cid in subscribed if str(names.get(cid, "")).lower() == _CLIENT_NAME}
+        subscribed -= ours
         if not subscribed:
+            skipped = (f" (the package's own listener {', '.join(sorted(ours))} is not sent "
+                       f"broadcasts: name it with to={_CLIENT_NAME!r})") if ours else ""
             raise SAMPClientError(
-                f"no SAMP client accepts {mtype}; registered: {_listing(names)}", service=url)
+                f"no SAMP client accepts {mtype}; registered: {_listing(names)}{skipped}",
+                service=url)
         return {client_id: names.get(client_id, client_id) for client_id in sorted(subscribed)}
     wanted = str(to).lower()
     matches = [cid for cid, name in names.items() if wanted in (cid.lower(), str(name).lower())]
@@ -426,7 +444,8 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
     to : str, optional
         A client's ``samp.name`` (case-insensitive, e.g. ``"topcat"``,
         ``"aladin"``) or public id. `None` sends to every client subscribed to
-        ``table.load.votable``, one after the other.
+        ``table.load.votable``, one after the other, except the package's own
+        listener (`AnnotationListener`), which only gets tables sent to it by name.
     name : str, optional
         Name the receiving application shows; defaults to ``table.meta["name"]``
         or ``"stellar_ml_ages"``.
@@ -446,6 +465,9 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
 
     Raises
     ------
+    SAMPError
+        The table has a column a VOTable cannot hold (a `~astropy.coordinates.SkyCoord`
+        or `~astropy.time.Time`); the message names it. Nothing is sent.
     SAMPHubError
         No hub is running, it is not on a loopback address, or it stops answering.
     SAMPClientError
@@ -489,6 +511,16 @@ def send(table, to=None, *, name=None, table_id=None, hub=None, timeout=30):
                       f"no SAMP reply: {note}", SAMPNoReplyWarning, stacklevel=2)
     return Delivery(table_id=table_id, url=file_url, replies=replies, clients=recipients,
                     seconds=seconds, unanswered=unanswered)
+
+
+def _check_can_send(to=None, hub=None):
+    """Raise what `send` would for the hub and the recipients, before any work.
+
+    The command line annotates and writes OUT first, then sends: a missing hub or
+    client is found here, in a moment, instead of after the annotation.
+    """
+    with _connected_client(hub) as (client, url):
+        _recipients(client, url, to, LOAD_VOTABLE)
 
 
 def point_at(coord, to="aladin", *, hub=None, timeout=30):
@@ -629,6 +661,11 @@ class AnnotationListener:
     to TOPCAT's message is ``samp.ok``, or ``samp.error`` with the reason (for
     example a missing column) so TOPCAT shows it.
 
+    The sender's columns are never replaced: when the table already has columns
+    with the annotation's names (compared without case: a seismic ``MASS`` or an
+    ``AGE`` column), the new columns get the prefix ``COLLISION_PREFIX``
+    (``ml_mass``, ``ml_age``, ...), and the reply and ``MLWARN`` say so.
+
     Parameters
     ----------
     model : str, optional
@@ -637,6 +674,16 @@ class AnnotationListener:
         Hub lockfile, as in `send`.
     timeout : float
         Seconds to wait for the sender to accept the annotated table.
+    prefix : str, optional
+        Prefix of the new columns. `None` (default): none, or ``COLLISION_PREFIX``
+        when the table has columns of those names. A string is used as it is, and a
+        table that has columns of the resulting names is refused with a
+        ``samp.error`` naming them, unless ``overwrite``.
+    suffix : str
+        Suffix of the new columns.
+    overwrite : bool
+        Replace the table's columns of the annotation's names (as
+        ``add_mass_age(overwrite=True)``) instead of keeping them.
     **annotate_options
         Passed to `~stellar_ml_ages.add_mass_age` (``allow_extrapolation``, ...).
 
@@ -655,10 +702,14 @@ class AnnotationListener:
     ...     listener.wait()  # until Ctrl-C
     """
 
-    def __init__(self, model=None, *, hub=None, timeout=60, **annotate_options):
+    def __init__(self, model=None, *, hub=None, timeout=60, prefix=None, suffix="",
+                 overwrite=False, **annotate_options):
         self.model = model
         self.hub = hub
         self.timeout = timeout
+        self.prefix = prefix
+        self.suffix = suffix
+        self.overwrite = overwrite
         self.annotate_options = annotate_options
         self.handled = []
         self._context = None
@@ -710,18 +761,15 @@ class AnnotationListener:
         worker.start()
 
     def _handle(self, sender_id, msg_id, params):
-        from .annotate import _annotate_call
-
         record = {"sender": sender_id, "url": params.get("url"), "rows": None,
                   "status": "samp.ok", "error": None, "warnings": []}
         try:
             table = _read_table_url(params.get("url", ""), self.timeout)
             # The sender cannot see Python warnings (and warning filters are not
             # thread-safe): the call's warnings go into the record, the reply and meta.
-            summary = _annotate_call(table, self.model, overwrite=True,
-                                     **self.annotate_options)
+            summary, renamed = self._annotate(table)
             annotated = summary.table
-            record["warnings"] = [text for _, text in summary.messages()]
+            record["warnings"] = renamed + [text for _, text in summary.messages()]
             if record["warnings"]:
                 annotated.meta["MLWARN"] = " | ".join(record["warnings"])
             record["rows"] = len(annotated)
@@ -746,6 +794,24 @@ class AnnotationListener:
         finally:
             self.handled.append(record)
 
+    def _annotate(self, table):
+        """The annotation's summary, and a note when the columns had to be prefixed."""
+        from .annotate import _annotate_call
+        from .exceptions import ExistingColumnError
+
+        options = dict(self.annotate_options, suffix=self.suffix, overwrite=self.overwrite)
+        if self.prefix is not None:
+            return _annotate_call(table, self.model, prefix=self.prefix, **options), []
+        try:
+            return _annotate_call(table, self.model, prefix="", **options), []
+        except ExistingColumnError as clash:
+            # The sender's own mass or age (seismic, isochrone) is data, not an earlier
+            # run of ours: the new columns go beside it under other names.
+            summary = _annotate_call(table, self.model, prefix=COLLISION_PREFIX, **options)
+            return summary, [f"{str(clash).split(' (names')[0]}: the new columns are named "
+                             f"{COLLISION_PREFIX}mass, {COLLISION_PREFIX}age, ... and the "
+                             "table's own are kept"]
+
 
 @contextlib.contextmanager
 def _temporary_votable(table, name):
@@ -753,8 +819,11 @@ def _temporary_votable(table, name):
 
     handle, path = tempfile.mkstemp(prefix="stellar_ml_ages-", suffix=".vot")
     try:
-        with os.fdopen(handle, "wb") as stream:
-            write_votable(table, stream, name=name)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                write_votable(table, stream, name=name)
+        except ColumnValueError as error:  # a mixin column: nothing was sent
+            raise SAMPError(f"the table cannot be sent as a VOTable: {error}") from error
         yield Path(path).as_uri()
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -24,7 +24,7 @@ from astropy.io.votable import from_table, parse
 from astropy.io.votable.tree import Info
 from astropy.table import Column, MaskedColumn, Table
 
-from .exceptions import VOTableReadError
+from .exceptions import ColumnValueError, VOTableReadError
 
 __all__ = ["read_votable", "to_votable", "vo_unit_string", "votable_bytes", "write_votable"]
 
@@ -80,7 +80,17 @@ def to_votable(table, name=None):
     -------
     `~astropy.io.votable.tree.VOTableFile`
         Columns keep units, UCDs (from ``column.meta["ucd"]``) and descriptions;
-        scalar ``table.meta`` entries become ``INFO`` elements of the resource.
+        scalar ``table.meta`` entries become ``INFO`` elements of the resource
+        (without XML IDs, which could clash with a column's). Missing values stay
+        missing: masked booleans are written as ``boolean`` (``bit`` has no null),
+        and None in an object column as an empty cell, not the text ``None``.
+
+    Raises
+    ------
+    ColumnValueError
+        A column is an astropy mixin (`~astropy.coordinates.SkyCoord`,
+        `~astropy.time.Time`) that VOTable cannot hold; the message names it and
+        how to write it as plain columns.
 
     Examples
     --------
@@ -94,7 +104,9 @@ def to_votable(table, name=None):
     """
     plain = Table(table, copy=False)
     plain.meta = {}
+    _refuse_mixins(plain)
     notes = _without_uint64(plain)
+    _none_as_null(plain)
     with warnings.catch_warnings():
         # astropy warns about every dex unit here; we rewrite those strings below.
         warnings.simplefilter("ignore", votable_exceptions.VOWarning)
@@ -109,13 +121,63 @@ def to_votable(table, name=None):
             if field.name in notes:
                 field.description = " ".join(filter(None, [field.description,
                                                            notes[field.name]]))
+            if field.datatype == "bit" and np.ma.getmaskarray(plain[field.name]).any():
+                # A bit has no null value (an empty cell is an error); a boolean's is
+                # the empty cell, so masked flags stay missing instead of invalid.
+                field.datatype = "boolean"
     if name:
         vo_table.name = str(name)
     resource = votable.resources[0]
     for key, value in table.meta.items():
         if isinstance(value, _INFO_VALUE_TYPES):
-            resource.infos.append(Info(name=str(key), value=str(value)))
+            info = Info(name=str(key), value=str(value))
+            # astropy gives an INFO its name as XML ID: a meta key equal to a column
+            # name (DaCHS and VizieR tables carry meta "ID") defined the ID twice.
+            info.ID = None
+            resource.infos.append(info)
     return votable
+
+
+def _refuse_mixins(table):
+    """A clear error for columns VOTable cannot hold (astropy fails on them without one).
+
+    ``table`` is a `~astropy.table.Table`, where quantities are already plain columns.
+    """
+    for name in table.colnames:
+        column = table[name]
+        if isinstance(column, Column):
+            continue
+        kind = type(column).__name__
+        if kind == "SkyCoord":
+            how = (f"table[{name + '_ra'!r}] = table[{name!r}].icrs.ra.deg and "
+                   f"table[{name + '_dec'!r}] = table[{name!r}].icrs.dec.deg")
+        elif kind == "Time":
+            how = f"table[{name + '_mjd'!r}] = table[{name!r}].mjd"
+        else:
+            how = "plain columns of numbers or text"
+        raise ColumnValueError(
+            f"column {name!r} is a {kind} (an astropy mixin column), which a VOTable cannot "
+            f"hold: write it as plain columns first ({how}) and remove it "
+            f"(del table[{name!r}])")
+
+
+def _none_as_null(table):
+    """None in an object column as a masked value, in place: the package reads None as
+    missing, and the VOTable writer would write the text 'None'."""
+    for name in table.colnames:
+        column = table[name]
+        if column.dtype.kind != "O":
+            continue
+        values = np.asarray(column, dtype=object)
+        missing = np.array([value is None for value in values.ravel()],
+                           dtype=bool).reshape(values.shape)
+        if not missing.any():
+            continue
+        filled = values.copy()
+        filled[missing] = ""
+        mask = np.ma.getmaskarray(column) | missing
+        table[name] = MaskedColumn(filled, mask=mask, name=name, unit=column.unit,
+                                   description=column.info.description, meta=column.info.meta)
 
 
 def _without_uint64(table):

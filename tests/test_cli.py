@@ -187,3 +187,52 @@ def test_state_column_options(tmp_path, capsys):
     assert main(["annotate", str(source), str(tmp_path / "x.ecsv"), "--state-column",
                  "NOPE", "--in-memory"]) != EXIT_OK
     assert "NOPE" in capsys.readouterr().err
+
+
+def test_a_votable_output_with_a_sky_position_column_names_it(tmp_path, capsys):
+    from astropy.coordinates import SkyCoord
+
+    table = demo_table()
+    table["where"] = SkyCoord(np.linspace(280, 300, len(table)) * u.deg,
+                              np.full(len(table), 44.0) * u.deg)
+    path = tmp_path / "positions.ecsv"  # ECSV holds a SkyCoord; VOTable cannot
+    table.write(path)
+    output = tmp_path / "out.vot"
+    assert main(["annotate", str(path), str(output), "--model", "giants",
+                 "--no-progress"]) == EXIT_IO
+    assert "column 'where' is a SkyCoord" in capsys.readouterr().err
+    assert not output.exists() and list(tmp_path.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("name", ["out.csv.gz", "out.ecsv.gz", "out.vot.gz", "out.fits.gz"])
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_gz_outputs_are_gzip_on_every_path(tmp_path, name, in_memory, recwarn):
+    """FITS in, so that CSV and FITS outputs go block by block unless --in-memory."""
+    import gzip
+    import io
+
+    from stellar_ml_ages.votable import read_votable
+
+    source = tmp_path / "stars.fits"
+    write_quietly(demo_table(), source)
+    output = tmp_path / name
+    assert main(["annotate", str(source), str(output), "--model", "giants", "--no-progress",
+                 *(["--in-memory"] if in_memory else [])]) == EXIT_OK
+    packed = output.read_bytes()
+    assert packed[:2] == b"\x1f\x8b"  # what gunzip, TOPCAT and pandas expect of a .gz
+    plain = io.BytesIO(gzip.decompress(packed))
+    back = read_votable(plain) if name.startswith("out.vot") else Table.read(
+        plain, format={"out.csv.gz": "ascii.csv", "out.ecsv.gz": "ascii.ecsv",
+                       "out.fits.gz": "fits"}[name])
+    expected = add_mass_age(demo_table(), model="giants")
+    np.testing.assert_allclose(np.ma.filled(back["mass"], np.nan),
+                               np.ma.filled(expected["mass"], np.nan), rtol=1e-6)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_gzipped_parquet_is_refused_before_any_work(demo_file, tmp_path, capsys, in_memory):
+    output = tmp_path / "out.parquet.gz"
+    assert main(["annotate", str(demo_file), str(output), "--model", "giants", "--no-progress",
+                 *(["--in-memory"] if in_memory else [])]) == EXIT_IO
+    assert "write 'out.parquet'" in capsys.readouterr().err
+    assert not output.exists()

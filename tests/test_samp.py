@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import astropy.units as u
 import numpy as np
@@ -21,7 +22,7 @@ from astropy.coordinates import SkyCoord
 from stellar_ml_ages import add_mass_age
 from stellar_ml_ages.exceptions import SAMPClientError, SAMPHubError
 from stellar_ml_ages.samp import AnnotationListener, point_at, select_rows, send
-from stellar_ml_ages.votable import write_votable
+from stellar_ml_ages.votable import read_votable, write_votable
 
 from .samp_peers import RecordingReceiver, registered_names, start_private_hub
 
@@ -165,6 +166,55 @@ def test_no_client_of_ours_stays_registered(hub, receiver, annotated):
     assert "py-receiver" in registered_names(hub[0])
 
 
+def test_broadcast_skips_the_packages_own_listener(hub, receiver, annotated):
+    """A listener given a broadcast annotated it again and sent it back to a sender that
+    had left: the send failed although the viewers had the table."""
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        delivery = send(annotated, hub=hub[1])
+        assert list(delivery.clients.values()) == ["py-receiver"]
+        assert listener.handled == []
+        receiver.close()
+        with pytest.raises(SAMPClientError, match=r"own listener .* is not sent broadcasts"):
+            send(annotated, hub=hub[1])
+    assert len(receiver.tables) == 1
+
+
+def test_cli_broadcast_with_a_listener_running_succeeds(hub, receiver, tmp_path, capsys):
+    from stellar_ml_ages.cli import EXIT_OK, main
+
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        assert main(["demo", str(tmp_path / "demo.vot"), "--no-progress", "--samp",
+                     "--hub", str(hub[1])]) == EXIT_OK
+    assert "sent to py-receiver" in capsys.readouterr().out
+    assert listener.handled == [] and len(receiver.tables) == 1
+
+
+def test_listen_stopped_by_sigterm_leaves_the_hub(hub, tmp_path):
+    import signal
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stellar_ml_ages.cli", "listen", "--model", "giants", "--hub",
+         str(hub[1])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while "stellar_ml_ages" not in registered_names(hub[0]):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "the listener never registered"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0, err
+    assert "annotated 0 table(s)" in out
+    assert "stellar_ml_ages" not in registered_names(hub[0])
+
+
 def test_registration_failing_half_way_leaves_no_client(hub, annotated, monkeypatch):
     from pyvo.samp.client import SAMPClient
 
@@ -272,6 +322,43 @@ def test_listener_sends_the_warnings_back(hub, receiver, stars, tmp_path):
     assert listener.handled[0]["warnings"] and listener.handled[0]["status"] == "samp.ok"
 
 
+def test_listener_keeps_the_senders_own_mass_and_age(hub, receiver, stars, tmp_path):
+    """Seismic masses sent from TOPCAT are data: the annotation goes beside them."""
+    table = stars.copy()
+    table["MASS"] = np.linspace(0.9, 2.1, len(table)) * u.solMass  # e.g. asteroseismic
+    table["AGE"] = np.full(len(table), 4.5) * u.Gyr
+    path = tmp_path / "in.vot"
+    write_votable(table, path)
+    with AnnotationListener(model="giants", hub=hub[1]) as listener:
+        reply = _ask(receiver, listener, path.as_uri(), name="seismic")
+    assert reply["samp.status"] == "samp.ok"
+    (back,) = receiver.tables
+    np.testing.assert_allclose(back["MASS"], table["MASS"])
+    np.testing.assert_allclose(back["AGE"], table["AGE"])
+    expected = add_mass_age(stars, model="giants")
+    np.testing.assert_allclose(back["ml_mass"].compressed(), expected["mass"].compressed())
+    assert "MASS, AGE" in reply["samp.result"]["warnings"]
+    assert "ml_mass" in back.meta["MLWARN"]
+
+
+def test_listener_with_a_chosen_prefix_refuses_to_replace_columns(hub, receiver, stars,
+                                                                   tmp_path):
+    table = stars.copy()
+    table["MASS"] = np.full(len(table), 1.2) * u.solMass
+    path = tmp_path / "in.vot"
+    write_votable(table, path)
+    with AnnotationListener(model="giants", hub=hub[1], prefix="") as listener:
+        reply = _ask(receiver, listener, path.as_uri())
+    assert reply["samp.status"] == "samp.error"
+    assert "already has column(s) MASS" in reply["samp.error"]["samp.errortxt"]
+    assert receiver.tables == []
+    with AnnotationListener(model="giants", hub=hub[1], overwrite=True) as listener:
+        reply = _ask(receiver, listener, path.as_uri())
+    assert reply["samp.status"] == "samp.ok"  # asked for: the column is replaced
+    (back,) = receiver.tables
+    assert "MASS" not in back.colnames and back["mass"].unit == u.solMass
+
+
 def test_listener_reports_missing_columns_as_samp_error(hub, receiver, stars, tmp_path):
     path = tmp_path / "in.vot"
     write_votable(stars[["ID", "TEFF"]], path)
@@ -305,6 +392,76 @@ def test_sent_votable_passes_votlint(annotated, tmp_path):
     assert [line for line in lines if line.startswith("ERROR")] == []
 
 
+def _votlint_errors(path):
+    result = subprocess.run(["stilts", "votlint", f"votable={path}"], capture_output=True,
+                            text=True, timeout=120, check=False)
+    # votlint exits 0 even when it finds errors: read what it says.
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("ERROR")]
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get(
+    "STELLAR_ML_AGES_REQUIRE_SAMP"), reason="stilts (Debian package) not installed")
+def test_service_tables_with_missing_values_pass_votlint(annotated, tmp_path):
+    """A table as DaCHS or VizieR return it (meta ID, an ID column) with missing flags
+    and missing text: valid VOTable, and missing stays missing."""
+    from astropy.table import MaskedColumn
+
+    table = annotated[:3].copy()
+    table.meta["ID"] = "ddpayne"
+    table["ID"] = [7, 8, 9]
+    table["giant"] = MaskedColumn([True, False, True], mask=[False, True, False])
+    table["note"] = np.array(["ok", None, "binary?"], dtype=object)
+    path = tmp_path / "service.vot"
+    write_votable(table, path)
+    assert _votlint_errors(path) == []
+    back = read_votable(path)
+    assert list(np.ma.getmaskarray(back["giant"])) == [False, True, False]
+    assert back["giant"][0] and back["giant"][2]
+    # VOTable text has no null but the empty cell, which TOPCAT shows as blank.
+    assert list(back["note"].filled("")) == ["ok", "", "binary?"]
+    assert b"None" not in path.read_bytes()
+    assert list(back["ID"]) == [7, 8, 9] and back.meta["ID"] == "ddpayne"
+    assert table["note"][1] is None  # the caller's table is as it was
+
+
+@pytest.mark.skipif(shutil.which("stilts") is None and not os.environ.get(
+    "STELLAR_ML_AGES_REQUIRE_SAMP"), reason="stilts (Debian package) not installed")
+def test_topcat_reads_missing_values_as_missing(tmp_path):
+    """stilts reads VOTables with STIL, TOPCAT's own library: what it prints is what a
+    TOPCAT user sees in the table."""
+    from astropy.table import MaskedColumn, Table
+
+    table = Table({"ID": [1, 2, 3], "giant": MaskedColumn([True, False, False], mask=[0, 1, 0]),
+                   "note": np.array(["a", None, "b"], dtype=object)}, meta={"ID": "ddpayne"})
+    path = tmp_path / "service.vot"
+    write_votable(table, path)
+    result = subprocess.run(["stilts", "tpipe", f"in={path}", "ofmt=csv"], capture_output=True,
+                            text=True, timeout=120, check=True)
+    assert result.stdout.splitlines() == ["ID,giant,note", "1,true,a", "2,,", "3,false,b"]
+    assert "Multiple elements with ID" not in result.stderr
+
+
+def test_mixin_columns_are_refused_by_name(hub, receiver, annotated, tmp_path):
+    from astropy.time import Time
+
+    from stellar_ml_ages.exceptions import ColumnValueError, SAMPError
+
+    table = annotated[:3].copy()
+    table["position"] = SkyCoord([290, 291, 292] * u.deg, [44, 43, 42] * u.deg)
+    with pytest.raises(ColumnValueError, match=r"column 'position' is a SkyCoord.*"
+                                               r"table\['position_ra'\]"):
+        write_votable(table, tmp_path / "x.vot")
+    assert not (tmp_path / "x.vot").exists() or (tmp_path / "x.vot").stat().st_size == 0
+    assert "position" in table.colnames
+    observed = annotated[:3].copy()
+    observed["observed"] = Time([59000, 59001, 59002], format="mjd")
+    with pytest.raises(SAMPError, match=r"cannot be sent.*column 'observed' is a Time"):
+        send(observed, to="py-receiver", hub=hub[1])
+    assert receiver.tables == []
+    assert "stellar_ml_ages" not in registered_names(hub[0])
+
+
 def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
     from stellar_ml_ages.cli import EXIT_OK, EXIT_SERVICE, main
 
@@ -317,11 +474,36 @@ def test_cli_annotate_sends_over_samp(hub, receiver, stars, tmp_path, capsys):
     (received,) = receiver.tables
     assert received.meta["MLMODEL"] == "giants-apogee-dr17"
     assert output.is_file()
-    # No hub: the file is still written, the command says what failed and exits 4.
+    # No hub, or no such client: found before the annotation, so no OUT is left behind
+    # for the rerun to refuse ("output file exists").
     assert main(["annotate", str(source), str(tmp_path / "b.vot"), "--model", "giants",
                  "--no-progress", "--samp", "--hub", str(tmp_path / "none")]) == EXIT_SERVICE
     assert "no SAMP hub is running" in capsys.readouterr().err
-    assert (tmp_path / "b.vot").is_file()
+    assert not (tmp_path / "b.vot").exists()
+    assert main(["annotate", str(source), str(tmp_path / "c.vot"), "--model", "giants",
+                 "--no-progress", "--samp", "topcat", "--hub", str(hub[1])]) == EXIT_SERVICE
+    assert "no SAMP client named 'topcat'" in capsys.readouterr().err
+    assert not (tmp_path / "c.vot").exists()
+    assert main(["annotate", str(source), str(tmp_path / "c.vot"), "--model", "giants",
+                 "--no-progress", "--samp", "py-receiver", "--hub", str(hub[1])]) == EXIT_OK
+
+
+def test_cli_says_out_was_written_when_the_client_refuses_it(hub, stars, tmp_path, capsys):
+    from stellar_ml_ages.cli import EXIT_SERVICE, main
+
+    source = tmp_path / "stars.vot"
+    write_votable(stars, source)
+    output = tmp_path / "annotated.vot"
+    refusing = RecordingReceiver(hub[0], name="refuser", behaviour="error")
+    try:
+        assert main(["annotate", str(source), str(output), "--model", "giants",
+                     "--no-progress", "--samp", "refuser", "--hub", str(hub[1])]) \
+            == EXIT_SERVICE
+    finally:
+        refusing.close()
+    err = capsys.readouterr().err
+    assert "cannot load this" in err and f"{output} was written all the same" in err
+    assert len(read_votable(output)) == len(stars)
 
 
 class _HostileHandler(BaseHTTPRequestHandler):

@@ -190,6 +190,62 @@ def test_upload_crossmatch_never_overwrites_the_users_columns(local_vizier):
     assert np.all(np.asarray(matched["TEFF_lamost"])[found] > 3000)
 
 
+def test_crossmatched_lamost_labels_warn_like_fetched_ones(local_vizier):
+    lamost = run_query(local_vizier, "SELECT TOP 40 RAJ2000, DEJ2000 FROM smatest.ddpayne")
+    mine = Table({"ra": lamost["RAJ2000"], "dec": lamost["DEJ2000"]})
+    matched = tap_crossmatch(mine, "lamost", 2 * u.arcsec)
+    assert not np.ma.getmaskarray(matched["separation"]).any()
+    assert matched.meta["LABELSRC"] == "LAMOST DR5 DD-Payne"
+    # An APOGEE-trained model on DD-Payne labels: the same warning as for fetch_lamost.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        add_mass_age(matched, model="giants")
+    assert any(issubclass(w.category, LabelSourceWarning)
+               and "LAMOST DR5 DD-Payne" in str(w.message) for w in caught)
+
+
+def test_crossmatch_cut_by_maxrec_is_marked_truncated(local_vizier):
+    lamost = run_query(local_vizier, "SELECT TOP 30 RAJ2000, DEJ2000 FROM smatest.ddpayne")
+    mine = Table({"ra": lamost["RAJ2000"], "dec": lamost["DEJ2000"]})
+    with pytest.warns(TruncatedResultWarning):
+        matched = tap_crossmatch(mine, "lamost", 2 * u.arcsec, maxrec=10, on_overflow="warn",
+                                 chunk_rows=20)
+    # Every one of the 30 stars is in the mirror; only the cut leaves some unmatched.
+    assert (~np.ma.getmaskarray(matched["separation"])).sum() == 20
+    assert matched.meta["TRUNCATED"] is True
+
+
+def test_cached_fetches_are_the_fetches(local_vizier, tmp_path, monkeypatch):
+    from astropy.config import set_temp_cache
+
+    from stellar_ml_ages.vo import tap
+
+    region = CircleSkyRegion(KEPLER, 1 * u.deg)
+    with set_temp_cache(tmp_path):
+        first = fetch_lamost(region, cache=True), fetch_apokasc(cache=True)
+
+        def offline(*args):
+            raise AssertionError("the service was asked again")
+
+        monkeypatch.setattr(tap, "_execute", offline)
+        again = fetch_lamost(region, cache=True), fetch_apokasc(cache=True)
+    for fetched, cached in zip(first, again, strict=True):
+        assert cached.colnames == fetched.colnames and dict(cached.meta) == dict(fetched.meta)
+        for name in fetched.colnames:
+            assert cached[name].unit == fetched[name].unit, name
+            np.testing.assert_array_equal(np.ma.getmaskarray(cached[name]),
+                                          np.ma.getmaskarray(fetched[name]))
+    lamost, apokasc = again
+    assert {"FE_H", "C_FE", "N_FE"} <= set(lamost.colnames)  # VizieR's [X/Fe], renamed
+    masses = np.ma.filled(np.ma.asarray(apokasc["MASS"], dtype=float), np.nan)
+    assert apokasc["MASS"].unit == u.solMass and np.nanmedian(masses) > 0.8
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        annotated = add_mass_age(lamost, model="giants")
+    assert np.mean(~np.ma.getmaskarray(annotated["mass"])) > 0.3
+    assert any(issubclass(w.category, LabelSourceWarning) for w in caught)
+
+
 def test_maxrec_overflow_raises_or_warns(local_vizier):
     region = CircleSkyRegion(KEPLER, 3 * u.deg)
     with pytest.raises(TAPOverflowError, match="truncated at 25 rows"):

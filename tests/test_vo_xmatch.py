@@ -350,6 +350,20 @@ def test_alternative_spellings_and_missing_column_named(xmatch_service):
         xmatch_vizier(user_stars(), "lamost", columns=["Teff", "nonsense", ("Dnu", "Deltanu")])
 
 
+def test_matched_labels_carry_their_label_source(xmatch_service):
+    from stellar_ml_ages.labelsource import table_label_source
+
+    stars = user_stars()
+    del stars["TEFF"]
+    matched = xmatch_vizier(stars, "lamost")
+    # The package's names hide VizieR's [Fe/H]: only meta can tell the guard the scale.
+    assert "FE_H" in matched.colnames and "TEFF" in matched.colnames
+    assert matched.meta["LABELSRC"] == "LAMOST DR5 DD-Payne"
+    assert table_label_source(matched).scale == "LAMOST DD-Payne"
+    assert matched.meta["CITATION"] == "Xiang et al. 2019, ApJS 245, 34"
+    assert "LABELSRC" not in stars.meta
+
+
 def test_no_match_at_all_and_own_separation_column(xmatch_service):
     stars = user_stars()
     stars["separation"] = np.arange(5.0)
@@ -430,6 +444,12 @@ def test_table_list_failure(xmatch_service):
     with pytest.raises(TAPServiceError, match="HTTP 500"):
         xmatch_vizier(user_stars(), "lamost")
     assert xmatch_service.posts == []
+
+
+def test_xmatch_url_without_scheme_is_a_configuration_error(monkeypatch, fast_retries):
+    monkeypatch.setattr(conf, "xmatch_url", "127.0.0.1:9/xmatch/api/v1/sync")
+    with pytest.raises(TAPServiceError, match=r"configuration error.*conf\.xmatch_url"):
+        xmatch_vizier(user_stars(), "lamost")
 
 
 def test_no_service_listening(monkeypatch, fast_retries):

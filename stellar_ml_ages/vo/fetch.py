@@ -203,6 +203,52 @@ def _finish(table, catalog):
     return table
 
 
+def _position_names(catalog):
+    """Every name the catalog's position columns may have, the service's and the package's."""
+    names = {"RA", "DEC"}
+    for entry in (catalog.ra, catalog.dec):
+        if entry is not None:
+            for spelling in column_spellings(entry):
+                names.update({spelling, catalog.rename.get(spelling, spelling)})
+    return names
+
+
+def _matched_meta(out, found, before, catalog, placed):
+    """Carry what `_finish` said of the catalog's columns over to a cross-match result.
+
+    Parameters
+    ----------
+    out : `~astropy.table.Table`
+        The result: the caller's rows and meta, plus the catalog's columns.
+    found : `~astropy.table.Table`
+        The catalog rows after `_finish`, whose meta has the catalog's keys.
+    before : set
+        The keys ``found.meta`` had before `_finish` (the service's own).
+    catalog : `~stellar_ml_ages.vo.catalogs.Catalog`
+    placed : dict
+        Catalog column name to its name in ``out``.
+
+    Notes
+    -----
+    ``LABELSRC`` names where the labels the annotation reads come from: it becomes the
+    catalog's as soon as one of the catalog's columns other than the positions got
+    its own name (the resolver reads those), replacing what the caller's table said;
+    when every such column had to take a suffix, the caller's own labels are read and
+    its ``LABELSRC`` (or none) stays. The catalog's other keys (``CATALOG``,
+    ``CITATION``, what its ``prepare`` added) go where the caller's meta has none.
+    """
+    positions = _position_names(catalog)
+    for key, value in found.meta.items():
+        # The service's own keys describe one query (the last chunk's), not the result.
+        if key in before or key in out.meta or key == "LABELSRC":
+            continue
+        out.meta[key] = value
+    source = found.meta.get("LABELSRC")
+    if source and any(name == target and name not in positions
+                      for name, target in placed.items()):
+        out.meta["LABELSRC"] = source
+
+
 def _cone_filter(table, region, coordinates, radius):
     """Client-side cone for tables without server-side positions."""
     from regions import CircleSkyRegion
@@ -370,14 +416,28 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     catalog : str or `~stellar_ml_ages.vo.catalogs.Catalog`
         A catalog with position columns (``"lamost"``, ``"red_clump"``, ``"lasp"``).
     radius : `~astropy.units.Quantity`
+        Largest separation: above 0 and below 1 deg.
     columns : sequence of str, optional
         Catalog columns to add (default: the catalog's usual columns).
     chunk_rows : int
-        Rows uploaded per query, to stay under the services' upload limits.
+        Rows uploaded per query (at least 1), to stay under the services' upload
+        limits.
 
     Returns
     -------
     `~astropy.table.Table`
+        Every input row, in order; ``meta`` keeps the caller's entries and adds
+        ``MATCHED``, ``TRUNCATED`` (True when a chunk's answer was cut at
+        ``maxrec``), the catalog's ``CATALOG`` and ``CITATION`` where the caller has
+        none, and ``LABELSRC`` when the catalog's labels are the ones read (see
+        `stellar_ml_ages.vo`'s documentation).
+
+    Raises
+    ------
+    RegionError
+        The radius is not above 0 and below 1 deg, or the catalog has no positions.
+    ValueError
+        ``chunk_rows`` is below 1.
 
     Examples
     --------
@@ -393,11 +453,23 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     if catalog.ra is None:
         raise RegionError(f"{catalog.title} has no position columns to match on")
     _check_match_radius(radius)
+    if int(chunk_rows) < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    chunk_rows = int(chunk_rows)
     positions = sky_coordinates(table, ra, dec)
     upload = Table({"row_id": np.arange(len(table), dtype=np.int64),
                     "ra": positions.ra.deg, "dec": positions.dec.deg})
     valid = np.isfinite(upload["ra"]) & np.isfinite(upload["dec"])
     upload = upload[valid]
+    if not len(upload):
+        # Nothing to match, so the service is not asked: an empty upload is an error
+        # to some services, and every row comes back unmatched all the same.
+        out = table.copy(copy_data=True)
+        name = "separation" if "separation" not in out.colnames else f"separation_{catalog.key}"
+        out[name] = MaskedColumn(np.ma.masked_all(len(out), dtype=float), unit=u.arcsec,
+                                 description=f"Distance to the {catalog.key} match")
+        out.meta.update({"MATCHED": f"{catalog.title} within {radius}", "TRUNCATED": False})
+        return out
     names = _choose_columns(catalog, list(catalog.columns if columns is None else columns))
     ra_column, dec_column = position_columns(catalog)
     point = f"POINT('ICRS', t.{quote_identifier(ra_column)}, t.{quote_identifier(dec_column)})"
@@ -412,9 +484,13 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     parts = [
         run_query(catalog.url, query, uploads={"stars": upload[start:start + chunk_rows]},
                   mode=mode, maxrec=maxrec, on_overflow=on_overflow, cache=cache)
-        for start in range(0, max(len(upload), 1), chunk_rows)
+        for start in range(0, len(upload), chunk_rows)
     ]
+    # One cut chunk makes the whole match incomplete: its unmatched rows may have
+    # counterparts the service did not return.
+    truncated = any(part.meta.get("TRUNCATED", False) for part in parts)
     found = vstack(parts, metadata_conflicts="silent") if len(parts) > 1 else parts[0]
+    service_keys = set(found.meta)
     found = _finish(found, catalog)
     # Nearest match per input row.
     order = np.lexsort((np.asarray(found["match_distance"]), np.asarray(found["row_id"])))
@@ -425,6 +501,7 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
 
     out = table.copy(copy_data=True)
     rows = np.asarray(found["row_id"], dtype=int)
+    placed = {}
     for name in found.colnames:
         if name in ("row_id", "match_distance"):
             continue
@@ -433,6 +510,7 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
         data = np.ma.masked_all(len(out), dtype=column.dtype)
         data[rows] = np.ma.asarray(column)
         out[target] = MaskedColumn(data, unit=column.unit, description=column.description)
+        placed[name] = target
     separation = np.ma.masked_all(len(out), dtype=float)
     separation[rows] = (np.asarray(found["match_distance"], dtype=float) * u.deg).to_value(
         u.arcsec)
@@ -441,6 +519,8 @@ def tap_crossmatch(table, catalog, radius=3 * u.arcsec, *, columns=None, ra=None
     out[name] = MaskedColumn(separation, unit=u.arcsec,
                              description=f"Distance to the {catalog.key} match")
     out.meta["MATCHED"] = f"{catalog.title} within {radius}"
+    out.meta["TRUNCATED"] = truncated
+    _matched_meta(out, found, service_keys, catalog, placed)
     return out
 
 
@@ -473,6 +553,8 @@ def build_lamost_training_table(radius=3 * u.arcsec, red_clump=False, mode="asyn
         matched.rename_column("DNU", "DNU_SEISMIC")
         matched = tap_crossmatch(matched, "red_clump", radius, mode=mode, cache=cache,
                                  ra="RA", dec="DEC")
+        # The labels the LAMOST models read are still DD-Payne's: Ting+2018 adds Δν, ΔP.
+        matched.meta["LABELSRC"] = CATALOGS["lamost"].label_source
     matched.meta["TRAINING"] = "LAMOST DD-Payne x APOKASC-2" + (
         " x Ting+2018" if red_clump else "")
     return matched

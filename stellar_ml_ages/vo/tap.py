@@ -12,6 +12,8 @@ import time
 import warnings
 from functools import cache
 
+import astropy.units as u
+import numpy as np
 import requests
 from astropy.table import Table
 
@@ -25,7 +27,7 @@ from ..exceptions import (
 )
 from .config import conf
 
-__all__ = ["get_service", "run_query"]
+__all__ = ["check_service_url", "get_service", "run_query"]
 
 _TRANSIENT_HTTP = {500, 502, 503, 504}
 
@@ -69,6 +71,32 @@ def get_service(url):
     import pyvo
 
     return pyvo.dal.TAPService(url, session=_session(url))
+
+
+def check_service_url(url, query=None):
+    """Refuse, before any request, a service URL that is not ``http(s)://host...``.
+
+    ``127.0.0.1:8080/tap`` (no scheme) made requests fail in a way that read as an
+    unreadable answer, retried as if transient: it is a setting to correct.
+
+    Raises
+    ------
+    TAPServiceError
+        Naming the URL, the configuration item that holds it (if one does), and the fix.
+    """
+    import urllib.parse
+
+    text = str(url)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme in ("http", "https") and parsed.netloc:
+        return
+    items = [name for name in ("vizier_tap_url", "xmatch_url")
+             if str(getattr(conf, name)) == text]
+    where = (f"stellar_ml_ages.vo.conf.{items[0]}, or --service" if items
+             else "the service URL given")
+    hint = f"; did you mean 'http://{text}'?" if not parsed.netloc and "://" not in text else ""
+    raise TAPServiceError(f"configuration error: the service URL {text!r} ({where}) is not an "
+                          f"http:// or https:// URL{hint}", url, query)
 
 
 def _cause_chain(error):
@@ -123,8 +151,13 @@ def _execute(service, query, maxrec, mode, uploads):
     return table, status
 
 
+#: How results are kept in the cache; part of the key, so that entries kept in an
+#: earlier form (VOTable, which gave ``[Fe/H]`` back as ``__Fe_H_``) are never read.
+_CACHE_FORMAT = "ecsv-1"
+
+
 def _cache_key(url, query, maxrec, mode, uploads):
-    digest = hashlib.sha256(repr((url, query, maxrec, mode)).encode())
+    digest = hashlib.sha256(repr((_CACHE_FORMAT, url, query, maxrec, mode)).encode())
     for name, table in sorted((uploads or {}).items()):
         buffer = io.BytesIO()
         table.write(buffer, format="votable")
@@ -174,6 +207,7 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
     """
     if mode not in ("sync", "async"):
         raise ValueError(f"mode must be 'sync' or 'async', not {mode!r}")
+    check_service_url(url, query)
     if on_overflow not in ("raise", "warn"):
         raise ValueError(f"on_overflow must be 'raise' or 'warn', not {on_overflow!r}")
     use_cache = conf.cache if cache is None else cache
@@ -185,7 +219,7 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
             warnings.simplefilter("ignore", CacheMissingWarning)  # no cache yet: a miss
             cached = is_url_in_cache(key)
         if cached:
-            table = Table.read(download_file(key, cache=True), format="votable")
+            table = _read_cached(download_file(key, cache=True))
             return _finish(table, "OK", url, query, on_overflow)
 
     service = get_service(url)
@@ -204,7 +238,8 @@ def run_query(url, query, *, maxrec=None, mode="sync", uploads=None, on_overflow
             delay *= 2
         finally:
             _session(url).close_streams()
-    table = _finish(table, status, url, query, on_overflow)
+    # Every column masked, as the VOTable parser gives them: the cached copy is the same.
+    table = _finish(Table(table, masked=True, copy=False), status, url, query, on_overflow)
     if key is not None and not table.meta["TRUNCATED"]:
         _store(key, table)
     return table
@@ -222,13 +257,52 @@ def _finish(table, status, url, query, on_overflow):
     return table
 
 
+def _read_cached(path):
+    """A result as `_store` kept it: the same names, units, masks and meta."""
+    with warnings.catch_warnings():
+        # Units the service wrote in CDS notation ([cm/s2]) come back unrecognized,
+        # as they did from the service itself.
+        warnings.simplefilter("ignore", u.UnitsWarning)
+        table = Table.read(path, format="ascii.ecsv")
+    # The VOTable parser gives every column a mask; ECSV only those with a missing value.
+    return Table(table, masked=True, copy=False)
+
+
+def _same_column(a, b):
+    if (type(a) is not type(b) or a.dtype != b.dtype or a.shape != b.shape
+            or str(a.unit) != str(b.unit) or a.description != b.description
+            or dict(a.meta) != dict(b.meta)):
+        return False
+    mask = np.ma.getmaskarray(a)
+    if not np.array_equal(mask, np.ma.getmaskarray(b)):
+        return False
+    values, again = np.asarray(a)[~mask], np.asarray(b)[~mask]
+    if values.dtype.kind in "fc":
+        return np.array_equal(values, again, equal_nan=True)
+    return bool(np.all(values == again)) if values.dtype.kind == "O" else np.array_equal(
+        values, again)
+
+
 def _store(key, table):
+    """Keep a complete result in the astropy cache, only if it reads back identical.
+
+    ECSV keeps names such as ``[Fe/H]`` or ``M(cor)``, units, masks, descriptions and
+    meta; a result it cannot hold exactly (a column type it does not write) is not
+    kept, so a cached answer never differs from the service's.
+    """
     import tempfile
     from pathlib import Path
 
     from astropy.utils.data import import_file_to_cache
 
     with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "result.vot"
-        table.write(path, format="votable")
+        path = Path(directory) / "result.ecsv"
+        try:
+            table.write(path, format="ascii.ecsv")
+            again = _read_cached(path)
+        except (ValueError, TypeError, OSError, AttributeError):
+            return
+        if (again.colnames != table.colnames or dict(again.meta) != dict(table.meta)
+                or not all(_same_column(table[name], again[name]) for name in table.colnames)):
+            return
         import_file_to_cache(key, str(path))

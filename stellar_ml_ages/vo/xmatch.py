@@ -31,8 +31,8 @@ from ..exceptions import RegionError, TAPQueryError, TAPServiceError, TAPTimeout
 from ..training.crossmatch import sky_coordinates
 from .catalogs import CATALOGS, Catalog
 from .config import conf
-from .fetch import _finish, table_name
-from .tap import _TRANSIENT_HTTP, _cause_chain
+from .fetch import _finish, _matched_meta, table_name
+from .tap import _TRANSIENT_HTTP, _cause_chain, check_service_url
 
 __all__ = ["vizier_columns", "xmatch_vizier"]
 
@@ -276,6 +276,7 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         return out
 
     url = _xmatch_url()
+    check_service_url(url)
     use_cache = conf.cache if cache is None else bool(cache)
     client = _xmatch_class()(url, use_cache)
     cat2 = f"vizier:{table_id}"
@@ -316,8 +317,10 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
                                   distance.unit or u.arcsec).to_value(u.arcsec)
     separation = np.ma.masked_invalid(separation)
     matched = found[names] if names else Table()
+    service_keys = set(matched.meta)
     if entry is not None:
         matched = _finish(matched, entry)
+    placed = {}
     for name in matched.colnames:
         column = matched[name]
         data = np.ma.masked_all((len(out), *column.shape[1:]), dtype=column.dtype)
@@ -325,8 +328,11 @@ def xmatch_vizier(table, catalog, radius=3 * u.arcsec, *, ra=None, dec=None, col
         target = _free_name(name, suffix, [*out.colnames, separation_name])
         out[target] = MaskedColumn(data, unit=column.unit, description=column.description,
                                    meta=column.meta)
+        placed[name] = target
     out[separation_name] = MaskedColumn(separation, unit=u.arcsec,
                                         description=f"Distance to the {table_id} match")
+    if entry is not None:
+        _matched_meta(out, matched, service_keys, entry, placed)
     return out
 
 
