@@ -493,8 +493,9 @@ def add_mass_age(table, model=None, *, copy=True, mapping=None, overwrite=False,
     the best single value for a star of the training population, and so pulled
     towards the middle of its range. ``*_p16`` and ``*_p84`` come from the
     calibrated predictive distribution (the spread of the trees' leaf
-    distributions about the point estimate, rescaled so that on out-of-bag
-    training stars the stated fractions of true values fall inside). With the
+    distributions about the point estimate, scaled along log g where the card has
+    a spread (``giants``, ``giants-slam``, models 3.3), and rescaled so that on
+    out-of-bag training stars the stated fractions of true values fall inside). With the
     default ``intervals="robust"`` each end is the further of that posterior's
     quantile and the quantile with the training population's prior divided out,
     both at a level recalibrated so that 68% of training stars fall inside (an end

@@ -53,7 +53,9 @@ __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "loa
 
 #: Newest card format this version of the package reads and writes. Version 2 adds
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
-#: training labels' noise; version 3 the card's own checksum (``card_sha256``).
+#: training labels' noise; version 3 the card's own checksum (``card_sha256``);
+#: version 4 the networks beside the forest; version 5 the calibration's spread
+#: along one input (``spread_factor``).
 #: Version 1 and 2 cards still load, after the same schema checks.
 FORMAT_VERSION = 5
 #: The first format whose targets may carry a ``network`` (`stellar_ml_ages.network`).

@@ -49,11 +49,13 @@ def _distribution(table, target, distribution, model, options):
         # Propagation perturbs labels that already carry their noise: each star's
         # distribution is widened by that noise once more, and so is the stack.
         warnings.warn(
-            "these predictive distributions were widened by propagated input errors "
-            "(propagate_errors=True): stacked, they are broader than the population "
-            "(measured: docs, 'Population ages', 'Noisy labels'). For population "
-            "results, stack distributions made without propagate_errors, from a model "
-            "trained for the labels' noise (giants-slam for SLAM labels)",
+            "these predictive distributions were made with propagate_errors=True: where "
+            "a star's errors exceed the model's training noise (labels noisier than "
+            "DR17 for giants; SLAM labels below S/N 50 for giants-slam), its "
+            "distribution was widened by noise its labels already carry, and the stack "
+            "is broader than the population (docs: 'Population ages', 'Noisy labels'). "
+            "For population results, stack distributions made without propagate_errors "
+            "(annotate again without it), from a model trained for the labels' noise",
             LabelNoiseWarning, stacklevel=3)
     return distribution
 
@@ -442,7 +444,12 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
         values = _stacked_quantiles(group, probabilities) if n_stars else \
             np.full(len(probabilities), np.nan)
         interval = np.full((2, len(probabilities)), np.nan)
-        if n_stars and n_bootstrap:
+        if n_stars and n_bootstrap and band_for == "sample":
+            # One draw per star: each replicate's quantiles are its draws' own.
+            replicates = np.array([np.quantile(group.sample(rng).value, probabilities)
+                                   for _ in range(int(n_bootstrap))])
+            interval = np.quantile(replicates, levels, axis=0)
+        elif n_stars and n_bootstrap:
             grid = _quantile_grid(group)
             cdfs = _replicate_cdfs(group, grid, int(n_bootstrap), band_for, rng)
             replicates = np.array([np.interp(probabilities, cdf, grid) for cdf in cdfs])
