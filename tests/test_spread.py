@@ -187,18 +187,23 @@ def test_label_coverage_counts_every_scored_star_once_per_label():
     assert out["p16_p84"] == out["p16_p84_posterior"]
 
 
-def test_packaged_giants_intervals_hold_along_every_label():
-    """Out of fold (the card's 10 KIC-hash folds), in deciles of each input label: the
-    intervals users get and the posterior's (what stacking uses) hold 68% to within
-    the scatter of a few hundred stars, the upper RGB (lowest log g) included."""
-    card = get_model("giants").card
+@pytest.mark.parametrize("name", ["giants", "giants-slam"])
+def test_packaged_giants_intervals_hold_along_every_label(name):
+    """Out of fold (the card's 10 KIC-hash folds), in tenths of each input label: the
+    posterior's intervals (what stacking uses) hold 68% to within about three binomial
+    sigmas of a tenth's 800 stars, the upper RGB (lowest log g) included; the robust
+    ones (recalibrated per state, not per label) within 60-78%. Models 3.2 gave 46%
+    in the lowest tenth of log g."""
+    model = get_model(name)
+    card = model.card
     assert card["format_version"] == 5
     for target in card["targets"]:
         by_label = target["coverage_by_label"]
-        assert set(by_label) == set(get_model("giants").feature_names)
+        assert set(by_label) == set(model.feature_names)
         assert target["calibration"]["spread"]["feature"] == "logg"
         for label, entry in by_label.items():
             assert min(entry["n"]) > 500, label
-            for kind in ("p16_p84", "p16_p84_posterior"):
-                assert all(0.60 <= value <= 0.78 for value in entry[kind]), \
-                    (target["name"], label, kind, entry[kind])
+            for kind, (low, high) in (("p16_p84", (0.60, 0.78)),
+                                      ("p16_p84_posterior", (0.62, 0.75))):
+                assert all(low <= value <= high for value in entry[kind]), \
+                    (name, target["name"], label, kind, entry[kind])
