@@ -14,6 +14,7 @@ from astropy.table import Table
 from .pipeline import (
     CALIBRATION_PROBABILITIES,
     _canonical_matrix,
+    _equal_count_bins,
     _select,
     add_input_noise,
     kic_uniform,
@@ -344,8 +345,7 @@ def label_coverage(predictions, target, labels, n_bins=LABEL_COVERAGE_BINS):
         rows = usable & np.isfinite(values)
         if not rows.any():
             continue
-        edges = np.unique(np.quantile(values[rows], np.linspace(0.0, 1.0, n_bins + 1)))
-        which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
+        edges, which = _equal_count_bins(values[rows], n_bins, assign=values)
         entry = {"edges": [float(e) for e in edges], "n": [], "p16_p84": [],
                  "p16_p84_posterior": []}
         for b in range(len(edges) - 1):

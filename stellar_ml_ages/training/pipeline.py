@@ -164,19 +164,28 @@ _STARS_PER_BIN = 500
 _MAX_BINS = 5
 
 
+def _equal_count_bins(values, n_bins, assign=None):
+    """Up to ``n_bins`` bins of equal count in ``values``, and the bin of each value.
+
+    Tied values can make quantile edges coincide: only distinct edges are kept, so
+    there may be fewer bins. Returns the edges and, for each value of ``assign``
+    (default ``values``), its bin (the outer bins take what lies beyond the edges).
+    """
+    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)))
+    which = np.searchsorted(edges, values if assign is None else assign, side="right") - 1
+    return edges, np.clip(which, 0, max(len(edges) - 1, 1) - 1)
+
+
 def _binned_offsets(z, mean):
     """Offsets in bins of the predicted value, with the bins' median predictions as centres.
 
     Prediction interpolates the offsets linearly between centres (and holds them
     beyond the outer centres), so intervals change smoothly with the prediction.
     """
-    n_bins = int(np.clip(len(z) // _STARS_PER_BIN, 1, _MAX_BINS))
-    # Tied predictions can make quantile edges coincide: keep distinct edges only.
-    edges = np.unique(np.quantile(mean, np.linspace(0.0, 1.0, n_bins + 1)))
-    n_bins = max(len(edges) - 1, 1)
-    which = np.clip(np.searchsorted(edges, mean, side="right") - 1, 0, n_bins - 1)
+    edges, which = _equal_count_bins(
+        mean, int(np.clip(len(z) // _STARS_PER_BIN, 1, _MAX_BINS)))
     centres, table, counts = [], [], []
-    for b in range(n_bins):
+    for b in range(max(len(edges) - 1, 1)):
         rows = which == b
         if not rows.any():
             continue
@@ -221,13 +230,11 @@ def spread_scale(log_target, mean, variance, count, values, feature):
     usable = (count > 0) & (variance > 0) & np.isfinite(values)
     z = np.abs(log_target[usable] - mean[usable]) / np.sqrt(variance[usable])
     values = values[usable]
-    n_bins = int(np.clip(len(z) // _STARS_PER_SPREAD_BIN, 1, _MAX_SPREAD_BINS))
-    edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, n_bins + 1)))
-    n_bins = max(len(edges) - 1, 1)
-    which = np.clip(np.searchsorted(edges, values, side="right") - 1, 0, n_bins - 1)
+    edges, which = _equal_count_bins(
+        values, int(np.clip(len(z) // _STARS_PER_SPREAD_BIN, 1, _MAX_SPREAD_BINS)))
     overall = np.quantile(z, _ONE_SIGMA)
     centres, factors, counts = [], [], []
-    for b in range(n_bins):
+    for b in range(max(len(edges) - 1, 1)):
         rows = which == b
         if not rows.any():
             continue
@@ -879,11 +886,10 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             # variance (MassAgeModel.point_and_variance applies the same factor).
             column = list(spec.features).index(spec.spread_feature)
             values = np.concatenate([features[rows, column], features[removed, column]])
-            spread = spread_scale(*calibration_stars[name][:4], values, spec.spread_feature)
-            log_y, star_mean, star_variance, star_count, star_states = calibration_stars[name]
-            calibration_stars[name] = (log_y, star_mean,
-                                       star_variance * spread_factor(spread, values) ** 2,
-                                       star_count, star_states)
+            stars = calibration_stars[name]
+            spread = spread_scale(*stars[:4], values, spec.spread_feature)
+            calibration_stars[name] = (*stars[:2], stars[2] * spread_factor(spread, values) ** 2,
+                                       *stars[3:])
         calibration = _calibration(*calibration_stars[name][:4],
                                    states=calibration_stars[name][4],
                                    groups=spec.calibration_groups)
