@@ -335,6 +335,10 @@ def _evaluate(table, model, inputs, allow_extrapolation, n_draws, seed, summary=
     predicted = usable if allow_extrapolation else in_hull  # the hull lies in usable
     _set(flags, predicted & ~in_hull, MassAgeFlag.EXTRAPOLATED)
     row_errors = None if inputs.errors is None else features.input_errors(predicted)
+    if row_errors is not None:
+        rows = np.flatnonzero(predicted)
+        _set(flags, rows[model.widened_rows(features.values[predicted], row_errors)],
+             MassAgeFlag.ERRORS_WIDENED)
     predictions = model.predict(
         features.values[predicted], quantiles=tuple((levels or _QUANTILES).values()),
         feature_errors=row_errors, n_draws=n_draws, seed=seed,

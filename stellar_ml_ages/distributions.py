@@ -21,6 +21,7 @@ import numpy as np
 from astropy.table import Table
 
 from .exceptions import ModelError
+from .flags import MassAgeFlag
 
 __all__ = ["PredictiveDistribution", "predictive_distribution"]
 
@@ -374,7 +375,8 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
         point = _plain(table[point_name]) if point_name in table.colnames else None
         unit = table[names[0]].unit
         meta = {"source": "quantile columns", "model": table.meta.get("MLMODEL", ""),
-                "propagate_errors": table.meta.get("MLERRPRP")}
+                "propagate_errors": table.meta.get("MLERRPRP"),
+                "n_widened": _widened_count(table, f"{prefix}mass_age_flag{suffix}")}
         return PredictiveDistribution(target, grid, quantiles, point=point, unit=unit, meta=meta,
                                       prior=_card_prior(table.meta.get("MLMODEL"), target))
     return _run_model(table, target, model, options)
@@ -402,6 +404,21 @@ def _check_meta_describes(table, target, prefix, suffix):
             f"{described.format(target)!r}, ...; the {wanted.format(target)!r} columns come "
             "from an earlier run the table's metadata no longer describes: pass model=... "
             "(the model that wrote them), or annotate again with this prefix and suffix")
+
+
+def _widened_count(table, flag_name):
+    """How many rows carry `~stellar_ml_ages.MassAgeFlag.ERRORS_WIDENED`; None if unknown.
+
+    Tables annotated before the bit existed (their ``MLFLAGS`` does not name it), or
+    without their flag column, cannot say which rows propagation widened.
+    """
+    if table.meta.get("MLERRPRP") not in (True, "True", "T"):
+        return 0
+    if ("ERRORS_WIDENED" not in str(table.meta.get("MLFLAGS", ""))
+            or flag_name not in table.colnames):
+        return None
+    flags = np.ma.filled(np.ma.asarray(table[flag_name]), 0).astype(np.int64)
+    return int(np.count_nonzero(flags & int(MassAgeFlag.ERRORS_WIDENED)))
 
 
 def _card_prior(model_name, target):
@@ -448,7 +465,8 @@ def _run_model(table, target, model, options):
     quantiles = np.column_stack([_plain(annotated[name]) for name in names])
     transform = model.target(target).get("transform", "identity")
     meta = {"source": "model run", "model": model.name, "state": annotated.meta.get("MLSTATE"),
-            "propagate_errors": annotated.meta.get("MLERRPRP")}
+            "propagate_errors": annotated.meta.get("MLERRPRP"),
+            "n_widened": _widened_count(annotated, f"{_SCRATCH}mass_age_flag")}
     return PredictiveDistribution(target, grid, quantiles,
                                   point=_plain(annotated[f"{_SCRATCH}{target}"]),
                                   unit=annotated[names[0]].unit, log=transform == "ln",

@@ -13,7 +13,7 @@ class MassAgeFlag(enum.IntFlag):
     or ``OUTSIDE_HULL`` have masked predictions, unless ``allow_extrapolation=True``
     was asked for, in which case the prediction is given and ``EXTRAPOLATED`` is
     set too (never for the first three). The ``*_NEAR_LOW_EDGE`` /
-    ``*_NEAR_HIGH_EDGE`` bits mask nothing: they
+    ``*_NEAR_HIGH_EDGE`` and ``ERRORS_WIDENED`` bits mask nothing. The edge bits
     mark a prediction beyond the range of predicted values the intervals were
     calibrated on (the model card's ``calibrated_range``), where a forest's
     estimate is pulled toward the middle of the training set (see the
@@ -49,6 +49,11 @@ class MassAgeFlag(enum.IntFlag):
     #: (APOGEE ASPCAPFLAG STAR_BAD, a ``*_FLAG`` element flag, GALAH ``flag_sp``...;
     #: see `stellar_ml_ages.quality`).
     SURVEY_FLAGGED = 512
+    #: The star's input errors exceed the training labels' noise and their excess was
+    #: propagated (``propagate_errors=True``): its intervals are wider than the model's
+    #: own. For one star that is the point; stacked for a population it counts noise
+    #: the labels already carry once more (see the "Population ages" page of the docs).
+    ERRORS_WIDENED = 1024
 
 
 #: Flags that mask a prediction unless extrapolation is asked for.
@@ -57,6 +62,7 @@ OUT_OF_DOMAIN = MassAgeFlag.OUTSIDE_RANGE | MassAgeFlag.OUTSIDE_HULL
 NO_PREDICTION = (MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
                  | MassAgeFlag.SURVEY_FLAGGED)
 #: Flags that warn without masking: a prediction beyond the calibrated range.
+#: (``ERRORS_WIDENED`` masks nothing either; it describes the interval, not the value.)
 NEAR_EDGE = (MassAgeFlag.MASS_NEAR_LOW_EDGE | MassAgeFlag.MASS_NEAR_HIGH_EDGE
              | MassAgeFlag.AGE_NEAR_LOW_EDGE | MassAgeFlag.AGE_NEAR_HIGH_EDGE)
 #: Storage type of the flag column: a signed short, which FITS and VOTable both have.

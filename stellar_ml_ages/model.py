@@ -753,6 +753,42 @@ class MassAgeModel:
             noise = np.hypot(noise, entry["training_noise_fraction"] * features[:, k])
         return noise
 
+    def _input_excess(self, features, input_errors):
+        """(errors, design, excess) of `_perturbations`' ``input_errors``: per error column."""
+        if hasattr(input_errors, "design"):
+            errors, design = input_errors.column_errors, input_errors.design
+            labels = input_errors.labels
+        else:
+            errors, design = input_errors, np.eye(len(self.feature_names))
+            labels = self.feature_names
+        errors = np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
+        design = np.asarray(design, dtype=np.float64)
+        return errors, design, self._excess(features, errors, labels)
+
+    def widened_rows(self, features, input_errors):
+        """Rows whose ``input_errors`` exceed the training labels' noise somewhere.
+
+        Those are the rows whose predictive distribution `predict` widens when the
+        errors are propagated (every other row's draws are all zero); what
+        `~stellar_ml_ages.MassAgeFlag.ERRORS_WIDENED` marks.
+
+        Parameters
+        ----------
+        features : array-like, shape (n_rows, n_features)
+            Canonical-unit inputs.
+        input_errors : array-like or `~stellar_ml_ages.units.InputErrors`
+            As `predict`'s ``feature_errors``.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_rows,)
+        """
+        features = np.asarray(features, dtype=np.float64)
+        _, design, excess = self._input_excess(features, input_errors)
+        # An error column no feature is made from widens nothing.
+        reaches = np.any(design != 0, axis=0)
+        return np.any((excess > 0) & reaches, axis=1)
+
     def _perturbations(self, features, input_errors, seed, n_draws):
         """Feature-space perturbations of ``n_draws`` Monte Carlo draws of the inputs.
 
@@ -764,15 +800,7 @@ class MassAgeModel:
         depend on its neighbours, the row order or how the table is split in blocks.
         """
         features = np.asarray(features, dtype=np.float64)
-        if hasattr(input_errors, "design"):
-            errors, design = input_errors.column_errors, input_errors.design
-            labels = input_errors.labels
-        else:
-            errors, design = input_errors, np.eye(len(self.feature_names))
-            labels = self.feature_names
-        errors = np.nan_to_num(np.asarray(errors, dtype=np.float64), nan=0.0)
-        excess = self._excess(features, errors, labels)
-        design = np.asarray(design, dtype=np.float64)
+        errors, design, excess = self._input_excess(features, input_errors)
         deviates = row_normal_deviates(np.column_stack([features, errors]), seed,
                                        n_draws, excess.shape[1])
         return [row_products(deviates[k] * excess, design.T) for k in range(n_draws)]

@@ -45,15 +45,21 @@ def _distribution(table, target, distribution, model, options):
                         "(from stellar_ml_ages.distributions.predictive_distribution)")
     if len(distribution) != len(table):
         raise ValueError(f"distribution has {len(distribution)} rows for a table of {len(table)}")
-    if distribution.meta.get("propagate_errors") in (True, "True", "T"):
-        # Propagation perturbs labels that already carry their noise: each star's
-        # distribution is widened by that noise once more, and so is the stack.
+    n_widened = distribution.meta.get("n_widened")  # None: not known which rows
+    if distribution.meta.get("propagate_errors") in (True, "True", "T") and n_widened != 0:
+        # Propagation perturbs labels that already carry their noise: each widened
+        # star's distribution counts that noise once more, and so does the stack.
+        # Rows whose errors are within the training noise are not widened (their
+        # ERRORS_WIDENED bit is clear): only a table that cannot say so warns for them.
+        which = ("the distributions of stars whose errors exceed the model's training "
+                 "noise were" if n_widened is None else
+                 f"{n_widened} of the {len(distribution)} rows' distributions "
+                 "(mass_age_flag bit ERRORS_WIDENED) were")
         warnings.warn(
-            "these predictive distributions were made with propagate_errors=True: where "
-            "a star's errors exceed the model's training noise (labels noisier than "
-            "DR17 for giants; SLAM labels below S/N 50 for giants-slam), its "
-            "distribution was widened by noise its labels already carry, and the stack "
-            "is broader than the population (docs: 'Population ages', 'Noisy labels'). "
+            f"these predictive distributions were made with propagate_errors=True: {which} "
+            "widened by noise their labels already carry (labels noisier than DR17 "
+            "for giants; SLAM labels below S/N 50 for giants-slam), and the stack is "
+            "broader than the population (docs: 'Population ages', 'Noisy labels'). "
             "For population results, stack distributions made without propagate_errors "
             "(annotate again without it), from a model trained for the labels' noise",
             LabelNoiseWarning, stacklevel=3)

@@ -223,6 +223,28 @@ def test_excess_errors_subtract_training_noise_in_quadrature(giants):
     assert np.all(giants.excess_errors(features, np.array([noise / 2])) == 0)
 
 
+def test_widened_rows_are_those_with_an_error_beyond_the_training_noise(giants):
+    """What ERRORS_WIDENED marks: one feature's error above its training noise is
+    enough; errors at or below it everywhere, or an error column that no feature is
+    made from, widen nothing."""
+    from stellar_ml_ages.units import InputErrors
+
+    features = np.tile([f["mean"] for f in giants.card["features"]], (4, 1))
+    noise = np.array([f["training_noise"] for f in giants.card["features"]])
+    errors = np.tile(noise, (4, 1))
+    errors[1, 2] *= 1.5
+    errors[2] /= 3
+    errors[3, :] = np.nan  # unknown: nothing propagated
+    assert list(giants.widened_rows(features, errors)) == [False, True, False, False]
+    n = len(noise)
+    design = np.column_stack([np.eye(n), np.zeros(n)])  # the last column reaches nothing
+    columns = np.column_stack([np.tile(noise, (2, 1)), [0.0, 10.0]])
+    columns[0, 0] *= 2
+    labels = (*giants.feature_names, "unused")
+    assert list(giants.widened_rows(features[:2], InputErrors(columns, design, labels))) == [
+        True, False]
+
+
 # ------------------------------------------------ derived and stand-in inputs
 def test_mg_fe_stands_in_for_alpha_m_and_is_recorded(giants):
     table = typical_star(giants, 1)

@@ -387,6 +387,46 @@ def test_stacking_propagated_distributions_warns(stars):
     population_distribution(plain, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
 
 
+def test_only_widened_rows_make_the_stacking_warning(stars, tmp_path):
+    """Rows whose errors are within the training noise are not widened by propagation
+    (a lamost-slam catalog at S/N >= 50): their ERRORS_WIDENED bit stays clear and
+    stacking them does not warn. The warning counts the widened rows, also from a
+    file, and a table that cannot say which rows were widened still warns."""
+    from stellar_ml_ages import LabelNoiseWarning, MassAgeFlag, get_model
+
+    giants = get_model("giants")
+    noise = giants.card["training_set"]["label_noise"]["n_fe"]
+    quiet = stars.copy()
+    quiet["N_FE_ERR"] = np.full(len(quiet), noise / 2) * u.dex
+    annotated = add_mass_age(quiet, model="giants", quantiles="all", propagate_errors=True)
+    flags = np.ma.filled(annotated["mass_age_flag"], 0)
+    assert not np.any(flags & MassAgeFlag.ERRORS_WIDENED)
+    # Nothing widened: the intervals are the unpropagated ones (to the last bits the
+    # average over identical draws leaves).
+    plain = add_mass_age(stars, model="giants", quantiles="all")
+    assert np.allclose(np.ma.filled(annotated["age_p84"], 0), np.ma.filled(plain["age_p84"], 0),
+                       rtol=1e-12, atol=0)
+    population_distribution(annotated, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+
+    loud = stars.copy()
+    first = np.arange(len(loud)) < len(loud) // 2
+    loud["N_FE_ERR"] = np.where(first, 3 * noise, noise / 2) * u.dex
+    annotated = add_mass_age(loud, model="giants", quantiles="all", propagate_errors=True)
+    widened = np.ma.filled(annotated["mass_age_flag"], 0) & MassAgeFlag.ERRORS_WIDENED != 0
+    predicted = ~np.ma.getmaskarray(annotated["age"])
+    assert np.array_equal(widened, first & predicted)
+    path = tmp_path / "annotated.fits"
+    write_quietly(annotated, path)
+    back = Table.read(path)
+    expected = f"{int(widened.sum())} of the {len(stars)} rows"
+    with pytest.warns(LabelNoiseWarning, match=expected):
+        population_distribution(back, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+    # A file annotated before the bit existed cannot say which rows were widened.
+    back.meta["MLFLAGS"] = back.meta["MLFLAGS"].replace("; 1024=ERRORS_WIDENED", "")
+    with pytest.warns(LabelNoiseWarning, match="stars whose errors exceed"):
+        population_distribution(back, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+
+
 def test_rows_in_no_group_are_counted(stars):
     """A missing grouping value, or one outside by_bins, puts a row in no group: every
     input row is accounted for, in a group (with or without a prediction) or in
