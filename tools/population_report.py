@@ -325,6 +325,26 @@ def trend_tables(arrays, n_bootstrap=200):
     return out
 
 
+def cached_fold_predictions(data_dir, n_folds, cache=None):
+    """`fold_predictions`, read from ``cache`` if there (written there if not).
+
+    The default cache is a file in the system's temporary directory keyed by the
+    giants recipe: a retrained recipe must not reuse another's predictions.
+    """
+    spec = get_spec("giants")
+    recipe = hashlib.sha256(json.dumps([spec.features, spec.hyperparameters, spec.model_version],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
+    cache = Path(cache or Path(tempfile.gettempdir())
+                 / f"stellar_ml_ages_population_{n_folds}_{recipe}.npz")
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            print(f"fold predictions from {cache}")
+            return {key: stored[key] for key in stored.files}
+    arrays = fold_predictions(data_dir, n_folds)
+    np.savez(cache, **arrays)
+    return arrays
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None, help="directory of the shared catalogs")
@@ -334,19 +354,7 @@ def main(argv=None):
                                              / "stellar_ml_ages" / "data" / "population.json"))
     args = parser.parse_args(argv)
     data_dir = find_data_dir(args.data_dir)
-    # Keyed by the recipe: a retrained recipe must not reuse another's predictions.
-    spec = get_spec("giants")
-    recipe = hashlib.sha256(json.dumps([spec.features, spec.hyperparameters, spec.model_version],
-                                       sort_keys=True, default=str).encode()).hexdigest()[:12]
-    cache = Path(args.cache or Path(tempfile.gettempdir())
-                 / f"stellar_ml_ages_population_{args.folds}_{recipe}.npz")
-    if cache.is_file():
-        with np.load(cache, allow_pickle=False) as stored:
-            arrays = {key: stored[key] for key in stored.files}
-        print(f"fold predictions from {cache}")
-    else:
-        arrays = fold_predictions(data_dir, args.folds)
-        np.savez(cache, **arrays)
+    arrays = cached_fold_predictions(data_dir, args.folds, args.cache)
     report = {"n_folds": args.folds, "n_stars": len(arrays["kic"]),
               "fraction_in_hull": float(np.mean(arrays["in_hull"])),
               "alpha_rich_line": ALPHA_RICH, "thresholds": THRESHOLD}
