@@ -45,7 +45,7 @@ from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
 from .network import CompactNetwork
-from .reference_prior import interp_levels, robust_quantiles
+from .reference_prior import interp_levels, levels_along, robust_quantiles
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
            "row_normal_deviates", "row_products", "sha256_of", "spread_factor", "validate_card",
@@ -55,14 +55,18 @@ __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "loa
 #: calibration by evolutionary state and predicted value, calibrated ranges and the
 #: training labels' noise; version 3 the card's own checksum (``card_sha256``);
 #: version 4 the networks beside the forest; version 5 the calibration's spread
-#: along one input (``spread_factor``).
+#: along one input (``spread_factor``); version 6 robust levels recalibrated along
+#: one input (`stellar_ml_ages.reference_prior.levels_along`).
 #: Version 1 and 2 cards still load, after the same schema checks.
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 #: The first format whose targets may carry a ``network`` (`stellar_ml_ages.network`).
 _NETWORK_VERSION = 4
 #: The first format whose calibrations may carry a ``spread`` (`spread_factor`): an
 #: older reader would ignore it and give intervals too narrow where it exceeds 1.
 _SPREAD_VERSION = 5
+#: The first format whose reference priors may carry levels ``along`` an input: an
+#: older reader would use the state's levels everywhere.
+_ALONG_VERSION = 6
 #: From this format on, the card carries ``card_sha256`` and the loader requires it.
 _CHECKSUM_VERSION = 3
 
@@ -303,6 +307,27 @@ def validate_card(card, where="model card"):
                          and np.all((level > 0) & (level < 1)),
                          f"{label} needs one non-decreasing {side} in (0, 1) per "
                          "calibration probability")
+                along = entry.get("along")
+                if along is not None:
+                    need(isinstance(along, dict) and along.get("feature") in seen,
+                         f"{label} along must be an object naming one of the card's features")
+                    centre = _finite_numbers(along.get("centre", []),
+                                             f"{where}: {label} along centre")
+                    need(len(centre) >= 1 and np.all(np.diff(centre) > 0),
+                         f"{label} along needs increasing centres")
+                    for side in ("lower_level", "upper_level"):
+                        table = along.get(side)
+                        need(isinstance(table, list) and len(table) == len(centre),
+                             f"{label} along needs one {side} row per centre")
+                        for row in table:
+                            level = _finite_numbers(row, f"{where}: {label} along {side}")
+                            need(len(level) == n_levels and np.all(np.diff(level) >= 0)
+                                 and np.all((level > 0) & (level < 1)),
+                                 f"{label} along needs rows of one non-decreasing {side} "
+                                 "in (0, 1) per calibration probability")
+                    need(card.get("format_version", _ALONG_VERSION) >= _ALONG_VERSION,
+                         f"{label} has levels along a feature, which needs format_version "
+                         f">= {_ALONG_VERSION}")
     arrays = card.get("arrays")
     need(isinstance(arrays, dict), "'arrays' must be an object")
     if arrays:  # a model being assembled in memory has none yet
@@ -815,14 +840,17 @@ class MassAgeModel:
             return ("robust", "posterior")
         return ("posterior",)
 
-    def _robust_quantiles(self, target, mean, sigma, states, quantiles, training_sigma=None):
+    def _robust_quantiles(self, target, mean, sigma, states, quantiles, training_sigma=None,
+                          features=None):
         """Quantiles of ``intervals="robust"`` (`stellar_ml_ages.reference_prior`).
 
         With propagated input errors, ``training_sigma`` is the spread without them:
         the robust ends are built from that distribution (the one the levels were
         recalibrated on; dividing the prior out of a much wider one would push its
         quantiles to the ends of the range), then moved out by what the propagation
-        adds to the posterior's quantile at the same probability."""
+        adds to the posterior's quantile at the same probability. ``features`` (the
+        rows' canonical inputs) give the levels of groups recalibrated along a
+        feature (`~stellar_ml_ages.reference_prior.levels_along`)."""
         grid = np.asarray(self.target(target)["calibration"]["probability"], dtype=np.float64)
         base_sigma = sigma if training_sigma is None else training_sigma
         knots = (mean + self._offset_table(target, mean, states, grid) * base_sigma).T
@@ -840,10 +868,14 @@ class MassAgeModel:
             if rows.any():
                 if "log_range" in entry:
                     low[rows], high[rows] = entry["log_range"]
+                values = None
+                if entry.get("along"):
+                    column = self.feature_names.index(entry["along"]["feature"])
+                    values = np.asarray(features, dtype=np.float64)[rows, column]
+                lower_level, upper_level = levels_along(entry, values)
                 out[:, rows] = robust_quantiles(knots[rows], grid, entry["log_edges"],
-                                                entry["density"], entry["lower_level"],
-                                                entry["upper_level"], quantiles,
-                                                entry.get("log_range"))
+                                                entry["density"], lower_level, upper_level,
+                                                quantiles, entry.get("log_range"))
         if training_sigma is not None:
             offsets = self._offset_table(target, mean, states, quantiles)
             out += offsets * (sigma - base_sigma)
@@ -932,7 +964,7 @@ class MassAgeModel:
             levels = np.asarray(quantiles, dtype=np.float64)
             if intervals == "robust":
                 log_quantiles = self._robust_quantiles(target, mean, sigma, states, levels,
-                                                       training_sigma)
+                                                       training_sigma, features)
             else:
                 log_quantiles = mean + self._offset_table(target, mean, states, levels) * sigma
             result = {"value": self._inverse_transform(target, mean)}

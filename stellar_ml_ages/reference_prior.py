@@ -32,7 +32,8 @@ for a piecewise-constant (histogram) prior.
 
 import numpy as np
 
-__all__ = ["REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels", "reference_cdf",
+__all__ = ["REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels", "levels_along",
+           "reference_cdf",
            "reference_quantiles", "robust_quantiles"]
 
 #: Bins of the stacked training prior in ln y.
@@ -108,8 +109,9 @@ def reference_quantiles(knots, probability, log_edges, density, levels):
         Increasing probabilities of the knots (a card's calibration grid).
     log_edges, density : array-like
         The prior as a histogram density in ln y.
-    levels : array-like
-        Probabilities wanted, clipped to the knots' range.
+    levels : array-like, shape (n_levels_wanted,) or (n_levels_wanted, n_rows)
+        Probabilities wanted, clipped to the knots' range: the same for every row, or
+        one per row.
 
     Returns
     -------
@@ -129,8 +131,8 @@ def reference_quantiles(knots, probability, log_edges, density, levels):
     """
     knots = np.atleast_2d(np.asarray(knots, dtype=np.float64))
     probability = np.asarray(probability, dtype=np.float64)
-    levels = np.clip(np.atleast_1d(np.asarray(levels, dtype=np.float64)),
-                     probability[0], probability[-1])
+    levels = _per_row(levels, len(knots))
+    levels = np.clip(levels, probability[0], probability[-1])
     out = np.full((len(levels), len(knots)), np.nan)
     finite = np.all(np.isfinite(knots), axis=1)
     if not finite.any():
@@ -139,8 +141,8 @@ def reference_quantiles(knots, probability, log_edges, density, levels):
     knots = knots[finite]
     cdf, h = _reference_knots(knots, probability, prior)
     rows = np.arange(len(knots))
-    for k, level in enumerate(levels):
-        j = np.clip((cdf <= level).sum(axis=1) - 1, 0, knots.shape[1] - 2)
+    for k, level in enumerate(levels[:, finite]):
+        j = np.clip((cdf <= level[:, None]).sum(axis=1) - 1, 0, knots.shape[1] - 2)
         low, high = cdf[rows, j], cdf[rows, j + 1]
         with np.errstate(divide="ignore", invalid="ignore"):
             fraction = np.where(high > low, (level - low) / (high - low), 0.0)
@@ -149,6 +151,67 @@ def reference_quantiles(knots, probability, log_edges, density, levels):
         # Zero-width steps (tied knots) stay at the knot.
         out[k, finite] = np.clip(value, knots[rows, j], knots[rows, j + 1])
     return out
+
+
+def _per_row(levels, n_rows):
+    """Levels as an (n_levels, n_rows) array: one row of levels per row of knots."""
+    levels = np.asarray(levels, dtype=np.float64)
+    if levels.ndim <= 1:
+        levels = np.atleast_1d(levels)[:, None]
+    return np.broadcast_to(levels, (levels.shape[0], n_rows))
+
+
+def _interp_rows(probability, knots, levels):
+    """Each row's knots (n_rows, n_levels) interpolated at its own level (n_rows,)."""
+    k = np.clip(np.searchsorted(probability, levels, side="right") - 1, 0, len(probability) - 2)
+    weight = np.clip((levels - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
+    rows = np.arange(len(knots))
+    return (1 - weight) * knots[rows, k] + weight * knots[rows, k + 1]
+
+
+def levels_along(entry, values):
+    """A reference-prior group's recalibrated levels at each row's value of its feature.
+
+    Without an ``along`` entry, the group's levels (the same for every row). With
+    one, each calibration probability's level is interpolated linearly in the
+    feature between the bins' centres and held beyond the outer ones (as the spread
+    factor and the calibration by predicted value are).
+
+    Parameters
+    ----------
+    entry : dict
+        One group of a card's ``reference_prior``.
+    values : array-like, shape (n_rows,)
+        The ``along`` feature's values (canonical units); unused without ``along``.
+
+    Returns
+    -------
+    lower, upper : ndarray, shape (n_levels,) or (n_rows, n_levels)
+
+    Examples
+    --------
+    >>> from stellar_ml_ages.reference_prior import levels_along
+    >>> entry = {"lower_level": [0.1, 0.5], "upper_level": [0.5, 0.9],
+    ...          "along": {"feature": "logg", "centre": [2.0, 3.0],
+    ...                    "lower_level": [[0.2, 0.5], [0.1, 0.5]],
+    ...                    "upper_level": [[0.5, 0.8], [0.5, 0.9]]}}
+    >>> lower, upper = levels_along(entry, [2.5])
+    >>> [round(float(v), 3) for v in lower[0]], [round(float(v), 3) for v in upper[0]]
+    ([0.15, 0.5], [0.5, 0.85])
+    """
+    along = entry.get("along")
+    if not along:
+        return (np.asarray(entry["lower_level"], dtype=np.float64),
+                np.asarray(entry["upper_level"], dtype=np.float64))
+    values = np.asarray(values, dtype=np.float64)
+    centre = np.asarray(along["centre"], dtype=np.float64)
+
+    def interpolated(table):
+        table = np.asarray(table, dtype=np.float64)
+        return np.column_stack([np.interp(values, centre, table[:, j])
+                                for j in range(table.shape[1])])
+
+    return interpolated(along["lower_level"]), interpolated(along["upper_level"])
 
 
 def interp_levels(probability, table, probabilities):
@@ -222,7 +285,9 @@ def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_
     makes no 25 Gyr giants; a posterior wide enough still can). Where the reference's
     quantile is the further one and reaches the bound, the interval's end *is* the
     bound: an upper end equal to the training maximum means "not excluded up to the
-    oldest (heaviest) training star", not a measured limit.
+    oldest (heaviest) training star", not a measured limit. ``lower_level`` and
+    ``upper_level`` are one per calibration probability, shared by every row, or
+    (n_rows, n_probabilities): each row's own (`levels_along`).
 
     Examples
     --------
@@ -241,15 +306,21 @@ def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_
     probability = np.asarray(probability, dtype=np.float64)
     levels = np.atleast_1d(np.asarray(levels, dtype=np.float64))
     lower = levels <= 0.5
-    recalibrated = np.where(lower, np.interp(levels, probability, lower_level),
-                            np.interp(levels, probability, upper_level))
+    # Per row: (n_rows, n_grid) tables of levels (`levels_along`) or one shared row.
+    lower_level = np.atleast_2d(np.asarray(lower_level, dtype=np.float64))
+    upper_level = np.atleast_2d(np.asarray(upper_level, dtype=np.float64))
+    recalibrated = np.empty((len(levels), len(knots)))
+    for k, level in enumerate(levels):
+        table = lower_level if lower[k] else upper_level
+        recalibrated[k] = (np.interp(level, probability, table[0]) if len(table) == 1
+                           else interp_levels(probability, table.T, [level])[0])
     # One pass over the rows' reference CDFs for every level asked for.
     reference = reference_quantiles(knots, probability, log_edges, density, recalibrated)
     if log_range is not None:
         reference = np.clip(reference, log_range[0], log_range[1])
     out = np.empty((len(levels), len(knots)))
     for k, u in enumerate(recalibrated):
-        posterior = interp_levels(probability, knots.T, [u])[0]
+        posterior = _interp_rows(probability, knots, u)
         out[k] = np.fmin(posterior, reference[k]) if lower[k] else np.fmax(posterior,
                                                                             reference[k])
         out[k][~np.isfinite(posterior)] = np.nan
@@ -269,7 +340,7 @@ def _stacked_density(knots, probability, log_edges):
 
 
 def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_PRIOR_BINS,
-                        log_range=None):
+                        log_range=None, along=None):
     """The card entry: per group, the stacked prior and the recalibrated levels.
 
     Parameters
@@ -285,6 +356,13 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
     log_range : (float, float), optional
         Bounds of the reference quantiles (ln y): the range the model was trained
         on. Default: the group's true values' range.
+    along : (str, ndarray, callable), optional
+        ``(feature, values, bins)``: also recalibrate the levels in bins of one input
+        feature, per group. ``values`` is the feature per star (canonical units);
+        ``bins(values)`` returns a group's bin edges and each of its stars' bin. The
+        group gets an ``along`` entry (``feature``, the bins' median values as
+        ``centre``, their ``lower_level`` and ``upper_level`` tables and star counts
+        ``n``), which `levels_along` interpolates between the centres.
 
     Returns
     -------
@@ -323,12 +401,28 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
             return [round(float(v), 12) for v in np.clip(level, probability[0],
                                                          probability[-1])]
 
+        below, above = np.maximum(posterior, reference), np.minimum(posterior, reference)
         entry["groups"][name] = {
             "log_edges": [round(float(v), 12) for v in log_edges],
             "density": [round(float(v), 12) for v in density],
-            "lower_level": levels(np.maximum(posterior, reference)),
-            "upper_level": levels(np.minimum(posterior, reference)),
+            "lower_level": levels(below),
+            "upper_level": levels(above),
             "log_range": [round(float(bounds[0]), 12), round(float(bounds[1]), 12)],
             "n": int(usable.sum()),
         }
+        if along is not None:
+            feature, values, bins = along
+            values = np.asarray(values, dtype=np.float64)[usable]
+            edges, which = bins(values)
+            table = {"feature": feature, "centre": [], "lower_level": [], "upper_level": [],
+                     "n": []}
+            for b in range(max(len(edges) - 1, 1)):
+                rows = which == b
+                if not rows.any():
+                    continue
+                table["centre"].append(round(float(np.median(values[rows])), 12))
+                table["lower_level"].append(levels(below[rows]))
+                table["upper_level"].append(levels(above[rows]))
+                table["n"].append(int(rows.sum()))
+            entry["groups"][name]["along"] = table
     return entry

@@ -13,11 +13,12 @@ from scipy import stats
 
 from stellar_ml_ages.reference_prior import (
     fit_reference_prior,
+    levels_along,
     reference_cdf,
     reference_quantiles,
     robust_quantiles,
 )
-from stellar_ml_ages.training.pipeline import CALIBRATION_PROBABILITIES
+from stellar_ml_ages.training.pipeline import CALIBRATION_PROBABILITIES, _equal_count_bins
 
 GRID = np.asarray(CALIBRATION_PROBABILITIES)
 TAU, S = 0.30, 0.25  # shrinkage 0.59: the RGB's measured log slope
@@ -106,6 +107,74 @@ def test_robust_intervals_hold_by_true_and_by_predicted_value():
     low, high = robust_quantiles(knots, GRID, group["log_edges"], group["density"],
                                  group["lower_level"], group["upper_level"], [0.025, 0.975])
     assert np.mean((theta >= low) & (theta <= high)) == pytest.approx(0.95, abs=0.01)
+
+
+def _misjudged_spread(n, seed):
+    """The Gaussian case with a feature g in [0, 1] along which the model misjudges
+    its spread: the knots' width is right on average, about 40% too wide at g = 0 and
+    25% too narrow at g = 1 (what the upper RGB and the base of the branch look like)."""
+    rng = np.random.default_rng(seed)
+    g = rng.uniform(0, 1, n)
+    theta = rng.normal(0, TAU, n)
+    shrink = TAU**2 / (TAU**2 + S**2)
+    x = theta + rng.normal(0, S, n) * (0.7 + 0.6 * g)
+    knots = (x * shrink)[:, None] + np.sqrt(shrink) * S * stats.norm.ppf(GRID)[None, :]
+    return g, theta, knots
+
+
+def test_levels_recalibrated_along_a_feature_hold_along_it():
+    """Levels recalibrated per bin of g (interpolated between the bins' centres) make
+    the robust [p16, p84] hold 68% at both ends of g; the group's single levels hold
+    on average only. Fitted on one simulated set, scored on another."""
+    g, theta, knots = _misjudged_spread(12_000, 21)
+    everyone = {"all": np.ones(theta.size, bool)}
+    plain = fit_reference_prior(knots, GRID, theta, everyone)["groups"]["all"]
+    along = fit_reference_prior(knots, GRID, theta, everyone,
+                                along=("g", g, lambda v: _equal_count_bins(v, 6)))
+    group = along["groups"]["all"]
+    table = group["along"]
+    assert table["feature"] == "g" and len(table["centre"]) == 6 and sum(table["n"]) == 12_000
+    assert group["lower_level"] == plain["lower_level"]  # the group's own levels unchanged
+    g, theta, knots = _misjudged_spread(30_000, 22)
+    ends = (g < 0.15, g > 0.85)
+
+    def coverage(lower, upper):
+        low, high = robust_quantiles(knots, GRID, group["log_edges"], group["density"],
+                                     lower, upper, [0.16, 0.84])
+        covered = (theta >= low) & (theta <= high)
+        return covered.mean(), [covered[end].mean() for end in ends]
+
+    overall, at_ends = coverage(*levels_along(plain, g))
+    assert overall == pytest.approx(0.68, abs=0.02)
+    assert at_ends[0] > 0.76 and at_ends[1] < 0.60  # too wide, too narrow
+    overall, at_ends = coverage(*levels_along(group, g))
+    assert overall == pytest.approx(0.68, abs=0.02)
+    for value in at_ends:
+        assert value == pytest.approx(0.68, abs=0.035)
+
+
+def test_per_row_levels_equal_to_shared_ones_change_nothing():
+    _, _, knots = _simulate(200, 4)
+    edges, density = _gaussian_prior()
+    lower = np.clip(GRID * 1.1, GRID[0], GRID[-1])
+    upper = np.clip(GRID * 0.95, GRID[0], GRID[-1])
+    shared = robust_quantiles(knots, GRID, edges, density, lower, upper, [0.025, 0.16, 0.84])
+    rows = robust_quantiles(knots, GRID, edges, density, np.tile(lower, (200, 1)),
+                            np.tile(upper, (200, 1)), [0.025, 0.16, 0.84])
+    np.testing.assert_allclose(rows, shared, rtol=0, atol=1e-15)
+
+
+def test_levels_along_are_held_beyond_the_outer_centres():
+    entry = {"lower_level": [0.1, 0.5], "upper_level": [0.5, 0.9],
+             "along": {"feature": "logg", "centre": [2.0, 3.0],
+                       "lower_level": [[0.2, 0.5], [0.1, 0.5]],
+                       "upper_level": [[0.5, 0.8], [0.5, 0.9]]}}
+    lower, upper = levels_along(entry, [1.0, 2.0, 2.5, 3.0, 4.0])
+    np.testing.assert_allclose(lower[:, 0], [0.2, 0.2, 0.15, 0.1, 0.1])
+    np.testing.assert_allclose(upper[:, 1], [0.8, 0.8, 0.85, 0.9, 0.9])
+    del entry["along"]
+    lower, upper = levels_along(entry, [1.0])
+    assert lower.tolist() == [0.1, 0.5]
 
 
 def test_the_reference_cdf_inverts_the_reference_quantiles():
@@ -199,4 +268,34 @@ def test_a_card_with_decreasing_robust_levels_is_refused():
     group["upper_level"] = group["upper_level"][::-1]
     with pytest.raises(ModelFormatError,
                        match=r"reference_prior group 'all'.*non-decreasing upper_level"):
+        validate_card(card, "test card")
+
+
+def test_a_card_with_bad_levels_along_a_feature_is_refused():
+    import copy
+
+    from stellar_ml_ages import get_model
+    from stellar_ml_ages.exceptions import ModelFormatError
+    from stellar_ml_ages.model import _ALONG_VERSION, validate_card
+
+    card = copy.deepcopy(get_model("giants").card)
+    card["format_version"] = _ALONG_VERSION
+    group = card["targets"][0]["reference_prior"]["groups"]["RGB"]
+    good = {"feature": "logg", "centre": [2.0, 2.8], "n": [10, 10],
+            "lower_level": [group["lower_level"]] * 2,
+            "upper_level": [group["upper_level"]] * 2}
+    group["along"] = good
+    validate_card(card, "test card")
+    for change, message in (({"feature": "dnu"}, "naming one of the card's features"),
+                            ({"centre": [2.8, 2.0]}, "increasing centres"),
+                            ({"upper_level": [group["upper_level"]]}, "one upper_level row"),
+                            ({"lower_level": [group["lower_level"][::-1]] * 2},
+                             "rows of one non-decreasing lower_level")):
+        group["along"] = {**good, **change}
+        with pytest.raises(ModelFormatError, match=message):
+            validate_card(card, "test card")
+    # A format-5 reader would ignore the levels: such a card must say format 6.
+    group["along"] = good
+    card["format_version"] = _ALONG_VERSION - 1
+    with pytest.raises(ModelFormatError, match="needs format_version >= 6"):
         validate_card(card, "test card")

@@ -33,10 +33,14 @@ Variants:
 ``v3.2``
     ``v3.1`` with the point estimate blended with a neural-network ensemble
     (``ModelSpec.network``; models 3.2).
+``v3.3``
+    For giants, ``v3.2`` with the predictive spread scaled along log g before the
+    interval calibration (``spread_feature``; models 3.3: the same point estimates,
+    other intervals).
 ``v3``
-    The packaged spec as it is now: for giants, ``v3.2`` with the predictive spread
-    scaled along log g before the interval calibration (``spread_feature``; models
-    3.3: the same point estimates, other intervals).
+    The packaged spec as it is now: for giants, ``v3.3`` with the robust intervals'
+    levels recalibrated along log g too (``robust_levels_along``; models 3.4: the
+    same point estimates and posterior, other robust intervals).
 ``v3.1+directions``
     ``v3.1`` and each target's linear fit on the features as two more forest inputs
     (``target_directions``); measured, not packaged. Not in the default
@@ -76,11 +80,14 @@ from stellar_ml_ages.training.pipeline import (
 )
 
 #: Version 2 learner: the giants spec without what version 3 added.
-V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": ""}
+V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": "",
+              "robust_levels_along": ""}
 
 
-#: What models 3.3 added to a spec's intervals (the spread along log g), taken away.
-_NO_SPREAD = {"giants": {"spread_feature": ""}}
+#: What models 3.4 added to a spec's intervals (robust levels along log g), taken away.
+_NO_LEVELS = {"giants": {"robust_levels_along": ""}}
+#: ... and what models 3.3 added (the spread along log g) too.
+_NO_SPREAD = {"giants": {"spread_feature": "", "robust_levels_along": ""}}
 
 
 def variants(spec_name):
@@ -93,6 +100,7 @@ def variants(spec_name):
         "v3-labels": (dataclasses.replace(spec, **v2_fields), {}),
         "v3.1": (dataclasses.replace(spec, network=None, **_NO_SPREAD.get(spec_name, {})), {}),
         "v3.2": (dataclasses.replace(spec, **_NO_SPREAD.get(spec_name, {})), {}),
+        "v3.3": (dataclasses.replace(spec, **_NO_LEVELS.get(spec_name, {})), {}),
         "v3": (spec, {}),
         # Measured, not packaged: see docs/models.rst.
         "v3.1+directions": (dataclasses.replace(spec, network=None, target_directions=True,

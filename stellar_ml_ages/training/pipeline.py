@@ -37,7 +37,13 @@ from ..exceptions import StellarMLAgesWarning, TrainingDataError
 from ..features import get_feature
 from ..forest import CompactForest
 from ..hull import ConvexHullDomain
-from ..model import MassAgeModel, spread_factor, validate_card, with_oblique_inputs
+from ..model import (
+    _ALONG_VERSION,
+    MassAgeModel,
+    spread_factor,
+    validate_card,
+    with_oblique_inputs,
+)
 from ..reference_prior import fit_reference_prior
 from ..units import feature_matrix
 
@@ -199,6 +205,10 @@ def _binned_offsets(z, mean):
 #: many bins: the 68% quantile of each bin rests on hundreds of stars.
 _STARS_PER_SPREAD_BIN = 1000
 _MAX_SPREAD_BINS = 8
+#: Calibration stars per bin of the robust levels' feature (within a state), and at
+#: most so many bins: the outer levels (0.5%, 99.5%) rest on about five stars a bin.
+_STARS_PER_LEVEL_BIN = 1000
+_MAX_LEVEL_BINS = 4
 #: The probability inside one sigma of a normal distribution's mean.
 _ONE_SIGMA = math.erf(1.0 / math.sqrt(2.0))
 
@@ -273,7 +283,7 @@ def _calibration(log_target, mean, variance, count, states=None, groups=()):
                                      float(np.quantile(predicted, 0.975))]}
 
 
-def _reference_prior(model, target, stars, groups):
+def _reference_prior(model, target, stars, groups, along=None):
     """The card's ``reference_prior`` of one target, from the calibration stars.
 
     Their calibrated predictive distributions (out of bag, as the calibration's) are
@@ -281,19 +291,26 @@ def _reference_prior(model, target, stars, groups):
     (`~stellar_ml_ages.reference_prior.fit_reference_prior`). The ``"all"`` group,
     used for stars of unknown state, is fitted on the distributions those stars get:
     the pooled calibration's. The reference is bounded by the range of the true
-    values the forests were trained on (the card's ``training_range``).
+    values the forests were trained on (the card's ``training_range``). With
+    ``along`` (feature name, its value per calibration star), the levels are
+    recalibrated in bins of that feature too, within each group.
     """
     log_target, mean, variance, count, states = stars
     usable = (count > 0) & (variance > 0)
     grid = np.asarray(model.target(target)["calibration"]["probability"], dtype=np.float64)
     mean, sigma, states = mean[usable], np.sqrt(variance[usable]), states[usable]
     log_range = np.log(model.target(target)["training_range"])
+    if along is not None:
+        along = (along[0], along[1][usable], lambda values: _equal_count_bins(
+            values, int(np.clip(len(values) // _STARS_PER_LEVEL_BIN, 1, _MAX_LEVEL_BINS))))
     by_state = fit_reference_prior(
         (mean + model._offset_table(target, mean, states, grid) * sigma).T, grid,
-        log_target[usable], {group: states == group for group in groups}, log_range=log_range)
+        log_target[usable], {group: states == group for group in groups}, log_range=log_range,
+        along=along)
     pooled = fit_reference_prior(
         (mean + model._offset_table(target, mean, None, grid) * sigma).T, grid,
-        log_target[usable], {"all": np.ones(len(mean), dtype=bool)}, log_range=log_range)
+        log_target[usable], {"all": np.ones(len(mean), dtype=bool)}, log_range=log_range,
+        along=along)
     by_state["groups"] = {**pooled["groups"], **by_state["groups"]}
     return by_state
 
@@ -850,6 +867,7 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
         return with_oblique_inputs((features[rows] - mean) / scale, oblique)
 
     forests, networks, target_cards, calibration_stars = {}, {}, [], {}
+    calibration_values = {}
     for name, (_, unit) in spec.targets.items():
         rows = kept[name]
         removed = train & np.isfinite(targets[name]) & ~rows
@@ -880,12 +898,15 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
             np.concatenate([count, np.full(int(removed.sum()), spec.n_estimators)]),
             np.concatenate([states[rows], states[removed]]),
         )
+        # The calibration stars' features, in the order of calibration_stars.
+        calibration_values[name] = {
+            feature: np.concatenate([features[rows, k], features[removed, k]])
+            for k, feature in enumerate(spec.features)}
         spread = None
         if spec.spread_feature:
             # The calibration, the reference prior and prediction all see the scaled
             # variance (MassAgeModel.point_and_variance applies the same factor).
-            column = list(spec.features).index(spec.spread_feature)
-            values = np.concatenate([features[rows, column], features[removed, column]])
+            values = calibration_values[name][spec.spread_feature]
             stars = calibration_stars[name]
             spread = spread_scale(*stars[:4], values, spec.spread_feature)
             calibration_stars[name] = (*stars[:2], stars[2] * spread_factor(spread, values) ** 2,
@@ -984,9 +1005,15 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
     card["domain"]["n_vertices"] = len(domain.vertices)
     model = MassAgeModel.from_parts(card, forests, domain, networks)
     for entry in model.card["targets"]:
+        along = None
+        if spec.robust_levels_along:
+            along = (spec.robust_levels_along,
+                     calibration_values[entry["name"]][spec.robust_levels_along])
         entry["reference_prior"] = _reference_prior(model, entry["name"],
                                                     calibration_stars[entry["name"]],
-                                                    spec.calibration_groups)
+                                                    spec.calibration_groups, along)
+    if spec.robust_levels_along:
+        model.card["format_version"] = max(model.card["format_version"], _ALONG_VERSION)
     validate_card(model.card, f"model {spec.name!r}")  # with its reference priors
 
     if is_test.any():

@@ -117,6 +117,13 @@ class ModelSpec:
         calibration by state and predicted value alone holds on average over the
         input, not along it: upper-RGB giants (low log g) are predicted less well
         than their forest spread says. "" (default): no scaling.
+    robust_levels_along : str
+        If given (a name of ``features``), the levels of ``intervals="robust"`` are
+        recalibrated per state *and* in bins of that input, interpolated between the
+        bins (the card's ``reference_prior`` groups' ``along`` entry,
+        `stellar_ml_ages.reference_prior.levels_along`): the robust ends take the
+        further of two distributions, which the spread along the input does not
+        make hold along it. "" (default): per state only.
     model_version : str
         The card's ``model_version``: which version of its recipe a model is (the
         package's models change recipe one at a time).
@@ -161,6 +168,7 @@ class ModelSpec:
     target_limits: dict = None
     network: dict = None
     spread_feature: str = ""
+    robust_levels_along: str = ""
     model_version: str = "3.1.0"
 
     def __post_init__(self):
@@ -178,9 +186,11 @@ class ModelSpec:
             if missing or not 0 < self.network["weight"] <= 1 or self.network["members"] < 2:
                 raise ValueError(f"spec {self.name!r}: network needs hidden, alpha, members "
                                  f"(>= 2), weight (0-1] and clean; got {self.network}")
-        if self.spread_feature and self.spread_feature not in self.features:
-            raise ValueError(f"spec {self.name!r}: spread_feature {self.spread_feature!r} is "
-                             f"not among its features {list(self.features)}")
+        for option in ("spread_feature", "robust_levels_along"):
+            value = getattr(self, option)
+            if value and value not in self.features:
+                raise ValueError(f"spec {self.name!r}: {option} {value!r} is not among its "
+                                 f"features {list(self.features)}")
         unknown = [name for name in self.oblique_features if name not in self.features]
         if unknown:
             raise ValueError(f"spec {self.name!r}: oblique_features {unknown} are not among "
@@ -205,6 +215,8 @@ class ModelSpec:
                else {}),
             **({"target_directions": True} if self.target_directions else {}),
             **({"spread_feature": self.spread_feature} if self.spread_feature else {}),
+            **({"robust_levels_along": self.robust_levels_along}
+               if self.robust_levels_along else {}),
             **({"network": {**self.network, "hidden": list(self.network["hidden"])}}
                if self.network else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
@@ -280,13 +292,16 @@ PACKAGED_SPECS = {
                 "and alpha-rich) from APOGEE DR17 [C/N], Teff, log g, [alpha/M], [N/Fe], "
                 "[Fe/H] ([C/N] = C_FE - N_FE); no seismic input. Point estimate: forest "
                 "and neural networks blended (models 3.2); spread scaled along log g "
-                "(models 3.3)."
+                "(models 3.3); robust interval levels recalibrated along log g (models "
+                "3.4)."
             ),
             **_GIANTS,
             network=GIANTS_NETWORK,
-            # Intervals that hold along the giant branch (models 3.3, docs/uncertainties.rst).
+            # Intervals that hold along the giant branch (models 3.3 and 3.4,
+            # docs/uncertainties.rst).
             spread_feature="logg",
-            model_version="3.3.0",
+            robust_levels_along="logg",
+            model_version="3.4.0",
         ),
         _full_range(
             name="giants-slam-apogee-dr17",
@@ -317,7 +332,8 @@ PACKAGED_SPECS = {
             # As giants' (models 3.3): out of fold its lowest tenth of log g held 54%
             # (age) and 62% (mass) in its robust [p16, p84] without it.
             spread_feature="logg",
-            model_version="3.3.0",
+            robust_levels_along="logg",
+            model_version="3.4.0",
         ),
         _full_range(
             name="red-clump-apogee-dr17",
