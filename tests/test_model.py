@@ -49,10 +49,15 @@ def test_card_describes_features_targets_and_metrics(giants, red_clump):
     for name in list_models()["name"]:
         card = get_model(name).card
         # Format 4 only where a target has networks (stellar_ml_ages.network), 5 where
-        # its calibration has a spread (stellar_ml_ages.model.spread_factor).
+        # its calibration has a spread (stellar_ml_ages.model.spread_factor), 6 where
+        # its robust levels are recalibrated along a feature (reference_prior.levels_along).
         has_network = any("network" in target for target in card["targets"])
         has_spread = any("spread" in target["calibration"] for target in card["targets"])
-        assert card["format_version"] == (5 if has_spread else 4 if has_network else 3)
+        has_along = any("along" in group for target in card["targets"]
+                        for group in target["reference_prior"]["groups"].values())
+        assert card["format_version"] == (6 if has_along else 5 if has_spread
+                                          else 4 if has_network else 3)
+        assert has_along == has_spread
         assert has_spread == name.startswith("giants")
         assert len(card["card_sha256"]) == 64
         assert card["training_set"]["n_train"] > 1000
