@@ -59,6 +59,10 @@ class PredictiveDistribution:
         The training set's distribution of ln y (a model card's ``prior``:
         ``log_edges`` and ``fraction``), under which the distributions were made;
         needed to deconvolve a population.
+    widened : array-like of bool, shape (n_rows,), optional
+        Rows whose distribution propagated input errors widened (their
+        ``mass_age_flag`` has `~stellar_ml_ages.MassAgeFlag.ERRORS_WIDENED`); None
+        (default) where that is not known.
 
     Examples
     --------
@@ -72,7 +76,7 @@ class PredictiveDistribution:
     """
 
     def __init__(self, target, probability, quantiles, point=None, unit=None, log=True,
-                 meta=None, prior=None):
+                 meta=None, prior=None, widened=None):
         self.target = str(target)
         probability = np.asarray(probability, dtype=np.float64)
         if probability.ndim != 1 or len(probability) < 2:
@@ -104,6 +108,11 @@ class PredictiveDistribution:
         self.point = np.ma.filled(np.ma.asarray(point, dtype=np.float64), np.nan)
         self.meta = dict(meta or {})
         self.prior = prior
+        if widened is not None:
+            widened = np.asarray(widened, dtype=bool)
+            if widened.shape != (len(quantiles),):
+                raise ValueError(f"widened has shape {widened.shape} for {len(quantiles)} rows")
+        self.widened = widened
 
     def __len__(self):
         return len(self._knots)
@@ -118,6 +127,8 @@ class PredictiveDistribution:
         new._knots = self._knots[rows]
         new.predicted = self.predicted[rows]
         new.point = self.point[rows]
+        if self.widened is not None:
+            new.widened = self.widened[rows]
         if new._knots.ndim == 1:
             raise IndexError("select rows with a mask, a slice or an array of indices")
         return new
@@ -375,10 +386,11 @@ def predictive_distribution(table, target="age", model=None, *, prefix="", suffi
         point = _plain(table[point_name]) if point_name in table.colnames else None
         unit = table[names[0]].unit
         meta = {"source": "quantile columns", "model": table.meta.get("MLMODEL", ""),
-                "propagate_errors": table.meta.get("MLERRPRP"),
-                "n_widened": _widened_count(table, f"{prefix}mass_age_flag{suffix}")}
+                "propagate_errors": table.meta.get("MLERRPRP")}
         return PredictiveDistribution(target, grid, quantiles, point=point, unit=unit, meta=meta,
-                                      prior=_card_prior(table.meta.get("MLMODEL"), target))
+                                      prior=_card_prior(table.meta.get("MLMODEL"), target),
+                                      widened=_widened_rows(table,
+                                                            f"{prefix}mass_age_flag{suffix}"))
     return _run_model(table, target, model, options)
 
 
@@ -406,19 +418,19 @@ def _check_meta_describes(table, target, prefix, suffix):
             "(the model that wrote them), or annotate again with this prefix and suffix")
 
 
-def _widened_count(table, flag_name):
-    """How many rows carry `~stellar_ml_ages.MassAgeFlag.ERRORS_WIDENED`; None if unknown.
+def _widened_rows(table, flag_name):
+    """Rows with `~stellar_ml_ages.MassAgeFlag.ERRORS_WIDENED`; None if unknown.
 
     Tables annotated before the bit existed (their ``MLFLAGS`` does not name it), or
     without their flag column, cannot say which rows propagation widened.
     """
     if table.meta.get("MLERRPRP") not in (True, "True", "T"):
-        return 0
+        return np.zeros(len(table), dtype=bool)
     if ("ERRORS_WIDENED" not in str(table.meta.get("MLFLAGS", ""))
             or flag_name not in table.colnames):
         return None
     flags = np.ma.filled(np.ma.asarray(table[flag_name]), 0).astype(np.int64)
-    return int(np.count_nonzero(flags & int(MassAgeFlag.ERRORS_WIDENED)))
+    return (flags & int(MassAgeFlag.ERRORS_WIDENED)) != 0
 
 
 def _card_prior(model_name, target):
@@ -465,9 +477,9 @@ def _run_model(table, target, model, options):
     quantiles = np.column_stack([_plain(annotated[name]) for name in names])
     transform = model.target(target).get("transform", "identity")
     meta = {"source": "model run", "model": model.name, "state": annotated.meta.get("MLSTATE"),
-            "propagate_errors": annotated.meta.get("MLERRPRP"),
-            "n_widened": _widened_count(annotated, f"{_SCRATCH}mass_age_flag")}
+            "propagate_errors": annotated.meta.get("MLERRPRP")}
     return PredictiveDistribution(target, grid, quantiles,
                                   point=_plain(annotated[f"{_SCRATCH}{target}"]),
                                   unit=annotated[names[0]].unit, log=transform == "ln",
-                                  meta=meta, prior=model.target(target).get("prior"))
+                                  meta=meta, prior=model.target(target).get("prior"),
+                                  widened=_widened_rows(annotated, f"{_SCRATCH}mass_age_flag"))

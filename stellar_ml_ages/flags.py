@@ -62,7 +62,7 @@ OUT_OF_DOMAIN = MassAgeFlag.OUTSIDE_RANGE | MassAgeFlag.OUTSIDE_HULL
 NO_PREDICTION = (MassAgeFlag.MISSING_INPUT | MassAgeFlag.INVALID_INPUT
                  | MassAgeFlag.SURVEY_FLAGGED)
 #: Flags that warn without masking: a prediction beyond the calibrated range.
-#: (``ERRORS_WIDENED`` masks nothing either; it describes the interval, not the value.)
+# (ERRORS_WIDENED masks nothing either: it describes the interval, not the value.)
 NEAR_EDGE = (MassAgeFlag.MASS_NEAR_LOW_EDGE | MassAgeFlag.MASS_NEAR_HIGH_EDGE
              | MassAgeFlag.AGE_NEAR_LOW_EDGE | MassAgeFlag.AGE_NEAR_HIGH_EDGE)
 #: Storage type of the flag column: a signed short, which FITS and VOTable both have.

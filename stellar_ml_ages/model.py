@@ -67,6 +67,8 @@ _SPREAD_VERSION = 5
 #: The first format whose reference priors may carry levels ``along`` an input: an
 #: older reader would use the state's levels everywhere.
 _ALONG_VERSION = 6
+#: Relative margin within which an input error counts as the training labels' noise.
+_SAME_NOISE = 1e-3
 #: From this format on, the card carries ``card_sha256`` and the loader requires it.
 _CHECKSUM_VERSION = 3
 
@@ -309,12 +311,18 @@ def validate_card(card, where="model card"):
                          "calibration probability")
                 along = entry.get("along")
                 if along is not None:
-                    need(isinstance(along, dict) and along.get("feature") in seen,
+                    need(isinstance(along, dict) and isinstance(along.get("feature"), str)
+                         and along["feature"] in seen,
                          f"{label} along must be an object naming one of the card's features")
                     centre = _finite_numbers(along.get("centre", []),
                                              f"{where}: {label} along centre")
                     need(len(centre) >= 1 and np.all(np.diff(centre) > 0),
                          f"{label} along needs increasing centres")
+                    counts = along.get("n")
+                    need(isinstance(counts, list) and len(counts) == len(centre)
+                         and all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                 for c in counts),
+                         f"{label} along needs one positive star count n per centre")
                     for side in ("lower_level", "upper_level"):
                         table = along.get(side)
                         need(isinstance(table, list) and len(table) == len(centre),
@@ -755,7 +763,11 @@ class MassAgeModel:
         if not labels:
             return np.zeros_like(errors)
         noise = np.column_stack([self._label_noise(label, features) for label in labels])
-        return np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
+        excess = np.sqrt(np.maximum(errors**2 - noise**2, 0.0))
+        # An error within a part in a thousand of the training noise is that noise (the
+        # same level computed twice, e.g. SLAM's error at S/N 50 and the giants-slam
+        # card's): nothing to propagate, and no row flagged ERRORS_WIDENED for it.
+        return np.where(errors <= noise * (1.0 + _SAME_NOISE), 0.0, excess)
 
     def _label_noise(self, label, features):
         """Training noise of one input label (canonical units), per row.
@@ -870,6 +882,10 @@ class MassAgeModel:
                     low[rows], high[rows] = entry["log_range"]
                 values = None
                 if entry.get("along"):
+                    if features is None:
+                        raise ModelError(f"model {self.name!r}: the robust levels of {target} "
+                                         f"follow {entry['along']['feature']!r}: pass the "
+                                         "rows' features")
                     column = self.feature_names.index(entry["along"]["feature"])
                     values = np.asarray(features, dtype=np.float64)[rows, column]
                 lower_level, upper_level = levels_along(entry, values)

@@ -45,25 +45,34 @@ def _distribution(table, target, distribution, model, options):
                         "(from stellar_ml_ages.distributions.predictive_distribution)")
     if len(distribution) != len(table):
         raise ValueError(f"distribution has {len(distribution)} rows for a table of {len(table)}")
-    n_widened = distribution.meta.get("n_widened")  # None: not known which rows
-    if distribution.meta.get("propagate_errors") in (True, "True", "T") and n_widened != 0:
-        # Propagation perturbs labels that already carry their noise: each widened
-        # star's distribution counts that noise once more, and so does the stack.
-        # Rows whose errors are within the training noise are not widened (their
-        # ERRORS_WIDENED bit is clear): only a table that cannot say so warns for them.
-        which = ("the distributions of stars whose errors exceed the model's training "
-                 "noise were" if n_widened is None else
-                 f"{n_widened} of the {len(distribution)} rows' distributions "
-                 "(mass_age_flag bit ERRORS_WIDENED) were")
-        warnings.warn(
-            f"these predictive distributions were made with propagate_errors=True: {which} "
-            "widened by noise their labels already carry (labels noisier than DR17 "
-            "for giants; SLAM labels below S/N 50 for giants-slam), and the stack is "
-            "broader than the population (docs: 'Population ages', 'Noisy labels'). "
-            "For population results, stack distributions made without propagate_errors "
-            "(annotate again without it), from a model trained for the labels' noise",
-            LabelNoiseWarning, stacklevel=3)
     return distribution
+
+
+def _warn_if_widened(distribution, stacked):
+    """Warn if any of the ``stacked`` rows' distributions were widened by propagation.
+
+    Propagation perturbs labels that already carry their noise: a widened star's
+    distribution counts that noise once more, and so does the stack. Rows whose
+    errors are within the training noise are not widened (their ERRORS_WIDENED bit
+    is clear); only a table that cannot say which rows were widened warns for them.
+    """
+    if distribution.meta.get("propagate_errors") not in (True, "True", "T"):
+        return
+    widened = distribution.widened
+    if widened is not None and not np.any(widened & stacked):
+        return
+    which = ("the distributions of stars whose errors exceed the model's training "
+             "noise were" if widened is None else
+             f"{int(np.sum(widened & stacked))} of the {int(np.sum(stacked))} stacked "
+             "stars' distributions (mass_age_flag bit ERRORS_WIDENED) were")
+    warnings.warn(
+        f"these predictive distributions were made with propagate_errors=True: {which} "
+        "widened by noise their labels already carry (labels noisier than DR17 for "
+        "giants; SLAM labels below S/N 50 for giants-slam), and the stack is broader "
+        "than the population (docs: 'Population ages', 'Noisy labels'). For population "
+        "results, stack distributions made without propagate_errors (annotate again "
+        "without it), from a model trained for the labels' noise",
+        LabelNoiseWarning, stacklevel=3)  # the caller of the population function
 
 
 def _column_values(table, name, what):
@@ -302,6 +311,10 @@ def population_distribution(table, target="age", *, bins=None, by=None, by_bins=
     rng = np.random.default_rng(seed)
     rows_out = []
     groups = _groups(table, by, by_bins)
+    stacked = np.zeros(len(dist), dtype=bool)
+    for _, mask in groups:
+        stacked |= mask & dist.predicted
+    _warn_if_widened(dist, stacked)
     for label, mask in groups:
         chosen = mask & dist.predicted
         group = dist[chosen]
@@ -443,6 +456,7 @@ def population_trend(table, x, target="age", *, bins, quantiles=(0.16, 0.5, 0.84
     for name in names:
         for key in (name, f"{name}_low", f"{name}_high"):
             columns[key] = []
+    _warn_if_widened(dist, (x_values >= edges[0]) & (x_values < edges[-1]) & dist.predicted)
     for low, high in itertools.pairwise(edges):
         chosen = (x_values >= low) & (x_values < high) & dist.predicted
         group = dist[chosen]

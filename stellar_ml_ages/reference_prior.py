@@ -32,12 +32,13 @@ for a piecewise-constant (histogram) prior.
 
 import numpy as np
 
-__all__ = ["REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels", "levels_along",
-           "reference_cdf",
-           "reference_quantiles", "robust_quantiles"]
+__all__ = ["MIN_STARS_ALONG", "REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels",
+           "levels_along", "reference_cdf", "reference_quantiles", "robust_quantiles"]
 
 #: Bins of the stacked training prior in ln y.
 REFERENCE_PRIOR_BINS = 40
+#: Fewest stars a bin of levels recalibrated along a feature is fitted on.
+MIN_STARS_ALONG = 100
 #: Prior density floor, as a fraction of its peak: beyond the training range the
 #: prior is not zero (that would put all of a star's probability there), but rare.
 _FLOOR = 1e-3
@@ -368,7 +369,9 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
     -------
     dict
         ``{"method", "groups": {name: {"log_edges", "density", "lower_level",
-        "upper_level", "log_range", "n"}}}``. A star's true value is below the robust lower end
+        "upper_level", "log_range", "n"}}}`` (and ``"along"`` with ``along``: bins
+        with fewer than `MIN_STARS_ALONG` stars, or values that are not finite, are
+        left out of it). A star's true value is below the robust lower end
         at level ``u`` exactly when ``u`` exceeds the larger of its two CDFs at the
         truth, and above the upper end when ``u`` is below the smaller: the
         quantiles of those two numbers over the training stars are the levels that
@@ -413,16 +416,20 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         if along is not None:
             feature, values, bins = along
             values = np.asarray(values, dtype=np.float64)[usable]
-            edges, which = bins(values)
+            known = np.isfinite(values)
+            edges, which = bins(values[known])
             table = {"feature": feature, "centre": [], "lower_level": [], "upper_level": [],
                      "n": []}
             for b in range(max(len(edges) - 1, 1)):
                 rows = which == b
-                if not rows.any():
+                # A bin's outer levels rest on a few of its stars: none on fewer than
+                # MIN_STARS_ALONG (its stars take the neighbouring bins' levels).
+                if rows.sum() < MIN_STARS_ALONG:
                     continue
-                table["centre"].append(round(float(np.median(values[rows])), 12))
-                table["lower_level"].append(levels(below[rows]))
-                table["upper_level"].append(levels(above[rows]))
+                table["centre"].append(round(float(np.median(values[known][rows])), 12))
+                table["lower_level"].append(levels(below[known][rows]))
+                table["upper_level"].append(levels(above[known][rows]))
                 table["n"].append(int(rows.sum()))
-            entry["groups"][name]["along"] = table
+            if table["n"]:
+                entry["groups"][name]["along"] = table
     return entry

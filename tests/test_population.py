@@ -418,9 +418,21 @@ def test_only_widened_rows_make_the_stacking_warning(stars, tmp_path):
     path = tmp_path / "annotated.fits"
     write_quietly(annotated, path)
     back = Table.read(path)
-    expected = f"{int(widened.sum())} of the {len(stars)} rows"
+    expected = f"{int(widened.sum())} of the {int(predicted.sum())} stacked stars"
     with pytest.warns(LabelNoiseWarning, match=expected):
         population_distribution(back, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
+    # Only the rows stacked count: a group (or a trend's bins) of unwidened stars is
+    # quiet, and so is a selection of their distributions.
+    population_distribution(back, "age", bins=[0, 4, 20] * u.Gyr, n_bootstrap=0,
+                            by={"clean": ~first})
+    with pytest.warns(LabelNoiseWarning, match=f"{int(widened.sum())} of the"):
+        population_trend(back, "FE_H", "age", bins=[-2, 1] * u.dex, n_bootstrap=0)
+    dist = predictive_distribution(back, "age")
+    assert np.array_equal(dist.widened, widened)
+    clean = np.flatnonzero(~first)
+    assert not dist[clean].widened.any() and dist[first].widened.sum() == widened.sum()
+    population_distribution(back[clean], "age", distribution=dist[clean],
+                            bins=[0, 4, 20] * u.Gyr, n_bootstrap=0)
     # A file annotated before the bit existed cannot say which rows were widened.
     back.meta["MLFLAGS"] = back.meta["MLFLAGS"].replace("; 1024=ERRORS_WIDENED", "")
     with pytest.warns(LabelNoiseWarning, match="stars whose errors exceed"):

@@ -153,6 +153,42 @@ def test_levels_recalibrated_along_a_feature_hold_along_it():
         assert value == pytest.approx(0.68, abs=0.035)
 
 
+def test_levels_along_skip_unknown_values_and_tiny_bins():
+    """Stars without the feature's value do not enter the bins; a bin of fewer than
+    MIN_STARS_ALONG stars gets no levels of its own (its stars take the neighbours'),
+    and a group with no such bin gets no ``along`` entry."""
+    from stellar_ml_ages.reference_prior import MIN_STARS_ALONG
+
+    g, theta, knots = _misjudged_spread(3000, 23)
+    g[:50] = np.nan
+    everyone = {"all": np.ones(theta.size, bool)}
+    entry = fit_reference_prior(knots, GRID, theta, everyone,
+                                along=("g", g, lambda v: _equal_count_bins(v, 3)))
+    along = entry["groups"]["all"]["along"]
+    assert sum(along["n"]) == 2950 and np.all(np.isfinite(along["centre"]))
+
+    def lopsided(values):  # a bin of 20 stars beside two large ones
+        edges = np.quantile(values, [0, 20 / len(values), 0.5, 1])
+        return edges, np.clip(np.searchsorted(edges, values, side="right") - 1, 0, 2)
+
+    entry = fit_reference_prior(knots, GRID, theta, everyone, along=("g", g, lopsided))
+    assert min(entry["groups"]["all"]["along"]["n"]) >= MIN_STARS_ALONG
+    assert len(entry["groups"]["all"]["along"]["n"]) == 2
+    small = {"few": np.arange(theta.size) < 150}
+    entry = fit_reference_prior(knots, GRID, theta, small,
+                                along=("g", g, lambda v: _equal_count_bins(v, 4)))
+    assert "along" not in entry["groups"]["few"]
+
+
+def test_a_card_with_levels_along_needs_the_rows_features():
+    from stellar_ml_ages import get_model
+    from stellar_ml_ages.exceptions import ModelError
+
+    giants = get_model("giants")
+    with pytest.raises(ModelError, match="follow 'logg': pass the rows' features"):
+        giants._robust_quantiles("mass", np.zeros(2), np.full(2, 0.1), None, [0.16, 0.84])
+
+
 def test_per_row_levels_equal_to_shared_ones_change_nothing():
     _, _, knots = _simulate(200, 4)
     edges, density = _gaussian_prior()
@@ -287,6 +323,9 @@ def test_a_card_with_bad_levels_along_a_feature_is_refused():
     group["along"] = good
     validate_card(card, "test card")
     for change, message in (({"feature": "dnu"}, "naming one of the card's features"),
+                            ({"feature": ["logg"]}, "naming one of the card's features"),
+                            ({"n": [10]}, "one positive star count"),
+                            ({"n": [10, 0]}, "one positive star count"),
                             ({"centre": [2.8, 2.0]}, "increasing centres"),
                             ({"upper_level": [group["upper_level"]]}, "one upper_level row"),
                             ({"lower_level": [group["lower_level"][::-1]] * 2},

@@ -317,6 +317,25 @@ def test_intervals_widen_with_slam_noise_and_more_at_low_snr():
     assert base < widths[100.0] < widths[30.0]
 
 
+def test_giants_slam_widens_only_below_the_snr_it_was_trained_for():
+    """At S/N 50 and above SLAM's errors are within the giants-slam training noise:
+    nothing is propagated and ERRORS_WIDENED stays clear (SLAM's error at S/N 50 and
+    the card's noise are the same level computed twice, equal to 1e-4); below S/N 50
+    every predicted row is widened."""
+    from stellar_ml_ages import MassAgeFlag
+
+    stars, _ = slam_like(30)
+    stars["snrg"] = np.repeat([45.0, 49.0, 50.0, 50.1, 80.0], 6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = add_mass_age(slam_uncertainties(stars), model="giants-slam",
+                           propagate_errors=True)
+    widened = np.ma.filled(out["mass_age_flag"], 0) & MassAgeFlag.ERRORS_WIDENED != 0
+    predicted = ~np.ma.getmaskarray(out["mass"])
+    assert predicted.sum() > 20
+    np.testing.assert_array_equal(widened, predicted & (np.asarray(stars["snrg"]) < 50))
+
+
 def test_shipped_measurements_are_physical():
     found = measurements()
     offsets = found["zero_points"]["dr14_minus_dr17"]

@@ -310,7 +310,8 @@ PACKAGED_SPECS = {
                 "Mass and age of red giants, as giants-apogee-dr17, trained on APOGEE DR17 "
                 "labels given the errors of LAMOST SLAM labels (Zhang+2020) at S/N_g 50: "
                 "for LAMOST DR5 giants with SLAM's [C/M], [N/M], [M/H], [alpha/M], Teff, "
-                "log g."
+                "log g. Spread and robust interval levels along log g, as giants-apogee-dr17 "
+                "(models 3.3 and 3.4)."
             ),
             **_GIANTS,
             label_noise=_slam_label_noise(SLAM_TRAINING_SNR),
