@@ -370,7 +370,7 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
     dict
         ``{"method", "groups": {name: {"log_edges", "density", "lower_level",
         "upper_level", "log_range", "n"}}}`` (and ``"along"`` with ``along``: bins
-        with fewer than `MIN_STARS_ALONG` stars, or values that are not finite, are
+        with fewer than ``MIN_STARS_ALONG`` stars, or values that are not finite, are
         left out of it). A star's true value is below the robust lower end
         at level ``u`` exactly when ``u`` exceeds the larger of its two CDFs at the
         truth, and above the upper end when ``u`` is below the smaller: the
