@@ -184,6 +184,26 @@ def test_a_spec_refuses_a_spread_feature_it_does_not_have():
         dataclasses.replace(get_spec("giants"), spread_feature="dnu")
 
 
+@pytest.mark.parametrize("name", ["red-clump", "red-clump-seismic"])
+def test_packaged_clump_intervals_hold_along_every_label_without_a_spread(name):
+    """The clump models have no spread along log g (clump stars span a narrow range
+    of it): out of fold, in tenths of every input label, both kinds of [p16, p84]
+    hold 68% to within four binomial sigmas of each tenth's stars (about 370 and 175
+    a tenth), and log g shows no trend (its lowest and highest fifths agree)."""
+    card = get_model(name).card
+    for target in card["targets"]:
+        assert "spread" not in target["calibration"]
+        for label, entry in target["coverage_by_label"].items():
+            n = np.asarray(entry["n"])
+            assert n.min() > 150, label
+            tolerance = 4 * np.sqrt(0.6827 * 0.3173 / n)
+            for kind in ("p16_p84", "p16_p84_posterior"):
+                assert np.all(np.abs(np.asarray(entry[kind]) - 0.6827) < tolerance), \
+                    (name, target["name"], label, kind, entry[kind])
+        logg = np.asarray(target["coverage_by_label"]["logg"]["p16_p84_posterior"])
+        assert abs(logg[:2].mean() - logg[-2:].mean()) < 0.06
+
+
 def test_malformed_spreads_and_old_formats_are_refused():
     card = json.loads(json.dumps(get_model("giants").card))
     calibration = card["targets"][0]["calibration"]
