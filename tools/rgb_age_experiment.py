@@ -6,7 +6,9 @@ fold; RGB stars inside the fold model's hull are scored against the seismic ages
 (preliminary APOKASC-3). Variants:
 
 ``giants``
-    The packaged giants spec (RGB and clump stars, six labels), scored on RGB stars.
+    The giants spec (RGB and clump stars, six labels) with the version 2 learner and
+    training labels (the forest alone, every preliminary label mapped: what the
+    experiment measured), scored on RGB stars.
 ``rgb-only``
     The same labels, trained and calibrated on RGB stars only (what a user with a
     state column could use).
@@ -37,14 +39,21 @@ from pathlib import Path
 import numpy as np
 from _provenance import git_commit  # tools/ is the script's directory
 
-from stellar_ml_ages.training import get_spec, load_training_table
-from stellar_ml_ages.training.catalogs import find_data_dir
+from stellar_ml_ages.training import get_spec
+from stellar_ml_ages.training.catalogs import find_data_dir, load_full_range_training_table
 from stellar_ml_ages.training.evaluation import kic_folds
 from stellar_ml_ages.training.pipeline import _select, train_model, training_states
 
+#: The experiment ran on the version 2 learner (docs/population.rst): the forest
+#: alone on the six labels, without what version 3 added (tools/models_report.py).
+V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": "",
+              "robust_levels_along": ""}
+#: ... and the version 2 training labels: every preliminary value mapped.
+V2_LABELS = {"prefer_final": False, "scale_method": "symmetric"}
+
 
 def variants():
-    giants = get_spec("giants")
+    giants = dataclasses.replace(get_spec("giants"), **V2_LEARNER)
     extra = ("c_fe", "n_fe", "c_h", "alpha_m", "teff", "logg")
     return {
         "giants": giants,
@@ -121,7 +130,7 @@ def main(argv=None):
     data_dir = find_data_dir(args.data_dir)
     results, per_star = {}, {}
     for label, spec in variants().items():
-        table = with_abundances_on_h(load_training_table(spec, data_dir))
+        table = with_abundances_on_h(load_full_range_training_table(data_dir, **V2_LABELS))
         results[label], per_star[label] = evaluate(spec, table, args.folds)
         age, mass = results[label]["age"], results[label]["mass"]
         print(f"{label}: RGB age {100 * age['median_rel_error']:.2f}% "
