@@ -163,9 +163,13 @@ def _per_row(levels, n_rows):
 
 
 def _interp_rows(probability, knots, levels):
-    """Each row's knots (n_rows, n_levels) interpolated at its own level (n_rows,)."""
+    """Each row's knots (n_rows, n_levels) interpolated at a level: one for every row
+    (a number) or each row's own (shape (n_rows,))."""
+    levels = np.asarray(levels, dtype=np.float64)
     k = np.clip(np.searchsorted(probability, levels, side="right") - 1, 0, len(probability) - 2)
     weight = np.clip((levels - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
+    if levels.ndim == 0:  # one level: whole columns, no per-row indexing
+        return (1 - weight) * knots[:, int(k)] + weight * knots[:, int(k) + 1]
     rows = np.arange(len(knots))
     return (1 - weight) * knots[rows, k] + weight * knots[rows, k + 1]
 
@@ -229,10 +233,7 @@ def interp_levels(probability, table, probabilities):
     probabilities = np.atleast_1d(np.asarray(probabilities, dtype=np.float64))
     out = np.empty((len(probabilities), table.shape[1]))
     for j, p in enumerate(probabilities):
-        k = int(np.clip(np.searchsorted(probability, p, side="right") - 1, 0,
-                        len(probability) - 2))
-        weight = np.clip((p - probability[k]) / (probability[k + 1] - probability[k]), 0, 1)
-        out[j] = (1 - weight) * table[k] + weight * table[k + 1]
+        out[j] = _interp_rows(probability, table.T, p)
     return out
 
 
@@ -314,7 +315,7 @@ def robust_quantiles(knots, probability, log_edges, density, lower_level, upper_
     for k, level in enumerate(levels):
         table = lower_level if lower[k] else upper_level
         recalibrated[k] = (np.interp(level, probability, table[0]) if len(table) == 1
-                           else interp_levels(probability, table.T, [level])[0])
+                           else _interp_rows(probability, table, level))
     # One pass over the rows' reference CDFs for every level asked for.
     reference = reference_quantiles(knots, probability, log_edges, density, recalibrated)
     if log_range is not None:
