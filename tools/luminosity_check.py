@@ -28,7 +28,6 @@ A few seconds once ``tools/population_report.py`` has cached the fold prediction
 (about 7 minutes otherwise).
 """
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -36,9 +35,7 @@ from pathlib import Path
 import numpy as np
 from _provenance import git_commit  # tools/ is the script's directory
 from astropy.table import Table
-from population_report import cached_fold_predictions
-
-from stellar_ml_ages.training.catalogs import find_data_dir
+from population_report import fold_prediction_run
 
 SAMPLE = Path("kepler_rg_li2023") / "samples_rg.csv"
 #: Solar log g (cgs) and effective temperature (K): IAU 2015 nominal values.
@@ -120,16 +117,8 @@ def check(arrays, sample):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="directory of the shared catalogs")
-    parser.add_argument("--folds", type=int, default=10)
-    parser.add_argument("--cache", default=None, help="npz of fold predictions (reused)")
-    parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent
-                                             / "stellar_ml_ages" / "data"
-                                             / "luminosity_check.json"))
-    args = parser.parse_args(argv)
-    data_dir = find_data_dir(args.data_dir)
-    arrays = cached_fold_predictions(data_dir, args.folds, args.cache)
+    args, data_dir, arrays = fold_prediction_run(argv, __doc__.split("\n\n")[0],
+                                                 "luminosity_check.json")
     report = check(arrays, Table.read(Path(data_dir) / SAMPLE, format="ascii.csv"))
     report["n_folds"] = args.folds
     report["generated"] = {"commit": git_commit(), "date": time.strftime("%Y-%m-%d"),

@@ -345,16 +345,26 @@ def cached_fold_predictions(data_dir, n_folds, cache=None):
     return arrays
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def fold_prediction_run(argv, description, out_name):
+    """The command line of a tool built on the giants fold predictions, parsed.
+
+    ``--data-dir``, ``--folds``, ``--cache`` (`cached_fold_predictions`) and ``--out``
+    (default ``stellar_ml_ages/data/<out_name>``). Returns the arguments, the data
+    directory and the fold predictions.
+    """
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data-dir", default=None, help="directory of the shared catalogs")
     parser.add_argument("--folds", type=int, default=10)
     parser.add_argument("--cache", default=None, help="npz of fold predictions (reused)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent
-                                             / "stellar_ml_ages" / "data" / "population.json"))
+                                             / "stellar_ml_ages" / "data" / out_name))
     args = parser.parse_args(argv)
     data_dir = find_data_dir(args.data_dir)
-    arrays = cached_fold_predictions(data_dir, args.folds, args.cache)
+    return args, data_dir, cached_fold_predictions(data_dir, args.folds, args.cache)
+
+
+def main(argv=None):
+    args, _, arrays = fold_prediction_run(argv, __doc__.split("\n\n")[0], "population.json")
     report = {"n_folds": args.folds, "n_stars": len(arrays["kic"]),
               "fraction_in_hull": float(np.mean(arrays["in_hull"])),
               "alpha_rich_line": ALPHA_RICH, "thresholds": THRESHOLD}
