@@ -82,6 +82,8 @@ from stellar_ml_ages.training.pipeline import (
 #: Version 2 learner: the giants spec without what version 3 added.
 V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": "",
               "robust_levels_along": ""}
+#: Version 2 training labels: every preliminary value mapped (symmetric scale rule).
+V2_LABELS = {"prefer_final": False, "scale_method": "symmetric"}
 
 
 #: What models 3.4 added to a spec's intervals (robust levels along log g), taken away.
@@ -95,8 +97,7 @@ def variants(spec_name):
     v2_fields = {k: v for k, v in V2_LEARNER.items()
                  if k in {f.name for f in dataclasses.fields(spec)}}
     return {
-        "v2": (dataclasses.replace(spec, **v2_fields), {"prefer_final": False,
-                                                        "scale_method": "symmetric"}),
+        "v2": (dataclasses.replace(spec, **v2_fields), dict(V2_LABELS)),
         "v3-labels": (dataclasses.replace(spec, **v2_fields), {}),
         "v3.1": (dataclasses.replace(spec, network=None, **_NO_SPREAD.get(spec_name, {})), {}),
         "v3.2": (dataclasses.replace(spec, **_NO_SPREAD.get(spec_name, {})), {}),

@@ -38,21 +38,17 @@ from pathlib import Path
 
 import numpy as np
 from _provenance import git_commit  # tools/ is the script's directory
+from models_report import V2_LABELS, V2_LEARNER
 
 from stellar_ml_ages.training import get_spec
 from stellar_ml_ages.training.catalogs import find_data_dir, load_full_range_training_table
 from stellar_ml_ages.training.evaluation import kic_folds
 from stellar_ml_ages.training.pipeline import _select, train_model, training_states
 
-#: The experiment ran on the version 2 learner (docs/population.rst): the forest
-#: alone on the six labels, without what version 3 added (tools/models_report.py).
-V2_LEARNER = {"oblique_features": (), "network": None, "spread_feature": "",
-              "robust_levels_along": ""}
-#: ... and the version 2 training labels: every preliminary value mapped.
-V2_LABELS = {"prefer_final": False, "scale_method": "symmetric"}
-
 
 def variants():
+    # The experiment ran on the version 2 learner and labels (docs/population.rst):
+    # the forest alone on the six labels, every preliminary value mapped.
     giants = dataclasses.replace(get_spec("giants"), **V2_LEARNER)
     extra = ("c_fe", "n_fe", "c_h", "alpha_m", "teff", "logg")
     return {
