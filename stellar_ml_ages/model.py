@@ -299,6 +299,11 @@ def validate_card(card, where="model card"):
                                           f"{where}: {label} density")
                 need(_is_histogram(edges, density) and density.max() > 0,
                      f"{label} needs increasing edges and one non-negative density per bin")
+                if "prior_power" in entry:
+                    power = entry["prior_power"]
+                    need(isinstance(power, (int, float)) and not isinstance(power, bool)
+                         and np.isfinite(power) and power >= 1,
+                         f"{label} prior_power must be a number >= 1")
                 if "log_range" in entry:
                     bounds = _finite_numbers(entry["log_range"], f"{where}: {label} log_range")
                     need(len(bounds) == 2 and bounds[0] < bounds[1],

@@ -33,7 +33,8 @@ for a piecewise-constant (histogram) prior.
 import numpy as np
 
 __all__ = ["MIN_STARS_ALONG", "REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels",
-           "levels_along", "reference_cdf", "reference_quantiles", "robust_quantiles"]
+           "levels_along", "reference_cdf", "reference_quantiles", "robust_interval",
+           "robust_quantiles", "worst_cell_coverage"]
 
 #: Bins of the stacked training prior in ln y.
 REFERENCE_PRIOR_BINS = 40
@@ -342,7 +343,7 @@ def _stacked_density(knots, probability, log_edges):
 
 
 def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_PRIOR_BINS,
-                        log_range=None, along=None):
+                        log_range=None, along=None, power=1.0):
     """The card entry: per group, the stacked prior and the recalibrated levels.
 
     Parameters
@@ -365,6 +366,17 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         group gets an ``along`` entry (``feature``, the bins' median values as
         ``centre``, their ``lower_level`` and ``upper_level`` tables and star counts
         ``n``), which `levels_along` interpolates between the centres.
+    power : float
+        Divide the predictive densities by the prior raised to this power (>= 1).
+        At 1 the reference distribution is the likelihood under a flat prior. A
+        forest's predictive distribution is pulled towards the training mean by more
+        than a posterior under the training prior is, the more so the noisier the
+        labels, so one division can leave the ends of the range under-covered;
+        ``power`` > 1 undoes more of that pull
+        (`stellar_ml_ages.training.pipeline.choose_prior_power` picks it on the
+        training stars). The group's ``density`` is then the prior raised to
+        ``power`` and renormalised (the density the model divides by), and the
+        group records ``prior_power``.
 
     Returns
     -------
@@ -393,6 +405,9 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         sample, truth = knots[usable], log_truth[usable]
         log_edges = np.linspace(sample.min(), sample.max(), n_bins + 1)
         density = _stacked_density(sample, probability, log_edges)
+        if power != 1.0:
+            density = density ** power
+            density = density / np.sum(density * np.diff(log_edges))
         bounds = (truth.min(), truth.max()) if log_range is None else log_range
         posterior = _posterior_cdf(sample, probability, truth)
         # The reference quantiles are clipped to the bounds: their CDF is 0 below, 1 above.
@@ -413,6 +428,8 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
             "upper_level": levels(above),
             "log_range": [round(float(bounds[0]), 12), round(float(bounds[1]), 12)],
             "n": int(usable.sum()),
+            # Only where it is not 1: cards fitted with one division stay byte-identical.
+            **({"prior_power": float(power)} if power != 1.0 else {}),
         }
         if along is not None:
             feature, values, bins = along
@@ -434,3 +451,45 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
             if table["n"]:
                 entry["groups"][name]["along"] = table
     return entry
+
+
+def robust_interval(entry, knots, probability, values=None, level=0.68268949):
+    """Each row's central robust interval (ln y) at ``level`` under one fitted group.
+
+    ``entry`` is a group of `fit_reference_prior`'s output; ``values`` the rows'
+    values of its ``along`` feature, if it has one. Returns ``(low, high)``.
+    """
+    lower_level, upper_level = levels_along(entry, values)
+    low, high = robust_quantiles(knots, probability, entry["log_edges"], entry["density"],
+                                 lower_level, upper_level,
+                                 [(1 - level) / 2, (1 + level) / 2], entry.get("log_range"))
+    return low, high
+
+
+def worst_cell_coverage(inside, cells, min_stars=50):
+    """The lowest coverage over cells of at least ``min_stars`` stars, and that cell's size.
+
+    ``inside``: whether each star's truth is inside its interval; ``cells``: a label
+    per star (None for stars in no cell). Returns ``(coverage, n)``; ``(nan, 0)``
+    without a cell that large.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stellar_ml_ages.reference_prior import worst_cell_coverage
+    >>> inside = np.array([True] * 60 + [False] * 40 + [True] * 30 + [False] * 30)
+    >>> cells = np.array(["a"] * 100 + ["b"] * 60)
+    >>> worst_cell_coverage(inside, cells)
+    (0.5, 60)
+    """
+    inside = np.asarray(inside, dtype=bool)
+    cells = np.asarray(cells, dtype=object)
+    worst, size = np.nan, 0
+    for cell in sorted({c for c in cells if c is not None}):
+        rows = cells == cell
+        n = int(rows.sum())
+        if n >= min_stars:
+            coverage = float(np.mean(inside[rows]))
+            if not coverage >= worst:  # NaN (no cell yet) compares False
+                worst, size = coverage, n
+    return worst, size

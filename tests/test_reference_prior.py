@@ -16,9 +16,14 @@ from stellar_ml_ages.reference_prior import (
     levels_along,
     reference_cdf,
     reference_quantiles,
+    robust_interval,
     robust_quantiles,
 )
-from stellar_ml_ages.training.pipeline import CALIBRATION_PROBABILITIES, _equal_count_bins
+from stellar_ml_ages.training.pipeline import (
+    CALIBRATION_PROBABILITIES,
+    _equal_count_bins,
+    choose_prior_power,
+)
 
 GRID = np.asarray(CALIBRATION_PROBABILITIES)
 TAU, S = 0.30, 0.25  # shrinkage 0.59: the RGB's measured log slope
@@ -107,6 +112,74 @@ def test_robust_intervals_hold_by_true_and_by_predicted_value():
     low, high = robust_quantiles(knots, GRID, group["log_edges"], group["density"],
                                  group["lower_level"], group["upper_level"], [0.025, 0.975])
     assert np.mean((theta >= low) & (theta <= high)) == pytest.approx(0.95, abs=0.01)
+
+
+def _compressed(n, seed, pull):
+    """The Gaussian case predicted by a model that pulls towards the mean more than the
+    posterior does (``pull`` < 1 times the posterior mean: a forest on noisy labels),
+    with the spread that keeps its intervals right on average."""
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(0, TAU, n)
+    x = theta + rng.normal(0, S, n)
+    shrink = TAU**2 / (TAU**2 + S**2)
+    sd = TAU * np.sqrt(1 - 2 * pull * shrink + pull**2 * shrink)
+    return theta, (pull * shrink * x)[:, None] + sd * stats.norm.ppf(GRID)[None, :]
+
+
+#: True-value bins for the Gaussian case: beyond one prior sigma on either side, and
+#: the two halves of the middle (linear units, as the cards' mass and age bins).
+_BINS = np.exp([-TAU, 0.0, TAU])
+
+
+def _worst_bin(power, fitted_on, scored):
+    """Worst true-value bin coverage of the robust [p16, p84] with the prior divided
+    ``power`` times, levels fitted on one simulated set and scored on another."""
+    theta, knots = fitted_on
+    group = fit_reference_prior(knots, GRID, theta, {"RGB": np.ones(theta.size, bool)},
+                                power=power)["groups"]["RGB"]
+    theta, knots = scored
+    low, high = robust_interval(group, knots, GRID)
+    covered = (theta >= low) & (theta <= high)
+    which = np.searchsorted(np.log(_BINS), theta)
+    return min(covered[which == b].mean() for b in range(len(_BINS) + 1)), covered.mean()
+
+
+def test_a_prior_power_of_one_is_the_default_and_others_are_recorded():
+    theta, knots = _compressed(4000, 21, 0.6)
+    everyone = {"RGB": np.ones(theta.size, bool)}
+    default = fit_reference_prior(knots, GRID, theta, everyone)
+    assert fit_reference_prior(knots, GRID, theta, everyone, power=1.0) == default
+    assert "prior_power" not in default["groups"]["RGB"]
+    squared = fit_reference_prior(knots, GRID, theta, everyone, power=2.0)["groups"]["RGB"]
+    assert squared["prior_power"] == 2.0
+    edges, density = np.asarray(squared["log_edges"]), np.asarray(squared["density"])
+    assert np.sum(density * np.diff(edges)) == pytest.approx(1.0, abs=1e-9)
+    once = np.asarray(default["groups"]["RGB"]["density"])
+    np.testing.assert_allclose(density / density.max(), (once / once.max())**2, atol=1e-9)
+
+
+def test_the_prior_power_is_one_for_a_posterior_and_more_for_a_compressed_model():
+    """A model whose predictions are the posterior's keeps one division (its tails
+    already hold); one that pulls towards the mean more (a forest on noisy labels)
+    gets a larger power, and on a fresh sample its worst bin rises while every
+    power keeps 68% overall."""
+    one_state = np.array(["RGB"] * 8000)
+    powers = (1.0, 1.5, 2.0, 3.0)
+    theta, knots = _compressed(8000, 31, 1.0)
+    chosen, scores = choose_prior_power(knots, GRID, theta, one_state, ("RGB",), powers,
+                                        _BINS)
+    assert chosen == 1.0
+    assert [score["power"] for score in scores] == list(powers)
+    training, fresh = _compressed(8000, 32, 0.6), _compressed(20_000, 33, 0.6)
+    chosen, _ = choose_prior_power(training[1], GRID, training[0], one_state, ("RGB",),
+                                   powers, _BINS)
+    assert chosen > 1.0
+    worst_once, overall_once = _worst_bin(1.0, training, fresh)
+    worst_chosen, overall_chosen = _worst_bin(chosen, training, fresh)
+    assert worst_once < 0.62
+    assert worst_chosen > worst_once + 0.03
+    assert overall_once == pytest.approx(0.68, abs=0.02)
+    assert overall_chosen == pytest.approx(0.68, abs=0.02)
 
 
 def _misjudged_spread(n, seed):

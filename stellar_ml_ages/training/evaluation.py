@@ -13,6 +13,7 @@ from astropy.table import Table
 
 from .pipeline import (
     CALIBRATION_PROBABILITIES,
+    TRUE_VALUE_BINS,
     _canonical_matrix,
     _equal_count_bins,
     _select,
@@ -230,10 +231,6 @@ def group_coverage(predictions, target, true_bins=None):
             entry["p16_p84_pooled"] = _interval_stats(part, target, pooled=True)["p16_p84"]
         out.append(entry)
     return out
-
-
-#: True-value bin edges of the per-state coverage table (mass in Msun, age in Gyr).
-TRUE_VALUE_BINS = {"mass": (1.0, 1.4, 1.8), "age": (2.0, 5.0, 9.0)}
 
 
 def state_bin_coverage(predictions, target, true_bins=None):

@@ -44,11 +44,17 @@ from ..model import (
     validate_card,
     with_oblique_inputs,
 )
-from ..reference_prior import fit_reference_prior
+from ..reference_prior import fit_reference_prior, robust_interval, worst_cell_coverage
 from ..units import feature_matrix
 
-__all__ = ["CALIBRATION_PROBABILITIES", "TrainingResult", "kic_test_mask", "paper_metrics",
-           "spread_scale", "train_model"]
+__all__ = ["CALIBRATION_PROBABILITIES", "TRUE_VALUE_BINS", "TrainingResult", "choose_prior_power",
+           "kic_test_mask", "paper_metrics", "spread_scale", "train_model"]
+
+#: Inner edges of the true-value bins in which coverage is reported per state (and
+#: by which `choose_prior_power` judges the robust intervals): Msun, Gyr.
+TRUE_VALUE_BINS = {"mass": (1.0, 1.4, 1.8), "age": (2.0, 5.0, 9.0)}
+#: Fewest stars of a state and true-value bin that `choose_prior_power` judges.
+MIN_STARS_PER_CELL = 50
 
 #: Probabilities at which the predictive distribution is calibrated.
 CALIBRATION_PROBABILITIES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5,
@@ -283,7 +289,71 @@ def _calibration(log_target, mean, variance, count, states=None, groups=()):
                                      float(np.quantile(predicted, 0.975))]}
 
 
-def _reference_prior(model, target, stars, groups, along=None):
+def choose_prior_power(knots, probability, log_truth, states, groups, powers, bins,
+                       log_range=None, along=None):
+    """The power of the prior the robust intervals divide by, chosen on the training stars.
+
+    For each candidate power the reference prior is fitted per state
+    (`~stellar_ml_ages.reference_prior.fit_reference_prior`, levels recalibrated as
+    the card's are) and the robust [p16, p84] of every star taken; the score of a
+    power is the lowest coverage of those intervals over the cells of state and bin
+    of the true value (cells of at least ``MIN_STARS_PER_CELL`` stars). The answer is
+    the smallest power whose score is within one binomial standard deviation (of
+    the best score's cell) of the best: a wider interval is not bought for a
+    difference the cells' size cannot tell. The recalibration keeps each state's
+    coverage at 68% whatever the power; the power moves coverage from the middle of
+    the range, where the labels place stars well, to its ends.
+
+    Parameters
+    ----------
+    knots : ndarray, shape (n_stars, n_levels)
+        The stars' calibrated predictive quantiles (ln y) at ``probability``.
+    probability : array-like
+    log_truth : ndarray
+        True ln y.
+    states : ndarray of str
+    groups : sequence of str
+        The states fitted separately.
+    powers : sequence of float
+        Candidates, each >= 1.
+    bins : sequence of float
+        Inner edges of the true-value bins (linear units of the target).
+    log_range, along
+        As for ``fit_reference_prior``.
+
+    Returns
+    -------
+    power : float
+    scores : list of dict
+        Per candidate: ``power``, ``worst_p16_p84`` and the size ``n`` of that cell.
+    """
+    edges = np.log(np.asarray(bins, dtype=np.float64))
+    which_bin = np.searchsorted(edges, log_truth, side="right")
+    cells = np.array([f"{state} {b}" for state, b in zip(states, which_bin, strict=True)],
+                     dtype=object)
+    scores = []
+    for power in powers:
+        fitted = fit_reference_prior(knots, probability, log_truth,
+                                     {group: states == group for group in groups},
+                                     log_range=log_range, along=along, power=power)
+        inside = np.zeros(len(knots), dtype=bool)
+        judged = np.full(len(knots), None, dtype=object)
+        for group, entry in fitted["groups"].items():
+            rows = states == group
+            values = None if along is None else np.asarray(along[1], dtype=np.float64)[rows]
+            low, high = robust_interval(entry, knots[rows], probability, values)
+            inside[rows] = (log_truth[rows] >= low) & (log_truth[rows] <= high)
+            judged[rows] = cells[rows]
+        worst, n = worst_cell_coverage(inside, judged, MIN_STARS_PER_CELL)
+        scores.append({"power": float(power), "worst_p16_p84": round(worst, 12), "n": n})
+    best = max(scores, key=lambda score: score["worst_p16_p84"])
+    noise = math.sqrt(0.6827 * 0.3173 / max(best["n"], 1))
+    chosen = min(score["power"] for score in scores
+                 if score["worst_p16_p84"] >= best["worst_p16_p84"] - noise)
+    return chosen, scores
+
+
+def _reference_prior(model, target, stars, groups, along=None, powers=()):
     """The card's ``reference_prior`` of one target, from the calibration stars.
 
     Their calibrated predictive distributions (out of bag, as the calibration's) are
@@ -293,7 +363,10 @@ def _reference_prior(model, target, stars, groups, along=None):
     the pooled calibration's. The reference is bounded by the range of the true
     values the forests were trained on (the card's ``training_range``). With
     ``along`` (feature name, its value per calibration star), the levels are
-    recalibrated in bins of that feature too, within each group.
+    recalibrated in bins of that feature too, within each group. With candidate
+    ``powers``, the power of the prior divided out is chosen by
+    `choose_prior_power` (on the state groups) and used for every group; the
+    choice and its scores are the entry's ``prior_power_choice``.
     """
     log_target, mean, variance, count, states = stars
     usable = (count > 0) & (variance > 0)
@@ -303,15 +376,26 @@ def _reference_prior(model, target, stars, groups, along=None):
     if along is not None:
         along = (along[0], along[1][usable], lambda values: _equal_count_bins(
             values, int(np.clip(len(values) // _STARS_PER_LEVEL_BIN, 1, _MAX_LEVEL_BINS))))
+    knots = (mean + model._offset_table(target, mean, states, grid) * sigma).T
+    power, scores = 1.0, None
+    if powers:
+        power, scores = choose_prior_power(knots, grid, log_target[usable], states, groups,
+                                           powers, TRUE_VALUE_BINS[target],
+                                           log_range=log_range, along=along)
     by_state = fit_reference_prior(
-        (mean + model._offset_table(target, mean, states, grid) * sigma).T, grid,
-        log_target[usable], {group: states == group for group in groups}, log_range=log_range,
-        along=along)
+        knots, grid, log_target[usable], {group: states == group for group in groups},
+        log_range=log_range, along=along, power=power)
     pooled = fit_reference_prior(
         (mean + model._offset_table(target, mean, None, grid) * sigma).T, grid,
         log_target[usable], {"all": np.ones(len(mean), dtype=bool)}, log_range=log_range,
-        along=along)
+        along=along, power=power)
     by_state["groups"] = {**pooled["groups"], **by_state["groups"]}
+    if scores is not None:
+        by_state["prior_power_choice"] = {
+            "power": power, "rule": "smallest power whose worst state x true-value bin "
+            f"[p16, p84] coverage (cells of >= {MIN_STARS_PER_CELL} calibration stars) is "
+            "within one binomial sigma of the best", "bins": list(TRUE_VALUE_BINS[target]),
+            "scores": scores}
     return by_state
 
 
@@ -1011,7 +1095,8 @@ def train_model(spec, table, *, test_mask=None, protocol="honest", progress=None
                      calibration_values[entry["name"]][spec.robust_levels_along])
         entry["reference_prior"] = _reference_prior(model, entry["name"],
                                                     calibration_stars[entry["name"]],
-                                                    spec.calibration_groups, along)
+                                                    spec.calibration_groups, along,
+                                                    spec.reference_prior_powers)
     if spec.robust_levels_along:
         model.card["format_version"] = max(model.card["format_version"], _ALONG_VERSION)
     validate_card(model.card, f"model {spec.name!r}")  # with its reference priors

@@ -6,8 +6,8 @@ catalog table; the packaged models are built from `PACKAGED_SPECS`.
 
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS", "ModelSpec",
-           "get_spec"]
+__all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS",
+           "PRIOR_POWERS", "ModelSpec", "get_spec"]
 
 _CITATIONS = (
     "Li, Wang et al., ApJS: stellar mass and age of LAMOST giants and red clump stars "
@@ -124,6 +124,14 @@ class ModelSpec:
         `stellar_ml_ages.reference_prior.levels_along`): the robust ends take the
         further of two distributions, which the spread along the input does not
         make hold along it. "" (default): per state only.
+    reference_prior_powers : tuple of float
+        Candidate powers (each >= 1) of the prior the robust intervals divide out;
+        training picks one per target on the calibration stars
+        (``training.pipeline.choose_prior_power``: the smallest whose worst state x
+        true-value bin coverage is within binomial noise of the best). The noisier
+        the labels, the more a forest pulls its predictions towards the training
+        mean and the more one division leaves the ends of the range uncovered.
+        () (default): one division (power 1).
     model_version : str
         The card's ``model_version``: which version of its recipe a model is (the
         package's models change recipe one at a time).
@@ -169,6 +177,7 @@ class ModelSpec:
     network: dict = None
     spread_feature: str = ""
     robust_levels_along: str = ""
+    reference_prior_powers: tuple = ()
     model_version: str = "3.1.0"
 
     def __post_init__(self):
@@ -191,6 +200,10 @@ class ModelSpec:
             if value and value not in self.features:
                 raise ValueError(f"spec {self.name!r}: {option} {value!r} is not among its "
                                  f"features {list(self.features)}")
+        if any(not (isinstance(p, (int, float)) and p >= 1)
+               for p in self.reference_prior_powers):
+            raise ValueError(f"spec {self.name!r}: reference_prior_powers must be numbers "
+                             f">= 1; got {self.reference_prior_powers}")
         unknown = [name for name in self.oblique_features if name not in self.features]
         if unknown:
             raise ValueError(f"spec {self.name!r}: oblique_features {unknown} are not among "
@@ -217,6 +230,8 @@ class ModelSpec:
             **({"spread_feature": self.spread_feature} if self.spread_feature else {}),
             **({"robust_levels_along": self.robust_levels_along}
                if self.robust_levels_along else {}),
+            **({"reference_prior_powers": list(self.reference_prior_powers)}
+               if self.reference_prior_powers else {}),
             **({"network": {**self.network, "hidden": list(self.network["hidden"])}}
                if self.network else {}),
             **({"label_noise": dict(self.label_noise)} if self.label_noise else {}),
@@ -274,6 +289,10 @@ def _full_range(**settings):
 GIANTS_NETWORK = {"hidden": (64, 64, 64), "alpha": 0.01, "members": 5, "weight": 0.7,
                   "clean": 3.0}
 
+#: Candidate powers of the prior the robust intervals divide out
+#: (``training.pipeline.choose_prior_power``).
+PRIOR_POWERS = (1.0, 1.25, 1.5, 1.75, 2.0)
+
 #: What both giants models learn from: the cross-validated selection's features and
 #: order (docs/reproduce.rst), RGB and clump stars, intervals calibrated per state.
 _GIANTS = {"features": ("c_n", "teff", "logg", "alpha_m", "n_fe", "fe_h"),
@@ -311,7 +330,8 @@ PACKAGED_SPECS = {
                 "labels given the errors of LAMOST SLAM labels (Zhang+2020) at S/N_g 50: "
                 "for LAMOST DR5 giants with SLAM's [C/M], [N/M], [M/H], [alpha/M], Teff, "
                 "log g. Spread and robust interval levels along log g, as giants-apogee-dr17 "
-                "(models 3.3 and 3.4)."
+                "(models 3.3 and 3.4); the robust intervals divide out a power of the prior "
+                "chosen on the training stars (models 3.5)."
             ),
             **_GIANTS,
             label_noise=_slam_label_noise(SLAM_TRAINING_SNR),
@@ -334,7 +354,11 @@ PACKAGED_SPECS = {
             # (age) and 62% (mass) in its robust [p16, p84] without it.
             spread_feature="logg",
             robust_levels_along="logg",
-            model_version="3.4.0",
+            # Out of fold, one division left its RGB stars above 1.8 Msun inside their
+            # robust [p16, p84] 37% of the time and those below 2 Gyr 40% (models 3.5,
+            # docs/lamost.rst).
+            reference_prior_powers=PRIOR_POWERS,
+            model_version="3.5.0",
         ),
         _full_range(
             name="red-clump-apogee-dr17",
