@@ -48,8 +48,14 @@ def _reparsed(unit):
     """A unit a file reader left unrecognised, parsed once more in astropy's own syntax.
 
     FITS files written by astropy < 7 store ``dex(cm / s2)`` verbatim in TUNIT,
-    which the FITS unit parser then refuses; the generic parser reads it.
+    which the FITS unit parser then refuses; the generic parser reads it. The VOTable
+    reader (VOUnit, which has no dex) reads a plain ``unit="dex"``, what astropy
+    writes for an abundance, as a tenth of a unit called "ex" (deci-ex): that is
+    ``dex``.
     """
+    if isinstance(unit, u.UnitBase) and not isinstance(unit, u.UnrecognizedUnit) \
+            and unit != u.dex and getattr(unit, "name", None) == "dex":
+        return u.dex
     if isinstance(unit, u.UnrecognizedUnit):
         reparsed = u.Unit(unit.name, format="generic", parse_strict="silent")
         if not isinstance(reparsed, u.UnrecognizedUnit):

@@ -111,6 +111,32 @@ def test_unit_strings_a_fits_reader_left_unrecognised():
                             name="LOGG")
 
 
+def test_dex_from_a_votable_is_dex(tmp_path):
+    """astropy writes an abundance's unit as unit="dex"; its VOTable reader (VOUnit has
+    no dex) reads that back as a tenth of a unit called "ex". The columns must still
+    read as dex, through astropy's reader and the package's."""
+    from stellar_ml_ages import add_mass_age, demo_table
+    from stellar_ml_ages.votable import read_votable
+
+    from astropy.io.votable.exceptions import W50
+
+    path = tmp_path / "stars.vot"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", W50)  # astropy's "Invalid unit string 'dex'"
+        demo_table().write(path, format="votable")
+        plain = Table.read(path, format="votable")
+    assert 'unit="dex"' in path.read_text()
+    assert plain["FE_H"].unit != u.dex  # what the reader gives, the reason for the test
+    values, assumed = column_to_canonical(plain["FE_H"], "fe_h")
+    np.testing.assert_array_equal(values, np.ma.filled(demo_table()["FE_H"], np.nan))
+    assert not assumed
+    expected = np.ma.filled(add_mass_age(demo_table(), model="giants")["mass"], np.nan)
+    for table in (plain, read_votable(path)):
+        annotated = add_mass_age(table, model="giants")
+        np.testing.assert_allclose(np.ma.filled(annotated["mass"], np.nan), expected,
+                                   rtol=1e-12)
+
+
 def test_log_g_errors_convert_as_differences():
     """0.05 dex(m/s2) is a 0.05 dex error, not 2.05; a linear error is refused, by name."""
     from stellar_ml_ages import ColumnUnitError, get_model
