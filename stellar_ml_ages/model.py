@@ -903,7 +903,23 @@ class MassAgeModel:
             # Beyond the training range only as far as the posterior itself reaches.
             posterior = mean + offsets * sigma
             out = np.clip(out, np.minimum(low, posterior), np.maximum(high, posterior))
+            # Quantiles stay ordered (ends clipped at the training range included).
+            order = np.argsort(quantiles, kind="stable")
+            out[order] = np.fmax.accumulate(out[order], axis=0)
         return out
+
+    def _mixture_variance(self, target, draws, chunk_size=20_000):
+        """Predictive variance (ln) over Monte Carlo draws of the inputs.
+
+        Total variance = mean variance + variance of means, the means blended as the
+        point estimate is (a network may follow the labels more steeply than the
+        forest). Each draw's variance is that at its own labels, spread factor
+        included: the law of total variance. ``draws``: the draws' forest inputs.
+        """
+        moments = [self.point_and_variance(target, z, chunk_size) for z in draws]
+        draw_means = _mean_over_draws([m for m, _ in moments])
+        spread = _mean_over_draws([(m - draw_means) ** 2 for m, _ in moments])
+        return _mean_over_draws([v for _, v in moments]) + spread
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000, states=None, intervals=None):
@@ -971,14 +987,12 @@ class MassAgeModel:
             training_sigma = None
             if feature_errors is not None:
                 training_sigma = np.sqrt(variance)
-                # Mixture over draws: total variance = mean variance + variance of means,
-                # the means blended as the point estimate is (a network may follow the
-                # labels more steeply than the forest). Each draw's variance is that at
-                # its own labels, spread factor included: the law of total variance.
-                moments = [self.point_and_variance(target, z, chunk_size) for z in draws]
-                draw_means = _mean_over_draws([m for m, _ in moments])
-                spread = _mean_over_draws([(m - draw_means) ** 2 for m, _ in moments])
-                variance = _mean_over_draws([v for _, v in moments]) + spread
+                # More noise never makes a star better known: where the draws land on
+                # labels the model is surer of than of the star's own (its spread is
+                # above that of its neighbours), the mixture can come out narrower
+                # than the unpropagated distribution; it is kept at least as wide.
+                variance = np.maximum(self._mixture_variance(target, draws, chunk_size),
+                                      variance)
             sigma = np.sqrt(variance)
             # Linear in probability and in the predicted value, so interpolating the
             # small tables in probability first changes nothing but the cost.

@@ -15,6 +15,7 @@ from stellar_ml_ages.columns import resolve_columns
 from stellar_ml_ages.evstate import normalize_states, resolve_state_column
 from stellar_ml_ages.exceptions import (
     AmbiguousColumnError,
+    LabelNoiseWarning,
     MissingColumnError,
     ModelIntegrityWarning,
     StellarMLAgesWarning,
@@ -213,6 +214,44 @@ def test_errors_at_training_noise_change_nothing_larger_ones_widen(giants):
     plain_width = np.asarray(plain["mass_p84"] - plain["mass_p16"])
     assert width[0] == pytest.approx(plain_width[0], rel=1e-9)
     assert width[1] > 1.3 * plain_width[1]
+
+
+@pytest.mark.parametrize("intervals", ["robust", "posterior"])
+def test_more_input_noise_never_narrows_an_interval_or_crosses_quantiles(giants, intervals):
+    """Teff errors of 80 K (training noise 28 K) on the demo table: every propagated
+    interval contains the unpropagated one, and every row's quantiles stay ordered,
+    ends at the training range included. Before the variance floor, stars whose own
+    spread exceeds their neighbours' came out narrower (the mixture of the draws'
+    variances), and a robust end held at the training range could pass the next
+    quantile out."""
+    from stellar_ml_ages import demo_table
+
+    table = demo_table()
+    table["TEFF_ERR"] = 80 * u.K
+    table["N_FE_ERR"] = 0.1 * u.dex
+    levels = (0.025, 0.16, 0.84, 0.975)
+    with pytest.warns(LabelNoiseWarning, match="propagate_errors=True"):
+        plain = add_mass_age(table, model=giants, intervals=intervals, quantiles=levels)
+    noisy = add_mass_age(table, model=giants, intervals=intervals, quantiles=levels,
+                         propagate_errors=True)
+    predicted = ~np.ma.getmaskarray(plain["mass"])
+    assert predicted.sum() > 100
+    for target in ("mass", "age"):
+        columns = [f"{target}_p2_5", f"{target}_p16", f"{target}_p84", f"{target}_p97_5"]
+        values = {c: np.ma.filled(noisy[c], np.nan)[predicted] for c in columns}
+        before = {c: np.ma.filled(plain[c], np.nan)[predicted] for c in columns}
+        np.testing.assert_array_equal(np.ma.filled(noisy[target], np.nan)[predicted],
+                                      np.ma.filled(plain[target], np.nan)[predicted])
+        for low, high in ((columns[0], columns[1]), (columns[2], columns[3])):
+            assert np.all(values[low] <= values[high]), (target, low, high)
+            assert np.all(before[low] <= before[high]), (target, low, high)
+        assert np.all(values[columns[0]] <= before[columns[0]] * (1 + 1e-12))
+        assert np.all(values[columns[1]] <= before[columns[1]] * (1 + 1e-12))
+        assert np.all(values[columns[2]] >= before[columns[2]] * (1 - 1e-12))
+        assert np.all(values[columns[3]] >= before[columns[3]] * (1 - 1e-12))
+        widened = np.log(values[columns[2]] / values[columns[1]]) \
+            > np.log(before[columns[2]] / before[columns[1]]) * (1 + 1e-9)
+        assert widened.mean() > 0.5  # the errors are three times the training noise
 
 
 def test_excess_errors_subtract_training_noise_in_quadrature(giants):

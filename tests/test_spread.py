@@ -172,11 +172,20 @@ def test_propagated_draws_take_the_spread_at_their_own_log_g(uneven):
         expected = np.mean(np.array(variances) * factor**2) + np.var(means)
         at_observed = np.mean(variances) * spread_factor(entry, star[:, 2])[0] ** 2 \
             + np.var(means)
+        draws = [model.forest_inputs(model.standardize(star + shift)) for shift in shifts]
+        np.testing.assert_allclose(model._mixture_variance(target, draws), expected,
+                                   rtol=1e-12)
+        np.testing.assert_allclose(flat._mixture_variance(target, draws), at_observed,
+                                   rtol=1e-12)
+        assert abs(expected / at_observed - 1) > 0.01  # the two rules differ here
+        # predict() keeps each at least the star's own variance (both models': the
+        # same factor at the star), so more noise never narrows an interval.
+        own = model.point_and_variance(target, model.forest_inputs(model.standardize(star)))[1]
         ratio = (np.log(curved[target][0.84] / curved[target]["value"])
                  / np.log(at_star[target][0.84] / at_star[target]["value"]))
         np.testing.assert_allclose(curved[target]["value"], at_star[target]["value"])
-        np.testing.assert_allclose(ratio, np.sqrt(expected / at_observed), rtol=1e-9)
-        assert abs(expected / at_observed - 1) > 0.01  # the two rules differ here
+        np.testing.assert_allclose(
+            ratio, np.sqrt(max(expected, own[0]) / max(at_observed, own[0])), rtol=1e-9)
 
 
 def test_a_spec_refuses_a_spread_feature_it_does_not_have():

@@ -115,10 +115,10 @@ def test_dex_from_a_votable_is_dex(tmp_path):
     """astropy writes an abundance's unit as unit="dex"; its VOTable reader (VOUnit has
     no dex) reads that back as a tenth of a unit called "ex". The columns must still
     read as dex, through astropy's reader and the package's."""
+    from astropy.io.votable.exceptions import W50
+
     from stellar_ml_ages import add_mass_age, demo_table
     from stellar_ml_ages.votable import read_votable
-
-    from astropy.io.votable.exceptions import W50
 
     path = tmp_path / "stars.vot"
     with warnings.catch_warnings():
