@@ -17,7 +17,8 @@ What a table says about itself, first match wins:
    it as the table name, e.g. ``J/ApJS/245/34/catalog``);
 3. a survey's column signature (APOGEE ``APOGEE_ID`` + ``ASPCAPFLAG``, GALAH
    ``sobject_id``, LAMOST DD-Payne's VizieR ``[C/Fe]``, ``[N/Fe]`` and ``[Ba/Fe]``,
-   LAMOST ``obsid``, SLAM's ``obsid`` + ``[C/M]``).
+   SLAM's ``[C/M]`` + ``[N/M]`` beside a LAMOST g-band S/N (``snrg``) or an
+   ``obsid``, LAMOST ``obsid``).
 
 A table that says nothing is not warned about.
 """
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 
 from .columns import _names_by_lower
 from .exceptions import LabelSourceWarning
+from .slam import SNR_ALIASES
 
 __all__ = ["LabelSource", "check_label_source", "label_noise_problem", "label_source_problem",
            "mixed_source_problem", "scale_note", "table_label_source"]
@@ -149,6 +151,12 @@ def table_label_source(table):
         # C and N abundances is a LAMOST DR5 DD-Payne table, with or without its obsid.
         return LabelSource("LAMOST DR5 DD-Payne", "LAMOST DD-Payne",
                            "columns [C/Fe], [N/Fe] and [Ba/Fe] (VizieR J/ApJS/245/34 names)")
+    slam_abundances = bool({"c_m", "[c/m]"} & names) and bool({"n_m", "[n/m]"} & names)
+    if slam_abundances and {alias.lower() for alias in SNR_ALIASES} & names:
+        # [C/M] and [N/M] (APOGEE writes C_FE, N_FE) beside LAMOST's g-band S/N: a SLAM
+        # table that has lost its obsid (a VizieR column selection, a join).
+        return LabelSource("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE",
+                           "columns [C/M], [N/M] and a g-band S/N (LAMOST's snrg)")
     if "obsid" in names:
         if {"c_m", "[c/m]", "n_m", "[n/m]"} & names:
             return LabelSource("LAMOST DR5 SLAM (APOGEE DR15 scale)", "APOGEE",

@@ -314,6 +314,29 @@ def test_dd_payne_labels_under_vizier_names_are_recognised_without_obsid(stars):
     assert len(messages) == 1 and "LAMOST DR5 DD-Payne (columns [C/Fe]" in messages[0]
 
 
+def test_slam_labels_without_obsid_are_recognised_and_choose_giants_slam(stars):
+    """A SLAM table (VizieR J/ApJS/246/9 names) that lost its obsid and its meta: its
+    [C/M], [N/M] and g-band S/N still say SLAM, so model=None takes giants-slam and
+    giants warns that its intervals assume APOGEE's noise. An APOGEE-like table with
+    an S/N column but C_FE / N_FE is not taken for SLAM."""
+    from stellar_ml_ages import get_model
+
+    table = Table()
+    for slam, allstar in (("Teff", "TEFF"), ("logg", "LOGG"), ("[M/H]", "FE_H"),
+                          ("[alpha/M]", "ALPHA_M"), ("[C/M]", "C_FE"), ("[N/M]", "N_FE")):
+        table[slam] = stars[allstar]
+    table["snrg"] = np.full(len(table), 80.0)
+    source = table_label_source(table)
+    assert source.name == "LAMOST DR5 SLAM (APOGEE DR15 scale)" and "snrg" in source.evidence
+    chosen, _ = quietly(add_mass_age, table)
+    assert chosen.meta["MLMODEL"].startswith(get_model("giants-slam").name)
+    with pytest.warns(LabelNoiseWarning, match="giants-slam"):
+        add_mass_age(table, model="giants")
+    apogee = stars.copy()
+    apogee["SNR"] = np.full(len(apogee), 80.0)
+    assert table_label_source(apogee) is None
+
+
 def test_apogee_and_apogee_scale_tables_pass_silently(stars):
     allstar = allstar_like(20)
     assert table_label_source(allstar).scale == "APOGEE"
