@@ -1,8 +1,10 @@
 """Machine-learned stellar masses and ages, with calibrated uncertainties, for astropy tables.
 
 The package reproduces and extends Li, Wang et al. (ApJS): random forests
-trained on asteroseismic masses and ages (APOKASC-2) predict them from
-spectroscopic labels, only for stars inside the convex hull of the training set.
+trained on asteroseismic masses and ages (APOKASC-2 in the paper; preliminary
+APOKASC-3 with APOGEE DR17 labels for the packaged models, some blended with neural
+networks) predict them from spectroscopic labels, only for stars inside the convex
+hull of the training set.
 
 Importing the package loads no model; models are read on first use.
 """

@@ -54,7 +54,8 @@ _TARGET_META = {
 }
 _QUANTILES = {"_p16": 0.16, "_p84": 0.84}
 
-#: Every column `add_mass_age` may write.
+#: The columns `add_mass_age` writes by default (``quantiles=`` adds one per extra
+#: probability, named by `quantile_suffix`: ``mass_p2_5``, ...).
 OUTPUT_COLUMNS = ("mass", "mass_p16", "mass_p84", "age", "age_p16", "age_p84",
                   "in_hull", "mass_age_flag")
 
@@ -656,14 +657,14 @@ def _column_info(name, model, intervals="posterior"):
     header serialisation and come back altered.
     """
     if name == "in_hull":
-        return None, "meta.code", "Inside the convex hull of the model training set"
+        return None, "meta.code", "Usable inputs inside the training set convex hull"
     if name == "mass_age_flag":
         return None, "meta.code.qual", "Bitmask of stellar_ml_ages.MassAgeFlag (see MLFLAGS)"
     target, _, percentile = name.partition("_p")
     meta = _TARGET_META.get(target, {"ucd": "", "what": target})
     unit = model.target_unit(target)
     if not percentile:
-        return unit, meta["ucd"], f"{meta['what']}, random-forest estimate"
+        return unit, meta["ucd"], f"{meta['what']}, machine-learned estimate"
     # No UCD word exists for a percentile; the quantity's own UCD keeps TOPCAT's plots sensible.
     percentile = percentile.replace("_", ".")
     if intervals == "robust":

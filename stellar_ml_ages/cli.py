@@ -83,6 +83,9 @@ class _IOProblem(Exception):
 _CLI_SYNTAX = (
     (re.compile(r"mapping=\{'(\w+)': '<column>'\}"), r"--map \1=COLUMN"),
     (re.compile(r"mapping=\{'<feature>': '<column>'\}"), "--map FEATURE=COLUMN"),
+    (re.compile(r"mapping=\{'<feature>_err': '<column>'\}"), "--map FEATURE_err=COLUMN"),
+    (re.compile(r"state_column ('[^']*') is not in the table"),
+     r"--state-column \1 is not in the table"),
     (re.compile(r"prefix='\.\.\.' or suffix='\.\.\.'"), "--prefix PREFIX or --suffix SUFFIX"),
     (re.compile(r"overwrite=True"), "--overwrite-columns"),
     (re.compile(r"survey_flags=False"), "--ignore-survey-flags"),
@@ -105,6 +108,8 @@ def cli_message(text):
     >>> from stellar_ml_ages.cli import cli_message
     >>> cli_message("choose one with mapping={'teff': '<column>'}")
     'choose one with --map teff=COLUMN'
+    >>> cli_message("mapping={'<feature>_err': '<column>'} names one")
+    '--map FEATURE_err=COLUMN names one'
     """
     for pattern, replacement in _CLI_SYNTAX:
         text = pattern.sub(replacement, text)

@@ -923,7 +923,12 @@ class MassAgeModel:
 
     def predict(self, features, quantiles=(0.16, 0.84), feature_errors=None, n_draws=32,
                 seed=0, chunk_size=20_000, states=None, intervals=None):
-        """Predict every target for finite, in-domain rows.
+        """Predict every target for the rows with finite features.
+
+        The domain is not checked here: a row outside the hull or the training
+        range gets an extrapolation like any other. Test `in_hull` (and the
+        training range) first, or use `~stellar_ml_ages.add_mass_age`, which flags
+        and masks such rows.
 
         Parameters
         ----------

@@ -88,7 +88,13 @@ def _column_values(table, name, what):
 def _edges(edges, unit, what):
     """Bin edges as plain floats in ``unit``, checked."""
     if isinstance(edges, u.Quantity):
-        edges = edges.to_value(unit if unit is not None else edges.unit)
+        # Temperatures in deg_C against a column in K, as add_mass_age reads them.
+        try:
+            edges = edges.to_value(unit if unit is not None else edges.unit,
+                                   equivalencies=u.temperature())
+        except u.UnitConversionError as error:
+            raise u.UnitConversionError(f"{what} in {edges.unit} cannot be compared with "
+                                        f"the column's {unit}: {error}") from None
     edges = np.asarray(edges, dtype=np.float64)
     if edges.ndim != 1 or len(edges) < 2 or not np.all(np.isfinite(edges)) \
             or np.any(np.diff(edges) <= 0):

@@ -140,8 +140,8 @@ class _NotANumber(ColumnValueError):
         super().__init__(self.describe(row))
 
     def describe(self, row):
-        return (f"column {self.column!r} holds text that is not a number: row {row} is "
-                f"{self.text!r}")
+        return (f"column {self.column!r} holds text that is not a number: row {row} "
+                f"(counting the first as 0) is {self.text!r}")
 
 
 def _as_float(raw, mask, name):

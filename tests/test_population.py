@@ -218,6 +218,25 @@ def test_population_trend_follows_a_known_relation():
     assert np.all(np.diff(trend["p50"].value) < 0)  # the relation's sign survives
 
 
+def test_trend_bins_convert_like_the_inputs():
+    """Bins in deg_C for a Teff column in K (add_mass_age reads deg_C too); bins in a
+    unit that cannot be compared are refused naming both units."""
+    teff = np.array([4500.0, 4700.0, 4900.0, 5100.0] * 50)
+    width = 0.2
+    quantiles = np.exp(np.log(5.0) + width * ndtri(GRID)[None, :]).repeat(len(teff), 0) * u.Gyr
+    dist = PredictiveDistribution("age", GRID, quantiles, point=np.full(len(teff), 5.0) * u.Gyr)
+    table = QTable({"TEFF": teff * u.K})
+    kelvin = population_trend(table, "TEFF", "age", bins=[4400, 4800, 5200] * u.K,
+                              distribution=dist, n_bootstrap=20)
+    celsius = population_trend(table, "TEFF", "age",
+                               bins=[4126.85, 4526.85, 4926.85] * u.deg_C,
+                               distribution=dist, n_bootstrap=20)
+    np.testing.assert_allclose(celsius["low"].to_value(u.K), kelvin["low"].to_value(u.K))
+    assert list(celsius["n_stars"]) == list(kelvin["n_stars"]) == [100, 100]
+    with pytest.raises(u.UnitConversionError, match=r"dex.*K"):
+        population_trend(table, "TEFF", "age", bins=[0, 1] * u.dex, distribution=dist)
+
+
 def test_bands_hold_what_they_are_for():
     """Random samples of a world whose posteriors are exact: the "population" band
     holds the world's own fraction above 8 Gyr, the "sample" band each sample's true

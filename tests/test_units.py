@@ -71,7 +71,7 @@ def test_text_numbers_bytes_and_bad_text():
     numbers = Column(np.array([b"4500.5", b"  ", b"4600"]), unit=u.K)
     values, _ = column_to_canonical(numbers, "teff", "TEFF")
     np.testing.assert_array_equal(values, [4500.5, np.nan, 4600.0])
-    with pytest.raises(ColumnValueError, match="row 1 is 'hot'"):
+    with pytest.raises(ColumnValueError, match=r"row 1 \(counting the first as 0\) is 'hot'"):
         column_to_canonical(Column(["4500", "hot"], unit=u.K), "teff", "TEFF")
 
 
