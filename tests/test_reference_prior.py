@@ -174,6 +174,14 @@ def test_the_prior_power_is_one_for_a_posterior_and_more_for_a_compressed_model(
     chosen, _ = choose_prior_power(training[1], GRID, training[0], one_state, ("RGB",),
                                    powers, _BINS)
     assert chosen > 1.0
+    # Judged by predicted value too (tenths of the point estimate), the power is
+    # still above one, and its score is the worse of the two conditionings.
+    point = training[1][:, list(GRID).index(0.5)]
+    both, scores = choose_prior_power(training[1], GRID, training[0], one_state, ("RGB",),
+                                      powers, _BINS, log_predicted=point)
+    assert both > 1.0
+    assert all(score["worst_p16_p84"] == min(score["worst_true"], score["worst_predicted"])
+               for score in scores)
     worst_once, overall_once = _worst_bin(1.0, training, fresh)
     worst_chosen, overall_chosen = _worst_bin(chosen, training, fresh)
     assert worst_once < 0.62

@@ -25,7 +25,8 @@ from .pipeline import (
 )
 
 __all__ = ["coverage", "cross_validated_predictions", "dilution", "group_coverage", "kic_folds",
-           "label_coverage", "stacked_prior", "state_bin_coverage", "train_and_validate"]
+           "label_coverage", "predicted_coverage", "stacked_prior", "state_bin_coverage",
+           "train_and_validate"]
 
 _QUANTILES = (0.025, 0.16, 0.84, 0.975)
 
@@ -255,8 +256,9 @@ def state_bin_coverage(predictions, target, true_bins=None):
     list of dict
         One row per state (``"all"``, then each state) and bin (``"all"``, then
         ``"< a"``, ``"a-b"``, ``"> c"``): ``state``, ``bin``, ``n``, ``p16_p84``
-        (fraction of true values inside) and ``median_log_bias`` (median of
-        ln(predicted / true)); ``p16_p84`` and the bias are None for empty cells.
+        (fraction of true values inside), ``median_log_bias`` (median of
+        ln(predicted / true)) and ``median_ln_width`` (median of ln(p84 / p16): what
+        the coverage costs); all three are None for empty cells.
 
     Examples
     --------
@@ -290,6 +292,8 @@ def state_bin_coverage(predictions, target, true_bins=None):
                 "p16_p84": float(np.mean((truth[cell] >= low[cell]) & (truth[cell] <= high[cell])))
                 if n else None,
                 "median_log_bias": float(np.median(np.log(value[cell] / truth[cell])))
+                if n else None,
+                "median_ln_width": float(np.median(np.log(high[cell] / low[cell])))
                 if n else None,
             })
     return rows
@@ -351,6 +355,29 @@ def label_coverage(predictions, target, labels, n_bins=LABEL_COVERAGE_BINS):
             for kind in ("p16_p84", "p16_p84_posterior"):
                 entry[kind].append(float(np.mean(inside[kind][cell])) if cell.any() else None)
         out[label] = entry
+    return out
+
+
+def predicted_coverage(predictions, target, states, n_bins=LABEL_COVERAGE_BINS):
+    """Coverage of the 68% interval in bins of the predicted value, per state.
+
+    What the calibration by state and predicted value promises; robust ends that
+    reach further at the ends of the true range take coverage from somewhere, and
+    this says where (inside the hull, as `label_coverage`).
+
+    Returns
+    -------
+    dict
+        State to ``{"edges", "n", "p16_p84", "p16_p84_posterior"}`` over bins of
+        equal count of the point estimate.
+    """
+    of_state = training_states(predictions)
+    out = {}
+    for state in states:
+        rows = of_state == state
+        entry = label_coverage(predictions[rows], target, [target], n_bins)
+        if target in entry:
+            out[state] = entry[target]
     return out
 
 
@@ -437,8 +464,8 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
     out-of-fold ones; otherwise ``coverage_cv`` is added next to the split's.
     Either way every target gets ``coverage_cv``, ``coverage_by_group``,
     ``coverage_by_state_and_true_value``, ``coverage_by_label`` (`label_coverage`),
-    ``dilution`` and the ``prior`` its distributions are made under
-    (`stacked_prior`).
+    ``coverage_by_predicted`` (`predicted_coverage`), ``dilution`` and the
+    ``prior`` its distributions are made under (`stacked_prior`).
 
     Returns
     -------
@@ -458,6 +485,8 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
         target["dilution"] = dilution(predictions, name)
         target["coverage_by_state_and_true_value"] = state_bin_coverage(predictions, name)
         target["coverage_by_label"] = label_coverage(predictions, name, spec.features)
+        target["coverage_by_predicted"] = predicted_coverage(predictions, name,
+                                                             spec.calibration_groups)
         target["dilution_by_state"] = {
             state: dilution(predictions[training_states(predictions) == state],
                             name)["slope_predicted_on_true"]

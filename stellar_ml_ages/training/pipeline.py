@@ -290,19 +290,21 @@ def _calibration(log_target, mean, variance, count, states=None, groups=()):
 
 
 def choose_prior_power(knots, probability, log_truth, states, groups, powers, bins,
-                       log_range=None, along=None):
+                       log_predicted=None, log_range=None, along=None):
     """The power of the prior the robust intervals divide by, chosen on the training stars.
 
     For each candidate power the reference prior is fitted per state
     (`~stellar_ml_ages.reference_prior.fit_reference_prior`, levels recalibrated as
-    the card's are) and the robust [p16, p84] of every star taken; the score of a
+    the card's are) and the robust [p16, p84] of every star taken. The score of a
     power is the lowest coverage of those intervals over the cells of state and bin
-    of the true value (cells of at least ``MIN_STARS_PER_CELL`` stars). The answer is
-    the smallest power whose score is within one binomial standard deviation (of
-    the best score's cell) of the best: a wider interval is not bought for a
-    difference the cells' size cannot tell. The recalibration keeps each state's
-    coverage at 68% whatever the power; the power moves coverage from the middle of
-    the range, where the labels place stars well, to its ends.
+    of the *true* value and, with ``log_predicted``, of state and tenth of the
+    *predicted* value (cells of at least ``MIN_STARS_PER_CELL`` stars): robust
+    intervals are meant to hold given either. The answer is the smallest power
+    whose score is within one binomial standard deviation (of the best score's
+    cell) of the best: a wider interval is not bought for a difference the cells'
+    size cannot tell. The recalibration keeps each state's coverage at 68% whatever
+    the power; a larger power moves coverage from the middle of the true range to
+    its ends, and, past some power, away from the stars predicted at the ends.
 
     Parameters
     ----------
@@ -318,6 +320,8 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
         Candidates, each >= 1.
     bins : sequence of float
         Inner edges of the true-value bins (linear units of the target).
+    log_predicted : ndarray, optional
+        The stars' point estimates (ln y), for the cells of predicted value.
     log_range, along
         As for ``fit_reference_prior``.
 
@@ -325,27 +329,45 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
     -------
     power : float
     scores : list of dict
-        Per candidate: ``power``, ``worst_p16_p84`` and the size ``n`` of that cell.
+        Per candidate: ``power``, the worst cell's coverage by true value
+        (``worst_true``), by predicted value (``worst_predicted``, with
+        ``log_predicted``), the lower of the two (``worst_p16_p84``) and the size
+        ``n`` of that cell.
     """
     edges = np.log(np.asarray(bins, dtype=np.float64))
     which_bin = np.searchsorted(edges, log_truth, side="right")
-    cells = np.array([f"{state} {b}" for state, b in zip(states, which_bin, strict=True)],
-                     dtype=object)
+    true_cells = np.array([f"{state} {b}" for state, b in zip(states, which_bin, strict=True)],
+                          dtype=object)
+    predicted_cells = np.full(len(knots), None, dtype=object)
+    if log_predicted is not None:
+        for group in groups:
+            rows = np.flatnonzero(states == group)
+            if len(rows):
+                _, tenth = _equal_count_bins(log_predicted[rows], 10)
+                predicted_cells[rows] = [f"{group} {b}" for b in tenth]
     scores = []
     for power in powers:
         fitted = fit_reference_prior(knots, probability, log_truth,
                                      {group: states == group for group in groups},
                                      log_range=log_range, along=along, power=power)
         inside = np.zeros(len(knots), dtype=bool)
-        judged = np.full(len(knots), None, dtype=object)
+        judged = np.zeros(len(knots), dtype=bool)
         for group, entry in fitted["groups"].items():
             rows = states == group
             values = None if along is None else np.asarray(along[1], dtype=np.float64)[rows]
             low, high = robust_interval(entry, knots[rows], probability, values)
             inside[rows] = (log_truth[rows] >= low) & (log_truth[rows] <= high)
-            judged[rows] = cells[rows]
-        worst, n = worst_cell_coverage(inside, judged, MIN_STARS_PER_CELL)
-        scores.append({"power": float(power), "worst_p16_p84": round(worst, 12), "n": n})
+            judged[rows] = True
+        by_true = worst_cell_coverage(inside, np.where(judged, true_cells, None),
+                                      MIN_STARS_PER_CELL)
+        by_predicted = worst_cell_coverage(inside, np.where(judged, predicted_cells, None),
+                                           MIN_STARS_PER_CELL)
+        worst, n = min(by_true, by_predicted, key=lambda cell: (
+            cell[0] if np.isfinite(cell[0]) else np.inf))
+        scores.append({"power": float(power), "worst_true": round(by_true[0], 12),
+                       **({"worst_predicted": round(by_predicted[0], 12)}
+                          if log_predicted is not None else {}),
+                       "worst_p16_p84": round(worst, 12), "n": n})
     best = max(scores, key=lambda score: score["worst_p16_p84"])
     noise = math.sqrt(0.6827 * 0.3173 / max(best["n"], 1))
     chosen = min(score["power"] for score in scores
@@ -381,7 +403,8 @@ def _reference_prior(model, target, stars, groups, along=None, powers=()):
     if powers:
         power, scores = choose_prior_power(knots, grid, log_target[usable], states, groups,
                                            powers, TRUE_VALUE_BINS[target],
-                                           log_range=log_range, along=along)
+                                           log_predicted=mean, log_range=log_range,
+                                           along=along)
     by_state = fit_reference_prior(
         knots, grid, log_target[usable], {group: states == group for group in groups},
         log_range=log_range, along=along, power=power)
@@ -392,9 +415,10 @@ def _reference_prior(model, target, stars, groups, along=None, powers=()):
     by_state["groups"] = {**pooled["groups"], **by_state["groups"]}
     if scores is not None:
         by_state["prior_power_choice"] = {
-            "power": power, "rule": "smallest power whose worst state x true-value bin "
-            f"[p16, p84] coverage (cells of >= {MIN_STARS_PER_CELL} calibration stars) is "
-            "within one binomial sigma of the best", "bins": list(TRUE_VALUE_BINS[target]),
+            "power": power, "rule": "smallest power whose worst [p16, p84] coverage over "
+            "the cells of state x true-value bin and state x tenth of the predicted value "
+            f"(cells of >= {MIN_STARS_PER_CELL} calibration stars) is within one binomial "
+            "sigma of the best", "bins": list(TRUE_VALUE_BINS[target]),
             "scores": scores}
     return by_state
 
