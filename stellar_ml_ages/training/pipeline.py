@@ -387,8 +387,9 @@ def _reference_prior(model, target, stars, groups, along=None, powers=()):
     ``along`` (feature name, its value per calibration star), the levels are
     recalibrated in bins of that feature too, within each group. With candidate
     ``powers``, the power of the prior divided out is chosen by
-    `choose_prior_power` (on the state groups) and used for every group; the
-    choice and its scores are the entry's ``prior_power_choice``.
+    `choose_prior_power` (on the state groups, judged by true and by predicted
+    value) and used for every group; the choice and its scores are the entry's
+    ``prior_power_choice``.
     """
     log_target, mean, variance, count, states = stars
     usable = (count > 0) & (variance > 0)

@@ -312,7 +312,8 @@ PACKAGED_SPECS = {
                 "[Fe/H] ([C/N] = C_FE - N_FE); no seismic input. Point estimate: forest "
                 "and neural networks blended (models 3.2); spread scaled along log g "
                 "(models 3.3); robust interval levels recalibrated along log g (models "
-                "3.4)."
+                "3.4); the power of the prior its robust intervals divide out chosen on "
+                "the training stars (models 3.5)."
             ),
             **_GIANTS,
             network=GIANTS_NETWORK,
@@ -320,7 +321,9 @@ PACKAGED_SPECS = {
             # docs/uncertainties.rst).
             spread_feature="logg",
             robust_levels_along="logg",
-            model_version="3.4.0",
+            # The rule giants-slam needs (models 3.5); on these labels it keeps 1.
+            reference_prior_powers=PRIOR_POWERS,
+            model_version="3.5.0",
         ),
         _full_range(
             name="giants-slam-apogee-dr17",
@@ -355,7 +358,7 @@ PACKAGED_SPECS = {
             spread_feature="logg",
             robust_levels_along="logg",
             # Out of fold, one division left its RGB stars above 1.8 Msun inside their
-            # robust [p16, p84] 37% of the time and those below 2 Gyr 40% (models 3.5,
+            # robust [p16, p84] 37% of the time and those below 2 Gyr 40% (models 3.4;
             # docs/lamost.rst).
             reference_prior_powers=PRIOR_POWERS,
             model_version="3.5.0",
