@@ -294,7 +294,7 @@ def test_packaged_giants_networks_agree_with_their_forests():
     from stellar_ml_ages import get_model
 
     giants = get_model("giants")
-    assert giants.card["model_version"] == "3.4.0" and set(giants.networks) == {"mass", "age"}
+    assert giants.card["model_version"] == "3.5.0" and set(giants.networks) == {"mass", "age"}
     distribution = giants.card["training_set"]["feature_distribution"]
     rng = np.random.default_rng(12)
     stars = rng.multivariate_normal(distribution["mean"], distribution["covariance"], 4000)
