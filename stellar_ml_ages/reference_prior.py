@@ -373,7 +373,7 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
         than a posterior under the training prior is, the more so the noisier the
         labels, so one division can leave the ends of the range under-covered;
         ``power`` > 1 undoes more of that pull
-        (`stellar_ml_ages.training.pipeline.choose_prior_power` picks it on the
+        (``stellar_ml_ages.training.pipeline.choose_prior_power`` picks it on the
         training stars). The group's ``density`` is then the prior raised to
         ``power`` and renormalised (the density the model divides by), and the
         group records ``prior_power``.
