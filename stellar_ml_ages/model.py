@@ -291,6 +291,14 @@ def validate_card(card, where="model card"):
                  and "all" in reference["groups"],
                  f"{what} reference_prior needs groups, \"all\" among them")
             n_levels = len((target.get("calibration") or {}).get("probability", []))
+            # One power per target, the one its choice (if recorded) says.
+            powers = {entry.get("prior_power", 1.0) for entry in reference["groups"].values()
+                      if isinstance(entry, dict)}
+            choice = reference.get("prior_power_choice")
+            need(len(powers) <= 1 and (choice is None or (
+                isinstance(choice, dict) and powers <= {choice.get("power")})),
+                 f"{what} reference_prior groups need one prior_power, the one its "
+                 "prior_power_choice records")
             for group, entry in reference["groups"].items():
                 label = f"{what} reference_prior group {group!r}"
                 need(isinstance(entry, dict), f"{label} must be an object")

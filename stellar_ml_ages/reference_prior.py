@@ -471,7 +471,7 @@ def worst_cell_coverage(inside, cells, min_stars=50):
 
     ``inside``: whether each star's truth is inside its interval; ``cells``: a label
     per star (None for stars in no cell). Returns ``(coverage, n)``; ``(nan, 0)``
-    without a cell that large.
+    without a cell that large. Of cells with the same coverage, the smaller.
 
     Examples
     --------
@@ -490,6 +490,7 @@ def worst_cell_coverage(inside, cells, min_stars=50):
         n = int(rows.sum())
         if n >= min_stars:
             coverage = float(np.mean(inside[rows]))
-            if not coverage >= worst:  # NaN (no cell yet) compares False
+            # NaN (no cell yet) compares False.
+            if not coverage >= worst or (coverage == worst and n < size):
                 worst, size = coverage, n
     return worst, size

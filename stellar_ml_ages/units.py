@@ -53,8 +53,7 @@ def _reparsed(unit):
     writes for an abundance, as a tenth of a unit called "ex" (deci-ex): that is
     ``dex``.
     """
-    if isinstance(unit, u.UnitBase) and not isinstance(unit, u.UnrecognizedUnit) \
-            and unit != u.dex and getattr(unit, "name", None) == "dex":
+    if isinstance(unit, u.PrefixUnit) and unit.name == "dex":
         return u.dex
     if isinstance(unit, u.UnrecognizedUnit):
         reparsed = u.Unit(unit.name, format="generic", parse_strict="silent")

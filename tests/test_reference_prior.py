@@ -419,3 +419,104 @@ def test_a_card_with_bad_levels_along_a_feature_is_refused():
     card["format_version"] = _ALONG_VERSION - 1
     with pytest.raises(ModelFormatError, match="needs format_version >= 6"):
         validate_card(card, "test card")
+
+
+def test_a_card_whose_prior_powers_disagree_is_refused():
+    """One power per target, the one its recorded choice names; the packaged giants-slam
+    card's power is its choice's, and every fold of its evaluation chose one too."""
+    import copy
+
+    from stellar_ml_ages import get_model
+    from stellar_ml_ages.exceptions import ModelFormatError
+    from stellar_ml_ages.model import validate_card
+
+    shipped = get_model("giants-slam").card
+    for target in shipped["targets"]:
+        reference = target["reference_prior"]
+        choice = reference["prior_power_choice"]
+        assert {g.get("prior_power", 1.0) for g in reference["groups"].values()} == {
+            choice["power"]}
+        assert choice["power"] > 1.0
+        assert len(target["coverage_cv"]["prior_power_by_fold"]) == 10
+    for target in get_model("giants").card["targets"]:
+        assert target["reference_prior"]["prior_power_choice"]["power"] == 1.0
+        assert all("prior_power" not in g for g in target["reference_prior"]["groups"].values())
+    card = copy.deepcopy(shipped)
+    reference = card["targets"][0]["reference_prior"]
+    reference["prior_power_choice"]["power"] = 2.0
+    with pytest.raises(ModelFormatError, match="one prior_power"):
+        validate_card(card, "test card")
+    card = copy.deepcopy(shipped)
+    card["targets"][0]["reference_prior"]["groups"]["RC"]["prior_power"] = 1.25
+    with pytest.raises(ModelFormatError, match="one prior_power"):
+        validate_card(card, "test card")
+    card["targets"][0]["reference_prior"]["groups"]["RC"]["prior_power"] = 0.5
+    with pytest.raises(ModelFormatError, match="prior_power"):
+        validate_card(card, "test card")
+
+
+def test_choosing_a_power_without_enough_stars_keeps_one():
+    """Cells of fewer than 50 stars judge nothing: a tiny training set keeps one
+    division (and records no score), whatever the candidates; stars without a finite
+    prediction are in no cell of predicted value."""
+    theta, knots = _compressed(300, 41, 0.6)
+    states = np.array(["RGB"] * 300)
+    point = knots[:, list(GRID).index(0.5)]
+    chosen, scores = choose_prior_power(knots, GRID, theta, states, ("RGB",), (1.0, 2.0),
+                                        np.exp([-2.0, 2.0]), log_predicted=point)
+    # One true-value cell of 300 stars; tenths of predicted value of 30: too few.
+    assert all(score["worst_predicted"] is None and score["worst_true"] is not None
+               for score in scores)
+    chosen, scores = choose_prior_power(knots[:40], GRID, theta[:40], states[:40], ("RGB",),
+                                        (1.0, 2.0), _BINS, log_predicted=point[:40])
+    assert chosen == 1.0 and all(score["n"] == 0 for score in scores)
+    with pytest.raises(ValueError, match="finite numbers >= 1"):
+        choose_prior_power(knots, GRID, theta, states, ("RGB",), (0.5,), _BINS)
+    theta, knots = _compressed(8000, 42, 0.6)
+    point = knots[:, list(GRID).index(0.5)].copy()
+    point[::2] = np.nan  # half the stars: tenths of the other half
+    _, scores = choose_prior_power(knots, GRID, theta, np.array(["RGB"] * 8000), ("RGB",),
+                                   (1.0,), _BINS, log_predicted=point)
+    assert scores[0]["worst_predicted"] is not None
+
+
+def test_a_spec_refuses_powers_below_one_or_not_numbers():
+    import dataclasses
+
+    from stellar_ml_ages.training import get_spec
+
+    spec = get_spec("giants-slam")
+    assert spec.reference_prior_powers[0] == 1.0
+    assert dataclasses.replace(spec, reference_prior_powers=[1, 2]).reference_prior_powers \
+        == (1.0, 2.0)
+    for bad in ((0.5,), (float("inf"),), (True,), 1.5, ("1.5",)):
+        with pytest.raises(ValueError, match="reference_prior_powers must be a tuple"):
+            dataclasses.replace(spec, reference_prior_powers=bad)
+
+
+@pytest.mark.parametrize("name", ["giants", "giants-slam"])
+def test_cards_record_coverage_by_predicted_value_and_cell_widths(name):
+    """The cards' tenths of the predicted value per state count every state's stars
+    once, and hold 57-82% each (the robust intervals: 68% on average); each state and
+    true-value cell records what its coverage costs, a positive median ln width that
+    is wider for the giants-slam card's noisier labels."""
+    from stellar_ml_ages import get_model
+
+    card = get_model(name).card
+    widths = {}
+    for target in card["targets"]:
+        cells = {(row["state"], row["bin"]): row
+                 for row in target["coverage_by_state_and_true_value"]}
+        for state, entry in target["coverage_by_predicted"].items():
+            assert sum(entry["n"]) == cells[(state, "all")]["n"]
+            assert min(entry["p16_p84"]) > 0.57 and max(entry["p16_p84"]) < 0.82
+            assert np.average(entry["p16_p84"], weights=entry["n"]) == pytest.approx(
+                cells[(state, "all")]["p16_p84"], abs=1e-9)
+        assert all(row["median_ln_width"] > 0 for row in cells.values() if row["n"])
+        widths[target["name"]] = cells[("all", "all")]["median_ln_width"]
+    if name == "giants-slam":
+        giants = {t["name"]: next(r for r in t["coverage_by_state_and_true_value"]
+                                  if r["state"] == "all" and r["bin"] == "all")
+                  for t in get_model("giants").card["targets"]}
+        for target, width in widths.items():
+            assert width > 1.5 * giants[target]["median_ln_width"]

@@ -251,13 +251,14 @@ def test_row_numbers_count_from_the_top_of_the_table(stars, tmp_path):
     teff = np.asarray(table["TEFF"].value).astype(str).astype(object)
     teff[157] = "n/a"
     table["TEFF"] = teff.astype(str)
-    with conf.set_temp("chunk_size", 50), pytest.raises(ColumnValueError, match="row 157 is"):
+    with conf.set_temp("chunk_size", 50), pytest.raises(
+            ColumnValueError, match=r"row 157 \(counting the first as 0\) is"):
         add_mass_age(table, model="giants")
     from stellar_ml_ages.streaming import annotate_file
 
     source = tmp_path / "stars.fits"
     write_quietly(table, source)
-    with pytest.raises(ColumnValueError, match="row 157 is 'n/a'"):
+    with pytest.raises(ColumnValueError, match=r"row 157 \(counting the first as 0\) is 'n/a'"):
         annotate_file(source, tmp_path / "out.fits", input_format="fits", output_format="fits",
                       model="giants", block_rows=40)
 

@@ -66,6 +66,8 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         ``meta["probability"]``,
         the calibration grid), as
         `~stellar_ml_ages.distributions.PredictiveDistribution` reads it.
+        For specs with ``reference_prior_powers``, ``meta["<t>_prior_powers"]`` is
+        the power each fold's model chose for its robust intervals.
     """
     keep, features, targets = _select(table, spec)
     selected = table[keep]
@@ -93,8 +95,13 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
         for suffix in ("_quantiles", "_quantiles_pooled"):
             out[f"{target}{suffix}"] = np.full(
                 (len(selected), len(CALIBRATION_PROBABILITIES)), np.nan)
+    powers = {target: [] for target in spec.targets}
     for k in range(n_folds):
         result = train_model(spec, selected, test_mask=fold == k, progress=progress)
+        for entry in result.model.card["targets"]:
+            choice = (entry.get("reference_prior") or {}).get("prior_power_choice")
+            if choice is not None:
+                powers[entry["name"]].append(choice["power"])
         rows = np.flatnonzero(fold == k)
         test_features = inputs[rows]
         out["in_hull"][rows] = result.model.in_hull(test_features)
@@ -126,6 +133,9 @@ def cross_validated_predictions(spec, table, n_folds=4, progress=None, input_tab
             out[f"{target}_pit"][rows[~np.isfinite(truth)]] = np.nan
     out.meta["n_folds"] = n_folds
     out.meta["probability"] = list(CALIBRATION_PROBABILITIES)
+    for target, chosen in powers.items():
+        if chosen:  # the power each fold's model chose for its robust intervals
+            out.meta[f"{target}_prior_powers"] = chosen
     out.meta["model"] = spec.name
     return out
 
@@ -481,6 +491,9 @@ def train_and_validate(spec, table, n_folds=4, progress=None):
                                  "p2.5_p97.5": measured["p2.5_p97.5"],
                                  "p16_p84_pooled": measured["p16_p84_pooled"],
                                  "median_rel_error": measured["cv_median_rel_error"]}
+        if f"{name}_prior_powers" in predictions.meta:
+            target["coverage_cv"]["prior_power_by_fold"] = [
+                float(p) for p in predictions.meta[f"{name}_prior_powers"]]
         target["coverage_by_group"] = group_coverage(predictions, name)
         target["dilution"] = dilution(predictions, name)
         target["coverage_by_state_and_true_value"] = state_bin_coverage(predictions, name)

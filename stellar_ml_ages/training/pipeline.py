@@ -300,11 +300,13 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
     of the *true* value and, with ``log_predicted``, of state and tenth of the
     *predicted* value (cells of at least ``MIN_STARS_PER_CELL`` stars): robust
     intervals are meant to hold given either. The answer is the smallest power
-    whose score is within one binomial standard deviation (of the best score's
-    cell) of the best: a wider interval is not bought for a difference the cells'
-    size cannot tell. The recalibration keeps each state's coverage at 68% whatever
-    the power; a larger power moves coverage from the middle of the true range to
-    its ends, and, past some power, away from the stars predicted at the ends.
+    whose score is within one standard deviation of the best score, that of the
+    difference of two binomial fractions of those two cells' sizes: a wider
+    interval is not bought for a difference the cells cannot tell. The
+    recalibration keeps each state's coverage at 68% whatever the power; a larger
+    power moves coverage from the middle of the true range to its ends, and, past
+    some power, away from the stars predicted at the ends. Without a cell of
+    ``MIN_STARS_PER_CELL`` stars the answer is 1 (one division, the likelihood).
 
     Parameters
     ----------
@@ -321,7 +323,8 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
     bins : sequence of float
         Inner edges of the true-value bins (linear units of the target).
     log_predicted : ndarray, optional
-        The stars' point estimates (ln y), for the cells of predicted value.
+        The stars' point estimates (ln y), for the cells of predicted value; stars
+        without a finite one are in no such cell.
     log_range, along
         As for ``fit_reference_prior``.
 
@@ -331,20 +334,27 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
     scores : list of dict
         Per candidate: ``power``, the worst cell's coverage by true value
         (``worst_true``), by predicted value (``worst_predicted``, with
-        ``log_predicted``), the lower of the two (``worst_p16_p84``) and the size
-        ``n`` of that cell.
+        ``log_predicted``; None where no cell is large enough), the lower of the
+        two (``worst_p16_p84``) and the size ``n`` of that cell.
     """
+    knots = np.asarray(knots, dtype=np.float64)
+    log_truth = np.asarray(log_truth, dtype=np.float64)
+    states = np.asarray(states)
+    if len(powers) == 0 or any(not (np.isfinite(p) and p >= 1) for p in powers):
+        raise ValueError(f"candidate powers must be finite numbers >= 1; got {list(powers)}")
     edges = np.log(np.asarray(bins, dtype=np.float64))
     which_bin = np.searchsorted(edges, log_truth, side="right")
     true_cells = np.array([f"{state} {b}" for state, b in zip(states, which_bin, strict=True)],
                           dtype=object)
     predicted_cells = np.full(len(knots), None, dtype=object)
     if log_predicted is not None:
+        log_predicted = np.asarray(log_predicted, dtype=np.float64)
         for group in groups:
-            rows = np.flatnonzero(states == group)
+            rows = np.flatnonzero((states == group) & np.isfinite(log_predicted))
             if len(rows):
                 _, tenth = _equal_count_bins(log_predicted[rows], 10)
                 predicted_cells[rows] = [f"{group} {b}" for b in tenth]
+    usable = np.all(np.isfinite(knots), axis=1) & np.isfinite(log_truth)
     scores = []
     for power in powers:
         fitted = fit_reference_prior(knots, probability, log_truth,
@@ -356,22 +366,29 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
             rows = states == group
             values = None if along is None else np.asarray(along[1], dtype=np.float64)[rows]
             low, high = robust_interval(entry, knots[rows], probability, values)
-            inside[rows] = (log_truth[rows] >= low) & (log_truth[rows] <= high)
-            judged[rows] = True
-        by_true = worst_cell_coverage(inside, np.where(judged, true_cells, None),
-                                      MIN_STARS_PER_CELL)
-        by_predicted = worst_cell_coverage(inside, np.where(judged, predicted_cells, None),
-                                           MIN_STARS_PER_CELL)
-        worst, n = min(by_true, by_predicted, key=lambda cell: (
-            cell[0] if np.isfinite(cell[0]) else np.inf))
-        scores.append({"power": float(power), "worst_true": round(by_true[0], 12),
-                       **({"worst_predicted": round(by_predicted[0], 12)}
-                          if log_predicted is not None else {}),
-                       "worst_p16_p84": round(worst, 12), "n": n})
-    best = max(scores, key=lambda score: score["worst_p16_p84"])
-    noise = math.sqrt(0.6827 * 0.3173 / max(best["n"], 1))
-    chosen = min(score["power"] for score in scores
-                 if score["worst_p16_p84"] >= best["worst_p16_p84"] - noise)
+            with np.errstate(invalid="ignore"):
+                inside[rows] = (log_truth[rows] >= low) & (log_truth[rows] <= high)
+            judged[rows] = usable[rows]
+        cells = [worst_cell_coverage(inside, np.where(judged, labels, None), MIN_STARS_PER_CELL)
+                 for labels in (true_cells, predicted_cells)]
+        found = [cell for cell in cells if cell[1] > 0]
+        worst, n = min(found) if found else (None, 0)
+        scores.append({
+            "power": float(power),
+            "worst_true": round(cells[0][0], 12) if cells[0][1] else None,
+            **({"worst_predicted": round(cells[1][0], 12) if cells[1][1] else None}
+               if log_predicted is not None else {}),
+            "worst_p16_p84": None if worst is None else round(worst, 12), "n": n})
+    judged_scores = [score for score in scores if score["n"]]
+    if not judged_scores:
+        return 1.0, scores
+    best = max(judged_scores, key=lambda score: score["worst_p16_p84"])
+
+    def noise(score):  # one sigma of the difference of the two cells' fractions
+        return math.sqrt(0.6827 * 0.3173 * (1 / best["n"] + 1 / score["n"]))
+
+    chosen = min(score["power"] for score in judged_scores
+                 if score["worst_p16_p84"] >= best["worst_p16_p84"] - noise(score))
     return chosen, scores
 
 
@@ -418,8 +435,9 @@ def _reference_prior(model, target, stars, groups, along=None, powers=()):
         by_state["prior_power_choice"] = {
             "power": power, "rule": "smallest power whose worst [p16, p84] coverage over "
             "the cells of state x true-value bin and state x tenth of the predicted value "
-            f"(cells of >= {MIN_STARS_PER_CELL} calibration stars) is within one binomial "
-            "sigma of the best", "bins": list(TRUE_VALUE_BINS[target]),
+            f"(cells of >= {MIN_STARS_PER_CELL} calibration stars) is within one sigma of "
+            "the best (binomial, of the difference of the two cells' fractions); 1 without "
+            "such a cell", "bins": list(TRUE_VALUE_BINS[target]),
             "scores": scores}
     return by_state
 

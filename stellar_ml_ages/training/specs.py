@@ -4,6 +4,7 @@ A `ModelSpec` is everything needed to train one model reproducibly from a
 catalog table; the packaged models are built from `PACKAGED_SPECS`.
 """
 
+import math
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_TARGET_LIMITS", "LAMOST_SPECS", "LEGACY_SPECS", "PACKAGED_SPECS",
@@ -127,8 +128,9 @@ class ModelSpec:
     reference_prior_powers : tuple of float
         Candidate powers (each >= 1) of the prior the robust intervals divide out;
         training picks one per target on the calibration stars
-        (``training.pipeline.choose_prior_power``: the smallest whose worst state x
-        true-value bin coverage is within binomial noise of the best). The noisier
+        (``training.pipeline.choose_prior_power``: the smallest whose worst coverage
+        over the state x true-value cells and the state x predicted-value tenths is
+        within binomial noise of the best). The noisier
         the labels, the more a forest pulls its predictions towards the training
         mean and the more one division leaves the ends of the range uncovered.
         () (default): one division (power 1).
@@ -200,10 +202,13 @@ class ModelSpec:
             if value and value not in self.features:
                 raise ValueError(f"spec {self.name!r}: {option} {value!r} is not among its "
                                  f"features {list(self.features)}")
-        if any(not (isinstance(p, (int, float)) and p >= 1)
-               for p in self.reference_prior_powers):
-            raise ValueError(f"spec {self.name!r}: reference_prior_powers must be numbers "
-                             f">= 1; got {self.reference_prior_powers}")
+        powers = self.reference_prior_powers
+        if not isinstance(powers, (tuple, list)) or any(
+                isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
+                or p < 1 for p in powers):
+            raise ValueError(f"spec {self.name!r}: reference_prior_powers must be a tuple of "
+                             f"finite numbers >= 1; got {powers!r}")
+        object.__setattr__(self, "reference_prior_powers", tuple(float(p) for p in powers))
         unknown = [name for name in self.oblique_features if name not in self.features]
         if unknown:
             raise ValueError(f"spec {self.name!r}: oblique_features {unknown} are not among "
