@@ -911,7 +911,9 @@ class MassAgeModel:
             # Beyond the training range only as far as the posterior itself reaches.
             posterior = mean + offsets * sigma
             out = np.clip(out, np.minimum(low, posterior), np.maximum(high, posterior))
-            # Quantiles stay ordered (ends clipped at the training range included).
+            # Quantiles stay ordered (ends clipped at the training range included). With
+            # the variance floor in predict() the shift above is outward and monotone
+            # in probability, so this only guards against rounding.
             order = np.argsort(quantiles, kind="stable")
             out[order] = np.fmax.accumulate(out[order], axis=0)
         return out
