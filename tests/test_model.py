@@ -286,3 +286,24 @@ def test_rows_with_a_missing_feature_get_nan_and_leave_the_others_alone(name):
     cdf = model.predictive_cdf(target, holed, full[target]["value"])
     assert np.isnan(cdf[[2, 4]]).all()
     assert np.all((cdf[[0, 1, 3]] > 0.2) & (cdf[[0, 1, 3]] < 0.8))  # at the point estimate
+
+
+def test_the_readme_model_table_quotes_the_shipped_cards():
+    """The README's table of packaged models (errors and [p16, p84] coverage, out of
+    fold, inside the hull) is the cards' numbers to the printed digit: a retrained card
+    must not leave the front page behind."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = re.findall(r"^\| `([\w-]+)` \| `[\w-]+` \|.*\| mass, age \| ([\d.]+)%, ([\d.]+)%.*?"
+                      r"\| ([\d.]+)%, ([\d.]+)% \|$", readme, flags=re.MULTILINE)
+    assert {name for name, *_ in rows} == set(list_models()["name"])
+    for name, *numbers in rows:
+        card = get_model(name).card
+        mass, age = (card["targets"][0], card["targets"][1])
+        assert (mass["name"], age["name"]) == ("mass", "age")
+        expected = [100 * mass["metrics"]["median_rel_error"],
+                    100 * age["metrics"]["median_rel_error"],
+                    100 * mass["coverage"]["p16_p84"], 100 * age["coverage"]["p16_p84"]]
+        assert [float(n) for n in numbers] == [round(v, 1) for v in expected], name
