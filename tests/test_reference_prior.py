@@ -494,7 +494,7 @@ def test_a_spec_refuses_powers_below_one_or_not_numbers():
             dataclasses.replace(spec, reference_prior_powers=bad)
 
 
-@pytest.mark.parametrize("name", ["giants", "giants-slam"])
+@pytest.mark.parametrize("name", ["giants", "giants-slam", "red-clump", "red-clump-seismic"])
 def test_cards_record_coverage_by_predicted_value_and_cell_widths(name):
     """The cards' tenths of the predicted value per state count every state's stars
     once, and hold 57-82% each (the robust intervals: 68% on average); each state and
