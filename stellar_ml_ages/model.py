@@ -45,7 +45,7 @@ from .features import FEATURES
 from .forest import CompactForest
 from .hull import ConvexHullDomain
 from .network import CompactNetwork
-from .reference_prior import interp_levels, levels_along, robust_quantiles
+from .reference_prior import group_robust_quantiles, interp_levels
 
 __all__ = ["FORMAT_VERSION", "MassAgeModel", "card_checksum", "load_model", "load_model_payload",
            "row_normal_deviates", "row_products", "sha256_of", "spread_factor", "validate_card",
@@ -291,14 +291,7 @@ def validate_card(card, where="model card"):
                  and "all" in reference["groups"],
                  f"{what} reference_prior needs groups, \"all\" among them")
             n_levels = len((target.get("calibration") or {}).get("probability", []))
-            # One power per target, the one its choice (if recorded) says.
-            powers = {entry.get("prior_power", 1.0) for entry in reference["groups"].values()
-                      if isinstance(entry, dict)}
-            choice = reference.get("prior_power_choice")
-            need(len(powers) <= 1 and (choice is None or (
-                isinstance(choice, dict) and powers <= {choice.get("power")})),
-                 f"{what} reference_prior groups need one prior_power, the one its "
-                 "prior_power_choice records")
+            powers = set()
             for group, entry in reference["groups"].items():
                 label = f"{what} reference_prior group {group!r}"
                 need(isinstance(entry, dict), f"{label} must be an object")
@@ -312,6 +305,7 @@ def validate_card(card, where="model card"):
                     need(isinstance(power, (int, float)) and not isinstance(power, bool)
                          and np.isfinite(power) and power >= 1,
                          f"{label} prior_power must be a number >= 1")
+                powers.add(entry.get("prior_power", 1.0))
                 if "log_range" in entry:
                     bounds = _finite_numbers(entry["log_range"], f"{where}: {label} log_range")
                     need(len(bounds) == 2 and bounds[0] < bounds[1],
@@ -349,6 +343,12 @@ def validate_card(card, where="model card"):
                     need(card.get("format_version", _ALONG_VERSION) >= _ALONG_VERSION,
                          f"{label} has levels along a feature, which needs format_version "
                          f">= {_ALONG_VERSION}")
+            # One power per target, the one its choice (if recorded) says.
+            choice = reference.get("prior_power_choice")
+            need(len(powers) <= 1 and (choice is None or (
+                isinstance(choice, dict) and powers <= {choice.get("power")})),
+                 f"{what} reference_prior groups need one prior_power, the one its "
+                 "prior_power_choice records")
     arrays = card.get("arrays")
     need(isinstance(arrays, dict), "'arrays' must be an object")
     if arrays:  # a model being assembled in memory has none yet
@@ -901,10 +901,8 @@ class MassAgeModel:
                                          "rows' features")
                     column = self.feature_names.index(entry["along"]["feature"])
                     values = np.asarray(features, dtype=np.float64)[rows, column]
-                lower_level, upper_level = levels_along(entry, values)
-                out[:, rows] = robust_quantiles(knots[rows], grid, entry["log_edges"],
-                                                entry["density"], lower_level, upper_level,
-                                                quantiles, entry.get("log_range"))
+                out[:, rows] = group_robust_quantiles(entry, knots[rows], grid, quantiles,
+                                                      values)
         if training_sigma is not None:
             offsets = self._offset_table(target, mean, states, quantiles)
             out += offsets * (sigma - base_sigma)

@@ -32,9 +32,9 @@ for a piecewise-constant (histogram) prior.
 
 import numpy as np
 
-__all__ = ["MIN_STARS_ALONG", "REFERENCE_PRIOR_BINS", "fit_reference_prior", "interp_levels",
-           "levels_along", "reference_cdf", "reference_quantiles", "robust_interval",
-           "robust_quantiles", "worst_cell_coverage"]
+__all__ = ["MIN_STARS_ALONG", "REFERENCE_PRIOR_BINS", "fit_reference_prior",
+           "group_robust_quantiles", "interp_levels", "levels_along", "reference_cdf",
+           "reference_quantiles", "robust_quantiles", "worst_cell_coverage"]
 
 #: Bins of the stacked training prior in ln y.
 REFERENCE_PRIOR_BINS = 40
@@ -453,17 +453,16 @@ def fit_reference_prior(knots, probability, log_truth, groups, n_bins=REFERENCE_
     return entry
 
 
-def robust_interval(entry, knots, probability, values=None, level=0.68268949):
-    """Each row's central robust interval (ln y) at ``level`` under one fitted group.
+def group_robust_quantiles(entry, knots, probability, levels, values=None):
+    """`robust_quantiles` of rows under one fitted group: shape (n_levels, n_rows).
 
-    ``entry`` is a group of `fit_reference_prior`'s output; ``values`` the rows'
-    values of its ``along`` feature, if it has one. Returns ``(low, high)``.
+    ``entry`` is a group of a card's ``reference_prior`` (`fit_reference_prior`'s
+    output): its density, range and levels, the latter at each row's ``values`` of
+    the group's ``along`` feature if it has one (`levels_along`).
     """
     lower_level, upper_level = levels_along(entry, values)
-    low, high = robust_quantiles(knots, probability, entry["log_edges"], entry["density"],
-                                 lower_level, upper_level,
-                                 [(1 - level) / 2, (1 + level) / 2], entry.get("log_range"))
-    return low, high
+    return robust_quantiles(knots, probability, entry["log_edges"], entry["density"],
+                            lower_level, upper_level, levels, entry.get("log_range"))
 
 
 def worst_cell_coverage(inside, cells, min_stars=50):

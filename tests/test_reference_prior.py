@@ -13,10 +13,10 @@ from scipy import stats
 
 from stellar_ml_ages.reference_prior import (
     fit_reference_prior,
+    group_robust_quantiles,
     levels_along,
     reference_cdf,
     reference_quantiles,
-    robust_interval,
     robust_quantiles,
 )
 from stellar_ml_ages.training.pipeline import (
@@ -138,7 +138,7 @@ def _worst_bin(power, fitted_on, scored):
     group = fit_reference_prior(knots, GRID, theta, {"RGB": np.ones(theta.size, bool)},
                                 power=power)["groups"]["RGB"]
     theta, knots = scored
-    low, high = robust_interval(group, knots, GRID)
+    low, high = group_robust_quantiles(group, knots, GRID, (0.15865525, 0.84134475))
     covered = (theta >= low) & (theta <= high)
     which = np.searchsorted(np.log(_BINS), theta)
     return min(covered[which == b].mean() for b in range(len(_BINS) + 1)), covered.mean()

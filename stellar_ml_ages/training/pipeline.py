@@ -44,7 +44,7 @@ from ..model import (
     validate_card,
     with_oblique_inputs,
 )
-from ..reference_prior import fit_reference_prior, robust_interval, worst_cell_coverage
+from ..reference_prior import fit_reference_prior, group_robust_quantiles, worst_cell_coverage
 from ..units import feature_matrix
 
 __all__ = ["CALIBRATION_PROBABILITIES", "TRUE_VALUE_BINS", "TrainingResult", "choose_prior_power",
@@ -55,6 +55,8 @@ __all__ = ["CALIBRATION_PROBABILITIES", "TRUE_VALUE_BINS", "TrainingResult", "ch
 TRUE_VALUE_BINS = {"mass": (1.0, 1.4, 1.8), "age": (2.0, 5.0, 9.0)}
 #: Fewest stars of a state and true-value bin that `choose_prior_power` judges.
 MIN_STARS_PER_CELL = 50
+#: The central 68.27% interval `choose_prior_power` judges each power by.
+_CENTRAL_68 = ((1 - 0.68268949) / 2, (1 + 0.68268949) / 2)
 
 #: Probabilities at which the predictive distribution is calibrated.
 CALIBRATION_PROBABILITIES = (0.005, 0.01, 0.025, 0.05, 0.1, 0.16, 0.25, 0.5,
@@ -365,7 +367,8 @@ def choose_prior_power(knots, probability, log_truth, states, groups, powers, bi
         for group, entry in fitted["groups"].items():
             rows = states == group
             values = None if along is None else np.asarray(along[1], dtype=np.float64)[rows]
-            low, high = robust_interval(entry, knots[rows], probability, values)
+            low, high = group_robust_quantiles(entry, knots[rows], probability, _CENTRAL_68,
+                                               values)
             with np.errstate(invalid="ignore"):
                 inside[rows] = (log_truth[rows] >= low) & (log_truth[rows] <= high)
             judged[rows] = usable[rows]
