@@ -76,4 +76,15 @@ def test_shipped_curve_reads_as_the_docs_say():
     assert 0 < mass[0] - mass[-1] < 0.003
     rate = shipped["rate"]["mass"]
     assert -0.002 < rate["per_doubling"] < 0 and rate["doublings_to_target"] > 2
+    # The numbers docs/models.rst quotes (to their last digit).
+    assert [round(100 * m, 2) for m in mass] == [5.39, 5.34, 5.25, 5.22]
+    assert [round(100 * entry["age"]["median_rel_error_all"], 2)
+            for entry in curve.values()] == [18.76, 18.60, 18.02, 17.90]
+    assert [round(n) for n in stars] == [1930, 3917, 5561, 7792]
+    assert round(100 * rate["per_doubling"], 3) == -0.089
+    assert round(100 * rate["per_doubling_sigma"], 3) == 0.032
+    assert round(rate["doublings_to_target"], 1) == 2.4
+    age = shipped["rate"]["age"]
+    assert round(100 * age["per_doubling"], 2) == -0.46
+    assert round(100 * age["per_doubling_sigma"], 2) == 0.09
     assert "-dirty" not in shipped["generated"]["commit"]
