@@ -3,6 +3,7 @@
 import warnings
 
 import numpy as np
+import pytest
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyWarning
 
@@ -52,3 +53,25 @@ def write_quietly(table, path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AstropyWarning)  # the unit warning's class varies
         table.write(path)
+
+
+def assert_same_numbers(expected, found, rel=1e-12, path="report"):
+    """Nested dicts and lists equal entry by entry, floats to ``rel`` relative.
+
+    For reports recomputed from the shared catalogs: the structure, integers and
+    strings must match exactly; a float may differ in its last bits, which LAPACK
+    builds and processors change.
+    """
+    if isinstance(expected, dict):
+        assert isinstance(found, dict) and set(found) == set(expected), path
+        for key in expected:
+            assert_same_numbers(expected[key], found[key], rel, f"{path}[{key!r}]")
+    elif isinstance(expected, list):
+        assert isinstance(found, list) and len(found) == len(expected), path
+        for i, (a, b) in enumerate(zip(expected, found, strict=True)):
+            assert_same_numbers(a, b, rel, f"{path}[{i}]")
+    elif isinstance(expected, float):
+        assert isinstance(found, (int, float)) and not isinstance(found, bool), path
+        assert found == pytest.approx(expected, rel=rel, abs=0, nan_ok=True), path
+    else:
+        assert found == expected, path
