@@ -58,20 +58,21 @@ def write_quietly(table, path):
 def assert_same_numbers(expected, found, rel=1e-12, path="report"):
     """Nested dicts and lists equal entry by entry, floats to ``rel`` relative.
 
-    For reports recomputed from the shared catalogs: the structure, integers and
-    strings must match exactly; a float may differ in its last bits, which LAPACK
-    builds and processors change.
+    For reports recomputed from the shared catalogs: the structure, the types, the
+    integers, booleans and strings must match exactly; a float may differ in its last
+    bits, which LAPACK builds and processors change (an exact 0.0 must stay 0.0).
     """
+    assert type(found) is type(expected), f"{path}: {found!r} is not like {expected!r}"
     if isinstance(expected, dict):
-        assert isinstance(found, dict) and set(found) == set(expected), path
+        assert set(found) == set(expected), f"{path}: keys {sorted(found)} != {sorted(expected)}"
         for key in expected:
             assert_same_numbers(expected[key], found[key], rel, f"{path}[{key!r}]")
     elif isinstance(expected, list):
-        assert isinstance(found, list) and len(found) == len(expected), path
+        assert len(found) == len(expected), f"{path}: {len(found)} entries != {len(expected)}"
         for i, (a, b) in enumerate(zip(expected, found, strict=True)):
             assert_same_numbers(a, b, rel, f"{path}[{i}]")
     elif isinstance(expected, float):
-        assert isinstance(found, (int, float)) and not isinstance(found, bool), path
-        assert found == pytest.approx(expected, rel=rel, abs=0, nan_ok=True), path
+        assert found == pytest.approx(expected, rel=rel, abs=0, nan_ok=True), (
+            f"{path}: {found!r} != {expected!r}")
     else:
-        assert found == expected, path
+        assert found == expected, f"{path}: {found!r} != {expected!r}"
