@@ -262,8 +262,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     spec = get_spec(args.spec)
     out = args.out or str(Path(__file__).resolve().parent.parent / "stellar_ml_ages" / "data"
-                          / ("learning_curve.json" if spec.name == "giants"
-                             else f"learning_curve_{spec.name}.json"))
+                          / ("learning_curve.json" if spec.name == get_spec("giants").name
+                             else f"learning_curve_{args.spec}.json"))
     table = load_training_table(spec, args.data_dir)
     fractions = sorted(args.fractions)
     truth, predicted, n_train, states, fold = learning_curve(spec, table, fractions,
