@@ -2,7 +2,13 @@
 
 import numpy as np
 
-__all__ = ["paired_bootstrap"]
+__all__ = ["median_rel_error", "paired_bootstrap"]
+
+
+def median_rel_error(predicted, truth):
+    """Median of ``|predicted / truth - 1|`` over the stars with both, or None."""
+    use = np.isfinite(predicted) & np.isfinite(truth)
+    return float(np.median(np.abs(predicted[use] / truth[use] - 1))) if use.any() else None
 
 
 def paired_bootstrap(candidate, reference, truth, n=400, seed=0):

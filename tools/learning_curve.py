@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _provenance import git_commit  # tools/ is the script's directory
+from _paired import median_rel_error  # tools/ is the script's directory
+from _provenance import git_commit
 
 from stellar_ml_ages.training import get_spec, load_training_table
 from stellar_ml_ages.training.evaluation import kic_folds
@@ -57,11 +58,6 @@ def subsample_key(kic, draw=0):
     """
     salt = "stellar_ml_ages-learning-curve" + (f"-{draw}" if draw else "")
     return kic_folds(kic, _SUBSAMPLE_BINS, salt=salt) / _SUBSAMPLE_BINS
-
-
-def _median_error(predicted, truth):
-    use = np.isfinite(predicted) & np.isfinite(truth)
-    return float(np.median(np.abs(predicted[use] / truth[use] - 1)))
 
 
 def learning_curve(spec, table, fractions=FRACTIONS, n_folds=10, draws=DRAWS, say=print):
@@ -128,7 +124,7 @@ def learning_curve(spec, table, fractions=FRACTIONS, n_folds=10, draws=DRAWS, sa
                 say(f"  draw {draw} fraction {fraction:g} fold {k + 1}/{n_folds}: "
                     f"{counts[-1]} training stars, {time.time() - start:.0f} s")
             n_train[draw, fraction] = float(np.mean(counts))
-            errors = {target: _median_error(predicted[draw, fraction][target], truth[target])
+            errors = {target: median_rel_error(predicted[draw, fraction][target], truth[target])
                       for target in spec.targets}
             say(f"draw {draw} fraction {fraction:g}: "
                 + ", ".join(f"{target} {100 * error:.2f}%" for target, error in errors.items()))
@@ -144,13 +140,13 @@ def summarize(truth, predicted, n_train, states, fold):
     for (draw, fraction), values in predicted.items():
         entry = {"mean_training_stars": n_train[draw, fraction]}
         for target, value in values.items():
-            fold_medians = [_median_error(value[fold == k], truth[target][fold == k])
+            fold_medians = [median_rel_error(value[fold == k], truth[target][fold == k])
                             for k in range(n_folds)]
             entry[target] = {
                 "n": int(np.isfinite(truth[target]).sum()),
-                "median_rel_error_all": _median_error(value, truth[target]),
+                "median_rel_error_all": median_rel_error(value, truth[target]),
                 "fold_noise": float(np.std(fold_medians, ddof=1) / np.sqrt(n_folds)),
-                **{f"median_rel_error_{s}": _median_error(value[states == s],
+                **{f"median_rel_error_{s}": median_rel_error(value[states == s],
                                                           truth[target][states == s])
                    for s in ("RGB", "RC")},
             }
@@ -215,13 +211,21 @@ def rate_with_bootstrap(curve, truth, target_error, n_boot=500, seed=0):
                                               axis=1))
              for _ in range(n_boot)]
     sigma = float(np.std(draws))
-    current = float(np.median(relative[-1]))
-    # No count of doublings for a curve that does not fall by more than twice its
-    # bootstrap noise: it would say nothing but the noise.
-    falling = rate < -max(2 * sigma, 1e-9)
-    reachable = target_error is not None and falling and current > target_error
     return {"per_doubling": rate, "per_doubling_sigma": sigma, "target": target_error,
-            "doublings_to_target": float((target_error - current) / rate) if reachable else None}
+            "doublings_to_target": doublings_to_target(target_error,
+                                                       float(np.median(relative[-1])),
+                                                       rate, sigma)}
+
+
+def doublings_to_target(target_error, current, rate, sigma):
+    """Doublings of the training stars a line of slope ``rate`` (error per doubling)
+    needs from the error ``current`` to ``target_error``; None without a target, if
+    the target is already reached, or if the line does not fall by more than twice
+    its ``sigma`` (a count that would say nothing but the noise)."""
+    falling = rate < -max(2 * sigma, 1e-9)
+    if target_error is None or not falling or current <= target_error:
+        return None
+    return float((target_error - current) / rate)
 
 
 def combine_draws(rates):
@@ -276,14 +280,12 @@ def main(argv=None):
                                        truth[target], TARGETS.get(target))
                    for draw in args.draws]
         combined = combine_draws(by_draw)
-        last = np.median(np.abs(predicted[args.draws[0], fractions[-1]][target]
-                                / truth[target] - 1)[np.isfinite(truth[target])])
         target_error = TARGETS.get(target)
-        reachable = (target_error is not None and last > target_error
-                     and combined["per_doubling"] < -2 * combined["per_doubling_sigma"])
         combined["target"] = target_error
-        combined["doublings_to_target"] = (float((target_error - last) / combined["per_doubling"])
-                                           if reachable else None)
+        combined["doublings_to_target"] = doublings_to_target(
+            target_error, median_rel_error(predicted[args.draws[0], fractions[-1]][target],
+                                           truth[target]),
+            combined["per_doubling"], combined["per_doubling_sigma"])
         combined["by_draw"] = by_draw
         results["rate"][target] = combined
         reach = ("" if combined["doublings_to_target"] is None else

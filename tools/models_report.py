@@ -65,7 +65,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from _paired import paired_bootstrap  # tools/ is the script's directory
+from _paired import median_rel_error, paired_bootstrap  # tools/ is the script's directory
 from _provenance import git_commit
 
 from stellar_ml_ages.training import get_spec
@@ -184,11 +184,6 @@ def fold_predictions(spec, table, n_folds, say=print, mapped_table_for=None):
     return out
 
 
-def _median_error(predicted, truth):
-    use = np.isfinite(predicted) & np.isfinite(truth)
-    return float(np.median(np.abs(predicted[use] / truth[use] - 1))) if use.any() else None
-
-
 def _slope(predicted, truth):
     use = np.isfinite(predicted) & np.isfinite(truth)
     return float(np.polyfit(np.log(truth[use]), np.log(predicted[use]), 1)[0])
@@ -206,27 +201,27 @@ def scores(arrays, targets, features=()):
         truth, value = arrays[f"{target}_true"], arrays[target]
         inside = arrays["in_hull"]
         entry = {"n": int(np.isfinite(truth).sum()),
-                 "median_rel_error_all": _median_error(value, truth),
-                 "median_rel_error_in_hull": _median_error(value[inside], truth[inside]),
+                 "median_rel_error_all": median_rel_error(value, truth),
+                 "median_rel_error_in_hull": median_rel_error(value[inside], truth[inside]),
                  "fraction_in_hull": float(inside[np.isfinite(truth)].mean())}
         for s in _states(state):
             rows = state == s
-            entry[f"median_rel_error_{s}"] = _median_error(value[rows], truth[rows])
+            entry[f"median_rel_error_{s}"] = median_rel_error(value[rows], truth[rows])
             entry[f"log_slope_{s}"] = _slope(value[rows], truth[rows])
         dr17 = arrays["has_dr17"]
         entry["dr17_input"] = {
             "n": int((dr17 & np.isfinite(truth)).sum()),
-            "median_rel_error": _median_error(arrays[f"{target}_dr17"][dr17], truth[dr17]),
-            "median_rel_error_training_labels": _median_error(value[dr17], truth[dr17]),
+            "median_rel_error": median_rel_error(arrays[f"{target}_dr17"][dr17], truth[dr17]),
+            "median_rel_error_training_labels": median_rel_error(value[dr17], truth[dr17]),
             "true_p1_p99": [float(v) for v in np.nanpercentile(truth[dr17], [1, 99])],
         }
         # Every star of that range, and those of them without all six final labels:
         # how much of the subset's lower error is its range.
         low, high = entry["dr17_input"]["true_p1_p99"]
         in_range = (truth >= low) & (truth <= high)
-        entry["dr17_input"]["median_rel_error_all_in_range"] = _median_error(
+        entry["dr17_input"]["median_rel_error_all_in_range"] = median_rel_error(
             value[in_range], truth[in_range])
-        entry["dr17_input"]["median_rel_error_in_range_without_all_final"] = _median_error(
+        entry["dr17_input"]["median_rel_error_in_range_without_all_final"] = median_rel_error(
             value[in_range & ~dr17], truth[in_range & ~dr17])
         if f"{target}_mapped" in arrays:
             both = dr17 & np.isfinite(arrays[f"{target}_mapped"]) & np.isfinite(truth)
@@ -234,7 +229,7 @@ def scores(arrays, targets, features=()):
             shift = np.log(from_dr17 / mapped)
             entry["dr17_input"].update({
                 "n_mapped": int(both.sum()),
-                "median_rel_error_mapped_labels": _median_error(mapped, truth[both]),
+                "median_rel_error_mapped_labels": median_rel_error(mapped, truth[both]),
                 # Prediction from DR17 labels against the same model's from the mapped
                 # preliminary ones (zero point and per-star differences together).
                 "median_ln_dr17_over_mapped": float(np.median(shift)),
